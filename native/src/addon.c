@@ -1,0 +1,191 @@
+/* addon.c: registration of the xvd native addon (Node-API 9, plain C).
+ *
+ * Exports:
+ *   fallocate(fd, mode, offset, length) -> Promise<void>
+ *   blkDiscard(fd, offset, length)      -> Promise<void>
+ *   blkZeroout(fd, offset, length)      -> Promise<void>
+ *   seekData(fd, offset)                -> Promise<number>  (-1 when ENXIO: no data at or after offset)
+ *   seekHole(fd, offset)                -> Promise<number>  (-1 when ENXIO)
+ *   blkGetSize64(fd)                    -> number (synchronous, O(1))
+ *   blkGetSectorSize(fd)                -> number (synchronous, O(1))
+ *   blkGetDiscardZeroes(fd)             -> boolean (synchronous, O(1))
+ *   constants                           -> { FALLOC_FL_*, SEEK_* }
+ * Rejections and throws are Errors with code = errno name, errno and syscall.
+ * The JS side validates arguments; this side re-checks types and signs cheaply. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+#include "ops.h"
+
+static void work_execute(napi_env env, void *data) {
+  (void)env;
+  struct xvd_work *w = data;
+  switch (w->op) {
+    case XVD_OP_FALLOCATE:
+      w->err = xvd_fallocate(w->fd, w->mode, w->offset, w->length);
+      break;
+    case XVD_OP_DISCARD:
+      w->err = xvd_blk_discard(w->fd, w->offset, w->length);
+      break;
+    case XVD_OP_ZEROOUT:
+      w->err = xvd_blk_zeroout(w->fd, w->offset, w->length);
+      break;
+    case XVD_OP_SEEK_DATA:
+      w->result = xvd_seek(w->fd, SEEK_DATA, w->offset, &w->err);
+      break;
+    case XVD_OP_SEEK_HOLE:
+      w->result = xvd_seek(w->fd, SEEK_HOLE, w->offset, &w->err);
+      break;
+  }
+}
+
+static void work_complete(napi_env env, napi_status status, void *data) {
+  struct xvd_work *w = data;
+  napi_value value;
+  int is_seek = w->op == XVD_OP_SEEK_DATA || w->op == XVD_OP_SEEK_HOLE;
+  if (status != napi_ok) {
+    napi_reject_deferred(env, w->deferred, xvd_make_errno_error(env, ECANCELED, w->syscall));
+  } else if (is_seek && w->err == ENXIO) {
+    napi_create_double(env, -1, &value);
+    napi_resolve_deferred(env, w->deferred, value);
+  } else if (w->err != 0) {
+    napi_reject_deferred(env, w->deferred, xvd_make_errno_error(env, w->err, w->syscall));
+  } else if (is_seek) {
+    napi_create_double(env, (double)w->result, &value);
+    napi_resolve_deferred(env, w->deferred, value);
+  } else {
+    napi_get_undefined(env, &value);
+    napi_resolve_deferred(env, w->deferred, value);
+  }
+  napi_delete_async_work(env, w->work);
+  free(w);
+}
+
+/* Reads argv[index] as a non-negative safe integer. */
+static int get_int64(napi_env env, napi_value value, int64_t *out) {
+  double number;
+  if (napi_get_value_double(env, value, &number) != napi_ok) return -1;
+  if (!(number >= 0 && number <= 9007199254740991.0)) return -1;
+  if ((double)(int64_t)number != number) return -1;
+  *out = (int64_t)number;
+  return 0;
+}
+
+static napi_value queue(napi_env env, enum xvd_op op, const char *syscall, int fd, int mode,
+                        int64_t offset, int64_t length) {
+  struct xvd_work *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    xvd_throw_errno(env, ENOMEM, syscall);
+    return NULL;
+  }
+  w->op = op;
+  w->fd = fd;
+  w->mode = mode;
+  w->offset = offset;
+  w->length = length;
+  w->syscall = syscall;
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, work_execute, work_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
+/* Parses (fd, [mode,] offset[, length]) with every value a non-negative integer. */
+static int parse_args(napi_env env, napi_callback_info info, size_t want, int64_t *values) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "missing arguments");
+    return -1;
+  }
+  for (size_t i = 0; i < want; i++) {
+    if (get_int64(env, argv[i], &values[i]) != 0) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "arguments must be non-negative safe integers");
+      return -1;
+    }
+  }
+  if (values[0] > 0x7fffffff) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fd out of range");
+    return -1;
+  }
+  return 0;
+}
+
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  int64_t v[4];
+  if (parse_args(env, info, 4, v) != 0) return NULL;
+  if (v[3] == 0 || v[1] > 0xff) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fallocate: length must be > 0, mode a flag set");
+    return NULL;
+  }
+  return queue(env, XVD_OP_FALLOCATE, "fallocate", (int)v[0], (int)v[1], v[2], v[3]);
+}
+
+static napi_value js_range(napi_env env, napi_callback_info info, enum xvd_op op, const char *name) {
+  int64_t v[3];
+  if (parse_args(env, info, 3, v) != 0) return NULL;
+  if (v[2] == 0) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "length must be > 0");
+    return NULL;
+  }
+  return queue(env, op, name, (int)v[0], 0, v[1], v[2]);
+}
+
+static napi_value js_blk_discard(napi_env env, napi_callback_info info) {
+  return js_range(env, info, XVD_OP_DISCARD, "ioctl(BLKDISCARD)");
+}
+
+static napi_value js_blk_zeroout(napi_env env, napi_callback_info info) {
+  return js_range(env, info, XVD_OP_ZEROOUT, "ioctl(BLKZEROOUT)");
+}
+
+static napi_value js_seek(napi_env env, napi_callback_info info, enum xvd_op op, const char *name) {
+  int64_t v[2];
+  if (parse_args(env, info, 2, v) != 0) return NULL;
+  return queue(env, op, name, (int)v[0], 0, v[1], 0);
+}
+
+static napi_value js_seek_data(napi_env env, napi_callback_info info) {
+  return js_seek(env, info, XVD_OP_SEEK_DATA, "lseek(SEEK_DATA)");
+}
+
+static napi_value js_seek_hole(napi_env env, napi_callback_info info) {
+  return js_seek(env, info, XVD_OP_SEEK_HOLE, "lseek(SEEK_HOLE)");
+}
+
+static void set_int(napi_env env, napi_value object, const char *name, int value) {
+  napi_value v;
+  napi_create_int32(env, value, &v);
+  napi_set_named_property(env, object, name, v);
+}
+
+static void set_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  napi_set_named_property(env, exports, name, fn);
+}
+
+NAPI_MODULE_INIT() {
+  set_fn(env, exports, "fallocate", js_fallocate);
+  set_fn(env, exports, "blkDiscard", js_blk_discard);
+  set_fn(env, exports, "blkZeroout", js_blk_zeroout);
+  set_fn(env, exports, "seekData", js_seek_data);
+  set_fn(env, exports, "seekHole", js_seek_hole);
+  set_fn(env, exports, "blkGetSize64", xvd_blk_get_size64);
+  set_fn(env, exports, "blkGetSectorSize", xvd_blk_get_sector_size);
+  set_fn(env, exports, "blkGetDiscardZeroes", xvd_blk_get_discard_zeroes);
+  napi_value constants;
+  napi_create_object(env, &constants);
+  set_int(env, constants, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
+  set_int(env, constants, "FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
+  set_int(env, constants, "FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
+  set_int(env, constants, "SEEK_DATA", SEEK_DATA);
+  set_int(env, constants, "SEEK_HOLE", SEEK_HOLE);
+  napi_set_named_property(env, exports, "constants", constants);
+  return exports;
+}

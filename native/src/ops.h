@@ -1,0 +1,49 @@
+/* xvd native addon: shared declarations.
+ * Only what Node lacks: fallocate modes, BLKDISCARD, BLKZEROOUT, BLKGETSIZE64, BLKSSZGET,
+ * SEEK_DATA/SEEK_HOLE. Blocking calls run as async work and resolve a Promise. */
+#ifndef XVD_OPS_H
+#define XVD_OPS_H
+
+#include <stdint.h>
+#include <node_api.h>
+
+enum xvd_op {
+  XVD_OP_FALLOCATE = 1,
+  XVD_OP_DISCARD = 2,
+  XVD_OP_ZEROOUT = 3,
+  XVD_OP_SEEK_DATA = 4,
+  XVD_OP_SEEK_HOLE = 5,
+};
+
+struct xvd_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  enum xvd_op op;
+  int fd;
+  int mode;
+  int64_t offset;
+  int64_t length;
+  int64_t result;
+  int err; /* errno, 0 on success */
+  const char *syscall;
+};
+
+/* errors.c */
+napi_value xvd_make_errno_error(napi_env env, int err, const char *syscall);
+const char *xvd_errno_name(int err);
+int xvd_throw_errno(napi_env env, int err, const char *syscall);
+
+/* blkdev.c: synchronous O(1) ioctls and the two range ioctls (run in a worker) */
+napi_value xvd_blk_get_size64(napi_env env, napi_callback_info info);
+napi_value xvd_blk_get_sector_size(napi_env env, napi_callback_info info);
+napi_value xvd_blk_get_discard_zeroes(napi_env env, napi_callback_info info);
+int xvd_blk_discard(int fd, int64_t offset, int64_t length);
+int xvd_blk_zeroout(int fd, int64_t offset, int64_t length);
+
+/* fallocate.c */
+int xvd_fallocate(int fd, int mode, int64_t offset, int64_t length);
+
+/* seek.c */
+int64_t xvd_seek(int fd, int whence, int64_t offset, int *err);
+
+#endif

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// Installs the external tools the tests use (real NBD clients, qemu, the test-host parts) from
+// Debian when they are missing and we are root. Prints what it does on stderr; never fails the
+// test run by itself: a test whose tool is still missing skips visibly.
+'use strict';
+const { execFileSync, spawnSync } = require('node:child_process');
+
+const PACKAGES = {
+  nbdinfo: 'libnbd-bin',
+  nbdsh: 'libnbd-bin',
+  nbdcopy: 'libnbd-bin',
+  nbdfuse: 'nbdfuse',
+  nbdkit: 'nbdkit',
+  'qemu-img': 'qemu-utils',
+  'qemu-io': 'qemu-utils',
+  'qemu-nbd': 'qemu-utils',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  'nbd-client': 'nbd-client',
+  'nbd-server': 'nbd-server',
+  busybox: 'busybox-static',
+  socat: 'socat',
+  'mkfs.ext4': 'e2fsprogs',
+  fio: 'fio',
+  depmod: 'kmod',
+  cpio: 'cpio',
+  fusermount3: 'fuse3',
+  certtool: 'gnutls-bin',
+  psktool: 'gnutls-bin',
+};
+const EXTRA = ['python3-libnbd'];
+
+function has(command) {
+  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+const missing = new Set();
+for (const [command, pkg] of Object.entries(PACKAGES)) if (!has(command)) missing.add(pkg);
+// nbdsh imports the nbd module of the system python3
+if (spawnSync('/usr/bin/python3', ['-c', 'import nbd'], { stdio: 'ignore' }).status !== 0) {
+  missing.add(EXTRA[0]);
+}
+
+if (missing.size === 0) process.exit(0);
+if (process.getuid === undefined || process.getuid() !== 0) {
+  process.stderr.write(`ensure-tools: missing ${[...missing].join(' ')} (not root: not installing)\n`);
+  process.exit(0);
+}
+process.stderr.write(`ensure-tools: installing ${[...missing].join(' ')}\n`);
+const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+try {
+  execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env,
+  });
+} catch (error) {
+  process.stderr.write(`ensure-tools: apt-get failed: ${error.message}\n`);
+}

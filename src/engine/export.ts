@@ -1,0 +1,76 @@
+/**
+ * engine/export: the Export interface, which is all the NBD layer (src/nbd) knows of a VBD.
+ *
+ * One Export is one VBD as the wire sees it: a size, capabilities, and the operations. Offsets and
+ * lengths are bytes, already validated by src/nbd/validate.ts against `size` (0 <= offset,
+ * offset + length <= size, length > 0 unless stated). Operations reject with IoError (errno name in
+ * `.errno`, such as 'EIO', 'ENOSPC', 'EPERM', 'ENOTSUP', 'ESHUTDOWN'); src/nbd/errno.ts maps those.
+ * Implementations live in src/engine (extent-mapped backings) and test helpers (memory).
+ */
+
+/** One run of a block-status answer (NBD base:allocation semantics). */
+export interface StatusRun {
+  length: number;
+  /** no storage allocated (NBD_STATE_HOLE) */
+  isHole: boolean;
+  /** reads as zeros (NBD_STATE_ZERO) */
+  isZero: boolean;
+}
+
+/** One piece of a sparse read: data at `offset` of the target, or a run known to read as zeros. */
+export interface ReadPiece {
+  offset: number;
+  length: number;
+  isZero: boolean;
+}
+
+export interface WriteFlags {
+  /** NBD_CMD_FLAG_FUA: durable before the reply */
+  fua: boolean;
+}
+
+export interface ZeroFlags extends WriteFlags {
+  /** false when the client sent NBD_CMD_FLAG_NO_HOLE: the range must stay allocated */
+  mayTrim: boolean;
+  /** NBD_CMD_FLAG_FAST_ZERO: fail with ENOTSUP rather than fall back to a slow method */
+  fastOnly: boolean;
+}
+
+export interface Export {
+  /** NBD export name, `DOMAIN/DEVICE` */
+  readonly name: string;
+  /** human text for NBD_INFO_DESCRIPTION (may be '') */
+  readonly description: string;
+  /** virtual size in bytes */
+  readonly size: number;
+  readonly isReadOnly: boolean;
+  readonly canFlush: boolean;
+  readonly canFua: boolean;
+  readonly canTrim: boolean;
+  readonly canZero: boolean;
+  readonly canFastZero: boolean;
+  readonly canCache: boolean;
+  /** true only when FLUSH on any connection makes writes from every connection durable */
+  readonly canMultiConn: boolean;
+  /** NBD_INFO_BLOCK_SIZE: minimum, preferred, maximum (bytes) */
+  readonly blockSizeMin: number;
+  readonly blockSizePreferred: number;
+  readonly blockSizeMax: number;
+
+  /** Reads [offset, offset+length) into target[targetOffset ..]. Every byte is written. */
+  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void>;
+  /**
+   * Optional: which parts of [offset, offset+length) read as zeros, for sparse structured replies.
+   * Pieces cover the range in order; data pieces are read into target like read().
+   */
+  readSparse?(offset: number, length: number, target: Buffer, targetOffset: number): Promise<ReadPiece[]>;
+  write(offset: number, data: Buffer, flags: WriteFlags): Promise<void>;
+  flush(): Promise<void>;
+  trim(offset: number, length: number, flags: WriteFlags): Promise<void>;
+  zero(offset: number, length: number, flags: ZeroFlags): Promise<void>;
+  /** At least one run, covering a prefix of the range (never past it), at most `runsMax` runs. */
+  blockStatus(offset: number, length: number, runsMax: number): Promise<StatusRun[]>;
+  cache(offset: number, length: number): Promise<void>;
+  /** Releases what this Export holds (descriptors through refcounts). Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,36 @@
+/**
+ * sys/fallback: pure-TS stand-in for the native addon (non-Linux hosts, addon not built, unit tests
+ * of the layers above). Every optional method answers EOPNOTSUPP so callers fall back to portable
+ * methods (writing zeros, no block status).
+ */
+import type { NativeBinding } from './index';
+
+function unsupported(syscall: string): Error {
+  const error = new Error(`${syscall}: EOPNOTSUPP: not supported without the native addon`);
+  Object.assign(error, { code: 'EOPNOTSUPP', errno: 95, syscall });
+  return error;
+}
+
+export const fallbackBinding: NativeBinding = {
+  fallocate: () => Promise.reject(unsupported('fallocate')),
+  blkDiscard: () => Promise.reject(unsupported('ioctl(BLKDISCARD)')),
+  blkZeroout: () => Promise.reject(unsupported('ioctl(BLKZEROOUT)')),
+  seekData: () => Promise.reject(unsupported('lseek(SEEK_DATA)')),
+  seekHole: () => Promise.reject(unsupported('lseek(SEEK_HOLE)')),
+  blkGetSize64: () => {
+    throw unsupported('ioctl(BLKGETSIZE64)');
+  },
+  blkGetSectorSize: () => {
+    throw unsupported('ioctl(BLKSSZGET)');
+  },
+  blkGetDiscardZeroes: () => {
+    throw unsupported('ioctl(BLKDISCARDZEROES)');
+  },
+  constants: {
+    FALLOC_FL_KEEP_SIZE: 1,
+    FALLOC_FL_PUNCH_HOLE: 2,
+    FALLOC_FL_ZERO_RANGE: 16,
+    SEEK_DATA: 3,
+    SEEK_HOLE: 4,
+  },
+};

@@ -1,0 +1,134 @@
+/**
+ * sys: the only importer of the native addon (native/). Typed, promise-returning wrappers for what
+ * Node lacks: fallocate modes, BLKDISCARD, BLKZEROOUT, BLKGETSIZE64, BLKSSZGET, SEEK_DATA/HOLE.
+ * Arguments are validated here (asserts); the addon re-checks cheaply. Failures become IoError with
+ * the errno name (ENODEV from an optional method arrives as EOPNOTSUPP).
+ * When the addon is missing (not built, non-Linux), src/sys/fallback.ts answers EOPNOTSUPP.
+ */
+import assert from 'node:assert';
+import path from 'node:path';
+import { IoError } from '../errors';
+import { fallbackBinding } from './fallback';
+
+export interface NativeBinding {
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  blkDiscard(fd: number, offset: number, length: number): Promise<void>;
+  blkZeroout(fd: number, offset: number, length: number): Promise<void>;
+  seekData(fd: number, offset: number): Promise<number>;
+  seekHole(fd: number, offset: number): Promise<number>;
+  blkGetSize64(fd: number): number;
+  blkGetSectorSize(fd: number): number;
+  blkGetDiscardZeroes(fd: number): boolean;
+  constants: {
+    FALLOC_FL_KEEP_SIZE: number;
+    FALLOC_FL_PUNCH_HOLE: number;
+    FALLOC_FL_ZERO_RANGE: number;
+    SEEK_DATA: number;
+    SEEK_HOLE: number;
+  };
+}
+
+function loadBinding(): { binding: NativeBinding; isNative: boolean } {
+  const file = path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'xvd_native.node');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return { binding: require(file) as NativeBinding, isNative: true };
+  } catch {
+    return { binding: fallbackBinding, isNative: false };
+  }
+}
+
+const loaded = loadBinding();
+const binding = loaded.binding;
+
+/** True when the real addon is loaded (false: every optional method answers EOPNOTSUPP). */
+export const isNative: boolean = loaded.isNative;
+
+function checkRange(fd: number, offset: number, length: number): void {
+  assert(Number.isInteger(fd) && fd >= 0);
+  assert(Number.isSafeInteger(offset) && offset >= 0);
+  assert(Number.isSafeInteger(length) && length > 0);
+}
+
+async function call<T>(syscall: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (cause) {
+    throw IoError.fromSystem(cause, syscall);
+  }
+}
+
+function callSync<T>(syscall: string, run: () => T): T {
+  try {
+    return run();
+  } catch (cause) {
+    throw IoError.fromSystem(cause, syscall);
+  }
+}
+
+const C = binding.constants;
+
+/** fallocate(PUNCH_HOLE|KEEP_SIZE): deallocates; the range reads as zeros afterwards. */
+export function punchHole(fd: number, offset: number, length: number): Promise<void> {
+  checkRange(fd, offset, length);
+  const mode = C.FALLOC_FL_PUNCH_HOLE | C.FALLOC_FL_KEEP_SIZE;
+  return call('fallocate', () => binding.fallocate(fd, mode, offset, length));
+}
+
+/** fallocate(ZERO_RANGE|KEEP_SIZE): zeros and keeps the range allocated. */
+export function zeroRange(fd: number, offset: number, length: number): Promise<void> {
+  checkRange(fd, offset, length);
+  const mode = C.FALLOC_FL_ZERO_RANGE | C.FALLOC_FL_KEEP_SIZE;
+  return call('fallocate', () => binding.fallocate(fd, mode, offset, length));
+}
+
+/** fallocate(0 or KEEP_SIZE): allocates blocks. */
+export function allocate(fd: number, offset: number, length: number, keepSize = true): Promise<void> {
+  checkRange(fd, offset, length);
+  const mode = keepSize ? C.FALLOC_FL_KEEP_SIZE : 0;
+  return call('fallocate', () => binding.fallocate(fd, mode, offset, length));
+}
+
+/** ioctl(BLKDISCARD) on a block device. */
+export function blkDiscard(fd: number, offset: number, length: number): Promise<void> {
+  checkRange(fd, offset, length);
+  return call('ioctl(BLKDISCARD)', () => binding.blkDiscard(fd, offset, length));
+}
+
+/** ioctl(BLKZEROOUT) on a block device: the range reads as zeros afterwards. */
+export function blkZeroout(fd: number, offset: number, length: number): Promise<void> {
+  checkRange(fd, offset, length);
+  return call('ioctl(BLKZEROOUT)', () => binding.blkZeroout(fd, offset, length));
+}
+
+/** lseek(SEEK_DATA): next offset >= `offset` holding data, or -1 when there is none (ENXIO). */
+export function seekData(fd: number, offset: number): Promise<number> {
+  assert(Number.isInteger(fd) && fd >= 0);
+  assert(Number.isSafeInteger(offset) && offset >= 0);
+  return call('lseek(SEEK_DATA)', () => binding.seekData(fd, offset));
+}
+
+/** lseek(SEEK_HOLE): next offset >= `offset` in a hole (EOF counts), or -1 past EOF (ENXIO). */
+export function seekHole(fd: number, offset: number): Promise<number> {
+  assert(Number.isInteger(fd) && fd >= 0);
+  assert(Number.isSafeInteger(offset) && offset >= 0);
+  return call('lseek(SEEK_HOLE)', () => binding.seekHole(fd, offset));
+}
+
+/** ioctl(BLKGETSIZE64): the size of a block device in bytes, from the kernel. */
+export function blockDeviceSize(fd: number): number {
+  assert(Number.isInteger(fd) && fd >= 0);
+  return callSync('ioctl(BLKGETSIZE64)', () => binding.blkGetSize64(fd));
+}
+
+/** ioctl(BLKSSZGET): the logical sector size of a block device. */
+export function blockDeviceSectorSize(fd: number): number {
+  assert(Number.isInteger(fd) && fd >= 0);
+  return callSync('ioctl(BLKSSZGET)', () => binding.blkGetSectorSize(fd));
+}
+
+/** ioctl(BLKDISCARDZEROES): whether discarded ranges read back as zeros (often false; use zeroout). */
+export function blockDeviceDiscardZeroes(fd: number): boolean {
+  assert(Number.isInteger(fd) && fd >= 0);
+  return callSync('ioctl(BLKDISCARDZEROES)', () => binding.blkGetDiscardZeroes(fd));
+}
