@@ -1,0 +1,352 @@
+#!/usr/bin/env node
+// `npm run bench`: xvd against nbdkit, qemu-nbd and nbd-server, side by side in one run.
+//
+// One 1 GiB backing file of random data (page-cached) is served by each server in turn, over TCP
+// (127.0.0.1) and a unix socket (in a temp dir), and each server is driven by the same clients:
+// fio's nbd engine (randread/randwrite 4 KiB qd32, read/write 1 MiB qd8) and nbdcopy (export to
+// null:, and a cached 1 GiB file into the export; nbdcopy uses multi-conn when offered). xvd
+// runs twice: a single-run VD and a VD of >= 1024 extents over two members (lib/xvd.js). The
+// local ceiling is the same fio jobs with io_uring on the file itself. Server CPU comes from
+// /proc (the server's process tree), as seconds per GiB moved.
+//
+// Output: one table on stdout, raw JSON in results/bench-<timestamp>.json, a PNG chart (grouped
+// bars, best peer = 1.0) in results/ and, on an unfiltered run, scripts/bench/results.png.
+// A server that fails to start gives n/a cells with the reason. Every server is stopped by its
+// process group after its cells, and on Ctrl-C or a crash.
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const proc = require('./lib/proc');
+const clients = require('./lib/clients');
+const { PEERS, SERVERS } = require('./lib/servers');
+const report = require('./lib/report');
+
+const REPO = path.resolve(__dirname, '..', '..');
+const RESULTS_DIR = path.join(REPO, 'results');
+const CHART_COMMITTED = path.join(__dirname, 'results.png');
+const SIZE_BYTES = 1024 ** 3;
+const TRANSPORTS = ['tcp', 'unix'];
+const ALL_SERVER_NAMES = [...SERVERS.map((server) => server.name), 'local'];
+const TOOL_PACKAGES = {
+  fio: 'fio',
+  nbdkit: 'nbdkit',
+  'qemu-nbd': 'qemu-utils',
+  'nbd-server': 'nbd-server',
+  nbdcopy: 'libnbd-bin',
+  nbdinfo: 'libnbd-bin',
+  gnuplot: 'gnuplot-nox',
+};
+const USAGE = `usage: npm run bench -- [options]
+  --long               20 s + 2 s ramp per fio cell, 3 nbdcopy runs (default 3 s + 1 s, 2 runs)
+  --servers a,b        only these of: ${ALL_SERVER_NAMES.join(', ')}
+  --only xvd           same as --servers xvd,xvd-frag
+  --transports t,u     tcp, unix (default both)
+  --jobs a,b           only these jobs: ${[...clients.FIO_JOBS, ...clients.COPY_JOBS].map((j) => j.id).join(', ')}
+  --runtime S --ramp S fio seconds per cell
+  --rebuild-pool       rebuild the cached fragmented xvd pool (results/cache/xvd-frag)
+  --chart PATH         also write the chart there (default: scripts/bench/results.png on full runs)
+  --keep               keep the temp dir (logs, configs)
+`;
+
+function parseArgs(argv) {
+  const options = {
+    long: false, servers: null, transports: TRANSPORTS, jobs: null, runtimeS: null, rampS: null,
+    rebuildPool: false, chart: null, keep: false,
+  };
+  const list = (value) => String(value || '').split(',').map((item) => item.trim()).filter(Boolean);
+  for (let index = 0; index < argv.length; index += 1) {
+    const arg = argv[index];
+    const next = () => {
+      index += 1;
+      if (index >= argv.length) throw new Error(`${arg} needs a value`);
+      return argv[index];
+    };
+    if (arg === '--long') options.long = true;
+    else if (arg === '--servers') options.servers = list(next());
+    else if (arg === '--only') options.servers = list(next()).flatMap((name) =>
+      name === 'xvd' ? ['xvd', 'xvd-frag'] : [name]);
+    else if (arg === '--transports') options.transports = list(next());
+    else if (arg === '--jobs') options.jobs = list(next());
+    else if (arg === '--runtime') options.runtimeS = Number(next());
+    else if (arg === '--ramp') options.rampS = Number(next());
+    else if (arg === '--rebuild-pool') options.rebuildPool = true;
+    else if (arg === '--chart') options.chart = path.resolve(next());
+    else if (arg === '--keep') options.keep = true;
+    else if (arg === '--help' || arg === '-h') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else throw new Error(`unknown option ${arg}`);
+  }
+  for (const name of options.servers || []) {
+    if (!ALL_SERVER_NAMES.includes(name)) throw new Error(`unknown server ${name}`);
+  }
+  for (const name of options.transports) {
+    if (!TRANSPORTS.includes(name)) throw new Error(`unknown transport ${name}`);
+  }
+  return options;
+}
+
+function log(message) {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+function has(command) {
+  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+function ensureTools() {
+  const missing = new Set();
+  for (const [command, pkg] of Object.entries(TOOL_PACKAGES)) if (!has(command)) missing.add(pkg);
+  if (missing.size === 0) return;
+  if (process.getuid === undefined || process.getuid() !== 0) {
+    log(`missing ${[...missing].join(' ')} (not root: not installing; their cells will be n/a)`);
+    return;
+  }
+  log(`installing ${[...missing].join(' ')} from Debian`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const stdio = ['ignore', 'ignore', 'inherit'];
+  spawnSync('apt-get', ['update', '-qq'], { stdio, env });
+  spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio, env });
+}
+
+function versionOf(command, args) {
+  const result = spawnSync(command, args, { encoding: 'utf8', timeout: 10000 });
+  const text = `${result.stdout || ''}${result.stderr || ''}`.trim();
+  return result.status === 0 || text ? text.split('\n').filter(Boolean)[0] || null : null;
+}
+
+function machineInfo() {
+  const cpus = os.cpus();
+  return {
+    hostname: os.hostname(),
+    cpuModel: cpus[0] ? cpus[0].model : 'unknown',
+    cpuCount: cpus.length,
+    memGiB: Math.round(os.totalmem() / 1024 ** 3),
+    kernel: os.release(),
+    node: process.version,
+    loadAverage: os.loadavg(),
+    tools: {
+      fio: versionOf('fio', ['--version']),
+      nbdkit: versionOf('nbdkit', ['--version']),
+      qemuNbd: versionOf('qemu-nbd', ['--version']),
+      nbdServer: versionOf('nbd-server', ['-V']),
+      nbdcopy: versionOf('nbdcopy', ['--version']),
+    },
+  };
+}
+
+async function shell(script, timeoutMs = 180000) {
+  const result = await proc.run('sh', ['-c', script], { timeoutMs });
+  if (result.code !== 0) throw new Error(`${script}: ${proc.tail(result.stderr, 2)}`);
+}
+
+const quote = (file) => `'${file.replace(/'/g, "'\\''")}'`;
+
+async function warm(files) {
+  await shell(files.map((file) => `cat ${quote(file)} >/dev/null`).join(' && '));
+}
+
+async function makeBacking(ctx) {
+  log('writing 1 GiB of random data and a copy for nbdcopy');
+  await shell(`dd if=/dev/urandom of=${quote(ctx.image)} bs=4M count=${SIZE_BYTES / 4194304} ` +
+    'iflag=fullblock status=none');
+  await shell(`cp ${quote(ctx.image)} ${quote(ctx.copySource)}`);
+  await warm([ctx.image, ctx.copySource]);
+}
+
+function emptyRows(ctx) {
+  const rows = [];
+  for (const transport of ctx.options.transports) {
+    for (const job of ctx.jobs) {
+      rows.push({
+        key: `${job.id}/${transport}`, job: job.id, label: job.label, transport, unit: job.unit,
+        cells: {},
+      });
+    }
+  }
+  return rows;
+}
+
+function setCell(ctx, server, transport, jobId, cell) {
+  const row = ctx.run.rows.find((candidate) => candidate.key === `${jobId}/${transport}`);
+  if (row) row.cells[server] = cell;
+}
+
+function markAll(ctx, server, transports, reason) {
+  for (const transport of transports) {
+    for (const job of ctx.jobs) setCell(ctx, server, transport, job.id, { error: reason });
+  }
+  ctx.run.servers[server].reasons.push(reason);
+  log(`${server}: n/a: ${reason}`);
+}
+
+async function runCell(ctx, job, target, pid) {
+  if (job.rw !== undefined) return clients.runFio(job, target, pid, ctx.timing, ctx.dir);
+  return clients.runCopy(job, target, pid, ctx);
+}
+
+function describeCell(cell) {
+  if (cell.error && !(cell.value > 0)) return `n/a (${cell.error})`;
+  const cpu = cell.cpuSecondsPerGiB == null ? '' : `, ${cell.cpuSecondsPerGiB.toFixed(2)} cpu s/GiB`;
+  return `${cell.value.toFixed(cell.unit === 'IOPS' ? 0 : 1)} ${cell.unit}${cpu}`;
+}
+
+async function runLocal(ctx) {
+  ctx.run.servers.local = { describe: 'fio io_uring on the file itself (ceiling)', reasons: [] };
+  await warm([ctx.image, ctx.copySource]);
+  for (const job of ctx.jobs) {
+    const cell = await runCell(ctx, job, { file: ctx.image }, null);
+    log(`local ${job.id}: ${describeCell(cell)}`);
+    for (const transport of ctx.options.transports) setCell(ctx, 'local', transport, job.id, cell);
+  }
+}
+
+async function runServerTransport(ctx, server, transport, prepared) {
+  await warm([...(prepared ? prepared.files : [ctx.image]), ctx.copySource]);
+  let instance;
+  try {
+    instance = await server.start(ctx, transport, prepared);
+  } catch (error) {
+    markAll(ctx, server.name, [transport], `${transport}: ${error.message}`);
+    return;
+  }
+  try {
+    if (prepared && prepared.needsFill) {
+      log(`${server.name}: filling the VD with the backing data`);
+      const fill = await proc.run('nbdcopy', [ctx.image, instance.uri], { timeoutMs: 300000 });
+      if (fill.code !== 0) throw new Error(`fill failed: ${proc.tail(fill.stderr, 2)}`);
+      prepared.needsFill = false;
+      await warm(prepared.files);
+    }
+    for (const job of ctx.jobs) {
+      if (!proc.isAlive(instance.pid)) {
+        setCell(ctx, server.name, transport, job.id, { error: 'server died' });
+        continue;
+      }
+      const cell = await runCell(ctx, job, { uri: instance.uri }, instance.pid);
+      log(`${server.name} ${transport} ${job.id}: ${describeCell(cell)}`);
+      setCell(ctx, server.name, transport, job.id, cell);
+    }
+  } catch (error) {
+    markAll(ctx, server.name, [transport], `${transport}: ${error.message}`);
+  } finally {
+    await instance.stop();
+  }
+}
+
+async function runServer(ctx, server) {
+  ctx.run.servers[server.name] = { describe: server.describe, reasons: [] };
+  let prepared = null;
+  if (server.isXvd) {
+    try {
+      const xvd = require('./lib/xvd');
+      await xvd.serveFlags(ctx);
+      prepared = await server.prepare(ctx);
+      ctx.run.servers[server.name].layout = prepared.layout;
+      log(`${server.name}: VD ${prepared.id}: ${prepared.layout.runs} extent runs on ` +
+        `${prepared.layout.members} member(s)`);
+    } catch (error) {
+      markAll(ctx, server.name, ctx.options.transports, error.message);
+      return;
+    }
+  }
+  for (const transport of ctx.options.transports) {
+    await runServerTransport(ctx, server, transport, prepared);
+  }
+}
+
+function timestamp(date) {
+  return date.toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
+}
+
+async function finish(ctx) {
+  const columns = ALL_SERVER_NAMES.filter((name) => ctx.run.servers[name] !== undefined);
+  const rows = report.buildRows(ctx.run, PEERS);
+  ctx.run.rows = rows;
+  ctx.run.finishedAt = new Date().toISOString();
+  const stamp = timestamp(new Date(ctx.run.startedAt));
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  const jsonPath = path.join(RESULTS_DIR, `bench-${stamp}.json`);
+  fs.writeFileSync(jsonPath, `${JSON.stringify(ctx.run, null, 1)}\n`);
+  const { machine, timing } = ctx.run;
+  process.stdout.write(`\nxvd benchmark, ${ctx.run.startedAt.slice(0, 16)}Z on ${machine.cpuCount}x ` +
+    `${machine.cpuModel}, ${machine.memGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}; ` +
+    `fio ${timing.runtimeS}+${timing.rampS} s per cell, nbdcopy best of ${timing.copyReps}\n`);
+  process.stdout.write('cells: IOPS or MiB/s [server CPU seconds per GiB]\n\n');
+  process.stdout.write(`${report.renderTable(rows, columns)}\n\n`);
+  for (const name of columns) {
+    const reasons = ctx.run.servers[name].reasons;
+    if (reasons.length > 0) process.stdout.write(`${name} n/a: ${reasons.join('; ')}\n`);
+  }
+  process.stdout.write(`raw results: ${path.relative(REPO, jsonPath)}\n`);
+  const chartServers = ['nbdkit', 'qemu-nbd', 'nbd-server', 'xvd', 'xvd-frag']
+    .filter((name) => columns.includes(name));
+  if (!has('gnuplot') || chartServers.length === 0) return;
+  const pngPath = path.join(RESULTS_DIR, `bench-${stamp}.png`);
+  const title = `xvd vs peers: ${machine.cpuCount}x ${machine.cpuModel}, Linux ${machine.kernel}, ` +
+    `${ctx.run.startedAt.slice(0, 10)}, fio ${timing.runtimeS}+${timing.rampS} s/cell`;
+  try {
+    await report.drawChart(rows, chartServers, title, pngPath, ctx.dir);
+    const targets = [ctx.options.chart, ctx.isFiltered ? null : CHART_COMMITTED].filter(Boolean);
+    for (const target of targets) fs.copyFileSync(pngPath, target);
+    process.stdout.write(`chart: ${[pngPath, ...targets].map((p) => path.relative(REPO, p)).join(', ')}\n`);
+  } catch (error) {
+    log(`chart not drawn: ${error.message}`);
+  }
+}
+
+function installExitHandlers(ctx) {
+  const cleanup = () => {
+    proc.killAllGroupsSync();
+    if (!ctx.options.keep) fs.rmSync(ctx.dir, { recursive: true, force: true });
+  };
+  process.on('exit', cleanup);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(signal, () => {
+      log(`${signal}: stopping servers`);
+      cleanup();
+      process.exit(130);
+    });
+  }
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  ensureTools();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-bench-'));
+  const timing = options.long
+    ? { runtimeS: 20, rampS: 2, copyReps: 3 }
+    : { runtimeS: 3, rampS: 1, copyReps: 2 };
+  if (options.runtimeS !== null) timing.runtimeS = options.runtimeS;
+  if (options.rampS !== null) timing.rampS = options.rampS;
+  const jobs = [...clients.FIO_JOBS, ...clients.COPY_JOBS]
+    .filter((job) => options.jobs === null || options.jobs.includes(job.id));
+  const ctx = {
+    repo: REPO, dir, options, jobs, timing, log, sizeBytes: SIZE_BYTES,
+    image: path.join(dir, 'disk.img'),
+    copySource: path.join(dir, 'copy-source.img'),
+    cacheDir: path.join(RESULTS_DIR, 'cache'),
+    rebuildPool: options.rebuildPool,
+    isFiltered: options.servers !== null || options.jobs !== null ||
+      options.transports.length !== TRANSPORTS.length || options.runtimeS !== null,
+    run: null,
+  };
+  installExitHandlers(ctx);
+  ctx.run = {
+    version: 1, startedAt: new Date().toISOString(), machine: machineInfo(), timing,
+    sizeBytes: SIZE_BYTES, servers: {}, rows: [],
+  };
+  ctx.run.rows = emptyRows(ctx);
+  await makeBacking(ctx);
+  const selected = (name) => options.servers === null || options.servers.includes(name);
+  if (selected('local')) await runLocal(ctx);
+  for (const server of SERVERS) if (selected(server.name)) await runServer(ctx, server);
+  await finish(ctx);
+}
+
+main().catch((error) => {
+  log(`failed: ${error.stack || error.message}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,154 @@
+// Sets up the pools that xvd serves in the benchmark, through the real `xvd` CLI
+// (dist/cli/main.js, run with this Node):
+//  - 'single': one 1 GiB+ image member (4 MiB extents), one 1 GiB VD in one extent run.
+//  - 'fragmented': two image members with 1 MiB extents, filled completely with 1 MiB VDs
+//    (ids follow allocation order), every other one deleted, then the 1 GiB VD created into the
+//    holes, so it is >= 1024 extent runs alternating over both members; checked with
+//    `xvd show ID --json`. Building it costs a few thousand CLI calls, so the pool is cached under
+//    results/cache/ and reused while `xvd show` still verifies it.
+// Both VDs are exported as VBD `xvda` of domain 1 (export name "1/xvda").
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const proc = require('./proc');
+
+const EXPORT_NAME = '1/xvda';
+const DOMAIN = '1';
+const DEVICE = 'xvda';
+const FRAGMENT_RUNS_MIN = 1024;
+const FRAGMENT_MEMBER_BYTES = (1024 + 8) * 1024 * 1024;
+const FRAGMENT_FILL_MAX = 4096;
+const CLI_PARALLEL = 2;
+const CLI_TIMEOUT_MS = 60000;
+
+function cliPath(ctx) {
+  return path.join(ctx.repo, 'dist', 'cli', 'main.js');
+}
+
+async function cli(ctx, catalog, args, timeoutMs = CLI_TIMEOUT_MS) {
+  return proc.run(process.execPath, [cliPath(ctx), '--catalog', catalog, ...args], {
+    timeoutMs,
+    env: { ...process.env, XVD_CATALOG: catalog },
+  });
+}
+
+async function cliOk(ctx, catalog, args) {
+  const result = await cli(ctx, catalog, args);
+  if (result.code !== 0) {
+    throw new Error(`xvd ${args.join(' ')}: exit ${result.code}: ${proc.tail(result.stderr, 2)}`);
+  }
+  return result.stdout.trim();
+}
+
+/** Returns the flag names `xvd serve` uses for TCP and unix listeners, or throws "n/a" reason. */
+async function serveFlags(ctx) {
+  if (!fs.existsSync(cliPath(ctx))) throw new Error('dist/cli/main.js missing (run npm run build)');
+  const help = await proc.run(process.execPath, [cliPath(ctx), 'serve', '--help'], {
+    timeoutMs: 15000,
+  });
+  const text = `${help.stdout}\n${help.stderr}`;
+  if (help.code !== 0 || !/--listen\b/.test(text)) {
+    throw new Error('`xvd serve` not available yet in this checkout');
+  }
+  const socket = ['--socket', '--unix', '--unix-socket'].find((flag) =>
+    new RegExp(`${flag}\\b`).test(text));
+  return { listen: '--listen', socket: socket || '--socket' };
+}
+
+async function showExtents(ctx, catalog, id) {
+  const shown = JSON.parse(await cliOk(ctx, catalog, ['show', String(id), '--json']));
+  if (!Array.isArray(shown.extents)) throw new Error('xvd show --json has no extents array');
+  const members = new Set(shown.extents.map((extent) => extent.path));
+  return { size: shown.size, runs: shown.extents.length, members: members.size };
+}
+
+async function parallel(items, worker) {
+  let next = 0;
+  const lanes = Array.from({ length: CLI_PARALLEL }, async () => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      await worker(item);
+    }
+  });
+  await Promise.all(lanes);
+}
+
+async function attach(ctx, catalog, id) {
+  await cliOk(ctx, catalog, ['vbd', 'add', `vd:${id}`, DEVICE, '--domain', DOMAIN, '--mode', 'w']);
+}
+
+async function prepareSingle(ctx) {
+  const dir = path.join(ctx.dir, 'xvd-single');
+  fs.mkdirSync(dir, { recursive: true });
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const member = path.join(dir, 'member.img');
+  await cliOk(ctx, catalog, ['format', member, '--size', `${ctx.sizeBytes / 1048576 + 64}M`]);
+  const id = Number(await cliOk(ctx, catalog, ['create', `${ctx.sizeBytes / 1048576}M`]));
+  await attach(ctx, catalog, id);
+  const layout = await showExtents(ctx, catalog, id);
+  return { catalog, exportName: EXPORT_NAME, files: [member], layout, needsFill: true, id };
+}
+
+async function buildFragmented(ctx, dir) {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const members = ['a.img', 'b.img'].map((name) => path.join(dir, name));
+  for (const member of members) {
+    await cliOk(ctx, catalog, [
+      'format', member, '--size', `${FRAGMENT_MEMBER_BYTES / 1048576}M`, '--extent-size', '1M',
+    ]);
+  }
+  // Fill the pool with 1 MiB VDs until it is full; ids follow allocation order.
+  const ids = [];
+  let isFull = false;
+  while (!isFull && ids.length < FRAGMENT_FILL_MAX) {
+    const batch = Array.from({ length: 64 }, (_, index) => index);
+    const created = [];
+    await parallel(batch, async () => {
+      const result = await cli(ctx, catalog, ['create', '1M']);
+      if (result.code === 0) created.push(Number(result.stdout.trim()));
+      else isFull = true;
+    });
+    ids.push(...created);
+    ctx.log(`xvd-frag: ${ids.length} small VDs`);
+  }
+  ids.sort((a, b) => a - b);
+  await parallel(ids.filter((_, index) => index % 2 === 0), (id) =>
+    cliOk(ctx, catalog, ['delete', String(id)]));
+  const id = Number(await cliOk(ctx, catalog, ['create', `${ctx.sizeBytes / 1048576}M`]));
+  await attach(ctx, catalog, id);
+  fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify({ id, builtAt: new Date() }));
+  return { catalog, members, id };
+}
+
+async function prepareFragmented(ctx) {
+  const dir = path.join(ctx.cacheDir, 'xvd-frag');
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const members = ['a.img', 'b.img'].map((name) => path.join(dir, name));
+  let built = null;
+  let needsFill = false;
+  if (fs.existsSync(path.join(dir, 'meta.json')) && !ctx.rebuildPool) {
+    const { id } = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
+    const layout = await showExtents(ctx, catalog, id).catch(() => null);
+    if (layout && layout.runs >= FRAGMENT_RUNS_MIN && layout.members === 2) built = { id, layout };
+  }
+  if (built === null) {
+    ctx.log('xvd-frag: building the fragmented pool (cached afterwards)');
+    const { id } = await buildFragmented(ctx, dir);
+    built = { id, layout: await showExtents(ctx, catalog, id) };
+    needsFill = true;
+  }
+  const { layout } = built;
+  if (layout.runs < FRAGMENT_RUNS_MIN || layout.members !== 2) {
+    throw new Error(`fragmented VD has ${layout.runs} runs on ${layout.members} members`);
+  }
+  return { catalog, exportName: EXPORT_NAME, files: members, layout, needsFill, id: built.id };
+}
+
+function preparePool(ctx, variant) {
+  return variant === 'single' ? prepareSingle(ctx) : prepareFragmented(ctx);
+}
+
+module.exports = { EXPORT_NAME, cliPath, preparePool, serveFlags };
