@@ -1,0 +1,71 @@
+/**
+ * backing/backing: the Backing interface, one open file, block device or memory store.
+ *
+ * Data calls (read/write) are callback-style and map 1:1 onto positioned pread/pwrite (Node's
+ * fs.read/fs.write): the callback gets the raw byte count, short counts included, so the engine
+ * owns the retry and zero-fill logic once for every kind of backing. Everything else returns a
+ * Promise and rejects with IoError (errno name in `.errno`).
+ *
+ * Capabilities are learned at runtime and remembered per backing (STYLE 4.3): an EOPNOTSUPP,
+ * ENOTTY or EINVAL from an optional method turns that method off and the next rung of the ladder
+ * is tried. `zero()` implements the whole ladder; with `fastOnly` it rejects with errno ENOTSUP
+ * instead of falling back to writing zeros. `trim()` never claims more than the backing does: when
+ * the backing cannot discard, trim is a no-op (NBD trim is advisory) and `canTrim` is false.
+ */
+
+export type BackingKind = 'file' | 'device' | 'memory';
+
+export type ByteCountCallback = (error: NodeJS.ErrnoException | null, bytes: number) => void;
+
+/** One run of block status on a backing. */
+export interface BackingRun {
+  length: number;
+  isHole: boolean;
+  isZero: boolean;
+}
+
+export interface Backing {
+  readonly path: string;
+  readonly kind: BackingKind;
+  /** false: opened O_RDONLY; every write/zero/trim rejects with EROFS */
+  readonly isWritable: boolean;
+  /** bytes: the kernel's size for devices; the size at open for files (reads past it are zeros) */
+  readonly sizeBytes: number;
+  /** logical sector size (devices), 1 for files and memory */
+  readonly sectorSize: number;
+  /** whether trim does anything on this backing (learned; may turn false) */
+  readonly canTrim: boolean;
+
+  /** pread: `callback(error, bytesRead)`; a short count means EOF for files */
+  read(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+    callback: ByteCountCallback,
+  ): void;
+  /** pwrite: `callback(error, bytesWritten)` */
+  write(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+    callback: ByteCountCallback,
+  ): void;
+  /** fdatasync */
+  sync(): Promise<void>;
+  /** makes [offset, offset+length) read as zeros; see the ladder above */
+  zero(offset: number, length: number, mayTrim: boolean, fastOnly: boolean): Promise<void>;
+  /** discards [offset, offset+length) when the backing can; contents afterwards are unspecified */
+  trim(offset: number, length: number): Promise<void>;
+  /** runs covering a prefix of [offset, offset+length) (at least one run, at most runsMax) */
+  blockStatus(offset: number, length: number, runsMax: number): Promise<BackingRun[]>;
+  /** closes the descriptor; idempotent */
+  close(): Promise<void>;
+}
+
+/** Returns true for the errno names that mean "this optional method is not available here". */
+export function isUnsupported(errno: string): boolean {
+  return errno === 'EOPNOTSUPP' || errno === 'ENOTSUP' || errno === 'ENOTTY' || errno === 'EINVAL' ||
+    errno === 'ENOSYS';
+}

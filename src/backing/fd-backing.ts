@@ -1,0 +1,88 @@
+/**
+ * backing/fd-backing: what files and block devices share: one descriptor, positioned fs.read and
+ * fs.write straight into the caller's buffer (callback style, no fs/promises on the data path,
+ * node-perf.md section 8), fdatasync, close. Subclasses add the zeroing ladder, trim and status.
+ */
+import assert from 'node:assert';
+import fs from 'node:fs';
+import { IoError } from '../errors';
+import type { Backing, BackingKind, BackingRun, ByteCountCallback } from './backing';
+
+export abstract class FdBacking implements Backing {
+  abstract readonly kind: BackingKind;
+  abstract readonly sizeBytes: number;
+  abstract readonly sectorSize: number;
+  abstract readonly canTrim: boolean;
+  readonly path: string;
+  readonly isWritable: boolean;
+  protected fd: number;
+  private closing: Promise<void> | null = null;
+
+  constructor(path: string, fd: number, isWritable: boolean) {
+    assert(Number.isInteger(fd) && fd >= 0);
+    this.path = path;
+    this.fd = fd;
+    this.isWritable = isWritable;
+  }
+
+  read(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+    callback: ByteCountCallback,
+  ): void {
+    fs.read(this.fd, buffer, bufferOffset, length, position, callback);
+  }
+
+  write(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+    callback: ByteCountCallback,
+  ): void {
+    if (!this.isWritable) {
+      process.nextTick(callback, this.readOnlyError('write'), 0);
+      return;
+    }
+    fs.write(this.fd, buffer, bufferOffset, length, position, callback);
+  }
+
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      fs.fdatasync(this.fd, (error) => {
+        if (error === null) resolve();
+        else reject(IoError.fromSystem(error, 'fdatasync'));
+      });
+    });
+  }
+
+  abstract zero(offset: number, length: number, mayTrim: boolean, fastOnly: boolean): Promise<void>;
+  abstract trim(offset: number, length: number): Promise<void>;
+  abstract blockStatus(offset: number, length: number, runsMax: number): Promise<BackingRun[]>;
+
+  close(): Promise<void> {
+    if (this.closing === null) {
+      const fd = this.fd;
+      this.closing = new Promise((resolve, reject) => {
+        fs.close(fd, (error) => {
+          if (error === null) resolve();
+          else reject(IoError.fromSystem(error, 'close'));
+        });
+      });
+    }
+    return this.closing;
+  }
+
+  protected readOnlyError(op: string): NodeJS.ErrnoException {
+    return Object.assign(new Error(`${op}: EROFS: ${this.path} is open read-only`), {
+      code: 'EROFS',
+      syscall: op,
+    });
+  }
+
+  protected checkWritable(op: string): void {
+    if (!this.isWritable) throw IoError.fromSystem(this.readOnlyError(op), op);
+  }
+}

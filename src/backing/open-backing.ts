@@ -1,0 +1,67 @@
+/**
+ * backing/open-backing: opens a path as the right kind of Backing.
+ *
+ * Mode 'r' opens O_RDONLY: a read-only VBD never holds a writable descriptor (invariant 7). Mode
+ * 'w' opens O_RDWR; when the kernel refuses write access to a block device (a read-only device,
+ * `losetup -r`: EROFS or EACCES), the device is opened read-only instead and every write through it
+ * fails with EROFS, so reads keep working. Files are never created here (the catalog makes images).
+ */
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import { IoError } from '../errors';
+import type { Backing } from './backing';
+import { DeviceBacking } from './device-backing';
+import { FileBacking } from './file-backing';
+
+export type BackingMode = 'r' | 'w';
+
+const openAsync = promisify(fs.open);
+const fstatAsync = promisify(fs.fstat);
+const closeAsync = promisify(fs.close);
+
+async function openFd(path: string, flags: number): Promise<number> {
+  try {
+    return await openAsync(path, flags);
+  } catch (cause) {
+    throw IoError.fromSystem(cause, 'open');
+  }
+}
+
+/** What identifies a backing across paths (symlinks, /dev aliases): device+inode or rdev. */
+export async function backingIdentity(path: string): Promise<string> {
+  let stats: fs.Stats;
+  try {
+    stats = await promisify(fs.stat)(path);
+  } catch (cause) {
+    throw IoError.fromSystem(cause, 'stat');
+  }
+  return stats.isBlockDevice() ? `b:${stats.rdev}` : `f:${stats.dev}:${stats.ino}`;
+}
+
+export async function openBacking(path: string, mode: BackingMode): Promise<Backing> {
+  const C = fs.constants;
+  let isWritable = mode === 'w';
+  let fd: number;
+  try {
+    fd = await openFd(path, isWritable ? C.O_RDWR : C.O_RDONLY);
+  } catch (error) {
+    const refused = error instanceof IoError && (error.errno === 'EROFS' || error.errno === 'EACCES');
+    if (!isWritable || !refused) throw error;
+    fd = await openFd(path, C.O_RDONLY);
+    const stats = await fstatAsync(fd);
+    if (!stats.isBlockDevice()) {
+      await closeAsync(fd);
+      throw error;
+    }
+    isWritable = false;
+  }
+  try {
+    const stats = await fstatAsync(fd);
+    if (stats.isBlockDevice()) return new DeviceBacking(path, fd, isWritable, stats.rdev);
+    if (stats.isFile()) return new FileBacking(path, fd, isWritable, stats.size);
+    throw new IoError('EINVAL', 'open', `open: EINVAL: ${path} is neither a file nor a block device`);
+  } catch (error) {
+    await closeAsync(fd);
+    throw error;
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * engine/extent-map: an immutable, sorted, non-overlapping map from a VBD's virtual byte range onto
+ * backing pieces.
+ *
+ * Built from `[{path, offset, length}]` in virtual order (exactly what the catalog's resolveVbd
+ * gives; `phy:` is one extent covering the whole device or file). Virtual starts are implicit: the
+ * running sum of lengths. Extents that continue each other on the same backing are merged, so a
+ * contiguous VD costs one piece per request. Storage is three typed arrays (virtual starts with a
+ * sentinel at the end, backing offsets, backing indices into `paths`), so a lookup is a binary
+ * search over a Float64Array: O(log n), no allocation. Offsets stay exact up to 2^53.
+ *
+ * Translation has two forms: `visit()` calls a visitor per piece with a caller-owned context (the
+ * hot path: nothing allocated), and `translate()` returns an array (tests, block status).
+ * All ranges are half-open.
+ */
+import assert from 'node:assert';
+
+export interface ExtentSpec {
+  /** backing path: an image file or a block device */
+  path: string;
+  /** byte offset on the backing */
+  offset: number;
+  /** bytes */
+  length: number;
+}
+
+/** One piece of a translated range: `length` bytes at `offsetBacking` of paths[backingIndex]. */
+export interface Piece {
+  backingIndex: number;
+  offsetBacking: number;
+  length: number;
+  /** offset of this piece from the start of the translated range */
+  offsetRequest: number;
+}
+
+/** Hot-path visitor: no closure needed, the context rides along. */
+export type PieceVisitor<C> = (
+  context: C,
+  backingIndex: number,
+  offsetBacking: number,
+  length: number,
+  offsetRequest: number,
+) => void;
+
+export class ExtentMap {
+  /** distinct backing paths, in order of first use */
+  readonly paths: readonly string[];
+  /** number of (merged) extents */
+  readonly count: number;
+  readonly sizeVirtual: number;
+  /** startsVirtual[i] = virtual start of extent i; startsVirtual[count] = sizeVirtual */
+  private readonly startsVirtual: Float64Array;
+  private readonly offsetsBacking: Float64Array;
+  private readonly backingIndices: Uint32Array;
+
+  private constructor(
+    paths: string[],
+    startsVirtual: Float64Array,
+    offsetsBacking: Float64Array,
+    backingIndices: Uint32Array,
+  ) {
+    this.paths = paths;
+    this.count = offsetsBacking.length;
+    this.startsVirtual = startsVirtual;
+    this.offsetsBacking = offsetsBacking;
+    this.backingIndices = backingIndices;
+    this.sizeVirtual = startsVirtual[this.count] ?? 0;
+  }
+
+  /** Builds a map from extents in virtual order; zero-length extents are not allowed. */
+  static fromList(extents: readonly ExtentSpec[]): ExtentMap {
+    const paths: string[] = [];
+    const pathIndex = new Map<string, number>();
+    const starts: number[] = [];
+    const offsets: number[] = [];
+    const indices: number[] = [];
+    let cursor = 0;
+    for (const extent of extents) {
+      assert(typeof extent.path === 'string' && extent.path.length > 0);
+      assert(Number.isSafeInteger(extent.offset) && extent.offset >= 0);
+      assert(Number.isSafeInteger(extent.length) && extent.length > 0);
+      assert(Number.isSafeInteger(extent.offset + extent.length));
+      let index = pathIndex.get(extent.path);
+      if (index === undefined) {
+        index = paths.length;
+        paths.push(extent.path);
+        pathIndex.set(extent.path, index);
+      }
+      const last = offsets.length - 1;
+      const lastStart = starts[last];
+      const lastOffset = offsets[last];
+      const continues =
+        last >= 0 && indices[last] === index && lastStart !== undefined && lastOffset !== undefined &&
+        lastOffset + (cursor - lastStart) === extent.offset;
+      if (!continues) {
+        starts.push(cursor);
+        offsets.push(extent.offset);
+        indices.push(index);
+      }
+      cursor += extent.length;
+      assert(Number.isSafeInteger(cursor));
+    }
+    starts.push(cursor);
+    return new ExtentMap(
+      paths,
+      Float64Array.from(starts),
+      Float64Array.from(offsets),
+      Uint32Array.from(indices),
+    );
+  }
+
+  /** Index of the extent holding virtual byte `offsetVirtual` (0 <= offsetVirtual < sizeVirtual). */
+  indexOf(offsetVirtual: number): number {
+    assert(offsetVirtual >= 0 && offsetVirtual < this.sizeVirtual);
+    const starts = this.startsVirtual;
+    let low = 0;
+    let high = this.count - 1;
+    // invariant: starts[low] <= offsetVirtual < starts[high + 1]
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1;
+      if ((starts[middle] as number) <= offsetVirtual) low = middle;
+      else high = middle - 1;
+    }
+    return low;
+  }
+
+  /** The extent at `index` (merged), for tests and diagnostics. */
+  at(index: number): { startVirtual: number; endVirtual: number; path: string; offsetBacking: number } {
+    assert(Number.isInteger(index) && index >= 0 && index < this.count);
+    const path = this.paths[this.backingIndices[index] as number];
+    assert(path !== undefined);
+    return {
+      startVirtual: this.startsVirtual[index] as number,
+      endVirtual: this.startsVirtual[index + 1] as number,
+      path,
+      offsetBacking: this.offsetsBacking[index] as number,
+    };
+  }
+
+  /**
+   * Calls `visitor` for each backing piece of [offsetVirtual, offsetVirtual + length), in order.
+   * Returns the number of pieces. Allocates nothing.
+   */
+  visit<C>(offsetVirtual: number, length: number, visitor: PieceVisitor<C>, context: C): number {
+    assert(length > 0);
+    const end = offsetVirtual + length;
+    assert(end <= this.sizeVirtual);
+    const starts = this.startsVirtual;
+    let index = this.indexOf(offsetVirtual);
+    let cursor = offsetVirtual;
+    let pieces = 0;
+    while (cursor < end) {
+      assert(index < this.count); // bounded by the map, not by the request
+      const start = starts[index] as number;
+      const extentEnd = starts[index + 1] as number;
+      assert(start <= cursor && cursor < extentEnd); // so take > 0 and the loop advances
+      const take = (extentEnd < end ? extentEnd : end) - cursor;
+      const offsetBacking = (this.offsetsBacking[index] as number) + (cursor - start);
+      visitor(context, this.backingIndices[index] as number, offsetBacking, take, cursor - offsetVirtual);
+      cursor += take;
+      index++;
+      pieces++;
+    }
+    return pieces;
+  }
+
+  /** Like visit(), returning the pieces as an array. */
+  translate(offsetVirtual: number, length: number): Piece[] {
+    const pieces: Piece[] = [];
+    this.visit(offsetVirtual, length, collectPiece, pieces);
+    return pieces;
+  }
+}
+
+function collectPiece(
+  pieces: Piece[],
+  backingIndex: number,
+  offsetBacking: number,
+  length: number,
+  offsetRequest: number,
+): void {
+  pieces.push({ backingIndex, offsetBacking, length, offsetRequest });
+}
