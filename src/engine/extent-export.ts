@@ -260,9 +260,13 @@ export class ExtentExport implements Export {
 
   read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
     const state = this.state;
-    this.checkRequest('read', state, offset, length);
-    assert(Number.isSafeInteger(targetOffset) && targetOffset >= 0);
-    assert(targetOffset + length <= target.length);
+    try {
+      this.checkRequest('read', state, offset, length);
+      assert(Number.isSafeInteger(targetOffset) && targetOffset >= 0);
+      assert(targetOffset + length <= target.length);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise<void>((resolve, reject) => {
       const job = new Job(state, target, targetOffset, length, resolve, reject);
       state.map.visit(offset, length, visitRead, job);
@@ -302,8 +306,12 @@ export class ExtentExport implements Export {
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void> {
     const state = this.state;
     const length = data.length;
-    this.checkRequest('write', state, offset, length);
-    this.checkWritable('write');
+    try {
+      this.checkRequest('write', state, offset, length);
+      this.checkWritable('write');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise<void>((resolve, reject) => {
       const done = flags.fua
         ? (): void => {
