@@ -12,6 +12,14 @@ export const ERRORS = {
   // --- usage and input (cli, size parsing) ---
   ERR_USAGE: 'the command line is malformed: unknown command, missing or extra argument, bad flag',
   ERR_SIZE_INVALID: 'a size is not a positive whole number of bytes with an optional K/M/G/T suffix',
+  ERR_CLI_MEMBER_MISSING: 'format: the path does not exist (pass --size to create an image file)',
+  ERR_CLI_MEMBER_KIND: 'format: the path is neither a regular file nor a block device',
+  ERR_CLI_MEMBER_OVERLAP: 'format: the path shares bytes with a pool member (same file, disk and '
+    + 'its partition, loop device and its backing file)',
+  ERR_CLI_MEMBER_IN_USE: 'format/vbd: the device is mounted, used as swap, or backs a VBD',
+  ERR_CLI_MEMBER_TOO_SMALL: 'format: the path is smaller than one extent',
+  ERR_CLI_FILE: 'import/export: the file cannot be used (missing, not a regular file, exists)',
+  ERR_CLI_CHECK_FAULTS: 'check: the catalog has faults (CLI exit 4)',
 
   // --- catalog ---
   ERR_CATALOG_OPEN: 'the catalog file cannot be opened or is not an SQLite database',
@@ -27,6 +35,16 @@ export const ERRORS = {
   ERR_IO_NATIVE_MISSING: 'the native addon is not built (run npm install)',
 
   // --- nbd ---
+  ERR_NBD_BAD_MAGIC: 'peer sent a frame whose magic does not match the current phase',
+  ERR_NBD_CLIENT_FLAGS: 'client flags contain a bit the server does not know or did not offer',
+  ERR_NBD_OPTION_TOO_LONG: 'option payload exceeds LIMITS.nbdOptionLengthMax',
+  ERR_NBD_TOO_MANY_OPTIONS: 'more options than LIMITS.nbdOptionCountMax before an export was chosen',
+  ERR_NBD_EXPORT_NAME_REFUSED: 'NBD_OPT_EXPORT_NAME named an unknown export (no error reply exists)',
+  ERR_NBD_OVERSIZE_WRITE: 'a WRITE payload above LIMITS.nbdWriteDiscardMax: hard disconnect',
+  ERR_NBD_HANDSHAKE_TIMEOUT: 'negotiation did not finish within LIMITS.nbdHandshakeTimeoutMs',
+  ERR_NBD_TLS: 'the TLS handshake after NBD_OPT_STARTTLS failed',
+  ERR_NBD_TLS_CONFIG: 'the TLS configuration is incomplete or unreadable',
+  ERR_NBD_LISTEN: 'the server cannot listen on the requested address, path or fd',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

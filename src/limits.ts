@@ -11,6 +11,19 @@ export const LIMITS = {
   extentSizeMax: 1024 * 1024 * 1024,
   /** SQLite busy_timeout: many concurrent CLI processes wait this long for the write lock. */
   catalogBusyTimeoutMs: 30_000,
+  // --- cli (src/cli) ---
+  /** A VBD device name becomes half of the NBD export name `DOMAIN/DEVICE`; Linux names are short. */
+  deviceNameLengthMax: 64,
+  /** A VD name is a label for people (LVM allows 127 characters in an LV name). */
+  vdNameLengthMax: 127,
+  /** import/export copy through one buffer of this size: bounded memory, few syscalls. */
+  copyChunkBytes: 1024 * 1024,
+  /** Extents in one `vbd add extents:` list typed on a command line. */
+  vbdExtentListMax: 4096,
+  /** quickstart: the sparse pool image it creates when none exists. */
+  quickstartPoolBytes: 4 * 1024 * 1024 * 1024,
+  /** quickstart: the VD it creates and attaches as domain 0's xvda. */
+  quickstartDiskBytes: 1024 * 1024 * 1024,
   // --- engine and backings ---
   /** Writing zeros (last zeroing rung) goes in chunks of one shared 1 MiB zero buffer. */
   zeroWriteChunkBytes: 1024 * 1024,
@@ -29,4 +42,40 @@ export const LIMITS = {
   /** NBD_INFO_BLOCK_SIZE preferred: one page (raised to the sector size of a device backing). */
   exportBlockSizePreferred: 4096,
 
+  // --- nbd (src/nbd); reasons from research/reliability-anchors.md §5.1 ---
+  /** Option payload cap: a 4096-byte name plus info requests, or several ~4 KiB meta-context
+   * queries (nbdkit's test-long-name), fit easily; longer is a hard disconnect without reading. */
+  nbdOptionLengthMax: 64 * 1024,
+  /** Options per session before choosing an export (nbdkit allows 32): a client looping on
+   * options is disconnected. Generous enough for nbdinfo --list over many exports. */
+  nbdOptionCountMax: 64,
+  /** proto.md "Strings": names and messages MUST be at most 4096 bytes. */
+  nbdStringLengthMax: 4096,
+  /** Client text echoed in error messages is cut to this (CVE-2020-10761). */
+  nbdEchoLengthMax: 256,
+  /** Largest READ/WRITE payload (advertised as the maximum block size): proto.md says 32 MiB
+   * must never be treated as denial of service; the kernel sends up to 32 MiB. */
+  nbdPayloadMax: 32 * 1024 * 1024,
+  /** A WRITE above nbdPayloadMax up to this is read and discarded (EINVAL, stream in sync);
+   * above it the server hard-disconnects. Discarding never buffers, so memory stays bounded. */
+  nbdWriteDiscardMax: 64 * 1024 * 1024,
+  /** Requests in flight per connection; at the cap the server stops reading the socket
+   * (qemu uses 16, the kernel sends up to 128; fio qd32 benchmarks need headroom). */
+  nbdInflightMax: 64,
+  /** Bytes of WRITE payload plus READ replies in flight per connection before reading pauses. */
+  nbdInflightBytesMax: 128 * 1024 * 1024,
+  /** Concurrent connections per server (qemu QMP default 100). */
+  nbdConnectionsMax: 256,
+  /** Handshake deadline including TLS (qemu: 10 s, CVE-2024-7409 slowloris). */
+  nbdHandshakeTimeoutMs: 10_000,
+  /** Exports listed per NBD_OPT_LIST (nbdkit caps at 10 000). */
+  nbdListExportsMax: 10_000,
+  /** Descriptors per BLOCK_STATUS chunk (proto.md: SHOULD be at most 2^20; qemu uses 128 Ki). */
+  nbdBlockStatusRunsMax: 128 * 1024,
+  /** Sparse structured READs only from this length: below, one OFFSET_DATA chunk is cheaper. */
+  nbdSparseReadMin: 64 * 1024,
+  /** A zero run shorter than this is sent as data inside OFFSET_DATA rather than as a hole. */
+  nbdSparseHoleMin: 4096,
+  /** Grace for close(): requests in flight get this long to finish before sockets are cut. */
+  nbdCloseGraceMs: 10_000,
 } as const;

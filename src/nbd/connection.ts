@@ -1,0 +1,685 @@
+/**
+ * nbd/connection: one client from greeting to close (proto.md "Protocol phases"): phase,
+ * negotiated features, the bound export, requests in flight, and teardown.
+ *
+ * Bytes arrive into a Framer and pump() advances the phase machine as far as buffered bytes
+ * allow. Options run one at a time (the socket is paused meanwhile); requests are decoded,
+ * validated (validate.ts) and executed concurrently (transmission.ts), answered in completion
+ * order. Reading stops (socket paused) while the connection has LIMITS.nbdInflightMax requests or
+ * nbdInflightBytesMax bytes in flight, or while the socket's write buffer needs draining: that is
+ * the only memory a client can make the server hold. Replies written in one event-loop turn are
+ * corked and sent together on setImmediate.
+ *
+ * Closing: DISC or close() stop reading, let requests in flight finish, then end the stream.
+ * A hard close (protocol violation, socket error) destroys the stream at once; requests in
+ * flight still finish against the Export, their replies are dropped, and the export handle is
+ * released only when none is in flight. fence() makes every later request fail with ESHUTDOWN.
+ */
+import assert from 'node:assert';
+import type { Readable, Writable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { ProtocolError } from '../errors';
+import type { Export } from '../engine/export';
+import type { Logger } from '../log';
+import {
+  CLIENT_FLAGS_LENGTH,
+  IHAVEOPT_HIGH,
+  IHAVEOPT_LOW,
+  NBD_CMD,
+  NBD_E,
+  NBD_FLAG,
+  NBD_FLAG_C,
+  NBD_OPT,
+  NBD_REP,
+  NBD_REQUEST_MAGIC,
+  OPTION_HEADER_LENGTH,
+  REQUEST_LENGTH,
+  nameOf,
+} from './constants';
+import { type MetaContextState, type OptionOutcome, type OptionSession, optionHandlerOf }
+  from './options/index';
+import type { Domain, ExportHandle, ExportProvider } from './provider';
+import { executeRequest, sendError, type TransmissionContext } from './transmission';
+import { type Request, transmissionFlagsOf, validateRequest } from './validate';
+import { encodeGreeting, encodeOptionReply } from './wire-writer';
+import { LIMITS } from '../limits';
+import { Framer } from './framer';
+
+export const PHASE = {
+  CLIENT_FLAGS: 'client-flags',
+  OPTION_HEADER: 'option-header',
+  OPTION_PAYLOAD: 'option-payload',
+  OPTION_BUSY: 'option-busy',
+  TLS_HANDSHAKE: 'tls-handshake',
+  REQUEST_HEADER: 'request-header',
+  WRITE_PAYLOAD: 'write-payload',
+  WRITE_DISCARD: 'write-discard',
+  CLOSING: 'closing',
+  CLOSED: 'closed',
+} as const;
+export type Phase = (typeof PHASE)[keyof typeof PHASE];
+
+/** Allowed phase transitions; CLOSED is reachable from everywhere (hard close). */
+export const PHASE_TRANSITIONS: Readonly<Record<Phase, readonly Phase[]>> = {
+  'client-flags': ['option-header', 'closing'],
+  'option-header': ['option-payload', 'closing'],
+  'option-payload': ['option-busy', 'closing'],
+  'option-busy': ['option-header', 'request-header', 'tls-handshake', 'closing'],
+  'tls-handshake': ['option-header', 'closing'],
+  'request-header': ['write-payload', 'write-discard', 'closing'],
+  'write-payload': ['request-header', 'closing'],
+  'write-discard': ['request-header', 'closing'],
+  closing: [],
+  closed: [],
+};
+
+export interface ConnectionLimits {
+  optionLengthMax: number;
+  optionCountMax: number;
+  inflightMax: number;
+  inflightBytesMax: number;
+  writeDiscardMax: number;
+  handshakeTimeoutMs: number;
+}
+
+/** What a connection needs for STARTTLS (server.ts builds it from TlsOptions). */
+export interface TlsUpgrader {
+  readonly mode: 'on' | 'require';
+  /** Wraps the socket; resolves with the TLS socket and the authenticated domain. */
+  upgrade(socket: Socket): Promise<{ secure: TLSSocket; domain: Domain }>;
+}
+
+export interface ConnectionHooks {
+  onBound(connection: Connection): void;
+  onClosed(connection: Connection): void;
+}
+
+export interface ConnectionOptions {
+  id: number;
+  input: Readable;
+  output: Writable;
+  /** the raw socket, when there is one (needed for STARTTLS) */
+  socket: Socket | null;
+  provider: ExportProvider;
+  log: Logger;
+  limits: ConnectionLimits;
+  tls: TlsUpgrader | null;
+  hooks: ConnectionHooks;
+  isShuttingDown: () => boolean;
+}
+
+export class Connection implements OptionSession, TransmissionContext {
+  readonly id: number;
+  log: Logger;
+  readonly provider: ExportProvider;
+  private input: Readable;
+  private output: Writable;
+  private socket: Socket | null;
+  private readonly limits: ConnectionLimits;
+  private readonly tls: TlsUpgrader | null;
+  private readonly hooks: ConnectionHooks;
+  private readonly isServerShuttingDown: () => boolean;
+  private readonly framer = new Framer();
+
+  phase: Phase = PHASE.CLIENT_FLAGS;
+  domain: Domain = null;
+  isTls = false;
+  noZeroes = false;
+  private isFixedNewstyle = false;
+  isStructured = false;
+  metaContext: MetaContextState | null = null;
+  private optionCount = 0;
+  private option = 0;
+  private optionLength = 0;
+
+  private handle: ExportHandle | null = null;
+  private boundExport: Export | null = null;
+  private eflags = 0;
+  private blockSizeMin = 1;
+  private hasBaseAllocation = false;
+  private pending: Request | null = null;
+  private discardRemaining = 0;
+  private pendingErrno = 0;
+
+  inflight = 0;
+  private inflightBytes = 0;
+  isFenced = false;
+  private idleWaiters: (() => void)[] = [];
+  private isCorked = false;
+  private isPumping = false;
+  private isWaitingDrain = false;
+  private handshakeTimer: NodeJS.Timeout | null = null;
+  readonly stats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
+
+  constructor(options: ConnectionOptions) {
+    this.id = options.id;
+    this.input = options.input;
+    this.output = options.output;
+    this.socket = options.socket;
+    this.provider = options.provider;
+    this.log = options.log;
+    this.limits = options.limits;
+    this.tls = options.tls;
+    this.hooks = options.hooks;
+    this.isServerShuttingDown = options.isShuttingDown;
+  }
+
+  get export(): Export {
+    assert(this.boundExport !== null);
+    return this.boundExport;
+  }
+
+  get exportName(): string | null {
+    return this.boundExport === null ? null : this.boundExport.name;
+  }
+
+  get canStartTls(): boolean {
+    return this.tls !== null && this.socket !== null;
+  }
+
+  start(): void {
+    this.attachStreams();
+    this.handshakeTimer = setTimeout(this.onHandshakeTimeout, this.limits.handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+    this.send(encodeGreeting(NBD_FLAG.FIXED_NEWSTYLE | NBD_FLAG.NO_ZEROES));
+    this.log.info({ remote: this.socket?.remoteAddress ?? 'stream' }, 'connection opened');
+  }
+
+  // --- streams and output ---
+
+  private isDuplex(): boolean {
+    return sameStream(this.input, this.output);
+  }
+
+  isClosed(): boolean {
+    return this.phase === PHASE.CLOSED;
+  }
+
+  private attachStreams(): void {
+    this.input.on('data', this.onData);
+    this.input.on('end', this.onEnd);
+    this.input.on('error', this.onStreamError);
+    this.input.on('close', this.onInputClose);
+    if (!this.isDuplex()) {
+      this.output.on('error', this.onStreamError);
+    }
+  }
+
+  private detachStreams(): void {
+    this.input.off('data', this.onData);
+    this.input.off('end', this.onEnd);
+    this.input.off('error', this.onStreamError);
+    this.input.off('close', this.onInputClose);
+    if (!this.isDuplex()) this.output.off('error', this.onStreamError);
+    this.output.off('drain', this.onDrain);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.stats.bytesRead += chunk.length;
+    this.framer.push(chunk);
+    this.pump();
+  };
+
+  private readonly onEnd = (): void => {
+    // the client half-closed: finish what is in flight, then close (fio closes without DISC)
+    this.beginClosing('client closed');
+  };
+
+  private readonly onInputClose = (): void => {
+    if (this.phase !== PHASE.CLOSED) this.closeHard(null, 'stream closed');
+  };
+
+  private readonly onStreamError = (error: Error): void => {
+    this.closeHard(null, `stream error: ${error.message}`);
+  };
+
+  private readonly onHandshakeTimeout = (): void => {
+    this.handshakeTimer = null;
+    this.closeHard(new ProtocolError('ERR_NBD_HANDSHAKE_TIMEOUT',
+      `handshake: not finished after ${this.limits.handshakeTimeoutMs} ms`), 'handshake timeout');
+  };
+
+  private readonly onDrain = (): void => {
+    this.isWaitingDrain = false;
+    this.pump();
+  };
+
+  private readonly uncork = (): void => {
+    this.isCorked = false;
+    this.output.uncork();
+  };
+
+  send(frame: Buffer): void {
+    if (this.phase === PHASE.CLOSED) return;
+    if (!this.isCorked) {
+      this.isCorked = true;
+      this.output.cork();
+      setImmediate(this.uncork);
+    }
+    this.stats.bytesWritten += frame.length;
+    if (!this.output.write(frame) && !this.isWaitingDrain) {
+      this.isWaitingDrain = true;
+      this.output.once('drain', this.onDrain);
+    }
+  }
+
+  sendv(frames: readonly Buffer[]): void {
+    for (const frame of frames) this.send(frame);
+  }
+
+  sendRaw(frame: Buffer): void {
+    this.send(frame);
+  }
+
+  reply(option: number, type: number, payload?: Buffer): void {
+    this.send(encodeOptionReply(option, type, payload));
+  }
+
+  replyError(option: number, type: number, message: string): void {
+    const text = Buffer.from(message, 'utf8').subarray(0, LIMITS.nbdEchoLengthMax);
+    this.send(encodeOptionReply(option, type, text));
+  }
+
+  // --- the phase machine ---
+
+  private setPhase(next: Phase): void {
+    assert(next === PHASE.CLOSED || PHASE_TRANSITIONS[this.phase].includes(next),
+      `connection: bad phase transition ${this.phase} -> ${next}`);
+    this.phase = next;
+  }
+
+  private isReadBlocked(): boolean {
+    switch (this.phase) {
+      case PHASE.OPTION_BUSY:
+      case PHASE.TLS_HANDSHAKE:
+      case PHASE.CLOSING:
+      case PHASE.CLOSED:
+        return true;
+      case PHASE.REQUEST_HEADER:
+        return this.inflight >= this.limits.inflightMax ||
+          this.inflightBytes >= this.limits.inflightBytesMax || this.isWaitingDrain;
+      default:
+        return false;
+    }
+  }
+
+  private pump(): void {
+    if (this.isPumping || this.phase === PHASE.CLOSED) return;
+    this.isPumping = true;
+    try {
+      while (!this.isReadBlocked() && this.step()) { /* each step consumed a frame */ }
+    } catch (error) {
+      this.closeHard(error, 'protocol violation');
+    } finally {
+      this.isPumping = false;
+    }
+    if (this.isClosed()) return;
+    if (this.isReadBlocked()) this.input.pause();
+    else this.input.resume();
+  }
+
+  /** Consumes one frame if it is buffered; false when more bytes are needed. */
+  private step(): boolean {
+    switch (this.phase) {
+      case PHASE.CLIENT_FLAGS:
+        return this.stepClientFlags();
+      case PHASE.OPTION_HEADER:
+        return this.stepOptionHeader();
+      case PHASE.OPTION_PAYLOAD:
+        return this.stepOptionPayload();
+      case PHASE.REQUEST_HEADER:
+        return this.stepRequestHeader();
+      case PHASE.WRITE_PAYLOAD:
+        return this.stepWritePayload();
+      case PHASE.WRITE_DISCARD:
+        return this.stepWriteDiscard();
+      default:
+        return false;
+    }
+  }
+
+  private stepClientFlags(): boolean {
+    if (this.framer.length < CLIENT_FLAGS_LENGTH) return false;
+    const flags = this.framer.take(CLIENT_FLAGS_LENGTH).readUInt32BE(0);
+    const known = NBD_FLAG_C.FIXED_NEWSTYLE | NBD_FLAG_C.NO_ZEROES;
+    if ((flags & ~known) !== 0) {
+      throw new ProtocolError('ERR_NBD_CLIENT_FLAGS',
+        `handshake: unknown client flags: 0x${flags.toString(16)}`);
+    }
+    this.isFixedNewstyle = (flags & NBD_FLAG_C.FIXED_NEWSTYLE) !== 0;
+    this.noZeroes = (flags & NBD_FLAG_C.NO_ZEROES) !== 0;
+    this.setPhase(PHASE.OPTION_HEADER);
+    return true;
+  }
+
+  private stepOptionHeader(): boolean {
+    if (this.framer.length < OPTION_HEADER_LENGTH) return false;
+    const header = this.framer.take(OPTION_HEADER_LENGTH);
+    if (header.readUInt32BE(0) !== IHAVEOPT_HIGH || header.readUInt32BE(4) !== IHAVEOPT_LOW) {
+      throw new ProtocolError('ERR_NBD_BAD_MAGIC', 'option: bad IHAVEOPT magic');
+    }
+    this.option = header.readUInt32BE(8);
+    this.optionLength = header.readUInt32BE(12);
+    this.optionCount += 1;
+    if (this.optionCount > this.limits.optionCountMax) {
+      throw new ProtocolError('ERR_NBD_TOO_MANY_OPTIONS',
+        `option: too many options: ${this.optionCount} > ${this.limits.optionCountMax}`);
+    }
+    if (this.optionLength > this.limits.optionLengthMax) {
+      throw new ProtocolError('ERR_NBD_OPTION_TOO_LONG', `${nameOf(NBD_OPT, this.option)}: ` +
+        `option too long: ${this.optionLength} > ${this.limits.optionLengthMax}`);
+    }
+    this.setPhase(PHASE.OPTION_PAYLOAD);
+    return true;
+  }
+
+  private stepOptionPayload(): boolean {
+    if (this.framer.length < this.optionLength) return false;
+    const payload = this.framer.take(this.optionLength);
+    this.setPhase(PHASE.OPTION_BUSY);
+    this.isOptionBusy = true;
+    this.runOption(this.option, payload).then(this.afterOption, (error: unknown) => {
+      this.isOptionBusy = false;
+      this.closeHard(error, `${nameOf(NBD_OPT, this.option)}: failed`);
+      this.finalizeIfIdle();
+    });
+    return false;
+  }
+
+  private async runOption(option: number, payload: Buffer): Promise<OptionOutcome> {
+    if (!this.isFixedNewstyle && option !== NBD_OPT.EXPORT_NAME) return 'disconnect';
+    if (this.isServerShuttingDown() && option !== NBD_OPT.ABORT) {
+      if (option === NBD_OPT.EXPORT_NAME) return 'disconnect';
+      this.replyError(option, NBD_REP.ERR_SHUTDOWN, 'server shutting down');
+      return 'continue';
+    }
+    const isTlsExempt = option === NBD_OPT.STARTTLS || option === NBD_OPT.ABORT;
+    if (this.tls?.mode === 'require' && !this.isTls && !isTlsExempt) {
+      if (option === NBD_OPT.EXPORT_NAME) return 'disconnect';
+      this.replyError(option, NBD_REP.ERR_TLS_REQD, 'TLS required');
+      return 'continue';
+    }
+    this.log.debug({ option: nameOf(NBD_OPT, option), length: payload.length }, 'option');
+    return optionHandlerOf(option)(this, option, payload);
+  }
+
+  private isOptionBusy = false;
+
+  private readonly afterOption = (outcome: OptionOutcome): void => {
+    this.isOptionBusy = false;
+    if (this.phase === PHASE.CLOSED) {
+      this.finalizeIfIdle();
+      return;
+    }
+    switch (outcome) {
+      case 'continue':
+        this.setPhase(PHASE.OPTION_HEADER);
+        break;
+      case 'transmission':
+        this.setPhase(PHASE.REQUEST_HEADER);
+        break;
+      case 'abort':
+        this.beginClosing('NBD_OPT_ABORT');
+        return;
+      case 'disconnect':
+        this.closeHard(null, `${nameOf(NBD_OPT, this.option)}: disconnect`);
+        return;
+      case 'starttls':
+        this.startTls();
+        return;
+    }
+    this.pump();
+  };
+
+  // --- option-session services ---
+
+  eflagsFor(handle: ExportHandle): number {
+    return transmissionFlagsOf(handle.export, this.isStructured);
+  }
+
+  bind(handle: ExportHandle, blockSizeMin: number): void {
+    assert(this.handle === null);
+    this.handle = handle;
+    if (this.phase === PHASE.CLOSED) return; // afterOption releases it
+    this.boundExport = handle.export;
+    this.eflags = this.eflagsFor(handle);
+    this.blockSizeMin = blockSizeMin;
+    this.hasBaseAllocation = this.isStructured && this.metaContext !== null &&
+      this.metaContext.hasBaseAllocation;
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    this.log = this.log.child({ export: handle.export.name });
+    this.log.info({ size: handle.export.size, eflags: this.eflags, structured: this.isStructured,
+      baseAllocation: this.hasBaseAllocation, tls: this.isTls, domain: this.domain },
+    'export negotiated');
+    this.hooks.onBound(this);
+  }
+
+  // --- TLS ---
+
+  private startTls(): void {
+    assert(this.tls !== null && this.socket !== null);
+    const socket = this.socket;
+    this.setPhase(PHASE.TLS_HANDSHAKE);
+    if (this.isCorked) this.uncork(); // the ACK goes out in plaintext first
+    this.detachStreams();
+    socket.pause();
+    const dropped = this.framer.clear(); // nothing sent before TLS survives (CVE class)
+    if (dropped > 0) this.log.warn({ dropped }, 'NBD_OPT_STARTTLS: discarded plaintext');
+    this.isStructured = false;
+    this.metaContext = null;
+    this.tls.upgrade(socket).then(({ secure, domain }) => {
+      if (this.phase === PHASE.CLOSED) {
+        secure.destroy();
+        return;
+      }
+      this.input = secure;
+      this.output = secure;
+      this.socket = null;
+      this.isTls = true;
+      this.domain = domain;
+      this.attachStreams();
+      this.log.info({ domain, protocol: secure.getProtocol() }, 'TLS established');
+      this.setPhase(PHASE.OPTION_HEADER);
+      this.pump();
+    }, (error: unknown) => {
+      this.closeHard(error, 'TLS handshake failed');
+      socket.destroy();
+    });
+  }
+
+  // --- transmission ---
+
+  private decodeRequest(header: Buffer): Request {
+    if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
+      throw new ProtocolError('ERR_NBD_BAD_MAGIC', 'request: bad request magic');
+    }
+    const offsetHigh = header.readUInt32BE(16);
+    const offsetLow = header.readUInt32BE(20);
+    return {
+      flags: header.readUInt16BE(4),
+      type: header.readUInt16BE(6),
+      cookieHigh: header.readUInt32BE(8),
+      cookieLow: header.readUInt32BE(12),
+      offset: offsetHigh >= 0x200000 ? -1 : offsetHigh * 0x100000000 + offsetLow,
+      length: header.readUInt32BE(24),
+    };
+  }
+
+  private stepRequestHeader(): boolean {
+    if (this.framer.length < REQUEST_LENGTH) return false;
+    const request = this.decodeRequest(this.framer.take(REQUEST_LENGTH));
+    this.stats.requests += 1;
+    if (request.type === NBD_CMD.DISC) {
+      this.beginClosing('NBD_CMD_DISC');
+      return false;
+    }
+    const errno = this.isFenced ? NBD_E.ESHUTDOWN : validateRequest(request, {
+      eflags: this.eflags,
+      size: this.export.size,
+      isStructured: this.isStructured,
+      hasBaseAllocation: this.hasBaseAllocation,
+      blockSizeMin: this.blockSizeMin,
+    });
+    if (request.type === NBD_CMD.WRITE) return this.acceptWrite(request, errno);
+    if (errno !== NBD_E.OK) this.refuse(request, errno);
+    else this.dispatch(request, null);
+    return true;
+  }
+
+  private acceptWrite(request: Request, errno: number): boolean {
+    if (request.length > this.limits.writeDiscardMax) {
+      throw new ProtocolError('ERR_NBD_OVERSIZE_WRITE', `NBD_CMD_WRITE: payload too large: ` +
+        `${request.length} > ${this.limits.writeDiscardMax}`);
+    }
+    this.pending = request;
+    if (errno === NBD_E.OK) {
+      this.setPhase(PHASE.WRITE_PAYLOAD);
+    } else {
+      this.pendingErrno = errno;
+      this.discardRemaining = request.length;
+      this.setPhase(PHASE.WRITE_DISCARD);
+    }
+    return true;
+  }
+
+  private stepWritePayload(): boolean {
+    const request = this.pending;
+    assert(request !== null);
+    if (this.framer.length < request.length) return false;
+    const payload = this.framer.take(request.length);
+    this.pending = null;
+    this.setPhase(PHASE.REQUEST_HEADER);
+    this.dispatch(request, payload);
+    return true;
+  }
+
+  private stepWriteDiscard(): boolean {
+    const request = this.pending;
+    assert(request !== null);
+    this.discardRemaining -= this.framer.skip(this.discardRemaining);
+    if (this.discardRemaining > 0) return false;
+    this.pending = null;
+    this.setPhase(PHASE.REQUEST_HEADER);
+    this.refuse(request, this.pendingErrno);
+    return true;
+  }
+
+  private refuse(request: Request, errno: number): void {
+    this.stats.errors += 1;
+    this.log.debug({ command: nameOf(NBD_CMD, request.type), flags: request.flags,
+      offset: request.offset, length: request.length, errno }, 'request refused');
+    sendError(this, request, errno, 'request refused');
+  }
+
+  private dispatch(request: Request, payload: Buffer | null): void {
+    const cost = request.type === NBD_CMD.READ || request.type === NBD_CMD.WRITE
+      ? request.length : 0;
+    this.inflight += 1;
+    this.inflightBytes += cost;
+    executeRequest(this, request, payload).then(() => this.afterRequest(cost), () => {
+      this.afterRequest(cost); // executeRequest never rejects; kept for safety
+    });
+  }
+
+  private afterRequest(cost: number): void {
+    this.inflight -= 1;
+    this.inflightBytes -= cost;
+    assert(this.inflight >= 0);
+    if (this.inflight > 0) {
+      if (this.phase !== PHASE.CLOSED) this.pump();
+      return;
+    }
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const waiter of waiters) waiter();
+    if (this.phase === PHASE.CLOSING) this.finishClosing();
+    else if (this.phase === PHASE.CLOSED) this.finalizeIfIdle();
+    else this.pump();
+  }
+
+  /** Resolves when no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Every later request fails with ESHUTDOWN; resolves when none is in flight. */
+  fence(): Promise<void> {
+    if (!this.isFenced) this.log.info('export fenced');
+    this.isFenced = true;
+    return this.whenIdle();
+  }
+
+  // --- closing ---
+
+  /** Graceful: stop reading, let requests in flight finish, then end the stream. */
+  beginClosing(reason: string): void {
+    if (this.phase === PHASE.CLOSING || this.phase === PHASE.CLOSED) return;
+    this.log.debug({ reason, inflight: this.inflight }, 'closing');
+    this.closeReason = reason;
+    this.setPhase(PHASE.CLOSING);
+    this.input.pause();
+    if (this.inflight === 0) this.finishClosing();
+  }
+
+  private closeReason = '';
+
+  private finishClosing(): void {
+    if (this.phase === PHASE.CLOSED) return;
+    if (this.isCorked) this.uncork();
+    const output = this.output;
+    const input = this.input;
+    this.markClosed(null, this.closeReason);
+    output.end(() => {
+      if (!sameStream(input, output) || typeof (input as Socket).destroySoon !== 'function') return;
+      (input as Socket).destroySoon();
+    });
+  }
+
+  /** Hard close: destroy the streams now. */
+  closeHard(error: unknown, reason: string): void {
+    if (this.phase === PHASE.CLOSED) return;
+    this.markClosed(error, reason);
+    this.input.destroy();
+    if (!this.isDuplex()) this.output.destroy();
+  }
+
+  private markClosed(error: unknown, reason: string): void {
+    this.phase = PHASE.CLOSED;
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    this.detachStreams();
+    this.input.on('error', ignoreError);
+    this.output.on('error', ignoreError);
+    this.framer.clear();
+    const fields = { reason, inflight: this.inflight, ...this.stats };
+    if (error !== null && error !== undefined) this.log.warn({ ...fields, err: error },
+      'connection closed');
+    else this.log.info(fields, 'connection closed');
+    this.finalizeIfIdle();
+  }
+
+  private isFinalized = false;
+
+  /** Once closed and idle: release the export handle and leave the server's registry. */
+  private finalizeIfIdle(): void {
+    if (this.phase !== PHASE.CLOSED || this.inflight > 0) return;
+    if (this.isOptionBusy) return; // an option handler may still bind; afterOption finalizes
+    if (this.handle !== null) {
+      const handle = this.handle;
+      this.handle = null;
+      handle.release();
+    }
+    if (this.isFinalized) return;
+    this.isFinalized = true;
+    this.hooks.onClosed(this);
+  }
+}
+
+function sameStream(a: object, b: object): boolean {
+  return a === b;
+}
+
+function ignoreError(): void { /* after close, late stream errors are expected */ }

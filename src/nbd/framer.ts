@@ -1,0 +1,86 @@
+/**
+ * nbd/framer: accumulates socket chunks and yields exact-length frames (proto.md has no framing
+ * of its own: every frame's length is known from its header, so the reader asks for n bytes).
+ *
+ * take(n) returns a view into the received chunk when the frame lies within one chunk (no copy,
+ * the common case for 28-byte requests and small WRITE payloads) and copies into one new Buffer
+ * only when a frame spans chunks. skip(n) discards without buffering, for payloads the server
+ * refuses. The framer never holds more than what the socket delivered; callers bound that by
+ * pausing the socket (see connection.ts).
+ */
+import assert from 'node:assert';
+
+export class Framer {
+  private chunks: Buffer[] = [];
+  private headOffset = 0;
+  private lengthTotal = 0;
+
+  get length(): number {
+    return this.lengthTotal;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.lengthTotal += chunk.length;
+  }
+
+  /** Removes and returns the next n bytes; the caller checked `length >= n`. */
+  take(n: number): Buffer {
+    assert(n >= 0);
+    assert(n <= this.lengthTotal);
+    const head = this.chunks[0];
+    if (n === 0 || head === undefined) return Buffer.alloc(0);
+    if (head.length - this.headOffset >= n) {
+      const frame = head.subarray(this.headOffset, this.headOffset + n);
+      this.advance(n);
+      return frame;
+    }
+    const frame = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const chunk = this.chunks[0];
+      assert(chunk !== undefined); // lengthTotal >= n guarantees enough chunks
+      const take = Math.min(n - filled, chunk.length - this.headOffset);
+      chunk.copy(frame, filled, this.headOffset, this.headOffset + take);
+      filled += take;
+      this.advance(take);
+    }
+    return frame;
+  }
+
+  /** Discards up to n bytes; returns how many were discarded. */
+  skip(n: number): number {
+    assert(n >= 0);
+    let skipped = 0;
+    while (skipped < n && this.chunks.length > 0) {
+      const chunk = this.chunks[0];
+      assert(chunk !== undefined);
+      const take = Math.min(n - skipped, chunk.length - this.headOffset);
+      this.advance(take);
+      skipped += take;
+    }
+    return skipped;
+  }
+
+  /** Drops everything buffered (used after STARTTLS: nothing from before TLS survives). */
+  clear(): number {
+    const dropped = this.lengthTotal;
+    this.chunks = [];
+    this.headOffset = 0;
+    this.lengthTotal = 0;
+    return dropped;
+  }
+
+  private advance(n: number): void {
+    const head = this.chunks[0];
+    assert(head !== undefined);
+    this.headOffset += n;
+    this.lengthTotal -= n;
+    if (this.headOffset === head.length) {
+      this.chunks.shift();
+      this.headOffset = 0;
+    }
+    assert(this.lengthTotal >= 0);
+  }
+}

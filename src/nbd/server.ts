@@ -1,0 +1,263 @@
+/**
+ * nbd/server: listeners (TCP with noDelay, Unix socket, inherited fd for systemd socket
+ * activation, and a single connection over any stream pair), the connection registry,
+ * fencing and graceful shutdown (proto.md "Terminating the transmission phase").
+ *
+ * fenceExport(name): every connection bound to that export answers later requests with
+ * NBD_ESHUTDOWN; the promise resolves when none of them has a request in flight (closed
+ * connections stay in the registry until their last request finished). close({graceMs}): stop
+ * listening, close connections still negotiating, fence everything, wait for requests in flight
+ * (at most graceMs), flush each writable export once, end every connection. Connections over
+ * LIMITS.nbdConnectionsMax are closed at accept. No error in one connection reaches another.
+ */
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { EmuError, UsageError } from '../errors';
+import { LIMITS } from '../limits';
+import { log as rootLog, type Logger } from '../log';
+import { Connection, type ConnectionLimits, PHASE, type TlsUpgrader } from './connection';
+import type { ExportProvider } from './provider';
+import { createTlsUpgrader, type TlsOptions } from './tls';
+
+export interface NbdServerLimits extends ConnectionLimits {
+  connectionsMax: number;
+}
+
+export interface NbdServerOptions {
+  provider: ExportProvider;
+  tls?: TlsOptions;
+  limits?: Partial<NbdServerLimits>;
+  log?: Logger;
+}
+
+export type ListenTarget = { host?: string; port?: number } | { path: string } | { fd: number };
+
+export interface NbdServerStats {
+  connectionsAccepted: number;
+  connectionsRefused: number;
+  connectionsOpen: number;
+  requests: number;
+  requestErrors: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 10809;
+
+function limitsOf(overrides: Partial<NbdServerLimits> | undefined): NbdServerLimits {
+  return {
+    optionLengthMax: LIMITS.nbdOptionLengthMax,
+    optionCountMax: LIMITS.nbdOptionCountMax,
+    inflightMax: LIMITS.nbdInflightMax,
+    inflightBytesMax: LIMITS.nbdInflightBytesMax,
+    writeDiscardMax: LIMITS.nbdWriteDiscardMax,
+    handshakeTimeoutMs: LIMITS.nbdHandshakeTimeoutMs,
+    connectionsMax: LIMITS.nbdConnectionsMax,
+    ...overrides,
+  };
+}
+
+/** Events: 'connection-open' (id), 'connection-close' (id), 'listening' (address). */
+export class NbdServer extends EventEmitter {
+  readonly limits: NbdServerLimits;
+  private readonly provider: ExportProvider;
+  private readonly log: Logger;
+  private readonly tls: TlsUpgrader | null;
+  private readonly netServers: net.Server[] = [];
+  private readonly connections = new Set<Connection>();
+  private nextId = 1;
+  private isShuttingDown = false;
+  private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0 };
+  private accepted = 0;
+  private refused = 0;
+
+  constructor(options: NbdServerOptions) {
+    super();
+    this.provider = options.provider;
+    this.log = (options.log ?? rootLog).child({ component: 'nbd' });
+    this.limits = limitsOf(options.limits);
+    this.tls = options.tls === undefined ? null : createTlsUpgrader(options.tls);
+  }
+
+  /** Connections open or still finishing requests. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  get stats(): NbdServerStats {
+    const totals = { ...this.closedStats };
+    for (const connection of this.connections) {
+      totals.requests += connection.stats.requests;
+      totals.requestErrors += connection.stats.errors;
+      totals.bytesRead += connection.stats.bytesRead;
+      totals.bytesWritten += connection.stats.bytesWritten;
+    }
+    return { connectionsAccepted: this.accepted, connectionsRefused: this.refused,
+      connectionsOpen: this.connections.size, ...totals };
+  }
+
+  /** Starts a listener; resolves with its address (port for TCP, path for Unix). */
+  async listen(target: ListenTarget = {}): Promise<net.AddressInfo | string> {
+    const listener = net.createServer({ noDelay: true, pauseOnConnect: false },
+      (socket) => this.accept(socket));
+    listener.on('error', (error) => this.log.error({ err: error }, 'listener error'));
+    if ('path' in target) removeStaleSocket(target.path);
+    await new Promise<void>((resolve, reject) => {
+      const fail = (error: Error): void => reject(new UsageError('ERR_NBD_LISTEN',
+        `listen: ${describeTarget(target)}: ${error.message}`, { cause: error }));
+      listener.once('error', fail);
+      const done = (): void => {
+        listener.off('error', fail);
+        resolve();
+      };
+      if ('path' in target) listener.listen(target.path, done);
+      else if ('fd' in target) listener.listen({ fd: target.fd }, done);
+      else listener.listen(target.port ?? DEFAULT_PORT, target.host ?? DEFAULT_HOST, done);
+    });
+    this.netServers.push(listener);
+    const address = listener.address();
+    if (address === null) throw new UsageError('ERR_NBD_LISTEN', 'listen: no address');
+    this.log.info({ address }, 'listening');
+    this.emit('listening', address);
+    return address;
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    if (this.isShuttingDown || this.connections.size >= this.limits.connectionsMax) {
+      this.refused += 1;
+      this.log.warn({ remote: socket.remoteAddress, open: this.connections.size },
+        'connection refused: server full or shutting down');
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    this.startConnection(socket, socket, socket);
+  }
+
+  /** Serves one connection over a stream pair (stdin/stdout, a Duplex); resolves at close. */
+  serveStream(input: Readable, output: Writable = input as unknown as Writable): Promise<void> {
+    return new Promise((resolve) => {
+      const connection = this.startConnection(input, output, null);
+      const onClose = (id: number): void => {
+        if (id !== connection.id) return;
+        this.off('connection-close', onClose);
+        resolve();
+      };
+      this.on('connection-close', onClose);
+    });
+  }
+
+  private startConnection(input: Readable, output: Writable, socket: net.Socket | null,
+  ): Connection {
+    const id = this.nextId++;
+    this.accepted += 1;
+    const connection = new Connection({
+      id, input, output, socket,
+      provider: this.provider,
+      log: this.log.child({ conn: id }),
+      limits: this.limits,
+      tls: this.tls,
+      isShuttingDown: () => this.isShuttingDown,
+      hooks: {
+        onBound: () => undefined,
+        onClosed: (closed) => this.forget(closed),
+      },
+    });
+    this.connections.add(connection);
+    connection.start();
+    this.emit('connection-open', id);
+    return connection;
+  }
+
+  private forget(connection: Connection): void {
+    if (!this.connections.delete(connection)) return;
+    this.closedStats.requests += connection.stats.requests;
+    this.closedStats.requestErrors += connection.stats.errors;
+    this.closedStats.bytesRead += connection.stats.bytesRead;
+    this.closedStats.bytesWritten += connection.stats.bytesWritten;
+    this.emit('connection-close', connection.id);
+  }
+
+  /**
+   * Fences an export: every connection bound to it refuses later requests with NBD_ESHUTDOWN;
+   * resolves once none of them has a request in flight. The provider must already have stopped
+   * opening it. Fenced connections never become usable again.
+   */
+  async fenceExport(name: string): Promise<void> {
+    const bound = [...this.connections].filter((connection) => connection.exportName === name);
+    this.log.info({ export: name, connections: bound.length }, 'fencing export');
+    await Promise.all(bound.map((connection) => connection.fence()));
+  }
+
+  /** Stops listening, drains requests (at most graceMs), flushes exports, closes everything. */
+  async close(options: { graceMs?: number } = {}): Promise<void> {
+    const graceMs = options.graceMs ?? LIMITS.nbdCloseGraceMs;
+    this.isShuttingDown = true;
+    await Promise.all(this.netServers.map((listener) => new Promise<void>((resolve) => {
+      listener.close(() => resolve());
+    })));
+    this.netServers.length = 0;
+    const all = [...this.connections];
+    for (const connection of all) {
+      if (connection.exportName === null) connection.closeHard(null, 'server shutting down');
+    }
+    const bound = all.filter((connection) => connection.exportName !== null);
+    const drained = Promise.all(bound.map((connection) => connection.fence()));
+    const timedOut = await raceTimeout(drained, graceMs);
+    if (timedOut) this.log.warn({ graceMs }, 'close: requests still in flight after grace');
+    await this.flushExports(bound);
+    for (const connection of bound) {
+      if (timedOut) connection.closeHard(null, 'server shutting down');
+      else connection.beginClosing('server shutting down');
+    }
+    this.log.info(this.stats, 'server closed');
+  }
+
+  private async flushExports(bound: readonly Connection[]): Promise<void> {
+    const exports = new Set(bound.filter((connection) => connection.phase !== PHASE.CLOSED ||
+      connection.inflight === 0).map((connection) => connection.export));
+    for (const exp of exports) {
+      if (!exp.canFlush || exp.isReadOnly) continue;
+      try {
+        await exp.flush();
+      } catch (error) {
+        this.log.error({ err: error, export: exp.name }, 'close: flush failed');
+      }
+    }
+  }
+}
+
+function describeTarget(target: ListenTarget): string {
+  if ('path' in target) return target.path;
+  if ('fd' in target) return `fd ${target.fd}`;
+  return `${target.host ?? DEFAULT_HOST}:${target.port ?? DEFAULT_PORT}`;
+}
+
+/** A Unix socket path left behind by a dead server is removed; anything else is kept. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
+  } catch (error) {
+    if (error instanceof EmuError || (error as { code?: string }).code !== 'ENOENT') throw error;
+  }
+}
+
+async function raceTimeout(promise: Promise<unknown>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(true), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise.then(() => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function createServer(options: NbdServerOptions): NbdServer {
+  return new NbdServer(options);
+}

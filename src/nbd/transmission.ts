@@ -1,0 +1,137 @@
+/**
+ * nbd/transmission: phase 2 execution (proto.md "Transmission", "Request types"): one validated
+ * request in, the Export operation run, one reply out. connection.ts decodes, validates, counts
+ * requests in flight and pauses the socket at the cap; this module only executes and replies.
+ *
+ * Replies: simple unless structured replies were negotiated; then READ answers with OFFSET_DATA
+ * (or OFFSET_DATA/OFFSET_HOLE chunks when the Export can read sparsely and the read is long and
+ * not DF), BLOCK_STATUS with one BLOCK_STATUS chunk, and errors on READ/BLOCK_STATUS with an
+ * ERROR chunk. Other commands answer with simple replies, which the spec allows in both modes.
+ * A READ reply is one Buffer that the Export fills in place. executeRequest never rejects: every
+ * failure becomes an error reply (errno.ts), so one bad request never ends the connection.
+ */
+import type { Export } from '../engine/export';
+import type { Logger } from '../log';
+import { LIMITS } from '../limits';
+import { BASE_ALLOCATION_ID, NBD_CMD, NBD_CMD_FLAG, NBD_E, nameOf } from './constants';
+import { nbdErrnoOf } from './errno';
+import {
+  READ_DATA_OFFSET_STRUCTURED,
+  blockStatusChunk,
+  clipStatusRuns,
+  errorChunk,
+  fillSmallZeroPieces,
+  readReplyBuffer,
+  simpleReply,
+  sparseReadChunks,
+} from './replies';
+import type { Request } from './validate';
+
+export interface TransmissionContext {
+  readonly export: Export;
+  readonly isStructured: boolean;
+  readonly log: Logger;
+  send(frame: Buffer): void;
+  sendv(frames: readonly Buffer[]): void;
+}
+
+/** Sends an error for `request` in the form its command needs (ERROR chunk or simple reply). */
+export function sendError(
+  context: TransmissionContext, request: Request, errno: number, message: string,
+): void {
+  const isChunked = context.isStructured &&
+    (request.type === NBD_CMD.READ || request.type === NBD_CMD.BLOCK_STATUS);
+  context.send(isChunked
+    ? errorChunk(errno, request.cookieHigh, request.cookieLow, message)
+    : simpleReply(errno, request.cookieHigh, request.cookieLow));
+}
+
+function hasFlag(request: Request, flag: number): boolean {
+  return (request.flags & flag) !== 0;
+}
+
+async function serveRead(context: TransmissionContext, request: Request): Promise<void> {
+  const { offset, length, cookieHigh, cookieLow } = request;
+  const exp = context.export;
+  const frame = readReplyBuffer(context.isStructured, cookieHigh, cookieLow, offset, length);
+  const isSparse = context.isStructured && exp.readSparse !== undefined &&
+    length >= LIMITS.nbdSparseReadMin && !hasFlag(request, NBD_CMD_FLAG.DF);
+  if (!isSparse || exp.readSparse === undefined) {
+    await exp.read(offset, length, frame, frame.length - length);
+    context.send(frame);
+    return;
+  }
+  const pieces = await exp.readSparse(offset, length, frame, READ_DATA_OFFSET_STRUCTURED);
+  fillSmallZeroPieces(frame, pieces);
+  const chunks = sparseReadChunks(frame, pieces, cookieHigh, cookieLow, offset, length);
+  if (chunks === null) {
+    context.log.error({ offset, length }, 'NBD_CMD_READ: readSparse pieces do not tile the range');
+    sendError(context, request, NBD_E.EIO, 'internal error');
+    return;
+  }
+  context.sendv(chunks);
+}
+
+async function serveBlockStatus(context: TransmissionContext, request: Request): Promise<void> {
+  const runsMax = hasFlag(request, NBD_CMD_FLAG.REQ_ONE) ? 1 : LIMITS.nbdBlockStatusRunsMax;
+  const runs = await context.export.blockStatus(request.offset, request.length, runsMax);
+  const clipped = clipStatusRuns(runs, request.length).slice(0, runsMax);
+  if (clipped.length === 0) {
+    sendError(context, request, NBD_E.EIO, 'block status returned no runs');
+    return;
+  }
+  context.send(blockStatusChunk(request.cookieHigh, request.cookieLow, BASE_ALLOCATION_ID,
+    clipped));
+}
+
+async function serveCommand(
+  context: TransmissionContext, request: Request, payload: Buffer | null,
+): Promise<void> {
+  const exp = context.export;
+  const fua = hasFlag(request, NBD_CMD_FLAG.FUA);
+  switch (request.type) {
+    case NBD_CMD.READ:
+      return serveRead(context, request);
+    case NBD_CMD.BLOCK_STATUS:
+      return serveBlockStatus(context, request);
+    case NBD_CMD.WRITE:
+      if (payload === null) throw new Error('NBD_CMD_WRITE without payload');
+      await exp.write(request.offset, payload, { fua });
+      break;
+    case NBD_CMD.FLUSH:
+      await exp.flush();
+      break;
+    case NBD_CMD.TRIM:
+      await exp.trim(request.offset, request.length, { fua });
+      break;
+    case NBD_CMD.WRITE_ZEROES:
+      await exp.zero(request.offset, request.length, {
+        fua,
+        mayTrim: !hasFlag(request, NBD_CMD_FLAG.NO_HOLE),
+        fastOnly: hasFlag(request, NBD_CMD_FLAG.FAST_ZERO),
+      });
+      break;
+    case NBD_CMD.CACHE:
+      if (exp.canCache) await exp.cache(request.offset, request.length);
+      break;
+    default:
+      throw new Error(`unexpected command ${request.type}`); // validate.ts rejects these
+  }
+  context.send(simpleReply(0, request.cookieHigh, request.cookieLow));
+}
+
+/** Runs one validated request and sends its reply; never rejects. */
+export async function executeRequest(
+  context: TransmissionContext, request: Request, payload: Buffer | null,
+): Promise<void> {
+  try {
+    await serveCommand(context, request, payload);
+  } catch (error) {
+    const errno = nbdErrnoOf(error, request.flags);
+    const command = nameOf(NBD_CMD, request.type);
+    const log = errno === NBD_E.EIO ? 'error' : 'debug';
+    context.log[log]({ err: error, command, offset: request.offset, length: request.length,
+      errno }, `NBD_CMD_${command}: failed`);
+    sendError(context, request, errno, `${command} failed`);
+  }
+}
