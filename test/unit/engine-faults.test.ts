@@ -88,18 +88,18 @@ t.test('a failed fdatasync fails that flush and every later flush (invariant 4)'
   await r.exp.write(0, Buffer.alloc(100, 1), { fua: false });
   await r.exp.write(65536, Buffer.alloc(100, 1), { fua: false });
   fb(r, 'a').failNext('sync', 'EIO');
-  await t.rejects(r.exp.flush(), { errno: 'EIO' });
-  await t.rejects(r.exp.flush(), { errno: 'EIO' }, 'no write in between, still fails');
+  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
+  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' }, 'no write in between, still fails');
   await r.exp.write(0, Buffer.alloc(100, 2), { fua: false });
-  await t.rejects(r.exp.flush(), { errno: 'EIO' }, 'after a new write, still fails');
-  await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: true }), { errno: 'EIO' }, 'FUA fails too');
+  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' }, 'after a new write, still fails');
+  await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: true }), { code: 'ERR_IO_SYSCALL', errno: 'EIO' }, 'FUA fails too');
 });
 
 t.test('a FUA write syncs the backings it touched before resolving', async (t) => {
   const r = await rig(t);
   fb(r, 'b').failNext('sync', 'EIO');
   await r.exp.write(0, Buffer.alloc(100, 1), { fua: true }); // only 'a' (extent 0 is on a)
-  await t.rejects(r.exp.write(65536, Buffer.alloc(100, 1), { fua: true }), { errno: 'EIO' });
+  await t.rejects(r.exp.write(65536, Buffer.alloc(100, 1), { fua: true }), { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
 });
 
 t.test('flush does not fdatasync a backing that was not written', async (t) => {
@@ -115,10 +115,10 @@ t.test('a read-only export rejects write, trim and zero with EPERM and opens onl
     const r = await rig(t, 'r');
     t.equal(r.exp.isReadOnly, true);
     t.equal(r.exp.canTrim, false);
-    await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: false }), { errno: 'EPERM' });
-    await t.rejects(r.exp.trim(0, 1, { fua: false }), { errno: 'EPERM' });
+    await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: false }), { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
+    await t.rejects(r.exp.trim(0, 1, { fua: false }), { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
     await t.rejects(r.exp.zero(0, 1, { fua: false, mayTrim: true, fastOnly: false }),
-      { errno: 'EPERM' });
+      { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
     const back = Buffer.alloc(10, 9);
     await r.exp.read(0, 10, back, 0);
     t.equal(back.every((b) => b === 0), true);
@@ -130,9 +130,9 @@ t.test('an error in zero or trim on one backing rejects the request and later on
     const r = await rig(t);
     fb(r, 'b').failNext('zero', 'EIO');
     await t.rejects(r.exp.zero(0, 4 * 65536, { fua: false, mayTrim: false, fastOnly: false }),
-      { errno: 'EIO' });
+      { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
     fb(r, 'a').failNext('trim', 'EIO');
-    await t.rejects(r.exp.trim(0, 65536, { fua: false }), { errno: 'EIO' });
+    await t.rejects(r.exp.trim(0, 65536, { fua: false }), { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
     await r.exp.zero(0, 4 * 65536, { fua: false, mayTrim: false, fastOnly: false });
   });
 
@@ -142,6 +142,6 @@ t.test('a closed export rejects with ESHUTDOWN and releases its backings', async
   await r.exp.close();
   await r.exp.close();
   t.equal(r.pool.size, 0);
-  await t.rejects(r.exp.flush(), { errno: 'ESHUTDOWN' });
-  await t.rejects(r.exp.read(0, 1, Buffer.alloc(1), 0), { errno: 'ESHUTDOWN' });
+  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'ESHUTDOWN' });
+  await t.rejects(r.exp.read(0, 1, Buffer.alloc(1), 0), { code: 'ERR_IO_SYSCALL', errno: 'ESHUTDOWN' });
 });
