@@ -1,3 +1,104 @@
 #!/usr/bin/env node
-// placeholder; replaced by the CLI
-process.stdout.write('xvd\n');
+/**
+ * xvd: the command-line interface. argv → one command → exit code (src/cli/exit.ts).
+ *
+ * Commander parses; every command lives in src/cli/commands/ and registers itself with
+ * `register(program, context)`. Parse errors from commander become UsageError lines (exit 2), so
+ * every failure path prints exactly one line `xvd: <what>: <detail>` and no stack; anything
+ * unexpected prints one line and exits 70 (XVD_DEBUG=1 adds the stack).
+ *
+ * Server hook: if src/cli/commands/serve.ts exists (compiled to serve.js), it is loaded like the
+ * others; it must export `register(program: Command, context: Context): void`. `quickstart` then
+ * calls its exported `runServe(context, options)` (see commands/quickstart.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { UsageError } from '../errors';
+import { Context } from './context';
+import { errorLine, EXIT, EXIT_HELP, exitCodeOf, oneLine } from './exit';
+import { register as registerDisks } from './commands/disks';
+import { register as registerFormat } from './commands/format';
+import { register as registerData } from './commands/data';
+import { register as registerCheck } from './commands/check';
+import { register as registerVbd } from './commands/vbd';
+import { register as registerQuickstart } from './commands/quickstart';
+
+type Register = (program: Command, context: Context) => void;
+
+/** The serve command, when its file exists (written by the NBD work; see the header). */
+function optionalServe(): Register | null {
+  const file = path.join(__dirname, 'commands', 'serve.js');
+  if (!fs.existsSync(file)) return null;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const loaded = require(file) as { register?: Register };
+  return typeof loaded.register === 'function' ? loaded.register : null;
+}
+
+function buildProgram(context: Context): Command {
+  const program = new Command('xvd')
+    .description('virtual disks on a pool of disks, partitions and image files, served over NBD')
+    .option('--catalog <path>', 'catalog file (env XVD_CATALOG; default ' +
+      '~/.local/share/xvd/catalog.sqlite)')
+    .addHelpText('after', `\nSizes: a number with an optional unit B, S (512-byte sectors), K, M, G, T
+(powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n${EXIT_HELP}`)
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
+  program.hook('preAction', (thisCommand) => {
+    const catalog = (thisCommand.opts() as { catalog?: string }).catalog;
+    if (catalog !== undefined) context.setCatalogPath(catalog);
+  });
+  const registers: Register[] = [registerFormat, registerDisks, registerData, registerCheck,
+    registerVbd, registerQuickstart];
+  const serve = optionalServe();
+  if (serve !== null) registers.push(serve);
+  for (const register of registers) register(program, context);
+  quietAll(program);
+  return program;
+}
+
+/** Every subcommand throws instead of exiting and prints nothing itself on a parse error. */
+function quietAll(command: Command): void {
+  for (const sub of command.commands) {
+    sub.exitOverride().configureOutput({ outputError: () => undefined });
+    quietAll(sub);
+  }
+}
+
+function fromCommander(error: CommanderError): UsageError | number {
+  if (error.exitCode === 0) return EXIT.ok; // --help, --version
+  const message = oneLine(error.message.replace(/^error: /, ''));
+  return new UsageError('ERR_USAGE', `usage: ${message} (see xvd --help)`);
+}
+
+/** Runs the CLI and returns the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const context = new Context();
+  try {
+    const program = buildProgram(context);
+    await program.parseAsync([...argv], { from: 'user' });
+    return context.exitCode;
+  } catch (caught) {
+    const error = caught instanceof CommanderError ? fromCommander(caught) : caught;
+    if (typeof error === 'number') return error;
+    process.stderr.write(errorLine(error));
+    if (process.env['XVD_DEBUG'] === '1' && error instanceof Error) {
+      process.stderr.write(`${error.stack ?? ''}\n`);
+    }
+    return exitCodeOf(error);
+  } finally {
+    context.close();
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    () => {
+      process.exitCode = EXIT.internal;
+    },
+  );
+}

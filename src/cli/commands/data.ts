@@ -1,0 +1,74 @@
+/**
+ * data: `import FILE` (vd_read_from_file.py) and `export ID FILE` (vd_to_file.py), through
+ * src/cli/copy.ts. Import creates a VD of exactly the file's size, lets the catalog zero it, then
+ * copies only the file's non-zero data; if the copy fails the new VD is deleted again, so an
+ * import is all or nothing. Export refuses an existing file and writes holes for zero blocks.
+ */
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { UsageError } from '../../errors';
+import { parseId, parseName, parseSeconds } from '../args';
+import type { Context } from '../context';
+import { exportTo, importInto } from '../copy';
+import { printLine } from '../output';
+
+function fileError(message: string): UsageError {
+  return new UsageError('ERR_CLI_FILE', message);
+}
+
+function sourceSize(file: string): number {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch {
+    throw fileError(`import: ${file}: no such file`);
+  }
+  if (!stat.isFile()) throw fileError(`import: ${file}: not a regular file`);
+  if (stat.size === 0) throw fileError(`import: ${file}: empty file`);
+  return stat.size;
+}
+
+interface ImportOptions {
+  expiry?: string;
+  name?: string;
+}
+
+async function importFile(context: Context, file: string, options: ImportOptions): Promise<void> {
+  const expirySeconds = options.expiry === undefined ? 0 : parseSeconds(options.expiry);
+  const name = options.name === undefined ? null : parseName(options.name);
+  const sizeBytes = sourceSize(file);
+  const catalog = context.catalog();
+  const id = catalog.create({ sizeBytes, expirySeconds, name, onPath: null, isZeroing: true });
+  try {
+    await catalog.zeroPending();
+    await importInto(file, catalog.show(id).pieces, sizeBytes);
+  } catch (error) {
+    catalog.delete(id);
+    throw error;
+  }
+  printLine(String(id));
+}
+
+async function exportVd(context: Context, idText: string, file: string): Promise<void> {
+  const id = parseId(idText);
+  if (fs.existsSync(file)) throw fileError(`export: ${file}: already exists`);
+  const { vd, pieces } = context.catalog().show(id);
+  try {
+    await exportTo(pieces, vd.sizeBytes, file);
+  } catch (error) {
+    fs.rmSync(file, { force: true });
+    throw error;
+  }
+}
+
+export function register(program: Command, context: Context): void {
+  program.command('import').argument('<file>', 'image file to copy into a new VD')
+    .description('create a VD of the file\'s size, copy the file in, print the id')
+    .option('--expiry <seconds>', 'expire after this many seconds (0 = never)')
+    .option('--name <name>', 'a label for people')
+    .action((file: string, options: ImportOptions) =>
+      context.run(() => importFile(context, file, options)));
+  program.command('export').argument('<id>').argument('<file>', 'new file to write (sparse)')
+    .description('copy a VD into a new sparse file (progress bar on a terminal)')
+    .action((id: string, file: string) => context.run(() => exportVd(context, id, file)));
+}

@@ -1,0 +1,123 @@
+/**
+ * format: add a file, partition or disk to the free pool (vd_format.py), after probing it
+ * (src/cli/probe.ts). Refused: a missing path (unless --size creates an image file), a directory,
+ * a path already in the pool, anything sharing bytes with a member (same file by another path, a
+ * disk and its partition, a loop device and its backing file), a mounted or swap device, anything
+ * smaller than one extent, an extent size that is not a multiple of 512. An image file created by
+ * --size is removed again when formatting fails, so a failure leaves nothing behind.
+ */
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { UsageError } from '../../errors';
+import { LIMITS } from '../../limits';
+import { formatSize, parseSize } from '../../size';
+import type { Context } from '../context';
+import { printJson, printLine } from '../output';
+import type { MemberRecord } from '../port';
+import { busyReason, identitiesOverlap, probeMember, tryIdentity, type MemberProbe } from '../probe';
+
+interface FormatOptions {
+  extentSize?: string;
+  size?: string;
+  json?: boolean;
+}
+
+export function parseExtentSize(text: string | undefined): number {
+  if (text === undefined) return LIMITS.extentSizeDefault;
+  const bytes = parseSize(text, '--extent-size');
+  if (bytes % LIMITS.extentSizeMin !== 0) {
+    throw new UsageError('ERR_USAGE', `--extent-size '${text}': ${bytes} bytes is not a multiple ` +
+      `of ${LIMITS.extentSizeMin}`);
+  }
+  if (bytes > LIMITS.extentSizeMax) {
+    throw new UsageError('ERR_USAGE', `--extent-size '${text}': more than ` +
+      `${formatSize(LIMITS.extentSizeMax)}`);
+  }
+  return bytes;
+}
+
+/** Creates a missing image file of `sizeBytes`, sparse; true when it created one. */
+function createImage(target: string, sizeBytes: number | null): boolean {
+  if (sizeBytes === null || fs.existsSync(target)) return false;
+  let fd: number;
+  try {
+    fd = fs.openSync(target, 'wx');
+  } catch (cause) {
+    const reason = (cause as { code?: string }).code ?? 'cannot create';
+    throw new UsageError('ERR_CLI_MEMBER_MISSING', `format: ${target}: cannot create: ${reason}`);
+  }
+  try {
+    fs.ftruncateSync(fd, sizeBytes);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return true;
+}
+
+/** Refuses a probe that shares bytes with a member or is in use. */
+function refuseConflicts(target: string, probe: MemberProbe, members: MemberRecord[]): void {
+  for (const member of members) {
+    if (member.path === probe.pathReal || member.path === target) {
+      throw new UsageError('ERR_CLI_MEMBER_OVERLAP', `format: ${target}: already in the pool`);
+    }
+    const identity = tryIdentity(member.path);
+    if (identity !== null && identitiesOverlap(identity, probe.identity)) {
+      throw new UsageError('ERR_CLI_MEMBER_OVERLAP',
+        `format: ${target}: shares bytes with pool member ${member.path}`);
+    }
+  }
+  const busy = busyReason(probe);
+  if (busy !== null) throw new UsageError('ERR_CLI_MEMBER_IN_USE', `format: ${target}: ${busy}`);
+}
+
+function formatProbed(context: Context, target: string, extentSizeBytes: number): MemberRecord {
+  const probe = probeMember(target);
+  if (probe.sizeBytes < extentSizeBytes) {
+    throw new UsageError('ERR_CLI_MEMBER_TOO_SMALL', `format: ${target}: ` +
+      `${probe.sizeBytes} bytes is smaller than one extent (${extentSizeBytes} bytes)`);
+  }
+  const catalog = context.catalog();
+  refuseConflicts(target, probe, catalog.members());
+  return catalog.format({
+    path: probe.pathReal,
+    kind: probe.kind,
+    sizeBytes: probe.sizeBytes,
+    extentSizeBytes,
+    identity: probe.identity,
+  });
+}
+
+/** Probes, checks and adds `target`; shared with quickstart. */
+export function formatMember(context: Context, target: string, extentSizeBytes: number,
+  createSizeBytes: number | null): MemberRecord {
+  const isCreated = createImage(target, createSizeBytes);
+  try {
+    return formatProbed(context, target, extentSizeBytes);
+  } catch (error) {
+    if (isCreated) fs.rmSync(target, { force: true });
+    throw error;
+  }
+}
+
+function format(context: Context, target: string, options: FormatOptions): void {
+  const extentSizeBytes = parseExtentSize(options.extentSize);
+  const createSizeBytes = options.size === undefined ? null : parseSize(options.size, '--size');
+  const member = formatMember(context, target, extentSizeBytes, createSizeBytes);
+  if (options.json === true) {
+    printJson({ path: member.path, kind: member.kind, size: member.sizeBytes,
+      extent_size: member.extentSizeBytes, extents: member.extentCount });
+    return;
+  }
+  printLine(`${member.path}: ${member.extentCount} extents of ${formatSize(member.extentSizeBytes)}` +
+    ` (${formatSize(member.extentCount * member.extentSizeBytes)}) added to the pool`);
+}
+
+export function register(program: Command, context: Context): void {
+  program.command('format').argument('<path>', 'block device, partition or image file')
+    .description('add a device or image file to the free pool (vd_format.py)')
+    .option('--extent-size <size>', 'extent size, a multiple of 512 (default 4M)')
+    .option('--size <size>', 'create the image file, sparse, if it does not exist')
+    .option('--json', 'JSON output')
+    .action((target: string, options: FormatOptions) =>
+      context.run(async () => format(context, target, options)));
+}

@@ -1,0 +1,136 @@
+/**
+ * vbd: attach sources to domains (add_vbd_to_dom.py, remove_vbd_from_dom.py, list_vbds.py).
+ *
+ * SOURCE is one of
+ *   vd:ID                         a live VD (its extent map at the time of adding)
+ *   phy:PATH                      a whole block device, partition or file
+ *   extents:PATH:OFF+LEN[,…]      an explicit extent list; OFF and LEN are sizes (bare = MiB,
+ *                                 suffixes B/S/K/M/G/T; OFF may be 0); PATH may contain ':'
+ * The NBD export name of a VBD is `DOMAIN/DEVICE`. Sharing safety (createlinuxdom.py's
+ * vbd_expert): the catalog refuses overlap with other VBDs above --expert; here the host side is
+ * checked: a source sharing bytes with a mounted or swap device needs --expert 1 to read it and
+ * --expert 2 to write it.
+ */
+import type { Command } from 'commander';
+import { UsageError } from '../../errors';
+import { LIMITS } from '../../limits';
+import { formatSize, parseSize } from '../../size';
+import { parseDeviceName, parseDomain, parseExpert, parseId, parseMode } from '../args';
+import type { Context } from '../context';
+import { printJson, printTable } from '../output';
+import type { PieceRecord } from '../port';
+import { busyReason, probeMember } from '../probe';
+
+function usage(message: string): UsageError {
+  return new UsageError('ERR_USAGE', message);
+}
+
+function parseOffset(text: string): number {
+  return /^0+[a-z]*$/i.test(text.trim()) ? 0 : parseSize(text, 'extent offset');
+}
+
+/** `PATH:OFF+LEN` → a piece; the last ':' separates the path. */
+function parseExtent(text: string): PieceRecord {
+  const colon = text.lastIndexOf(':');
+  const plus = text.lastIndexOf('+');
+  if (colon <= 0 || plus < colon) throw usage(`extent '${text}': expected PATH:OFFSET+LENGTH`);
+  const offset = parseOffset(text.slice(colon + 1, plus));
+  const length = parseSize(text.slice(plus + 1), 'extent length');
+  return { path: text.slice(0, colon), offset, length };
+}
+
+export function parseExtentList(text: string): PieceRecord[] {
+  const parts = text.split(',').filter((part) => part !== '');
+  if (parts.length === 0) throw usage('extents: empty extent list');
+  if (parts.length > LIMITS.vbdExtentListMax) {
+    throw usage(`extents: more than ${LIMITS.vbdExtentListMax} extents`);
+  }
+  return parts.map(parseExtent);
+}
+
+/** The pieces a SOURCE names, checked against what they lie on. */
+function resolveSource(context: Context, source: string): PieceRecord[] {
+  if (source.startsWith('vd:')) return context.catalog().show(parseId(source.slice(3))).pieces;
+  if (source.startsWith('phy:')) {
+    const probe = probeMember(source.slice(4));
+    return [{ path: probe.pathReal, offset: 0, length: probe.sizeBytes }];
+  }
+  if (source.startsWith('extents:')) {
+    const pieces = parseExtentList(source.slice('extents:'.length));
+    for (const piece of pieces) {
+      const size = probeMember(piece.path).sizeBytes;
+      if (piece.offset + piece.length > size) {
+        throw new UsageError('ERR_USAGE', `extent ${piece.path}:${piece.offset}+${piece.length}: ` +
+          `ends past the end (${size} bytes)`);
+      }
+    }
+    return pieces;
+  }
+  throw usage(`source '${source}': expected vd:ID, phy:PATH or extents:PATH:OFFSET+LENGTH,…`);
+}
+
+function refuseHostUse(pieces: PieceRecord[], mode: 'r' | 'w', expert: 0 | 1 | 2): void {
+  const levelNeeded = mode === 'w' ? 2 : 1;
+  if (expert >= levelNeeded) return;
+  for (const path of new Set(pieces.map((piece) => piece.path))) {
+    const busy = busyReason(probeMember(path));
+    if (busy !== null) {
+      throw new UsageError('ERR_CLI_MEMBER_IN_USE', `vbd add: ${path}: ${busy} on the host ` +
+        `(needs --expert ${levelNeeded})`);
+    }
+  }
+}
+
+interface AddOptions {
+  domain: string;
+  mode: string;
+  expert?: string;
+}
+
+function add(context: Context, source: string, deviceText: string, options: AddOptions): void {
+  const device = parseDeviceName(deviceText);
+  const domain = parseDomain(options.domain);
+  const mode = parseMode(options.mode);
+  const expert = options.expert === undefined ? 0 : parseExpert(options.expert);
+  const pieces = resolveSource(context, source);
+  refuseHostUse(pieces, mode, expert);
+  context.catalog().vbdAdd({ domain, device, mode, source, pieces, expert });
+}
+
+function list(context: Context, options: { json?: boolean }): void {
+  const vbds = context.catalog().vbdList();
+  const sizeOf = (pieces: PieceRecord[]): number => pieces.reduce((sum, p) => sum + p.length, 0);
+  if (options.json === true) {
+    printJson(vbds.map((vbd) => ({
+      domain: vbd.domain, device: vbd.device, mode: vbd.mode, source: vbd.source,
+      export: `${vbd.domain}/${vbd.device}`, size: sizeOf(vbd.pieces), extents: vbd.pieces,
+    })));
+    return;
+  }
+  printTable(['EXPORT', 'MODE', 'SIZE', 'SOURCE'], vbds.map((vbd) => [
+    `${vbd.domain}/${vbd.device}`, vbd.mode, formatSize(sizeOf(vbd.pieces)), vbd.source,
+  ]));
+}
+
+export function register(program: Command, context: Context): void {
+  const vbd = program.command('vbd').description('virtual block devices: what domains see');
+  vbd.command('add').argument('<source>', 'vd:ID | phy:PATH | extents:PATH:OFF+LEN[,…]')
+    .argument('<device>', 'device name, e.g. xvda (export name DOMAIN/DEVICE)')
+    .description('attach a source to a domain (add_vbd_to_dom.py)')
+    .requiredOption('--domain <n>', 'domain number')
+    .requiredOption('--mode <r|w>', 'read-only or writable')
+    .option('--expert <level>', 'sharing safety: 0 share read-only only (default), 1 one ' +
+      'writer with readers, 2 anything')
+    .addHelpText('after', '\nextents: sizes take B/S/K/M/G/T suffixes, a bare number is MiB, ' +
+      'e.g.\n  xvd vbd add extents:/dev/sdb:0+1G,/pool.img:4M+512M xvdb --domain 1 --mode r')
+    .action((source: string, device: string, options: AddOptions) =>
+      context.run(async () => add(context, source, device, options)));
+  vbd.command('remove').argument('<device>').description('detach (remove_vbd_from_dom.py)')
+    .requiredOption('--domain <n>', 'domain number')
+    .action((device: string, options: { domain: string }) => context.run(async () => {
+      const [name, domain] = [parseDeviceName(device), parseDomain(options.domain)];
+      context.catalog().vbdRemove(domain, name);
+    }));
+  vbd.command('list').description('list VBDs (list_vbds.py)').option('--json', 'JSON output')
+    .action((options: { json?: boolean }) => context.run(async () => list(context, options)));
+}

@@ -1,0 +1,56 @@
+/**
+ * context: per-invocation state of the CLI: which catalog (--catalog, then XVD_CATALOG, then
+ * $XDG_DATA_HOME/xvd or ~/.local/share/xvd/catalog.sqlite), the catalog opened lazily (a command
+ * that fails on its arguments never opens it), and the exit code a command chose.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { openCatalogPort } from './adapter';
+import type { CatalogPort } from './port';
+
+export function defaultCatalogPath(): string {
+  const env = process.env['XVD_CATALOG'];
+  if (env !== undefined && env !== '') return env;
+  const dataHome = process.env['XDG_DATA_HOME'];
+  const base = dataHome !== undefined && dataHome !== ''
+    ? dataHome
+    : path.join(os.homedir(), '.local', 'share');
+  return path.join(base, 'xvd', 'catalog.sqlite');
+}
+
+export class Context {
+  exitCode = 0;
+  private catalogPathValue: string = defaultCatalogPath();
+  private opened: CatalogPort | null = null;
+
+  setCatalogPath(catalogPath: string): void {
+    this.catalogPathValue = catalogPath;
+  }
+
+  /** The catalog file in use. */
+  get catalogPath(): string {
+    return this.catalogPathValue;
+  }
+
+  /** The directory next to the catalog, where quickstart keeps its pool image. */
+  get dataDir(): string {
+    return path.dirname(path.resolve(this.catalogPathValue));
+  }
+
+  /** Opens the catalog on first use (creating it and its directory if missing). */
+  catalog(): CatalogPort {
+    this.opened ??= openCatalogPort(this.catalogPathValue);
+    return this.opened;
+  }
+
+  /** Runs a command body; a number it returns becomes the exit code. */
+  async run(body: () => Promise<number | void>): Promise<void> {
+    const code = await body();
+    if (typeof code === 'number') this.exitCode = code;
+  }
+
+  close(): void {
+    this.opened?.close();
+    this.opened = null;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * copy: the data side of `xvd import` and `xvd export`, sparse-aware in both directions.
+ *
+ * A VD is a list of pieces `{path, offset, length}` in virtual order (what `xvd show` prints).
+ * Both directions walk the virtual range once through one bounded buffer (LIMITS.copyChunkBytes):
+ *   - only data runs of the source are read: SEEK_DATA/SEEK_HOLE skip holes of sparse files
+ *     (any error from them, e.g. on a block device, means "all data");
+ *   - within what is read, all-zero blocks of ZERO_BLOCK_BYTES are not written: on import the new
+ *     VD already reads as zero (the catalog's zeroing), on export they stay holes in the output.
+ * Writes are followed by fdatasync of every file written before success is reported.
+ */
+import assert from 'node:assert';
+import fs from 'node:fs';
+import cliProgress from 'cli-progress';
+import { LIMITS } from '../limits';
+import { seekData, seekHole } from '../sys';
+
+/** One backing piece of a VD, in virtual order. */
+export interface Piece {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+/** Granularity of zero detection: the page size most filesystems allocate in. */
+const ZERO_BLOCK_BYTES = 4096;
+
+const zeroBlock = Buffer.alloc(ZERO_BLOCK_BYTES);
+
+/** Half-open data runs of `fd` within [start, end); the whole range when holes are unknown. */
+async function dataRuns(fd: number, start: number, end: number): Promise<[number, number][]> {
+  const runs: [number, number][] = [];
+  try {
+    let cursor = start;
+    while (cursor < end) {
+      const dataStart = await seekData(fd, cursor);
+      if (dataStart < 0 || dataStart >= end) break;
+      const holeStart = await seekHole(fd, dataStart);
+      const runEnd = holeStart < 0 ? end : Math.min(end, holeStart);
+      assert(runEnd > dataStart);
+      runs.push([dataStart, runEnd]);
+      cursor = runEnd;
+    }
+    return runs;
+  } catch {
+    return [[start, end]];
+  }
+}
+
+/** Calls `write(offsetInBuffer, length)` for each maximal run of non-zero blocks in `buffer`. */
+function forEachNonZeroRun(buffer: Buffer, write: (start: number, length: number) => void): void {
+  let runStart = -1;
+  for (let start = 0; start < buffer.length; start += ZERO_BLOCK_BYTES) {
+    const end = Math.min(buffer.length, start + ZERO_BLOCK_BYTES);
+    const isZero = buffer.subarray(start, end).equals(zeroBlock.subarray(0, end - start));
+    if (!isZero && runStart < 0) runStart = start;
+    if (isZero && runStart >= 0) {
+      write(runStart, start - runStart);
+      runStart = -1;
+    }
+  }
+  if (runStart >= 0) write(runStart, buffer.length - runStart);
+}
+
+function readFully(fd: number, buffer: Buffer, position: number): void {
+  let done = 0;
+  while (done < buffer.length) {
+    const count = fs.readSync(fd, buffer, done, buffer.length - done, position + done);
+    if (count === 0) buffer.fill(0, done); // past EOF of a file reads as zeros
+    if (count === 0) return;
+    done += count;
+  }
+}
+
+function writeFully(fd: number, buffer: Buffer, position: number): void {
+  let done = 0;
+  while (done < buffer.length) {
+    done += fs.writeSync(fd, buffer, done, buffer.length - done, position + done);
+  }
+}
+
+/** A progress bar on stderr when it is a terminal; a no-op otherwise. */
+function makeProgress(totalBytes: number, label: string): { tick(n: number): void; stop(): void } {
+  if (process.stderr.isTTY !== true) return { tick: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar({
+    stream: process.stderr,
+    format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`,
+    hideCursor: true,
+  }, cliProgress.Presets.shades_classic);
+  const mib = (bytes: number): number => Math.floor(bytes / (1024 * 1024));
+  let doneBytes = 0;
+  bar.start(mib(totalBytes), 0);
+  return {
+    tick(n: number) {
+      doneBytes += n;
+      bar.update(mib(doneBytes));
+    },
+    stop() {
+      bar.stop();
+    },
+  };
+}
+
+/** One open descriptor per path, closed (after fdatasync when written) by `closeAll`. */
+class FdCache {
+  private readonly fds = new Map<string, number>();
+  constructor(private readonly flags: number) {}
+  get(path: string): number {
+    let fd = this.fds.get(path);
+    if (fd === undefined) {
+      fd = fs.openSync(path, this.flags);
+      this.fds.set(path, fd);
+    }
+    return fd;
+  }
+  closeAll(isSync: boolean): void {
+    for (const fd of this.fds.values()) {
+      if (isSync) fs.fdatasyncSync(fd);
+      fs.closeSync(fd);
+    }
+    this.fds.clear();
+  }
+}
+
+/** A copy step: bytes [start, end) of the virtual range, with its piece. */
+interface Span {
+  piece: Piece;
+  startVirtual: number;
+}
+
+function spansOf(pieces: readonly Piece[]): Span[] {
+  let startVirtual = 0;
+  return pieces.map((piece) => {
+    const span = { piece, startVirtual };
+    startVirtual += piece.length;
+    return span;
+  });
+}
+
+/** Copies `sizeBytes` of the file at `source` into the VD made of `pieces` (already zeroed). */
+export async function importInto(source: string, pieces: readonly Piece[], sizeBytes: number,
+): Promise<void> {
+  const total = pieces.reduce((sum, piece) => sum + piece.length, 0);
+  assert(total >= sizeBytes);
+  const sourceFd = fs.openSync(source, 'r');
+  const members = new FdCache(fs.constants.O_WRONLY);
+  const progress = makeProgress(sizeBytes, 'import');
+  const buffer = Buffer.allocUnsafe(LIMITS.copyChunkBytes);
+  try {
+    for (const { piece, startVirtual } of spansOf(pieces)) {
+      const endVirtual = Math.min(sizeBytes, startVirtual + piece.length);
+      if (startVirtual >= endVirtual) break;
+      for (const [runStart, runEnd] of await dataRuns(sourceFd, startVirtual, endVirtual)) {
+        for (let at = runStart; at < runEnd; at += buffer.length) {
+          const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
+          readFully(sourceFd, chunk, at);
+          const memberFd = members.get(piece.path);
+          const offsetBacking = piece.offset + (at - startVirtual);
+          forEachNonZeroRun(chunk, (start, length) =>
+            writeFully(memberFd, chunk.subarray(start, start + length), offsetBacking + start));
+          progress.tick(chunk.length);
+        }
+      }
+    }
+    members.closeAll(true);
+  } finally {
+    members.closeAll(false);
+    fs.closeSync(sourceFd);
+    progress.stop();
+  }
+}
+
+/** Writes the VD made of `pieces`, `sizeBytes` long, to the new file `target`, sparse. */
+export async function exportTo(pieces: readonly Piece[], sizeBytes: number, target: string,
+): Promise<void> {
+  const targetFd = fs.openSync(target, 'wx');
+  const members = new FdCache(fs.constants.O_RDONLY);
+  const progress = makeProgress(sizeBytes, 'export');
+  const buffer = Buffer.allocUnsafe(LIMITS.copyChunkBytes);
+  try {
+    fs.ftruncateSync(targetFd, sizeBytes);
+    for (const { piece, startVirtual } of spansOf(pieces)) {
+      const length = Math.min(piece.length, sizeBytes - startVirtual);
+      if (length <= 0) break;
+      const memberFd = members.get(piece.path);
+      const end = piece.offset + length;
+      for (const [runStart, runEnd] of await dataRuns(memberFd, piece.offset, end)) {
+        for (let at = runStart; at < runEnd; at += buffer.length) {
+          const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
+          readFully(memberFd, chunk, at);
+          const offsetTarget = startVirtual + (at - piece.offset);
+          forEachNonZeroRun(chunk, (start, count) =>
+            writeFully(targetFd, chunk.subarray(start, start + count), offsetTarget + start));
+          progress.tick(chunk.length);
+        }
+      }
+    }
+    fs.fdatasyncSync(targetFd);
+  } finally {
+    members.closeAll(false);
+    fs.closeSync(targetFd);
+    progress.stop();
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * port: what the CLI needs from the catalog, in the CLI's own words. Commands call only this
+ * interface; src/cli/context.ts adapts the catalog module (src/catalog) to it. Keeping the seam
+ * here lets command logic stay small and lets the catalog's API evolve behind one adapter.
+ * Sizes are bytes; times are seconds since the epoch; `expiresAt` null means never.
+ */
+import type { MemberIdentity } from './probe';
+
+export interface VdRecord {
+  id: number;
+  name: string | null;
+  sizeBytes: number;
+  /** Bytes of whole extents held (>= sizeBytes for a live VD). */
+  allocatedBytes: number;
+  expiresAt: number | null;
+  isLive: boolean;
+}
+
+/** One backing piece in virtual order: `length` bytes at `offset` of `path`. */
+export interface PieceRecord {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+export interface MemberRecord {
+  path: string;
+  kind: 'file' | 'block';
+  sizeBytes: number;
+  extentSizeBytes: number;
+  extentCount: number;
+  freeExtentCount: number;
+}
+
+export interface VbdRecord {
+  domain: number;
+  device: string;
+  mode: 'r' | 'w';
+  /** `vd:ID`, `phy:PATH` or `extents:…` as given. */
+  source: string;
+  pieces: PieceRecord[];
+}
+
+export interface NewMember {
+  path: string;
+  kind: 'file' | 'block';
+  sizeBytes: number;
+  extentSizeBytes: number;
+  identity: MemberIdentity;
+}
+
+export interface NewVd {
+  sizeBytes: number;
+  expirySeconds: number;
+  name: string | null;
+  onPath: string | null;
+  isZeroing: boolean;
+}
+
+export interface NewVbd {
+  domain: number;
+  device: string;
+  mode: 'r' | 'w';
+  source: string;
+  pieces: PieceRecord[];
+  expert: 0 | 1 | 2;
+}
+
+export interface CatalogPort {
+  members(): MemberRecord[];
+  format(member: NewMember): MemberRecord;
+  create(request: NewVd): number;
+  refresh(id: number, expirySeconds: number): void;
+  delete(id: number): void;
+  enlarge(id: number, addBytes: number, isZeroing: boolean): void;
+  undelete(id: number, expirySeconds: number): void;
+  list(isAll: boolean): VdRecord[];
+  show(id: number): { vd: VdRecord; pieces: PieceRecord[] };
+  /** Faults found by a full consistency check; empty when the catalog is sound. */
+  check(): string[];
+  /** Runs the zeroing the catalog recorded as pending (after create/enlarge). */
+  zeroPending(): Promise<void>;
+  vbdAdd(vbd: NewVbd): void;
+  vbdRemove(domain: number, device: string): void;
+  vbdList(): VbdRecord[];
+  close(): void;
+}
