@@ -182,9 +182,19 @@ function markAll(ctx, server, transports, reason) {
   log(`${server}: n/a: ${reason}`);
 }
 
+/** Runs one cell and notes the 1-minute load average after it (other work on the machine). */
 async function runCell(ctx, job, target, pid) {
-  if (job.rw !== undefined) return clients.runFio(job, target, pid, ctx.timing, ctx.dir);
-  return clients.runCopy(job, target, pid, ctx);
+  const cell = job.rw !== undefined
+    ? await clients.runFio(job, target, pid, ctx.timing, ctx.dir)
+    : await clients.runCopy(job, target, pid, ctx);
+  cell.load1 = os.loadavg()[0];
+  return cell;
+}
+
+/** The busiest 1-minute load average seen after any cell (the bench itself adds about 2). */
+function loadMax(run) {
+  const loads = run.rows.flatMap((row) => Object.values(row.cells).map((cell) => cell.load1 || 0));
+  return Math.max(0, ...loads);
 }
 
 function describeCell(cell) {
@@ -279,6 +289,11 @@ async function finish(ctx) {
   for (const name of columns) {
     const reasons = ctx.run.servers[name].reasons;
     if (reasons.length > 0) process.stdout.write(`${name} n/a: ${reasons.join('; ')}\n`);
+  }
+  const busiest = loadMax(ctx.run);
+  if (busiest > machine.cpuCount + 1) {
+    process.stdout.write(`warning: load average reached ${busiest.toFixed(1)} on ${machine.cpuCount} ` +
+      'CPUs: other work shared the machine; figures are noisy\n');
   }
   process.stdout.write(`raw results: ${path.relative(REPO, jsonPath)}\n`);
   const chartServers = ['nbdkit', 'qemu-nbd', 'nbd-server', 'xvd', 'xvd-frag']
