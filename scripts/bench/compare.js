@@ -38,12 +38,13 @@ const TOOL_PACKAGES = {
   nbdinfo: 'libnbd-bin',
   gnuplot: 'gnuplot-nox',
 };
+const JOB_IDS = [...clients.FIO_JOBS, ...clients.COPY_JOBS].map((job) => job.id);
 const USAGE = `usage: npm run bench -- [options]
   --long               20 s + 2 s ramp per fio cell, 3 nbdcopy runs (default 3 s + 1 s, 2 runs)
   --servers a,b        only these of: ${ALL_SERVER_NAMES.join(', ')}
   --only xvd           same as --servers xvd,xvd-frag
   --transports t,u     tcp, unix (default both)
-  --jobs a,b           only these jobs: ${[...clients.FIO_JOBS, ...clients.COPY_JOBS].map((j) => j.id).join(', ')}
+  --jobs a,b           only these jobs: ${JOB_IDS.join(', ')}
   --runtime S --ramp S fio seconds per cell
   --rebuild-pool       rebuild the cached fragmented xvd pool (results/cache/xvd-frag)
   --chart PATH         also write the chart there (default: scripts/bench/results.png on full runs)
@@ -108,7 +109,8 @@ function ensureTools() {
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const stdio = ['ignore', 'ignore', 'inherit'];
   spawnSync('apt-get', ['update', '-qq'], { stdio, env });
-  spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio, env });
+  const install = ['install', '-y', '-qq', '--no-install-recommends', ...missing];
+  spawnSync('apt-get', install, { stdio, env });
 }
 
 function versionOf(command, args) {
@@ -199,7 +201,8 @@ function loadMax(run) {
 
 function describeCell(cell) {
   if (cell.error && !(cell.value > 0)) return `n/a (${cell.error})`;
-  const cpu = cell.cpuSecondsPerGiB == null ? '' : `, ${cell.cpuSecondsPerGiB.toFixed(2)} cpu s/GiB`;
+  const perGiB = cell.cpuSecondsPerGiB;
+  const cpu = perGiB == null ? '' : `, ${perGiB.toFixed(2)} cpu s/GiB`;
   return `${cell.value.toFixed(cell.unit === 'IOPS' ? 0 : 1)} ${cell.unit}${cpu}`;
 }
 
@@ -253,6 +256,10 @@ async function runServer(ctx, server) {
     try {
       const xvd = require('./lib/xvd');
       await xvd.serveFlags(ctx);
+      ctx.run.servers[server.name].isDistStale = xvd.isDistStale(ctx);
+      if (ctx.run.servers[server.name].isDistStale) {
+        log(`${server.name}: warning: dist/ is older than src/ (run npm run build first)`);
+      }
       prepared = await server.prepare(ctx);
       ctx.run.servers[server.name].layout = prepared.layout;
       log(`${server.name}: VD ${prepared.id}: ${prepared.layout.runs} extent runs on ` +
@@ -281,7 +288,8 @@ async function finish(ctx) {
   const jsonPath = path.join(RESULTS_DIR, `bench-${stamp}.json`);
   fs.writeFileSync(jsonPath, `${JSON.stringify(ctx.run, null, 1)}\n`);
   const { machine, timing } = ctx.run;
-  process.stdout.write(`\nxvd benchmark, ${ctx.run.startedAt.slice(0, 16)}Z on ${machine.cpuCount}x ` +
+  process.stdout.write(`\nxvd benchmark, ${ctx.run.startedAt.slice(0, 16)}Z on ` +
+    `${machine.cpuCount}x ` +
     `${machine.cpuModel}, ${machine.memGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}; ` +
     `fio ${timing.runtimeS}+${timing.rampS} s per cell, nbdcopy best of ${timing.copyReps}\n`);
   process.stdout.write('cells: IOPS or MiB/s [server CPU seconds per GiB]\n\n');
@@ -292,7 +300,8 @@ async function finish(ctx) {
   }
   const busiest = loadMax(ctx.run);
   if (busiest > machine.cpuCount + 1) {
-    process.stdout.write(`warning: load average reached ${busiest.toFixed(1)} on ${machine.cpuCount} ` +
+    process.stdout.write(`warning: load average reached ${busiest.toFixed(1)} on ` +
+      `${machine.cpuCount} ` +
       'CPUs: other work shared the machine; figures are noisy\n');
   }
   process.stdout.write(`raw results: ${path.relative(REPO, jsonPath)}\n`);
@@ -300,13 +309,15 @@ async function finish(ctx) {
     .filter((name) => columns.includes(name));
   if (!has('gnuplot') || chartServers.length === 0) return;
   const pngPath = path.join(RESULTS_DIR, `bench-${stamp}.png`);
-  const title = `xvd vs peers: ${machine.cpuCount}x ${machine.cpuModel}, Linux ${machine.kernel}, ` +
+  const title = `xvd vs peers: ${machine.cpuCount}x ${machine.cpuModel}, ` +
+    `Linux ${machine.kernel}, ` +
     `${ctx.run.startedAt.slice(0, 10)}, fio ${timing.runtimeS}+${timing.rampS} s/cell`;
   try {
     await report.drawChart(rows, chartServers, title, pngPath, ctx.dir);
     const targets = [ctx.options.chart, ctx.isFiltered ? null : CHART_COMMITTED].filter(Boolean);
     for (const target of targets) fs.copyFileSync(pngPath, target);
-    process.stdout.write(`chart: ${[pngPath, ...targets].map((p) => path.relative(REPO, p)).join(', ')}\n`);
+    const written = [pngPath, ...targets].map((file) => path.relative(REPO, file));
+    process.stdout.write(`chart: ${written.join(', ')}\n`);
   } catch (error) {
     log(`chart not drawn: ${error.message}`);
   }

@@ -12,8 +12,10 @@ const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
 
 const FIO_JOBS = [
-  { id: 'randread-4k', label: 'randread 4k qd32', rw: 'randread', bs: '4k', iodepth: 32, unit: 'IOPS' },
-  { id: 'randwrite-4k', label: 'randwrite 4k qd32', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'IOPS' },
+  { id: 'randread-4k', label: 'randread 4k qd32', rw: 'randread', bs: '4k', iodepth: 32,
+    unit: 'IOPS' },
+  { id: 'randwrite-4k', label: 'randwrite 4k qd32', rw: 'randwrite', bs: '4k', iodepth: 32,
+    unit: 'IOPS' },
   { id: 'read-1m', label: 'read 1M qd8', rw: 'read', bs: '1m', iodepth: 8, unit: 'MiB/s' },
   { id: 'write-1m', label: 'write 1M qd8', rw: 'write', bs: '1m', iodepth: 8, unit: 'MiB/s' },
 ];
@@ -69,7 +71,9 @@ async function runFio(job, target, pid, timing, dir) {
   clearTimeout(sampler);
   if (startNs !== null) window = cpuRate(pid, startCpu, startNs);
   try {
-    if (result.code !== 0) throw new Error(`fio exit ${result.code}: ${proc.tail(result.stderr, 2)}`);
+    if (result.code !== 0) {
+      throw new Error(`fio exit ${result.code}: ${proc.tail(result.stderr, 2)}`);
+    }
     const text = fs.readFileSync(outPath, 'utf8');
     const report = JSON.parse(text.slice(text.indexOf('{')));
     const summary = summarizeFio(report, job);

@@ -49,7 +49,8 @@ function renderTable(rows, columns) {
   ]);
   const widths = header.map((title, index) =>
     Math.max(title.length, ...lines.map((line) => line[index].length)));
-  const format = (cells) => `| ${cells.map((cell, index) => cell.padEnd(widths[index])).join(' | ')} |`;
+  const format = (cells) =>
+    `| ${cells.map((cell, index) => cell.padEnd(widths[index])).join(' | ')} |`;
   return [
     format(header),
     `|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`,
@@ -89,7 +90,8 @@ async function drawChart(rows, serverNames, title, pngPath, workDir) {
     'set key outside top center horizontal',
     'set grid ytics',
     'set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5',
-    `plot for [i=2:${serverNames.length + 1}] ${quote(dataPath)} using i:xtic(1) title columnheader(i)`,
+    `plot for [i=2:${serverNames.length + 1}] ${quote(dataPath)} ` +
+      'using i:xtic(1) title columnheader(i)',
     '',
   ].join('\n'));
   const result = await proc.run('gnuplot', [scriptPath], { timeoutMs: 30000 });

@@ -115,7 +115,9 @@ const nbdServer = {
     const launch = await proc.run('nbd-server', [
       '-C', confPath, '-p', pidPath, '-l', path.join(ctx.dir, 'nbd-server.allow-none'),
     ], { timeoutMs: START_TIMEOUT_MS });
-    if (launch.code !== 0) throw new Error(`nbd-server exit ${launch.code}: ${proc.tail(launch.stderr, 2)}`);
+    if (launch.code !== 0) {
+      throw new Error(`nbd-server exit ${launch.code}: ${proc.tail(launch.stderr, 2)}`);
+    }
     const pid = await waitForPidFile(pidPath, START_TIMEOUT_MS);
     if (pid === null) throw new Error('nbd-server wrote no pid file');
     proc.registerGroup(pid, 'nbd-server');

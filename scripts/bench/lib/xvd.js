@@ -1,11 +1,12 @@
 // Sets up the pools that xvd serves in the benchmark, through the real `xvd` CLI
 // (dist/cli/main.js, run with this Node):
 //  - 'single': one 1 GiB+ image member (4 MiB extents), one 1 GiB VD in one extent run.
-//  - 'fragmented': two image members with 1 MiB extents, filled completely with 1 MiB VDs
-//    (ids follow allocation order), every other one deleted, then the 1 GiB VD created into the
-//    holes, so it is >= 1024 extent runs alternating over both members; checked with
-//    `xvd show ID --json`. Building it costs a few thousand CLI calls, so the pool is cached under
-//    results/cache/ and reused while `xvd show` still verifies it.
+//  - 'fragmented': two image members with 1 MiB extents, each filled completely with 1 MiB VDs
+//    (`create 1M --on MEMBER`, so ids follow offsets), every other one deleted, then the 1 GiB
+//    VD created into the holes, so it is >= 1024 extent runs alternating over both members;
+//    checked with `xvd show ID --json`. Building it takes a few thousand creates: done in one child process
+//    through the CLI's catalog port (lib/frag-fill.js), else by `xvd` commands (minutes); the
+//    pool is cached under results/cache/ and reused while `xvd show` still verifies it.
 // Both VDs are exported as VBD `xvda` of domain 1 (export name "1/xvda").
 'use strict';
 const fs = require('node:fs');
@@ -38,6 +39,23 @@ async function cliOk(ctx, catalog, args) {
     throw new Error(`xvd ${args.join(' ')}: exit ${result.code}: ${proc.tail(result.stderr, 2)}`);
   }
   return result.stdout.trim();
+}
+
+function newestMtimeMs(dir, depthMax = 8) {
+  let newest = 0;
+  if (depthMax < 0 || !fs.existsSync(dir)) return newest;
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtimeMs(full, depthMax - 1));
+    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(full).mtimeMs);
+  }
+  return newest;
+}
+
+/** True when some src/ file is newer than dist/cli/main.js: the figures would be of old code. */
+function isDistStale(ctx) {
+  if (!fs.existsSync(cliPath(ctx))) return true;
+  return newestMtimeMs(path.join(ctx.repo, 'src')) > fs.statSync(cliPath(ctx)).mtimeMs;
 }
 
 /** Returns the flag names `xvd serve` uses for TCP and unix listeners, or throws "n/a" reason. */
@@ -90,7 +108,7 @@ async function prepareSingle(ctx) {
   return { catalog, exportName: EXPORT_NAME, files: [member], layout, needsFill: true, id };
 }
 
-async function buildFragmented(ctx, dir) {
+async function formatFragmentedMembers(ctx, dir) {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const catalog = path.join(dir, 'catalog.sqlite');
@@ -100,24 +118,56 @@ async function buildFragmented(ctx, dir) {
       'format', member, '--size', `${FRAGMENT_MEMBER_BYTES / 1048576}M`, '--extent-size', '1M',
     ]);
   }
-  // Fill the pool with 1 MiB VDs until it is full; ids follow allocation order.
+  return { catalog, members };
+}
+
+/** Fast path: one child process drives the CLI's catalog port (lib/frag-fill.js). */
+async function fragmentInProcess(ctx, catalog, members) {
+  const result = await proc.run(process.execPath, [
+    path.join(__dirname, 'frag-fill.js'), ctx.repo, catalog, String(ctx.sizeBytes), ...members,
+  ], { timeoutMs: 600000 });
+  if (result.code !== 0) throw new Error(proc.tail(result.stderr, 2));
+  const { id, small } = JSON.parse(result.stdout.trim());
+  ctx.log(`xvd-frag: ${small} one-extent VDs made in one process, half deleted, VD ${id} created`);
+  return id;
+}
+
+/** Slow path: the same through `xvd` commands, two at a time (a few minutes). */
+async function fragmentWithCli(ctx, catalog, members) {
+  // Fill each member in turn with 1 MiB VDs (`--on`), so that within a member ids follow the
+  // offsets; then deleting every other id leaves single-extent holes between live VDs.
   const ids = [];
-  let isFull = false;
-  while (!isFull && ids.length < FRAGMENT_FILL_MAX) {
-    const batch = Array.from({ length: 64 }, (_, index) => index);
-    const created = [];
-    await parallel(batch, async () => {
-      const result = await cli(ctx, catalog, ['create', '1M']);
-      if (result.code === 0) created.push(Number(result.stdout.trim()));
-      else isFull = true;
-    });
-    ids.push(...created);
-    ctx.log(`xvd-frag: ${ids.length} small VDs`);
+  for (const member of members) {
+    let fullReason = null;
+    const idsMember = [];
+    while (fullReason === null && ids.length + idsMember.length < FRAGMENT_FILL_MAX) {
+      const created = [];
+      await parallel(Array.from({ length: 64 }, (_, index) => index), async () => {
+        const result = await cli(ctx, catalog, ['create', '1M', '--on', member]);
+        if (result.code === 0) created.push(Number(result.stdout.trim()));
+        else fullReason = proc.tail(result.stderr, 1);
+      });
+      idsMember.push(...created);
+    }
+    ctx.log(`xvd-frag: ${idsMember.length} small VDs on ${path.basename(member)} ` +
+      `(stopped: ${fullReason})`);
+    ids.push(...idsMember.sort((a, b) => a - b));
   }
-  ids.sort((a, b) => a - b);
   await parallel(ids.filter((_, index) => index % 2 === 0), (id) =>
     cliOk(ctx, catalog, ['delete', String(id)]));
-  const id = Number(await cliOk(ctx, catalog, ['create', `${ctx.sizeBytes / 1048576}M`]));
+  return Number(await cliOk(ctx, catalog, ['create', `${ctx.sizeBytes / 1048576}M`]));
+}
+
+async function buildFragmented(ctx, dir) {
+  let { catalog, members } = await formatFragmentedMembers(ctx, dir);
+  let id;
+  try {
+    id = await fragmentInProcess(ctx, catalog, members);
+  } catch (error) {
+    ctx.log(`xvd-frag: in-process fill failed (${error.message}); using the CLI, slowly`);
+    ({ catalog, members } = await formatFragmentedMembers(ctx, dir));
+    id = await fragmentWithCli(ctx, catalog, members);
+  }
   await attach(ctx, catalog, id);
   fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify({ id, builtAt: new Date() }));
   return { catalog, members, id };
@@ -151,4 +201,4 @@ function preparePool(ctx, variant) {
   return variant === 'single' ? prepareSingle(ctx) : prepareFragmented(ctx);
 }
 
-module.exports = { EXPORT_NAME, cliPath, preparePool, serveFlags };
+module.exports = { EXPORT_NAME, cliPath, isDistStale, preparePool, serveFlags };
