@@ -16,7 +16,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { UsageError } from '../errors';
+import { IoError, UsageError } from '../errors';
 import { blockDeviceSize } from '../sys';
 
 const SECTOR_BYTES = 512;
@@ -97,7 +97,12 @@ function blockIdentity(majMin: string, sizeBytes: number): MemberIdentity {
 }
 
 function deviceSize(pathReal: string): number {
-  const fd = fs.openSync(pathReal, fs.constants.O_RDONLY);
+  let fd: number;
+  try {
+    fd = fs.openSync(pathReal, fs.constants.O_RDONLY);
+  } catch (cause) {
+    throw IoError.fromSystem(cause, 'open');
+  }
   try {
     return blockDeviceSize(fd);
   } finally {

@@ -1,0 +1,52 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { identitiesOverlap, probeMember, type MemberIdentity } from '../../src/cli/probe';
+import { UsageError } from '../../src/errors';
+
+function disk(majMin: string, startSector: number, endSector: number): MemberIdentity {
+  return { files: [], disk: { majMin, startSector, endSector } };
+}
+
+t.test('a disk overlaps its own partition; disjoint partitions do not overlap', async (t) => {
+  const whole = disk('8:0', 0, 1000);
+  const first = disk('8:0', 0, 400);
+  const second = disk('8:0', 400, 1000);
+  const inner = disk('8:0', 100, 200);
+  t.ok(identitiesOverlap(whole, second));
+  t.ok(identitiesOverlap(whole, inner), 'containment counts (the seed missed it)');
+  t.ok(identitiesOverlap(inner, whole));
+  t.notOk(identitiesOverlap(first, second), 'half-open ranges that touch do not overlap');
+  t.notOk(identitiesOverlap(whole, disk('8:16', 0, 1000)), 'another disk');
+});
+
+t.test('the same file by another path (hard link, symlink) has the same identity', async (t) => {
+  const dir = t.testdir({ 'a.img': 'data' });
+  const file = path.join(dir, 'a.img');
+  fs.linkSync(file, path.join(dir, 'hard.img'));
+  fs.symlinkSync(file, path.join(dir, 'soft.img'));
+  const probe = probeMember(file);
+  t.equal(probe.kind, 'file');
+  t.equal(probe.sizeBytes, 4);
+  t.ok(identitiesOverlap(probe.identity, probeMember(path.join(dir, 'hard.img')).identity));
+  const soft = probeMember(path.join(dir, 'soft.img'));
+  t.equal(soft.pathReal, fs.realpathSync(file), 'symlinks resolve to the real path');
+  t.ok(identitiesOverlap(probe.identity, soft.identity));
+  fs.writeFileSync(path.join(dir, 'b.img'), 'other');
+  t.notOk(identitiesOverlap(probe.identity, probeMember(path.join(dir, 'b.img')).identity));
+});
+
+t.test('a missing path and a directory are refused with their own codes', async (t) => {
+  const dir = t.testdir({ sub: {} });
+  const codeOf = (target: string): string => {
+    try {
+      probeMember(target);
+      return 'none';
+    } catch (error) {
+      return error instanceof UsageError ? error.code : 'other';
+    }
+  };
+  t.equal(codeOf(path.join(dir, 'missing')), 'ERR_CLI_MEMBER_MISSING');
+  t.equal(codeOf(path.join(dir, 'sub')), 'ERR_CLI_MEMBER_KIND');
+  t.equal(codeOf('/dev/null'), 'ERR_CLI_MEMBER_KIND', 'a character device is refused');
+});
