@@ -18,12 +18,12 @@ import { isUnsupported, type BackingRun } from './backing';
 import { FdBacking } from './fd-backing';
 import { writeZeros } from './write-zeros';
 
-/** Reads one number from the device's sysfs queue directory; 0 when absent. */
-function queueValue(rdev: number, name: string): number {
+/** Reads one number from the device's sysfs directory (`name` relative to it); 0 when absent. */
+export function sysfsValue(rdev: number, name: string): number {
   const major = Math.floor(rdev / 256) & 0xfff;
   const minor = (rdev & 0xff) | ((Math.floor(rdev / 4096) & 0xfff00) >>> 0);
   try {
-    const text = fs.readFileSync(`/sys/dev/block/${major}:${minor}/queue/${name}`, 'utf8');
+    const text = fs.readFileSync(`/sys/dev/block/${major}:${minor}/${name}`, 'utf8');
     const value = Number(text.trim());
     return Number.isSafeInteger(value) ? value : 0;
   } catch {
@@ -44,8 +44,8 @@ export class DeviceBacking extends FdBacking {
     super(path, fd, isWritable);
     this.sizeBytes = sys.blockDeviceSize(fd);
     this.sectorSize = sys.blockDeviceSectorSize(fd);
-    this.canDiscard = sys.isNative && queueValue(rdev, 'discard_max_bytes') > 0;
-    this.isZerooutFast = sys.isNative && queueValue(rdev, 'write_zeroes_max_bytes') > 0;
+    this.canDiscard = sys.isNative && sysfsValue(rdev, 'queue/discard_max_bytes') > 0;
+    this.isZerooutFast = sys.isNative && sysfsValue(rdev, 'queue/write_zeroes_max_bytes') > 0;
     this.canZeroout = sys.isNative;
     let discardZeroes = false;
     try {

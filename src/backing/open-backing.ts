@@ -2,15 +2,15 @@
  * backing/open-backing: opens a path as the right kind of Backing.
  *
  * Mode 'r' opens O_RDONLY: a read-only VBD never holds a writable descriptor (invariant 7). Mode
- * 'w' opens O_RDWR; when the kernel refuses write access to a block device (a read-only device,
- * `losetup -r`: EROFS or EACCES), the device is opened read-only instead and every write through it
- * fails with EROFS, so reads keep working. Files are never created here (the catalog makes images).
+ * 'w' opens O_RDWR; a block device that is read-only (sysfs `ro` is 1, as after `losetup -r`, or
+ * the kernel refuses write access with EROFS/EACCES) is opened O_RDONLY instead: every write
+ * through it fails with EROFS, the export over it is read-only, and reads keep working. Files are never created here (the catalog makes images).
  */
 import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { IoError } from '../errors';
 import type { Backing } from './backing';
-import { DeviceBacking } from './device-backing';
+import { DeviceBacking, sysfsValue } from './device-backing';
 import { FileBacking } from './file-backing';
 
 export type BackingMode = 'r' | 'w';
@@ -38,6 +38,15 @@ export async function backingIdentity(path: string): Promise<string> {
   return stats.isBlockDevice() ? `b:${stats.rdev}` : `f:${stats.dev}:${stats.ino}`;
 }
 
+async function fstatOrClose(fd: number): Promise<fs.Stats> {
+  try {
+    return await fstatAsync(fd);
+  } catch (cause) {
+    await closeAsync(fd);
+    throw IoError.fromSystem(cause, 'fstat');
+  }
+}
+
 export async function openBacking(path: string, mode: BackingMode): Promise<Backing> {
   const C = fs.constants;
   let isWritable = mode === 'w';
@@ -48,15 +57,21 @@ export async function openBacking(path: string, mode: BackingMode): Promise<Back
     const refused = error instanceof IoError && (error.errno === 'EROFS' || error.errno === 'EACCES');
     if (!isWritable || !refused) throw error;
     fd = await openFd(path, C.O_RDONLY);
-    const stats = await fstatAsync(fd);
-    if (!stats.isBlockDevice()) {
+    if (!(await fstatOrClose(fd)).isBlockDevice()) {
       await closeAsync(fd);
       throw error;
     }
     isWritable = false;
   }
+  let stats = await fstatOrClose(fd);
+  if (stats.isBlockDevice() && isWritable && sysfsValue(stats.rdev, 'ro') === 1) {
+    // Linux lets O_RDWR open a read-only device and fails each write with EPERM instead
+    await closeAsync(fd);
+    fd = await openFd(path, C.O_RDONLY);
+    stats = await fstatOrClose(fd);
+    isWritable = false;
+  }
   try {
-    const stats = await fstatAsync(fd);
     if (stats.isBlockDevice()) return new DeviceBacking(path, fd, isWritable, stats.rdev);
     if (stats.isFile()) return new FileBacking(path, fd, isWritable, stats.size);
     throw new IoError('EINVAL', 'open', `open: EINVAL: ${path} is neither a file nor a block device`);

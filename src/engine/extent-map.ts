@@ -89,8 +89,8 @@ export class ExtentMap {
       const last = offsets.length - 1;
       const lastStart = starts[last];
       const lastOffset = offsets[last];
-      const continues =
-        last >= 0 && indices[last] === index && lastStart !== undefined && lastOffset !== undefined &&
+      const continues = last >= 0 && indices[last] === index &&
+        lastStart !== undefined && lastOffset !== undefined &&
         lastOffset + (cursor - lastStart) === extent.offset;
       if (!continues) {
         starts.push(cursor);
