@@ -1,0 +1,127 @@
+/**
+ * The benchmark command's own logic (scripts/bench): the ratios and n/a handling of the table,
+ * and the process plumbing it relies on to charge CPU to a server tree and to stop a server
+ * with all its children.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import t from 'tap';
+
+interface Cell {
+  value?: number;
+  unit?: string;
+  cpuSecondsPerGiB?: number | null;
+  error?: string;
+}
+interface Row {
+  key: string;
+  label: string;
+  transport: string;
+  unit: string;
+  cells: Record<string, Cell>;
+  bestPeer?: string | null;
+  xvdOverBest?: number | null;
+  fragOverSingle?: number | null;
+}
+interface ReportModule {
+  buildRows(run: { rows: Row[] }, peers: string[]): Row[];
+  renderTable(rows: Row[], columns: string[]): string;
+}
+interface ProcModule {
+  cpuSecondsTree(pid: number): number | null;
+  descendants(pid: number): number[];
+  isAlive(pid: number): boolean;
+  registerGroup(pgid: number, label: string): void;
+  stopGroup(pgid: number): Promise<void>;
+  sleep(ms: number): Promise<void>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const report = require('../../scripts/bench/lib/report.js') as ReportModule;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const proc = require('../../scripts/bench/lib/proc.js') as ProcModule;
+
+const PEERS = ['nbdkit', 'qemu-nbd', 'nbd-server'];
+
+function row(cells: Record<string, Cell>): Row {
+  return {
+    key: 'randread-4k/tcp', label: 'randread 4k qd32', transport: 'tcp', unit: 'IOPS', cells,
+  };
+}
+
+t.test('xvd is divided by the best peer and the fragmented VD by the single one', async (t) => {
+  const [built] = report.buildRows({
+    rows: [row({
+      nbdkit: { value: 80000, unit: 'IOPS' },
+      'qemu-nbd': { value: 40000, unit: 'IOPS' },
+      'nbd-server': { value: 100000, unit: 'IOPS' },
+      xvd: { value: 120000, unit: 'IOPS' },
+      'xvd-frag': { value: 60000, unit: 'IOPS' },
+    })],
+  }, PEERS);
+  t.equal(built?.bestPeer, 'nbd-server');
+  t.equal(built?.xvdOverBest, 1.2);
+  t.equal(built?.fragOverSingle, 0.5);
+});
+
+t.test('a failed peer is left out of the best, and a failed xvd gives n/a ratios', async (t) => {
+  const [built] = report.buildRows({
+    rows: [row({
+      nbdkit: { error: 'not listening after 20000 ms' },
+      'qemu-nbd': { value: 40000, unit: 'IOPS' },
+      xvd: { error: '`xvd serve` not available yet' },
+    })],
+  }, PEERS);
+  t.equal(built?.bestPeer, 'qemu-nbd');
+  t.equal(built?.xvdOverBest, null);
+  t.equal(built?.fragOverSingle, null);
+  const table = report.renderTable(built ? [built] : [], ['nbdkit', 'qemu-nbd', 'xvd']);
+  t.match(table, /\| n\/a +\| 40\.0k +\| n\/a +\| qemu-nbd/);
+});
+
+t.test('a table cell shows the value and the server CPU seconds per GiB', async (t) => {
+  const [built] = report.buildRows({
+    rows: [{ ...row({ nbdkit: { value: 2048.4, unit: 'MiB/s', cpuSecondsPerGiB: 0.314 } }),
+      unit: 'MiB/s' }],
+  }, PEERS);
+  t.match(report.renderTable(built ? [built] : [], ['nbdkit']), /\| 2048 \[0\.31\] /);
+});
+
+t.test('stopping a server group also ends the children it forked', async (t) => {
+  const child = spawn('sh', ['-c', 'sleep 60 & sleep 60 & wait'], {
+    detached: true, stdio: 'ignore',
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('spawn failed');
+  proc.registerGroup(pid, 'sh');
+  let children: number[] = [];
+  for (let attempt = 0; attempt < 100 && children.length < 2; attempt += 1) {
+    await proc.sleep(20);
+    children = proc.descendants(pid);
+  }
+  t.equal(children.length, 2, 'both sleeps are counted as the tree of the server');
+  await proc.stopGroup(pid);
+  t.notOk(proc.isAlive(pid), 'the parent is gone');
+  t.same(children.filter((one) => proc.isAlive(one)), [], 'no child survives');
+});
+
+t.test('CPU spent by a reaped child process is charged to its parent tree', async (t) => {
+  // the subshell burns CPU and is reaped (cutime), then the parent becomes `sleep`
+  const script = '( i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done ); exec sleep 60';
+  const child = spawn('sh', ['-c', script], { detached: true, stdio: 'ignore' });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('spawn failed');
+  proc.registerGroup(pid, 'sh');
+  const comm = (): string => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      return '';
+    }
+  };
+  for (let attempt = 0; attempt < 1500 && comm() !== 'sleep'; attempt += 1) await proc.sleep(20);
+  t.equal(comm(), 'sleep', 'the busy subshell finished');
+  const spent = proc.cpuSecondsTree(pid) ?? 0;
+  t.ok(spent > 0.05, `the subshell's CPU (${spent} s) is counted`);
+  await proc.stopGroup(pid);
+});
