@@ -41,6 +41,8 @@ export const LIMITS = {
   exportBlockSizeMax: 32 * 1024 * 1024,
   /** NBD_INFO_BLOCK_SIZE preferred: one page (raised to the sector size of a device backing). */
   exportBlockSizePreferred: 4096,
+  /** ExtentMap lookup buckets: at most 2^21 (8 MiB of Uint32) however many extents a map has. */
+  extentMapBucketsMax: 2 ** 21,
 
   // --- nbd (src/nbd); reasons from research/reliability-anchors.md §5.1 ---
   /** Option payload cap: a 4096-byte name plus info requests, or several ~4 KiB meta-context

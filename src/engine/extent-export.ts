@@ -425,7 +425,7 @@ export class ExtentExport implements Export {
     this.checkOpen(op);
     assert(Number.isSafeInteger(offset) && offset >= 0);
     assert(Number.isSafeInteger(length) && length > 0);
-    assert(offset + length <= state.size, `${op}: [${offset}, +${length}) past ${state.size}`);
+    assert(offset + length <= state.size); // validated by src/nbd against size
   }
 
   private checkWritable(op: string): void {

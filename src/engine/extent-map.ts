@@ -6,14 +6,17 @@
  * gives; `phy:` is one extent covering the whole device or file). Virtual starts are implicit: the
  * running sum of lengths. Extents that continue each other on the same backing are merged, so a
  * contiguous VD costs one piece per request. Storage is three typed arrays (virtual starts with a
- * sentinel at the end, backing offsets, backing indices into `paths`), so a lookup is a binary
- * search over a Float64Array: O(log n), no allocation. Offsets stay exact up to 2^53.
+ * sentinel at the end, backing offsets, backing indices into `paths`). A lookup first reads a
+ * bucket table (about one bucket per extent, equal virtual sizes) that bounds the candidates, then
+ * does a branch-free binary search over them: O(1) for evenly sized extents, O(log n) at worst,
+ * no allocation. Offsets stay exact up to 2^53.
  *
  * Translation has two forms: `visit()` calls a visitor per piece with a caller-owned context (the
  * hot path: nothing allocated), and `translate()` returns an array (tests, block status).
  * All ranges are half-open.
  */
 import assert from 'node:assert';
+import { LIMITS } from '../limits';
 
 export interface ExtentSpec {
   /** backing path: an image file or a block device */
@@ -52,6 +55,9 @@ export class ExtentMap {
   private readonly startsVirtual: Float64Array;
   private readonly offsetsBacking: Float64Array;
   private readonly backingIndices: Uint32Array;
+  /** bucketFirst[k] = index of the extent holding byte k * bucketBytes (last: count - 1) */
+  private readonly bucketFirst: Uint32Array;
+  private readonly bucketBytes: number;
 
   private constructor(
     paths: string[],
@@ -65,6 +71,17 @@ export class ExtentMap {
     this.offsetsBacking = offsetsBacking;
     this.backingIndices = backingIndices;
     this.sizeVirtual = startsVirtual[this.count] ?? 0;
+    // about one bucket per extent (a power of two, capped) keeps the final search a step or two
+    let bucketCount = 1;
+    while (bucketCount < this.count && bucketCount < LIMITS.extentMapBucketsMax) bucketCount *= 2;
+    this.bucketBytes = Math.max(1, this.sizeVirtual / bucketCount);
+    this.bucketFirst = new Uint32Array(bucketCount + 1);
+    let index = 0;
+    for (let bucket = 0; bucket <= bucketCount; bucket++) {
+      const at = Math.min(bucket * this.bucketBytes, this.sizeVirtual - 1);
+      while (index + 1 < this.count && (startsVirtual[index + 1] as number) <= at) index++;
+      this.bucketFirst[bucket] = index;
+    }
   }
 
   /** Builds a map from extents in virtual order; zero-length extents are not allowed. */
@@ -111,17 +128,35 @@ export class ExtentMap {
 
   /** Index of the extent holding virtual byte `offsetVirtual` (0 <= offsetVirtual < sizeVirtual). */
   indexOf(offsetVirtual: number): number {
-    assert(offsetVirtual >= 0 && offsetVirtual < this.sizeVirtual);
-    const starts = this.startsVirtual;
-    let low = 0;
-    let high = this.count - 1;
-    // invariant: starts[low] <= offsetVirtual < starts[high + 1]
-    while (low < high) {
-      const middle = (low + high + 1) >>> 1;
-      if ((starts[middle] as number) <= offsetVirtual) low = middle;
-      else high = middle - 1;
+    if (!(offsetVirtual >= 0 && offsetVirtual < this.sizeVirtual)) {
+      assert.fail(`indexOf: ${offsetVirtual} outside [0, ${this.sizeVirtual})`);
     }
-    return low;
+    const starts = this.startsVirtual;
+    // narrow with the bucket table, then search the few extents left
+    const buckets = this.bucketFirst;
+    const bucket = Math.floor(offsetVirtual / this.bucketBytes);
+    const low = buckets[bucket];
+    const high = buckets[bucket + 1];
+    if (low !== undefined && high !== undefined) {
+      const index = ExtentMap.search(starts, offsetVirtual, low, high - low + 1);
+      if ((starts[index] as number) <= offsetVirtual && offsetVirtual < (starts[index + 1] as number)) {
+        return index;
+      }
+    }
+    return ExtentMap.search(starts, offsetVirtual, 0, this.count); // rounding at a bucket edge
+  }
+
+  /** Branch-free halving over [base, base+length): last index whose start <= offsetVirtual. */
+  private static search(starts: Float64Array, offsetVirtual: number, from: number, count: number):
+  number {
+    let base = from;
+    let length = count;
+    while (length > 1) {
+      const half = length >>> 1;
+      base = (starts[base + half] as number) <= offsetVirtual ? base + half : base;
+      length -= half;
+    }
+    return base;
   }
 
   /** The extent at `index` (merged), for tests and diagnostics. */
@@ -142,21 +177,25 @@ export class ExtentMap {
    * Returns the number of pieces. Allocates nothing.
    */
   visit<C>(offsetVirtual: number, length: number, visitor: PieceVisitor<C>, context: C): number {
-    assert(length > 0);
     const end = offsetVirtual + length;
-    assert(end <= this.sizeVirtual);
+    if (!(length > 0 && end <= this.sizeVirtual)) {
+      assert.fail(`visit: [${offsetVirtual}, +${length}) empty or past ${this.sizeVirtual}`);
+    }
     const starts = this.startsVirtual;
+    const offsets = this.offsetsBacking;
+    const indices = this.backingIndices;
+    const count = this.count;
     let index = this.indexOf(offsetVirtual);
     let cursor = offsetVirtual;
     let pieces = 0;
     while (cursor < end) {
-      assert(index < this.count); // bounded by the map, not by the request
       const start = starts[index] as number;
       const extentEnd = starts[index + 1] as number;
-      assert(start <= cursor && cursor < extentEnd); // so take > 0 and the loop advances
+      // bounded by the map, not by the request; start <= cursor < extentEnd so take > 0
+      if (!(index < count && start <= cursor && cursor < extentEnd)) assert.fail('visit: map broken');
       const take = (extentEnd < end ? extentEnd : end) - cursor;
-      const offsetBacking = (this.offsetsBacking[index] as number) + (cursor - start);
-      visitor(context, this.backingIndices[index] as number, offsetBacking, take, cursor - offsetVirtual);
+      visitor(context, indices[index] as number, (offsets[index] as number) + (cursor - start), take,
+        cursor - offsetVirtual);
       cursor += take;
       index++;
       pieces++;

@@ -92,3 +92,15 @@ t.test('invalid extents are refused', async (t) => {
   t.throws(() => ExtentMap.fromList([{ path: '', offset: 0, length: 5 }]));
   t.equal(ExtentMap.fromList([]).sizeVirtual, 0);
 });
+
+t.test('lookup is exact at every extent edge of a skewed map (one huge, many tiny)', async (t) => {
+  const extents = [{ path: 'big', offset: 0, length: 2 ** 42 }];
+  for (let i = 0; i < 3000; i++) extents.push({ path: `t${i % 2}`, offset: i * 10, length: 1 + (i % 3) });
+  const map = ExtentMap.fromList(extents);
+  let wrong = 0;
+  for (let i = 0; i < map.count; i++) {
+    const { startVirtual, endVirtual } = map.at(i);
+    if (map.indexOf(startVirtual) !== i || map.indexOf(endVirtual - 1) !== i) wrong++;
+  }
+  t.equal(wrong, 0);
+});
