@@ -1,0 +1,111 @@
+/**
+ * catalog: the public face of the xvd catalog (one SQLite file through better-sqlite3 12).
+ *
+ * Every method that changes anything is one `BEGIN IMMEDIATE` transaction and returns plain
+ * data; nothing is cached across calls, so many processes can share one file (WAL,
+ * synchronous=FULL, busy_timeout = LIMITS.catalogBusyTimeoutMs). Free space and VD extents are
+ * stored as runs (member, first extent, count), never a row per extent. A VD is dead when its
+ * expires_at <= now (delete = expire now); its extents stay its own until the allocator takes
+ * them (src/allocator/allocator.ts: never-used space first, then the VD dead longest, each
+ * from its tail), so undelete works while nothing was reused.
+ *
+ * Zeroing is two-phase: createVd/enlargeVd record the new extents as pending in the same
+ * transaction; zeroPending() (src/catalog/zeroing.ts) zeroes them and completeZeroing() clears
+ * them. A VD with pending zeroing is never served (resolveVbd says isDangling).
+ *
+ * Fencing: servers register, heartbeat and lease the VDs they serve; the allocator never takes
+ * extents of a dead VD that a live server still leases, nor extents under a phy:/extent VBD.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import type {
+  AddVbdInput, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions, PendingZero,
+  ResolvedVbd, Vbd, VdDetail, VdSummary,
+} from './types';
+
+export * from './types';
+
+export interface Catalog {
+  /** The catalog file. */
+  readonly path: string;
+  /** The schema version (PRAGMA user_version) after migrations. */
+  readonly schemaVersion: number;
+
+  // --- members ---
+  formatMember(input: MemberInput): Member;
+  listMembers(): Member[];
+  getMember(idOrPath: number | string): Member | null;
+
+  // --- virtual disks ---
+  /** Allocates whole extents for `size` bytes; returns the new VD with its extents. */
+  createVd(input: CreateVdInput): VdDetail;
+  /** Grows a live VD to newSize (>= size); new extents are appended in virtual order. */
+  enlargeVd(id: number, newSize: number, options?: { zero?: boolean }): VdDetail;
+  /** Sets expiry to now + expiresInS seconds (0 = never) on a live VD. */
+  refreshVd(id: number, expiresInS: number): VdSummary;
+  /** Expires a live VD now. Dead → ERR_VD_DELETED, unknown → ERR_VD_UNKNOWN. */
+  deleteVd(id: number): VdSummary;
+  /** Brings a dead VD back when none of its extents was reused (ERR_VD_REUSED otherwise). */
+  undeleteVd(id: number, expiresInS?: number): VdSummary;
+  /** Live and zeroing VDs; with all, dead ones too. Ordered by id. */
+  listVds(options?: { all?: boolean }): VdSummary[];
+  /** ERR_VD_UNKNOWN when there is no such id. */
+  getVd(id: number): VdDetail;
+  freeSpace(): FreeSpace;
+  /** Faults found by a full consistency check, one line each; empty when sound. */
+  check(): string[];
+
+  // --- zeroing ---
+  pendingZeroing(): PendingZero[];
+  /** Clears the pending zeroing of a VD (after its extents were zeroed). */
+  completeZeroing(vdId: number): void;
+
+  // --- vbds ---
+  addVbd(input: AddVbdInput): Vbd;
+  removeVbd(domain: number, device: string): void;
+  listVbds(): Vbd[];
+  /** ERR_VBD_UNKNOWN when there is no such VBD. */
+  resolveVbd(domain: number, device: string): ResolvedVbd;
+  /** PRAGMA data_version: changes when another connection commits. */
+  dataVersion(): number;
+
+  // --- fencing (server) ---
+  registerServer(): number;
+  heartbeat(serverId: number): void;
+  unregisterServer(serverId: number): void;
+  acquireLease(serverId: number, vdId: number): Lease;
+  releaseLease(serverId: number, vdId: number): void;
+  /** Leases held by live servers. */
+  liveLeases(): Lease[];
+
+  close(): void;
+}
+
+/** `$XVD_CATALOG`, else `~/.local/share/xvd/catalog.sqlite`. */
+export function defaultCatalogPath(): string {
+  const fromEnv = process.env['XVD_CATALOG'];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  return path.join(os.homedir(), '.local', 'share', 'xvd', 'catalog.sqlite');
+}
+
+/** Identity string of a regular file member (st_dev, st_ino). */
+export function identityOfFile(dev: number | bigint, ino: number | bigint): string {
+  return `file:${dev}:${ino}`;
+}
+
+/** Identity string of a block device member ('MAJ:MIN'). */
+export function identityOfDevice(majMin: string): string {
+  return `blk:${majMin}`;
+}
+
+/**
+ * Opens (and by default creates) the catalog at `file`, running migrations.
+ * ERR_CATALOG_OPEN: unreadable or not SQLite; ERR_CATALOG_VERSION: written by a newer xvd.
+ */
+export function openCatalog(file: string = defaultCatalogPath(), options: OpenOptions = {}): Catalog {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const impl = require('./catalog') as { openCatalogImpl(f: string, o: OpenOptions): Catalog };
+  return impl.openCatalogImpl(file, options);
+}
+
+export { zeroPending } from './zeroing';

@@ -1,0 +1,171 @@
+/**
+ * types: the plain data the catalog API takes and returns. Sizes and offsets are bytes, times are
+ * unix milliseconds (`expiresAt` null = never), ranges are half-open. Extents are counted in
+ * whole member extents; a "run" is (member, first extent index, extent count).
+ */
+
+export type MemberKind = 'file' | 'device';
+
+export interface MemberInput {
+  /** Absolute path (the CLI resolves symlinks). */
+  path: string;
+  /** 'block' is accepted as an alias of 'device'. */
+  kind: MemberKind | 'block';
+  sizeBytes: number;
+  /** Bytes per extent: a multiple of 512 within LIMITS.extentSize{Min,Max}. */
+  extentSize: number;
+  /**
+   * Identity unique across the pool: use identityOfFile(dev, ino) for files and
+   * identityOfDevice('MAJ:MIN') for block devices.
+   */
+  identity: string;
+}
+
+export interface Member {
+  id: number;
+  path: string;
+  kind: MemberKind;
+  sizeBytes: number;
+  extentSize: number;
+  extentCount: number;
+  identity: string;
+  addedAt: number;
+}
+
+/** Computed state: 'zeroing' = allocated, zeroing not yet finished (never served). */
+export type VdState = 'live' | 'zeroing' | 'expired' | 'deleted';
+
+export interface VdSummary {
+  id: number;
+  name: string | null;
+  /** Visible size, exact. */
+  size: number;
+  /** Bytes of whole extents still owned (>= size for a usable VD). */
+  allocatedBytes: number;
+  expiresAt: number | null;
+  createdAt: number;
+  generation: number;
+  state: VdState;
+}
+
+/**
+ * One allocated extent run of a VD, in virtual order. `length` is whole extents (the sum over a
+ * VD is `allocatedBytes`, which may exceed `size`; the last run is not trimmed).
+ */
+export interface VdExtent {
+  memberId: number;
+  path: string;
+  /** Byte offset in the member. */
+  offset: number;
+  length: number;
+}
+
+export interface VdDetail extends VdSummary {
+  extents: VdExtent[];
+}
+
+export interface CreateVdInput {
+  size: number;
+  /** Seconds until expiry; 0 or absent = never. */
+  expiresInS?: number;
+  name?: string | null;
+  /** Restrict placement to this member (id or path). */
+  onMember?: number | string | null;
+  /** Record the new extents as pending zeroing (default true). */
+  zero?: boolean;
+}
+
+export interface MemberFree {
+  memberId: number;
+  path: string;
+  extentSize: number;
+  extentCount: number;
+  neverUsedExtents: number;
+  neverUsedBytes: number;
+  /** Extents of expired/deleted VDs that may be taken now. */
+  reclaimableExtents: number;
+  reclaimableBytes: number;
+  /** Extents of dead VDs still held (live lease, attached VBD, zeroing in progress). */
+  heldExtents: number;
+  heldBytes: number;
+}
+
+export interface FreeSpace {
+  members: MemberFree[];
+  neverUsedBytes: number;
+  reclaimableBytes: number;
+  heldBytes: number;
+  /** neverUsedBytes + reclaimableBytes. */
+  totalBytes: number;
+}
+
+/** A byte range of a backing path. */
+export interface ByteRange {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+export type VbdSource =
+  | { kind: 'vd'; vdId: number }
+  /** A whole device, partition or file of `sizeBytes`. */
+  | { kind: 'phy'; path: string; sizeBytes: number }
+  | { kind: 'extents'; extents: ByteRange[] };
+
+export interface AddVbdInput {
+  domain: number;
+  device: string;
+  mode: 'r' | 'w';
+  source: VbdSource;
+  /** 0: only read-only sharing; 1: one writer with readers; 2: anything. Default 0. */
+  expert?: 0 | 1 | 2;
+}
+
+export interface Vbd {
+  domain: number;
+  device: string;
+  mode: 'r' | 'w';
+  source: VbdSource;
+  /** `vd:ID`, `phy:PATH` or `extents:PATH:OFF+LEN,...`. */
+  sourceText: string;
+  createdAt: number;
+}
+
+export interface ResolvedVbd {
+  domain: number;
+  device: string;
+  mode: 'r' | 'w';
+  /** Exact size served. */
+  size: number;
+  vdId: number | null;
+  /** The VD's generation (0 for phy/extents). */
+  generation: number;
+  /** True when the VD is dead or zeroing: serve nothing. */
+  isDangling: boolean;
+  /** Backing ranges in virtual order; the last is trimmed so lengths add up to `size`. */
+  extents: ByteRange[];
+}
+
+export interface Lease {
+  serverId: number;
+  vdId: number;
+  generation: number;
+}
+
+export interface PendingZero {
+  vdId: number;
+  memberId: number;
+  path: string;
+  kind: MemberKind;
+  offset: number;
+  length: number;
+}
+
+export interface OpenOptions {
+  /** Create the file (and parent directories) when missing. Default true. */
+  create?: boolean;
+  /** Clock injection for tests: unix ms. */
+  now?: () => number;
+  /** Read-only open (no migrations, no writes). */
+  readonly?: boolean;
+}
