@@ -1,0 +1,234 @@
+#!/usr/bin/env node
+/**
+ * bench:engine: the translation engine against plain positioned fs I/O, in one process and run.
+ *
+ *   npm run bench:engine            (builds nothing: run `npx tsc -p .` first; uses dist/)
+ *   XVD_BENCH_QUICK=1 npm run bench:engine   (fewer rounds, for a smoke run)
+ *
+ * Prints: translations per second for maps of 1, 100, 10 000 and 1 000 000 extents (4 KiB
+ * requests at random offsets, ExtentMap.visit with a no-op visitor); then, on a page-cached
+ * 256 MiB file, 4 KiB random reads/writes (32 in flight) and 1 MiB sequential reads/writes
+ * (8 in flight) through an ExtentExport next to plain fs.read/fs.write on the same file, as a
+ * ratio; then a 1 024-extent fragmented map (shuffled 256 KiB extents) against a single extent.
+ * Each cell is the median of several alternating rounds (the machine is noisy). Nothing global is
+ * set: the libuv pool size is whatever UV_THREADPOOL_SIZE says (printed).
+ */
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const dist = path.join(__dirname, '..', '..', 'dist');
+const { ExtentMap } = require(path.join(dist, 'engine', 'extent-map.js'));
+const { openExport } = require(path.join(dist, 'engine', 'extent-export.js'));
+const { BackingPool } = require(path.join(dist, 'backing', 'pool.js'));
+
+const QUICK = process.env.XVD_BENCH_QUICK === '1';
+const ROUNDS = QUICK ? 3 : 7;
+const FILE_BYTES = 256 * 1024 * 1024;
+const KiB = 1024;
+const MiB = 1024 * 1024;
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function fmt(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return n.toFixed(1);
+}
+
+/** xorshift32 stream of integers in [0, bound) */
+function randomInts(count, bound, seed) {
+  const out = new Float64Array(count);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = Math.floor((x / 2 ** 32) * bound);
+  }
+  return out;
+}
+
+function noop() {}
+
+function benchTranslate() {
+  console.log('translations per second (4 KiB requests, random offsets, visit):');
+  const probes = randomInts(1 << 20, 2 ** 31, 7);
+  for (const count of [1, 100, 10_000, 1_000_000]) {
+    const extentBytes = count === 1 ? 2 ** 40 : Math.max(8192, Math.floor(2 ** 40 / count / 4096) * 4096);
+    const extents = [];
+    for (let i = 0; i < count; i++) {
+      // every other extent on another backing and out of order, so nothing merges
+      extents.push({ path: i % 2 ? 'b' : 'a', offset: (count - i) * extentBytes * 2, length: extentBytes });
+    }
+    const map = ExtentMap.fromList(extents);
+    if (map.count !== count) throw new Error('extents merged unexpectedly');
+    const limit = map.sizeVirtual - 4096;
+    const offsets = probes.map((p) => Math.floor((p / 2 ** 31) * limit));
+    const rates = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const ops = 1 << 20;
+      const start = process.hrtime.bigint();
+      for (let i = 0; i < ops; i++) map.visit(offsets[i], 4096, noop, null);
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      rates.push(ops / seconds);
+    }
+    console.log(`  ${String(count).padStart(9)} extents: ${fmt(median(rates))}/s`);
+  }
+}
+
+function prepareFile(dir) {
+  const file = path.join(dir, 'bench.img');
+  const fd = fs.openSync(file, 'w+');
+  const chunk = Buffer.alloc(MiB);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131) & 0xff;
+  for (let at = 0; at < FILE_BYTES; at += MiB) fs.writeSync(fd, chunk, 0, MiB, at);
+  fs.fsyncSync(fd);
+  for (let at = 0; at < FILE_BYTES; at += MiB) fs.readSync(fd, chunk, 0, MiB, at); // warm cache
+  fs.closeSync(fd);
+  return file;
+}
+
+/** Runs `total` operations keeping `depth` in flight; op(i, buffer, done) */
+function runDepth(total, depth, blockBytes, op) {
+  return new Promise((resolve, reject) => {
+    let issued = 0;
+    let finished = 0;
+    const start = process.hrtime.bigint();
+    const buffers = Array.from({ length: depth }, () => Buffer.alloc(blockBytes, 1));
+    function next(slot) {
+      if (issued >= total) return;
+      const index = issued++;
+      op(index, buffers[slot], (error) => {
+        if (error) return reject(error);
+        finished++;
+        if (finished === total) resolve(Number(process.hrtime.bigint() - start) / 1e9);
+        else next(slot);
+      });
+    }
+    for (let slot = 0; slot < depth; slot++) next(slot);
+  });
+}
+
+function plainOp(fd, kind, offsets, blockBytes) {
+  if (kind === 'read') {
+    return (i, buffer, done) => fs.read(fd, buffer, 0, blockBytes, offsets[i], (e) => done(e));
+  }
+  return (i, buffer, done) => fs.write(fd, buffer, 0, blockBytes, offsets[i], (e) => done(e));
+}
+
+function engineOp(exp, kind, offsets, blockBytes) {
+  const ok = (done) => () => done(null);
+  if (kind === 'read') {
+    return (i, buffer, done) => exp.read(offsets[i], blockBytes, buffer, 0).then(ok(done), done);
+  }
+  return (i, buffer, done) =>
+    exp.write(offsets[i], buffer.subarray(0, blockBytes), { fua: false }).then(ok(done), done);
+}
+
+function cellOffsets(pattern, blockBytes, total) {
+  if (pattern === 'random') {
+    return randomInts(total, FILE_BYTES / blockBytes, 11).map((b) => b * blockBytes);
+  }
+  return Float64Array.from({ length: total }, (_, i) => (i * blockBytes) % FILE_BYTES);
+}
+
+const CELLS = [
+  { label: '4 KiB random read ', kind: 'read', pattern: 'random', blockBytes: 4 * KiB, depth: 32, total: 40_000 },
+  { label: '4 KiB random write', kind: 'write', pattern: 'random', blockBytes: 4 * KiB, depth: 32, total: 20_000 },
+  { label: '1 MiB seq read    ', kind: 'read', pattern: 'seq', blockBytes: MiB, depth: 8, total: 512 },
+  { label: '1 MiB seq write   ', kind: 'write', pattern: 'seq', blockBytes: MiB, depth: 8, total: 384 },
+];
+
+function throughput(cell, seconds) {
+  return cell.blockBytes >= MiB ? `${fmt((cell.total * cell.blockBytes) / MiB / seconds)} MiB/s`
+    : `${fmt(cell.total / seconds)} IOPS`;
+}
+
+/** Alternates A and B for ROUNDS rounds; returns median seconds of each. */
+async function compare(cell, makeA, makeB) {
+  const a = [];
+  const b = [];
+  const total = QUICK ? Math.ceil(cell.total / 4) : cell.total;
+  const scaled = { ...cell, total };
+  const offsets = cellOffsets(cell.pattern, cell.blockBytes, total);
+  for (let round = 0; round < ROUNDS; round++) {
+    a.push(await runDepth(total, cell.depth, cell.blockBytes, makeA(offsets)));
+    b.push(await runDepth(total, cell.depth, cell.blockBytes, makeB(offsets)));
+  }
+  return { cell: scaled, a: median(a), b: median(b) };
+}
+
+async function benchIo(file) {
+  console.log(`\nengine vs plain positioned fs I/O, page-cached ${FILE_BYTES / MiB} MiB file ` +
+    `(UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE ?? 'default 4'}; ratio = engine/plain):`);
+  const pool = new BackingPool();
+  const exp = await openExport({
+    name: 'bench/one', description: '', mode: 'w', size: FILE_BYTES, pool,
+    extents: [{ path: file, offset: 0, length: FILE_BYTES }],
+  });
+  const fd = fs.openSync(file, 'r+');
+  for (const cell of CELLS) {
+    const result = await compare(cell,
+      (offsets) => plainOp(fd, cell.kind, offsets, cell.blockBytes),
+      (offsets) => engineOp(exp, cell.kind, offsets, cell.blockBytes));
+    console.log(`  ${cell.label}  plain ${throughput(result.cell, result.a).padStart(14)}   ` +
+      `engine ${throughput(result.cell, result.b).padStart(14)}   ratio ${(result.a / result.b).toFixed(3)}`);
+  }
+  fs.closeSync(fd);
+  await exp.close();
+  await pool.close();
+}
+
+async function benchFragmented(file) {
+  const extentBytes = FILE_BYTES / 1024;
+  const order = Array.from({ length: 1024 }, (_, i) => i);
+  const shuffle = randomInts(1024, 2 ** 31, 3);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = shuffle[i] % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const fragmented = order.map((slot) => ({ path: file, offset: slot * extentBytes, length: extentBytes }));
+  console.log('\n1 024-extent fragmented map (shuffled 256 KiB extents) vs single extent ' +
+    '(ratio = fragmented/single):');
+  const pool = new BackingPool();
+  const single = await openExport({
+    name: 'bench/one', description: '', mode: 'w', size: FILE_BYTES, pool,
+    extents: [{ path: file, offset: 0, length: FILE_BYTES }],
+  });
+  const frag = await openExport({
+    name: 'bench/frag', description: '', mode: 'w', size: FILE_BYTES, pool, extents: fragmented,
+  });
+  console.log(`  (map has ${frag.map.count} extents after merging adjacent ones)`);
+  for (const cell of CELLS) {
+    const result = await compare(cell,
+      (offsets) => engineOp(single, cell.kind, offsets, cell.blockBytes),
+      (offsets) => engineOp(frag, cell.kind, offsets, cell.blockBytes));
+    console.log(`  ${cell.label}  single ${throughput(result.cell, result.a).padStart(14)}   ` +
+      `fragmented ${throughput(result.cell, result.b).padStart(14)}   ratio ${(result.a / result.b).toFixed(3)}`);
+  }
+  await single.close();
+  await frag.close();
+  await pool.close();
+}
+
+async function main() {
+  console.log(`bench:engine  node ${process.version}  ${os.cpus().length} cpus  load ` +
+    `${os.loadavg().map((l) => l.toFixed(2)).join(' ')}  rounds ${ROUNDS} (medians)`);
+  benchTranslate();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-bench-engine-'));
+  try {
+    const file = prepareFile(dir);
+    await benchIo(file);
+    await benchFragmented(file);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exitCode = 1;
+});
