@@ -1,10 +1,156 @@
 /**
  * adapter: the catalog module (src/catalog) seen through the CLI's port (src/cli/port.ts).
- * Placeholder until src/catalog/index.ts lands: opening refuses with ERR_CATALOG_OPEN.
+ * Converts units (the catalog keeps unix ms, the CLI prints seconds), names ('device' ↔
+ * 'block'), and shapes: `show` trims the last run so piece lengths add up to the visible size,
+ * as the seed's vd_lookup did; `members` joins the member list with the free-space report.
  */
-import { EmuError } from '../errors';
-import type { CatalogPort } from './port';
+import assert from 'node:assert';
+import {
+  identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog, type VbdSource,
+  type VdSummary,
+} from '../catalog';
+import type { CatalogPort, MemberRecord, NewMember, NewVbd, PieceRecord, VdRecord } from './port';
+
+function vdRecord(vd: VdSummary): VdRecord {
+  return {
+    id: vd.id,
+    name: vd.name,
+    sizeBytes: vd.size,
+    allocatedBytes: vd.allocatedBytes,
+    expiresAt: vd.expiresAt === null ? null : Math.floor(vd.expiresAt / 1000),
+    isLive: vd.state === 'live' || vd.state === 'zeroing',
+  };
+}
+
+/** Runs in virtual order, the last cut so that the lengths add up to `sizeBytes`. */
+export function trimPieces(runs: readonly PieceRecord[], sizeBytes: number): PieceRecord[] {
+  const pieces: PieceRecord[] = [];
+  let remaining = sizeBytes;
+  for (const run of runs) {
+    if (remaining <= 0) break;
+    const length = Math.min(run.length, remaining);
+    pieces.push({ path: run.path, offset: run.offset, length });
+    remaining -= length;
+  }
+  return pieces;
+}
+
+function identityKey(member: NewMember): string {
+  if (member.kind === 'block') {
+    assert(member.majMin !== null);
+    return identityOfDevice(member.majMin);
+  }
+  const file = member.identity.files[0];
+  assert(file !== undefined);
+  return identityOfFile(file.dev, file.ino);
+}
+
+function sourceOf(vbd: NewVbd): VbdSource {
+  if (vbd.source.startsWith('vd:')) return { kind: 'vd', vdId: Number(vbd.source.slice(3)) };
+  const first = vbd.pieces[0];
+  if (vbd.source.startsWith('phy:') && first !== undefined) {
+    return { kind: 'phy', path: first.path, sizeBytes: first.length };
+  }
+  return { kind: 'extents', extents: vbd.pieces.map((p) => ({ ...p })) };
+}
+
+class CatalogAdapter implements CatalogPort {
+  constructor(private readonly catalog: Catalog) {}
+
+  members(): MemberRecord[] {
+    const free = new Map(this.catalog.freeSpace().members.map((m) => [m.memberId, m]));
+    return this.catalog.listMembers().map((member) => {
+      const memberFree = free.get(member.id);
+      const freeExtentCount = memberFree === undefined
+        ? 0 : memberFree.neverUsedExtents + memberFree.reclaimableExtents;
+      return {
+        path: member.path,
+        kind: member.kind === 'device' ? 'block' : 'file',
+        sizeBytes: member.sizeBytes,
+        extentSizeBytes: member.extentSize,
+        extentCount: member.extentCount,
+        freeExtentCount,
+      };
+    });
+  }
+
+  format(member: NewMember): MemberRecord {
+    const added = this.catalog.formatMember({
+      path: member.path, kind: member.kind, sizeBytes: member.sizeBytes,
+      extentSize: member.extentSizeBytes, identity: identityKey(member),
+    });
+    return {
+      path: added.path, kind: added.kind === 'device' ? 'block' : 'file', sizeBytes: added.sizeBytes,
+      extentSizeBytes: added.extentSize, extentCount: added.extentCount,
+      freeExtentCount: added.extentCount,
+    };
+  }
+
+  create(request: Parameters<CatalogPort['create']>[0]): number {
+    return this.catalog.createVd({
+      size: request.sizeBytes, expiresInS: request.expirySeconds, name: request.name,
+      onMember: request.onPath, zero: request.isZeroing,
+    }).id;
+  }
+
+  refresh(id: number, expirySeconds: number): void {
+    this.catalog.refreshVd(id, expirySeconds);
+  }
+
+  delete(id: number): void {
+    this.catalog.deleteVd(id);
+  }
+
+  enlarge(id: number, addBytes: number, isZeroing: boolean): void {
+    const vd = this.catalog.getVd(id);
+    this.catalog.enlargeVd(id, vd.size + addBytes, { zero: isZeroing });
+  }
+
+  undelete(id: number, expirySeconds: number): void {
+    this.catalog.undeleteVd(id, expirySeconds);
+  }
+
+  list(isAll: boolean): VdRecord[] {
+    return this.catalog.listVds({ all: isAll }).map(vdRecord);
+  }
+
+  show(id: number): { vd: VdRecord; pieces: PieceRecord[] } {
+    const vd = this.catalog.getVd(id);
+    const runs = vd.extents.map((e) => ({ path: e.path, offset: e.offset, length: e.length }));
+    return { vd: vdRecord(vd), pieces: trimPieces(runs, vd.size) };
+  }
+
+  check(): string[] {
+    return this.catalog.check();
+  }
+
+  async zeroPending(): Promise<void> {
+    await zeroPending(this.catalog);
+  }
+
+  vbdAdd(vbd: NewVbd): void {
+    this.catalog.addVbd({
+      domain: vbd.domain, device: vbd.device, mode: vbd.mode, source: sourceOf(vbd),
+      expert: vbd.expert,
+    });
+  }
+
+  vbdRemove(domain: number, device: string): void {
+    this.catalog.removeVbd(domain, device);
+  }
+
+  vbdList(): ReturnType<CatalogPort['vbdList']> {
+    return this.catalog.listVbds().map((vbd) => ({
+      domain: vbd.domain, device: vbd.device, mode: vbd.mode, source: vbd.sourceText,
+      pieces: this.catalog.resolveVbd(vbd.domain, vbd.device).extents.map((e) => ({ ...e })),
+    }));
+  }
+
+  close(): void {
+    this.catalog.close();
+  }
+}
 
 export function openCatalogPort(catalogPath: string): CatalogPort {
-  throw new EmuError('ERR_CATALOG_OPEN', `catalog: ${catalogPath}: the catalog module is not built yet`);
+  return new CatalogAdapter(openCatalog(catalogPath));
 }

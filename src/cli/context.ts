@@ -1,22 +1,13 @@
 /**
  * context: per-invocation state of the CLI: which catalog (--catalog, then XVD_CATALOG, then
- * $XDG_DATA_HOME/xvd or ~/.local/share/xvd/catalog.sqlite), the catalog opened lazily (a command
- * that fails on its arguments never opens it), and the exit code a command chose.
+ * ~/.local/share/xvd/catalog.sqlite: the catalog module's defaultCatalogPath), the catalog opened
+ * lazily (a command that fails on its arguments never opens it), and the exit code a command
+ * chose.
  */
-import os from 'node:os';
 import path from 'node:path';
+import { defaultCatalogPath } from '../catalog';
 import { openCatalogPort } from './adapter';
 import type { CatalogPort } from './port';
-
-export function defaultCatalogPath(): string {
-  const env = process.env['XVD_CATALOG'];
-  if (env !== undefined && env !== '') return env;
-  const dataHome = process.env['XDG_DATA_HOME'];
-  const base = dataHome !== undefined && dataHome !== ''
-    ? dataHome
-    : path.join(os.homedir(), '.local', 'share');
-  return path.join(base, 'xvd', 'catalog.sqlite');
-}
 
 export class Context {
   exitCode = 0;

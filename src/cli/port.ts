@@ -46,6 +46,8 @@ export interface NewMember {
   kind: 'file' | 'block';
   sizeBytes: number;
   extentSizeBytes: number;
+  /** `MAJ:MIN` of a block device, null for a file. */
+  majMin: string | null;
   identity: MemberIdentity;
 }
 

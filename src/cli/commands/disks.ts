@@ -3,12 +3,22 @@
  * list, show, free. Each parses its arguments fully before opening the catalog, so a usage error
  * never touches it; each change is one catalog call (one transaction).
  */
+import fs from 'node:fs';
 import type { Command } from 'commander';
 import { formatSize, parseSize } from '../../size';
 import { parseId, parseName, parseSeconds } from '../args';
 import type { Context } from '../context';
 import { formatTime, printJson, printLine, printTable } from '../output';
 import type { VdRecord } from '../port';
+
+/** Members are recorded by real path; `--on` may name one through a symlink. */
+function realOrSame(target: string): string {
+  try {
+    return fs.realpathSync(target);
+  } catch {
+    return target;
+  }
+}
 
 interface CreateOptions {
   expiry?: string;
@@ -22,7 +32,7 @@ async function create(context: Context, sizeText: string, options: CreateOptions
   const expirySeconds = options.expiry === undefined ? 0 : parseSeconds(options.expiry);
   const name = options.name === undefined ? null : parseName(options.name);
   const catalog = context.catalog();
-  const onPath = options.on ?? null;
+  const onPath = options.on === undefined ? null : realOrSame(options.on);
   const id = catalog.create({ sizeBytes, expirySeconds, name, onPath, isZeroing: options.zero });
   await catalog.zeroPending();
   printLine(String(id));

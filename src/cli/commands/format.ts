@@ -83,6 +83,7 @@ function formatProbed(context: Context, target: string, extentSizeBytes: number)
     kind: probe.kind,
     sizeBytes: probe.sizeBytes,
     extentSizeBytes,
+    majMin: probe.majMin,
     identity: probe.identity,
   });
 }
