@@ -197,7 +197,8 @@ export class NbdServer extends EventEmitter {
   async close(options: { graceMs?: number } = {}): Promise<void> {
     const graceMs = options.graceMs ?? LIMITS.nbdCloseGraceMs;
     this.isShuttingDown = true;
-    await Promise.all(this.netServers.map((listener) => new Promise<void>((resolve) => {
+    // net.Server.close() calls back only after every connection ended: awaited last
+    const stopped = Promise.all(this.netServers.map((listener) => new Promise<void>((resolve) => {
       listener.close(() => resolve());
     })));
     this.netServers.length = 0;
@@ -214,6 +215,7 @@ export class NbdServer extends EventEmitter {
       if (timedOut) connection.closeHard(null, 'server shutting down');
       else connection.beginClosing('server shutting down');
     }
+    if (await raceTimeout(stopped, graceMs)) this.log.warn('close: listeners still open');
     this.log.info(this.stats, 'server closed');
   }
 

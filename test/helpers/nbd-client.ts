@@ -3,7 +3,9 @@
  * bounded by a timeout), a fixed-map ExportProvider over in-memory exports, and helpers that
  * start a server on 127.0.0.1:<ephemeral>, a Unix socket, or an in-memory stream pair.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import pino from 'pino';
@@ -264,9 +266,14 @@ export async function startServer(t: Teardown, exports: Export[],
   const server = createServer({ provider: createFixedProvider(exports), log: quietLog,
     ...options });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
-  const socketPath = path.join(t.testdir(), 'nbd.sock');
+  // a short path: sun_path holds 108 bytes and t.testdir() paths are longer
+  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-nbd-'));
+  const socketPath = path.join(socketDir, 'nbd.sock');
   await server.listen({ path: socketPath });
-  t.teardown(() => server.close({ graceMs: 2000 }));
+  t.teardown(async () => {
+    await server.close({ graceMs: 2000 });
+    fs.rmSync(socketDir, { recursive: true, force: true });
+  });
   const port = typeof address === 'string' ? 0 : address.port;
   return {
     server, port, socketPath,
