@@ -80,7 +80,8 @@ class CatalogAdapter implements CatalogPort {
       extentSize: member.extentSizeBytes, identity: identityKey(member),
     });
     return {
-      path: added.path, kind: added.kind === 'device' ? 'block' : 'file', sizeBytes: added.sizeBytes,
+      path: added.path, kind: added.kind === 'device' ? 'block' : 'file',
+      sizeBytes: added.sizeBytes,
       extentSizeBytes: added.extentSize, extentCount: added.extentCount,
       freeExtentCount: added.extentCount,
     };

@@ -40,7 +40,9 @@ export function parseDomain(text: string): number {
 /** The sharing-safety level of `vbd add`: 0, 1 or 2 (createlinuxdom.py's vbd_expert). */
 export function parseExpert(text: string): 0 | 1 | 2 {
   const value = parseWhole(text, '--expert', 0);
-  if (value !== 0 && value !== 1 && value !== 2) throw usage(`--expert '${text}': must be 0, 1 or 2`);
+  if (value !== 0 && value !== 1 && value !== 2) {
+    throw usage(`--expert '${text}': must be 0, 1 or 2`);
+  }
   return value;
 }
 

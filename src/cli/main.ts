@@ -40,8 +40,8 @@ function buildProgram(context: Context): Command {
     .description('virtual disks on a pool of disks, partitions and image files, served over NBD')
     .option('--catalog <path>', 'catalog file (env XVD_CATALOG; default ' +
       '~/.local/share/xvd/catalog.sqlite)')
-    .addHelpText('after', `\nSizes: a number with an optional unit B, S (512-byte sectors), K, M, G, T
-(powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n${EXIT_HELP}`)
+    .addHelpText('after', `\nSizes: a number with an optional unit B, S (512-byte sectors), K, M,
+G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n${EXIT_HELP}`)
     .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({ outputError: () => undefined });

@@ -15,7 +15,8 @@ export function printLine(text: string): void {
 }
 
 /** Pads columns to their widest cell; numeric-looking columns are right-aligned. */
-export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[],
+): string {
   for (const row of rows) assert.equal(row.length, headers.length);
   const widths = headers.map((header, column) =>
     Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));

@@ -129,7 +129,8 @@ export function probeMember(target: string): MemberProbe {
   if (stat.isBlockDevice()) {
     const majMin = majMinOf(stat.rdev);
     const sizeBytes = deviceSize(pathReal);
-    return { pathReal, kind: 'block', sizeBytes, majMin, identity: blockIdentity(majMin, sizeBytes) };
+    const identity = blockIdentity(majMin, sizeBytes);
+    return { pathReal, kind: 'block', sizeBytes, majMin, identity };
   }
   const kind = stat.isDirectory() ? 'a directory' : 'not a regular file or block device';
   return fail('ERR_CLI_MEMBER_KIND', `format: ${target}: ${kind}`);

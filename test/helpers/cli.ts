@@ -112,9 +112,10 @@ export function snapshotCatalog(catalog: string): string {
   let db: Database.Database | undefined;
   try {
     db = new Database(catalog, { readonly: true, fileMustExist: true });
-    const tables = db.prepare(
-      "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all() as { name: string }[];
-    const dump: Record<string, unknown> = { user_version: db.pragma('user_version', { simple: true }) };
+    const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+      .all() as { name: string }[];
+    const version = db.pragma('user_version', { simple: true });
+    const dump: Record<string, unknown> = { user_version: version };
     for (const { name } of tables) {
       const rows = db.prepare(`SELECT * FROM "${name.replace(/"/g, '""')}"`).all();
       dump[name] = rows.map((row) => JSON.stringify(row)).sort();

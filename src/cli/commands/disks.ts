@@ -108,8 +108,10 @@ export function register(program: Command, context: Context): void {
     .option('--name <name>', 'a label for people')
     .option('--on <path>', 'allocate only on this pool member')
     .option('--no-zero', 'do not zero reused extents (the seed behaviour; old data may show)')
-    .action((size: string, options: CreateOptions) => context.run(() => create(context, size, options)));
-  program.command('refresh').argument('<id>').argument('<seconds>', 'new expiry from now, 0 = never')
+    .action((size: string, options: CreateOptions) =>
+      context.run(() => create(context, size, options)));
+  program.command('refresh').argument('<id>')
+    .argument('<seconds>', 'new expiry from now, 0 = never')
     .description('set the expiry of a live VD (vd_refresh.py)')
     .action((id: string, seconds: string) => context.run(async () => {
       const [vdId, expiry] = [parseId(id), parseSeconds(seconds)];

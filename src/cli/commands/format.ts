@@ -14,7 +14,9 @@ import { formatSize, parseSize } from '../../size';
 import type { Context } from '../context';
 import { printJson, printLine } from '../output';
 import type { MemberRecord } from '../port';
-import { busyReason, identitiesOverlap, probeMember, tryIdentity, type MemberProbe } from '../probe';
+import {
+  busyReason, identitiesOverlap, probeMember, tryIdentity, type MemberProbe,
+} from '../probe';
 
 interface FormatOptions {
   extentSize?: string;
@@ -109,7 +111,8 @@ function format(context: Context, target: string, options: FormatOptions): void 
       extent_size: member.extentSizeBytes, extents: member.extentCount });
     return;
   }
-  printLine(`${member.path}: ${member.extentCount} extents of ${formatSize(member.extentSizeBytes)}` +
+  const extent = formatSize(member.extentSizeBytes);
+  printLine(`${member.path}: ${member.extentCount} extents of ${extent}` +
     ` (${formatSize(member.extentCount * member.extentSizeBytes)}) added to the pool`);
 }
 

@@ -1,0 +1,85 @@
+/**
+ * serve: `xvd serve` runs the NBD server for every VBD in the catalog (src/serve). Exports are
+ * named `DOMAIN/DEVICE`. Listens on 127.0.0.1:10809 unless told otherwise (or given sockets by
+ * systemd). SIGTERM finishes requests in flight, flushes, and exits 0.
+ */
+import type { Command } from 'commander';
+import { UsageError } from '../../errors';
+import { LIMITS } from '../../limits';
+import { DEFAULT_HOST, DEFAULT_PORT } from '../../nbd/index';
+import { runServeUntilSignal, tlsOptionsOf } from '../../serve/index';
+import type { Context } from '../context';
+
+interface ServeFlags {
+  listen: string[];
+  socket: string[];
+  stdio?: boolean;
+  tls: string;
+  tlsCertificates?: string;
+  tlsPsk?: string;
+  tlsVerifyPeer?: boolean;
+  threads?: string;
+}
+
+/** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts. */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
+  const port = match === null ? NaN : Number(match[3]);
+  if (match === null || !(port >= 0 && port <= 65535)) {
+    throw new UsageError('ERR_USAGE', `serve: --listen: expected HOST:PORT, not ${text}`);
+  }
+  const host = match[1] ?? (match[2] === '' || match[2] === undefined ? DEFAULT_HOST : match[2]);
+  return { host, port };
+}
+
+/**
+ * libuv's pool size must be set before the pool's first use; nothing before this point in the
+ * process has used it (the catalog is synchronous).
+ */
+function setThreads(threads: string | undefined): void {
+  if (threads !== undefined) {
+    const count = Number(threads);
+    if (!Number.isInteger(count) || count < 1 || count > 128) {
+      throw new UsageError('ERR_USAGE', `serve: --threads: expected 1..128, not ${threads}`);
+    }
+    process.env['UV_THREADPOOL_SIZE'] = String(count);
+  } else {
+    process.env['UV_THREADPOOL_SIZE'] ??= String(LIMITS.serveThreadsDefault);
+  }
+}
+
+export function runServe(context: Context, options: { host: string; port: number }): Promise<number> {
+  setThreads(undefined);
+  return runServeUntilSignal({ catalogPath: context.catalogPath, tcp: [options], sockets: [],
+    isStdio: false, tls: { mode: 'off' } });
+}
+
+function serve(context: Context, flags: ServeFlags): Promise<number> {
+  setThreads(flags.threads);
+  const tcp = flags.listen.map(parseListen);
+  const isInherited = process.env['LISTEN_FDS'] !== undefined;
+  if (tcp.length === 0 && flags.socket.length === 0 && flags.stdio !== true && !isInherited) {
+    tcp.push({ host: DEFAULT_HOST, port: DEFAULT_PORT });
+  }
+  const tls = tlsOptionsOf(flags.tls, flags.tlsCertificates, flags.tlsPsk,
+    flags.tlsVerifyPeer === true);
+  return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
+    isStdio: flags.stdio === true, tls });
+}
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+export function register(program: Command, context: Context): void {
+  program.command('serve')
+    .description('serve every VBD over NBD (export name DOMAIN/DEVICE) until SIGTERM')
+    .option('--listen <host:port>', `TCP listener, repeatable (default ${DEFAULT_HOST}:` +
+      `${DEFAULT_PORT})`, collect, [])
+    .option('--socket <path>', 'Unix socket listener, repeatable', collect, [])
+    .option('--stdio', 'serve one connection on stdin/stdout, then exit')
+    .option('--tls <mode>', 'off, on (STARTTLS offered) or require', 'off')
+    .option('--tls-certificates <dir>', 'x509 dir: server-cert.pem, server-key.pem, ca-cert.pem')
+    .option('--tls-verify-peer', 'demand a client certificate; its CN names the domain')
+    .option('--tls-psk <file>', 'psktool file (identity:hexkey); the identity names the domain')
+    .option('--threads <n>', `libuv pool threads (default ${LIMITS.serveThreadsDefault})`)
+    .action((flags: ServeFlags) => context.run(() => serve(context, flags)));
+}
