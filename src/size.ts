@@ -5,7 +5,7 @@
  * suffix picks another unit, always a power of 1024 whatever its case: `B` bytes, `S` 512-byte
  * sectors, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`…, `T`…. A decimal fraction is allowed when the
  * result is a whole number of bytes (`1.5M` = 1572864, `0.5K` = 512, `1.3B` is refused).
- * Arithmetic is done in bigint so that a fraction is exact and an overflow is caught instead of rounded.
+ * Arithmetic is done in bigint so that a fraction is exact and an overflow is caught, not rounded.
  * Refused: empty, zero, negative, no digits, unknown suffix, more than Number.MAX_SAFE_INTEGER.
  *
  * Output: `formatSize` gives three significant decimals in the largest binary unit that keeps the
