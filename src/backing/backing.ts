@@ -66,6 +66,6 @@ export interface Backing {
 
 /** Returns true for the errno names that mean "this optional method is not available here". */
 export function isUnsupported(errno: string): boolean {
-  return errno === 'EOPNOTSUPP' || errno === 'ENOTSUP' || errno === 'ENOTTY' || errno === 'EINVAL' ||
-    errno === 'ENOSYS';
+  return errno === 'EOPNOTSUPP' || errno === 'ENOTSUP' || errno === 'ENOTTY' ||
+    errno === 'EINVAL' || errno === 'ENOSYS';
 }

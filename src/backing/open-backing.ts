@@ -4,7 +4,8 @@
  * Mode 'r' opens O_RDONLY: a read-only VBD never holds a writable descriptor (invariant 7). Mode
  * 'w' opens O_RDWR; a block device that is read-only (sysfs `ro` is 1, as after `losetup -r`, or
  * the kernel refuses write access with EROFS/EACCES) is opened O_RDONLY instead: every write
- * through it fails with EROFS, the export over it is read-only, and reads keep working. Files are never created here (the catalog makes images).
+ * through it fails with EROFS, the export over it is read-only, and reads keep working.
+ * Files are never created here (the catalog makes images).
  */
 import fs from 'node:fs';
 import { promisify } from 'node:util';
@@ -54,7 +55,8 @@ export async function openBacking(path: string, mode: BackingMode): Promise<Back
   try {
     fd = await openFd(path, isWritable ? C.O_RDWR : C.O_RDONLY);
   } catch (error) {
-    const refused = error instanceof IoError && (error.errno === 'EROFS' || error.errno === 'EACCES');
+    const refused = error instanceof IoError &&
+      (error.errno === 'EROFS' || error.errno === 'EACCES');
     if (!isWritable || !refused) throw error;
     fd = await openFd(path, C.O_RDONLY);
     if (!(await fstatOrClose(fd)).isBlockDevice()) {
@@ -74,7 +76,8 @@ export async function openBacking(path: string, mode: BackingMode): Promise<Back
   try {
     if (stats.isBlockDevice()) return new DeviceBacking(path, fd, isWritable, stats.rdev);
     if (stats.isFile()) return new FileBacking(path, fd, isWritable, stats.size);
-    throw new IoError('EINVAL', 'open', `open: EINVAL: ${path} is neither a file nor a block device`);
+    const what = `open: EINVAL: ${path} is neither a file nor a block device`;
+    throw new IoError('EINVAL', 'open', what);
   } catch (error) {
     await closeAsync(fd);
     throw error;

@@ -3,7 +3,8 @@
  *
  * Entries are keyed by backing identity (device+inode for files, rdev for devices, so two paths to
  * one device share a descriptor) and mode ('r' and 'w' are separate descriptors: a read-only VBD
- * never uses a writable one). Each entry is refcounted; the descriptor closes with the last release.
+ * never uses a writable one). Each entry is refcounted; the descriptor closes with the last
+ * release.
  *
  * The entry also carries durability state shared by every user of the descriptor (invariant 4):
  * `markDirty()` after a write completes; `sync()` runs fdatasync only when something was written

@@ -1,7 +1,7 @@
 /**
  * backing/write-zeros: the last rung of every zeroing ladder, writing zeros through the backing's
- * own positioned write, in chunks of LIMITS.zeroWriteChunkBytes from one shared all-zero buffer that
- * nothing ever writes into. Short writes are continued; a zero-byte write is EIO.
+ * own positioned write, in chunks of LIMITS.zeroWriteChunkBytes from one shared all-zero buffer
+ * that nothing ever writes into. Short writes are continued; a zero-byte write is EIO.
  */
 import assert from 'node:assert';
 import { IoError } from '../errors';
@@ -15,7 +15,12 @@ function zeroBuffer(): Buffer {
   return zeros;
 }
 
-function writeOnce(backing: Backing, buffer: Buffer, length: number, position: number): Promise<number> {
+function writeOnce(
+  backing: Backing,
+  buffer: Buffer,
+  length: number,
+  position: number,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     backing.write(buffer, 0, length, position, (error, bytes) => {
       if (error !== null) reject(IoError.fromSystem(error, 'write'));

@@ -17,7 +17,10 @@ export interface StatusRun {
   isZero: boolean;
 }
 
-/** One piece of a sparse read: data at `offset` of the target, or a run known to read as zeros. */
+/**
+ * One piece of a sparse read: data, or a run known to read as zeros. `offset` counts from the start
+ * of the request (0 = the first byte asked for; the bytes sit at target[targetOffset + offset]).
+ */
 export interface ReadPiece {
   offset: number;
   length: number;

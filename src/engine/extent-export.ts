@@ -281,18 +281,18 @@ export class ExtentExport implements Export {
     targetOffset: number,
   ): Promise<ReadPiece[]> {
     const runs = await this.blockStatus(offset, length, LIMITS.readSparseRunsMax);
-    const pieces: ReadPiece[] = [];
-    let cursor = offset;
+    const pieces: ReadPiece[] = []; // offsets relative to the start of the request
+    let cursor = 0;
     for (const run of runs) {
       addPiece(pieces, cursor, run.length, run.isZero);
       cursor += run.length;
     }
-    if (cursor < offset + length) addPiece(pieces, cursor, offset + length - cursor, false);
+    if (cursor < length) addPiece(pieces, cursor, length - cursor, false);
     const reads: Promise<void>[] = [];
     for (const piece of pieces) {
-      const at = targetOffset + (piece.offset - offset);
+      const at = targetOffset + piece.offset;
       if (piece.isZero) target.fill(0, at, at + piece.length);
-      else reads.push(this.read(piece.offset, piece.length, target, at));
+      else reads.push(this.read(offset + piece.offset, piece.length, target, at));
     }
     try {
       await settleAll(reads);

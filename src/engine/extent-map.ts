@@ -36,6 +36,14 @@ export interface Piece {
   offsetRequest: number;
 }
 
+/** One (merged) extent of a map, for tests and diagnostics. */
+export interface ExtentView {
+  startVirtual: number;
+  endVirtual: number;
+  path: string;
+  offsetBacking: number;
+}
+
 /** Hot-path visitor: no closure needed, the context rides along. */
 export type PieceVisitor<C> = (
   context: C,
@@ -126,7 +134,7 @@ export class ExtentMap {
     );
   }
 
-  /** Index of the extent holding virtual byte `offsetVirtual` (0 <= offsetVirtual < sizeVirtual). */
+  /** Index of the extent holding byte `offsetVirtual` (0 <= offsetVirtual < sizeVirtual). */
   indexOf(offsetVirtual: number): number {
     if (!(offsetVirtual >= 0 && offsetVirtual < this.sizeVirtual)) {
       assert.fail(`indexOf: ${offsetVirtual} outside [0, ${this.sizeVirtual})`);
@@ -139,9 +147,9 @@ export class ExtentMap {
     const high = buckets[bucket + 1];
     if (low !== undefined && high !== undefined) {
       const index = ExtentMap.search(starts, offsetVirtual, low, high - low + 1);
-      if ((starts[index] as number) <= offsetVirtual && offsetVirtual < (starts[index + 1] as number)) {
-        return index;
-      }
+      const isInside = (starts[index] as number) <= offsetVirtual &&
+        offsetVirtual < (starts[index + 1] as number);
+      if (isInside) return index;
     }
     return ExtentMap.search(starts, offsetVirtual, 0, this.count); // rounding at a bucket edge
   }
@@ -160,7 +168,7 @@ export class ExtentMap {
   }
 
   /** The extent at `index` (merged), for tests and diagnostics. */
-  at(index: number): { startVirtual: number; endVirtual: number; path: string; offsetBacking: number } {
+  at(index: number): ExtentView {
     assert(Number.isInteger(index) && index >= 0 && index < this.count);
     const path = this.paths[this.backingIndices[index] as number];
     assert(path !== undefined);
@@ -192,10 +200,10 @@ export class ExtentMap {
       const start = starts[index] as number;
       const extentEnd = starts[index + 1] as number;
       // bounded by the map, not by the request; start <= cursor < extentEnd so take > 0
-      if (!(index < count && start <= cursor && cursor < extentEnd)) assert.fail('visit: map broken');
+      if (!(index < count && start <= cursor && cursor < extentEnd)) assert.fail('visit: bad map');
       const take = (extentEnd < end ? extentEnd : end) - cursor;
-      visitor(context, indices[index] as number, (offsets[index] as number) + (cursor - start), take,
-        cursor - offsetVirtual);
+      const offsetBacking = (offsets[index] as number) + (cursor - start);
+      visitor(context, indices[index] as number, offsetBacking, take, cursor - offsetVirtual);
       cursor += take;
       index++;
       pieces++;

@@ -148,7 +148,7 @@ export function createMemoryExport(options: MemoryExportOptions): MemoryExport {
       const pieces: ReadPiece[] = [];
       for (const run of statusRuns(offset, length, Number.MAX_SAFE_INTEGER)) {
         const last = pieces[pieces.length - 1];
-        const pieceOffset = last === undefined ? offset : last.offset + last.length;
+        const pieceOffset = last === undefined ? 0 : last.offset + last.length; // request-relative
         pieces.push({ offset: pieceOffset, length: run.length, isZero: run.isZero });
       }
       return pieces;

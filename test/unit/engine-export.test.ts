@@ -51,11 +51,19 @@ t.test('block status merges equal runs across extents and honours runsMax', asyn
 
   const target = Buffer.alloc(256 * KiB, 0x99);
   const pieces = await exp.readSparse(0, 256 * KiB, target, 0);
+  const shifted = Buffer.alloc(200 * KiB + 16, 0x99);
+  t.same(await exp.readSparse(56 * KiB, 200 * KiB, shifted, 16), [
+    { offset: 0, length: 8 * KiB, isZero: true },
+    { offset: 8 * KiB, length: 64 * KiB, isZero: false },
+    { offset: 72 * KiB, length: 128 * KiB, isZero: true },
+  ], 'offsets count from the start of the request, not of the export');
+  t.equal(shifted[15], 0x99, 'nothing written before targetOffset');
+  t.equal(shifted.subarray(16 + 8 * KiB, 16 + 72 * KiB).every((b) => b === 1), true);
   t.same(pieces, [
     { offset: 0, length: 64 * KiB, isZero: true },
     { offset: 64 * KiB, length: 64 * KiB, isZero: false },
     { offset: 128 * KiB, length: 128 * KiB, isZero: true },
-  ], 'pieces carry virtual offsets');
+  ], 'pieces carry offsets relative to the request');
   const expected = Buffer.alloc(256 * KiB);
   expected.fill(1, 64 * KiB, 128 * KiB);
   t.ok(target.equals(expected), 'every byte of the target written, zero pieces included');

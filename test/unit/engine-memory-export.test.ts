@@ -37,3 +37,17 @@ t.test('failNext injects one failure and later calls work', async (t) => {
   await e.flush();
   t.equal(e.counts.flush, 2);
 });
+
+t.test('readSparse pieces of the memory export count from the start of the request', async (t) => {
+  const e = createMemoryExport({ name: 'd/x', size: 4 * MEMORY_BLOCK_SIZE });
+  await e.write(2 * MEMORY_BLOCK_SIZE, Buffer.alloc(10, 1), { fua: false });
+  const target = Buffer.alloc(3 * MEMORY_BLOCK_SIZE);
+  const readSparse = e.readSparse;
+  if (readSparse === undefined) throw new Error('readSparse missing');
+  const pieces = await readSparse(MEMORY_BLOCK_SIZE, 3 * MEMORY_BLOCK_SIZE, target, 0);
+  t.same(pieces, [
+    { offset: 0, length: MEMORY_BLOCK_SIZE, isZero: true },
+    { offset: MEMORY_BLOCK_SIZE, length: MEMORY_BLOCK_SIZE, isZero: false },
+    { offset: 2 * MEMORY_BLOCK_SIZE, length: MEMORY_BLOCK_SIZE, isZero: true },
+  ]);
+});
