@@ -25,10 +25,22 @@ export const ERRORS = {
   ERR_CATALOG_OPEN: 'the catalog file cannot be opened or is not an SQLite database',
   ERR_CATALOG_VERSION: 'the catalog was written by a newer xvd (user_version too high)',
   ERR_CATALOG_CORRUPT: 'the catalog violates an invariant (see `xvd check`)',
+  ERR_CATALOG_MEMBER_DUPLICATE: 'format: the path or its identity is already a pool member',
+  ERR_CATALOG_MEMBER_UNKNOWN: 'no pool member has that id or path',
+  ERR_CATALOG_INVALID: 'a catalog call got an argument out of range (size, extent size, expiry)',
+  ERR_CATALOG_SERVER_UNKNOWN: 'fencing: no registered server has that id (unregistered or reaped)',
 
   // --- allocator and virtual disks ---
+  ERR_VD_UNKNOWN: 'no virtual disk has that id',
+  ERR_VD_DELETED: 'the virtual disk is deleted or expired (undelete it first)',
+  ERR_VD_NO_SPACE: 'not enough free extents for the request; nothing was changed',
+  ERR_VD_REUSED: 'undelete: some extents of the disk were handed to another disk',
+  ERR_VD_SHRINK: 'enlarge: the new size is smaller than the current size',
 
   // --- vbd ---
+  ERR_VBD_UNKNOWN: 'no VBD has that domain and device',
+  ERR_VBD_EXISTS: 'the domain already has a VBD with that device name',
+  ERR_VBD_SHARING: 'the VBD would share bytes with another VBD beyond the expert level',
 
   // --- io (sys, backing, engine) ---
   ERR_IO_SYSCALL: 'a backing syscall failed; see .errno and .syscall',

@@ -11,6 +11,13 @@ export const LIMITS = {
   extentSizeMax: 1024 * 1024 * 1024,
   /** SQLite busy_timeout: many concurrent CLI processes wait this long for the write lock. */
   catalogBusyTimeoutMs: 30_000,
+  // --- catalog and allocator (src/catalog, src/allocator) ---
+  /** A server whose heartbeat is older than this is dead and its leases void (fencing). */
+  leaseTtlMs: 10_000,
+  /** Zeroing goes in ranges of at most this, re-checking ownership between them. */
+  zeroRangeBytesMax: 1024 * 1024 * 1024,
+  /** A VBD extent list holds at most this many ranges. */
+  catalogVbdRangesMax: 65_536,
   // --- cli (src/cli) ---
   /** A VBD device name becomes half of the NBD export name `DOMAIN/DEVICE`; Linux names are short. */
   deviceNameLengthMax: 64,
@@ -80,4 +87,15 @@ export const LIMITS = {
   nbdSparseHoleMin: 4096,
   /** Grace for close(): requests in flight get this long to finish before sockets are cut. */
   nbdCloseGraceMs: 10_000,
+  /** serve: how often PRAGMA data_version is polled for catalog changes (a no-op when nothing
+   * committed); bounds how long a deleted VD's extents stay held by this server. */
+  servePollMs: 100,
+  /** serve: open exports are re-resolved at least this often even without commits (expiry is a
+   * matter of time, not of commits). */
+  serveTickMs: 1_000,
+  /** serve: heartbeat into the catalog's servers table (informational; liveness is pid based). */
+  serveHeartbeatMs: 5_000,
+  /** serve: libuv pool threads unless --threads says otherwise (node-perf.md: 1-2 beats 4 on
+   * this 2-core machine: fewer threads batch completions). */
+  serveThreadsDefault: 2,
 } as const;

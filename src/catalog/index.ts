@@ -57,6 +57,8 @@ export interface Catalog {
 
   // --- zeroing ---
   pendingZeroing(): PendingZero[];
+  /** True while the VD has ranges left to zero. */
+  hasPendingZero(vdId: number): boolean;
   /** Clears the pending zeroing of a VD (after its extents were zeroed). */
   completeZeroing(vdId: number): void;
 

@@ -1,0 +1,811 @@
+/**
+ * catalog (implementation): the Catalog interface of ./index.ts over one better-sqlite3 handle.
+ *
+ * Each public mutator runs as one `db.transaction(fn).immediate()`; everything it needs (free
+ * runs, dead VDs, held VDs, blocked extents) is read inside that transaction, so concurrent
+ * processes serialize on the write lock and never see each other's half-done work. Statements
+ * are prepared once per handle. Placement decisions are pure (src/allocator/allocator.ts).
+ */
+import assert from 'node:assert';
+import type Database from 'better-sqlite3';
+import { UsageError, EmuError } from '../errors';
+import { LIMITS } from '../limits';
+import {
+  allocate, availableBytes, freeAfter, runsBytes,
+  type AllocationRequest, type DeadVd, type Run,
+} from '../allocator/allocator';
+import type { Catalog } from './index';
+import { openDatabase, type Db } from './database';
+import { isProcessAlive, processStartTime } from './liveness';
+import { humanBytes } from './human';
+import type {
+  AddVbdInput, ByteRange, CreateVdInput, FreeSpace, Lease, Member, MemberFree, MemberInput,
+  MemberKind, OpenOptions, PendingZero, ResolvedVbd, Vbd, VbdSource, VdDetail, VdExtent,
+  VdState, VdSummary,
+} from './types';
+import { checkCatalog } from './check';
+
+interface MemberRow {
+  id: number; path: string; kind: MemberKind; size_bytes: number; extent_size: number;
+  extent_count: number; identity: string; added_at: number;
+}
+interface VdRow {
+  id: number; name: string | null; size_bytes: number; expires_at: number | null;
+  created_at: number; generation: number; state: 'active' | 'deleted';
+}
+interface RunRow { vd_id: number; seq: number; member_id: number; first_extent: number;
+  extent_count: number }
+interface FreeRow { member_id: number; first_extent: number; extent_count: number }
+interface VbdRow {
+  id: number; domain: number; device: string; mode: 'r' | 'w';
+  source_kind: 'vd' | 'phy' | 'extents'; vd_id: number | null; phy_path: string | null;
+  phy_size: number | null; created_at: number;
+}
+interface RangeRow { vbd_id: number; seq: number; path: string; offset: number; length: number }
+interface ServerRow { id: number; pid: number; pid_start_time: string; heartbeat_at: number }
+
+function prepareAll(db: Db) {
+  const p = (sql: string) => db.prepare(sql);
+  return {
+    members: p('SELECT * FROM members ORDER BY id'),
+    memberById: p('SELECT * FROM members WHERE id = ?'),
+    memberByPath: p('SELECT * FROM members WHERE path = ?'),
+    memberByIdentity: p('SELECT * FROM members WHERE identity = ?'),
+    insertMember: p('INSERT INTO members (path, kind, size_bytes, extent_size, extent_count, '
+      + 'identity, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    freeRuns: p('SELECT * FROM free_runs ORDER BY member_id, first_extent'),
+    freeRunsOf: p('SELECT * FROM free_runs WHERE member_id = ? ORDER BY first_extent'),
+    deleteFreeOf: p('DELETE FROM free_runs WHERE member_id = ?'),
+    insertFree: p('INSERT INTO free_runs (member_id, first_extent, extent_count) VALUES (?, ?, ?)'),
+    vd: p('SELECT * FROM vds WHERE id = ?'),
+    vds: p('SELECT * FROM vds ORDER BY id'),
+    deadVds: p('SELECT * FROM vds WHERE expires_at IS NOT NULL AND expires_at <= ? '
+      + 'ORDER BY expires_at, id'),
+    insertVd: p('INSERT INTO vds (name, size_bytes, expires_at, created_at, generation, state) '
+      + "VALUES (?, ?, ?, ?, 1, 'active')"),
+    setVdSize: p('UPDATE vds SET size_bytes = ?, generation = generation + 1 WHERE id = ?'),
+    setVdExpiry: p('UPDATE vds SET expires_at = ?, state = ?, generation = generation + 1 '
+      + 'WHERE id = ?'),
+    bumpVd: p('UPDATE vds SET generation = generation + 1 WHERE id = ?'),
+    runsOf: p('SELECT * FROM vd_runs WHERE vd_id = ? ORDER BY seq'),
+    allRuns: p('SELECT * FROM vd_runs ORDER BY vd_id, seq'),
+    deleteRunsOf: p('DELETE FROM vd_runs WHERE vd_id = ?'),
+    insertRun: p('INSERT INTO vd_runs (vd_id, seq, member_id, first_extent, extent_count) '
+      + 'VALUES (?, ?, ?, ?, ?)'),
+    maxSeq: p('SELECT COALESCE(MAX(seq), -1) AS seq FROM vd_runs WHERE vd_id = ?'),
+    allocatedAll: p('SELECT r.vd_id AS vd_id, SUM(r.extent_count * m.extent_size) AS bytes '
+      + 'FROM vd_runs r JOIN members m ON m.id = r.member_id GROUP BY r.vd_id'),
+    insertLoss: p('INSERT INTO vd_losses (vd_id, member_id, first_extent, extent_count, '
+      + 'taken_by, taken_at) VALUES (?, ?, ?, ?, ?, ?)'),
+    lossesOf: p('SELECT l.*, m.path AS path FROM vd_losses l JOIN members m '
+      + 'ON m.id = l.member_id WHERE l.vd_id = ? ORDER BY l.taken_at, l.first_extent'),
+    pendingAll: p('SELECT z.*, m.path AS path, m.kind AS kind, m.extent_size AS extent_size '
+      + 'FROM pending_zero z JOIN members m ON m.id = z.member_id '
+      + 'ORDER BY z.vd_id, z.member_id, z.first_extent'),
+    pendingVds: p('SELECT DISTINCT vd_id FROM pending_zero'),
+    pendingOf: p('SELECT COUNT(*) AS n FROM pending_zero WHERE vd_id = ?'),
+    insertPending: p('INSERT INTO pending_zero (vd_id, member_id, first_extent, extent_count) '
+      + 'VALUES (?, ?, ?, ?)'),
+    deletePendingOf: p('DELETE FROM pending_zero WHERE vd_id = ?'),
+    vbds: p('SELECT * FROM vbds ORDER BY domain, device'),
+    vbd: p('SELECT * FROM vbds WHERE domain = ? AND device = ?'),
+    vbdVdIds: p('SELECT DISTINCT vd_id FROM vbds WHERE vd_id IS NOT NULL'),
+    insertVbd: p('INSERT INTO vbds (domain, device, mode, source_kind, vd_id, phy_path, phy_size, '
+      + 'created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    deleteVbd: p('DELETE FROM vbds WHERE id = ?'),
+    rangesAll: p('SELECT * FROM vbd_ranges ORDER BY vbd_id, seq'),
+    rangesOf: p('SELECT * FROM vbd_ranges WHERE vbd_id = ? ORDER BY seq'),
+    insertRange: p('INSERT INTO vbd_ranges (vbd_id, seq, path, offset, length) '
+      + 'VALUES (?, ?, ?, ?, ?)'),
+    servers: p('SELECT * FROM servers ORDER BY id'),
+    server: p('SELECT * FROM servers WHERE id = ?'),
+    insertServer: p('INSERT INTO servers (pid, pid_start_time, heartbeat_at, started_at) '
+      + 'VALUES (?, ?, ?, ?)'),
+    heartbeat: p('UPDATE servers SET heartbeat_at = ? WHERE id = ?'),
+    deleteServer: p('DELETE FROM servers WHERE id = ?'),
+    leases: p('SELECT * FROM leases ORDER BY server_id, vd_id'),
+    upsertLease: p('INSERT INTO leases (server_id, vd_id, generation) VALUES (?, ?, ?) '
+      + 'ON CONFLICT (server_id, vd_id) DO UPDATE SET generation = excluded.generation'),
+    deleteLease: p('DELETE FROM leases WHERE server_id = ? AND vd_id = ?'),
+  };
+}
+
+type Statements = ReturnType<typeof prepareAll>;
+
+function invalid(message: string): never {
+  throw new UsageError('ERR_CATALOG_INVALID', message);
+}
+
+function checkSize(op: string, size: number): void {
+  if (!Number.isSafeInteger(size) || size <= 0) {
+    invalid(`${op}: size must be a positive whole number of bytes: ${size}`);
+  }
+}
+
+function checkSeconds(op: string, seconds: number): void {
+  if (!Number.isSafeInteger(seconds) || seconds < 0) {
+    invalid(`${op}: expiry must be a whole number of seconds >= 0: ${seconds}`);
+  }
+}
+
+function toMember(row: MemberRow): Member {
+  return {
+    id: row.id, path: row.path, kind: row.kind, sizeBytes: row.size_bytes,
+    extentSize: row.extent_size, extentCount: row.extent_count, identity: row.identity,
+    addedAt: row.added_at,
+  };
+}
+
+function toRun(row: FreeRow): Run {
+  return { memberId: row.member_id, firstExtent: row.first_extent, extentCount: row.extent_count };
+}
+
+function rangesOverlap(a: ByteRange, b: ByteRange): boolean {
+  return a.path === b.path && a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+}
+
+function describeRange(r: ByteRange): string {
+  return `${r.path} [${r.offset}, ${r.offset + r.length})`;
+}
+
+function sourceText(source: VbdSource): string {
+  if (source.kind === 'vd') return `vd:${source.vdId}`;
+  if (source.kind === 'phy') return `phy:${source.path}`;
+  return 'extents:' + source.extents.map((e) => `${e.path}:${e.offset}+${e.length}`).join(',');
+}
+
+/** A range owner for the sharing check: a VBD, or the VDs living on a pool member. */
+interface Holder {
+  label: string;
+  mode: 'r' | 'w';
+  ranges: ByteRange[];
+}
+
+class CatalogImpl implements Catalog {
+  readonly path: string;
+  readonly schemaVersion: number;
+  private readonly db: Db;
+  private readonly st: Statements;
+  private readonly now: () => number;
+
+  constructor(file: string, db: Db, version: number, now: () => number) {
+    this.path = file;
+    this.db = db;
+    this.schemaVersion = version;
+    this.now = now;
+    this.st = prepareAll(db);
+  }
+
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private all<T>(stmt: Database.Statement, ...args: unknown[]): T[] {
+    return stmt.all(...args) as T[];
+  }
+
+  private get<T>(stmt: Database.Statement, ...args: unknown[]): T | undefined {
+    return stmt.get(...args) as T | undefined;
+  }
+
+  // --- members ---
+
+  formatMember(input: MemberInput): Member {
+    const kind: MemberKind = input.kind === 'block' ? 'device' : input.kind;
+    const { path: file, sizeBytes, extentSize, identity } = input;
+    if (typeof file !== 'string' || file === '') invalid('format: the path is empty');
+    if (typeof identity !== 'string' || identity === '') invalid('format: the identity is empty');
+    if (kind !== 'file' && kind !== 'device') invalid(`format: unknown member kind: ${kind}`);
+    if (!Number.isSafeInteger(extentSize) || extentSize % 512 !== 0
+      || extentSize < LIMITS.extentSizeMin || extentSize > LIMITS.extentSizeMax) {
+      invalid(`format: extent size must be a multiple of 512 between ${LIMITS.extentSizeMin} `
+        + `and ${LIMITS.extentSizeMax} bytes: ${extentSize}`);
+    }
+    checkSize('format', sizeBytes);
+    const extentCount = Math.floor(sizeBytes / extentSize);
+    if (extentCount < 1) {
+      invalid(`format: ${file}: ${sizeBytes} bytes is smaller than one extent (${extentSize})`);
+    }
+    return this.tx(() => {
+      const byPath = this.get<MemberRow>(this.st.memberByPath, file);
+      if (byPath !== undefined) this.duplicate(`${file} is already pool member ${byPath.id}`);
+      const byId = this.get<MemberRow>(this.st.memberByIdentity, identity);
+      if (byId !== undefined) {
+        this.duplicate(`${file} is the same ${kind} as pool member ${byId.id} (${byId.path})`);
+      }
+      const info = this.st.insertMember.run(file, kind, sizeBytes, extentSize, extentCount,
+        identity, this.now());
+      const id = Number(info.lastInsertRowid);
+      this.st.insertFree.run(id, 0, extentCount);
+      return toMember(this.get<MemberRow>(this.st.memberById, id)!);
+    });
+  }
+
+  private duplicate(detail: string): never {
+    throw new UsageError('ERR_CATALOG_MEMBER_DUPLICATE', `format: ${detail}`);
+  }
+
+  listMembers(): Member[] {
+    return this.all<MemberRow>(this.st.members).map(toMember);
+  }
+
+  getMember(idOrPath: number | string): Member | null {
+    const row = typeof idOrPath === 'number'
+      ? this.get<MemberRow>(this.st.memberById, idOrPath)
+      : this.get<MemberRow>(this.st.memberByPath, idOrPath);
+    return row === undefined ? null : toMember(row);
+  }
+
+  private memberMap(): Map<number, MemberRow> {
+    return new Map(this.all<MemberRow>(this.st.members).map((m) => [m.id, m]));
+  }
+
+  // --- VD reads ---
+
+  private isDead(row: VdRow, now: number): boolean {
+    return row.expires_at !== null && row.expires_at <= now;
+  }
+
+  private stateOf(row: VdRow, now: number, pending: Set<number>): VdState {
+    if (this.isDead(row, now)) return row.state === 'deleted' ? 'deleted' : 'expired';
+    return pending.has(row.id) ? 'zeroing' : 'live';
+  }
+
+  private pendingSet(): Set<number> {
+    return new Set(this.all<{ vd_id: number }>(this.st.pendingVds).map((r) => r.vd_id));
+  }
+
+  private summary(row: VdRow, allocated: number, now: number, pending: Set<number>): VdSummary {
+    return {
+      id: row.id, name: row.name, size: row.size_bytes, allocatedBytes: allocated,
+      expiresAt: row.expires_at, createdAt: row.created_at, generation: row.generation,
+      state: this.stateOf(row, now, pending),
+    };
+  }
+
+  private vdRow(op: string, id: number): VdRow {
+    if (!Number.isSafeInteger(id)) throw new UsageError('ERR_VD_UNKNOWN', `${op}: no VD ${id}`);
+    const row = this.get<VdRow>(this.st.vd, id);
+    if (row === undefined) throw new UsageError('ERR_VD_UNKNOWN', `${op}: no VD ${id}`);
+    return row;
+  }
+
+  private liveVdRow(op: string, id: number, now: number): VdRow {
+    const row = this.vdRow(op, id);
+    if (this.isDead(row, now)) {
+      const how = row.state === 'deleted' ? 'deleted' : 'expired';
+      throw new UsageError('ERR_VD_DELETED', `${op}: VD ${id} is ${how} (undelete it first)`);
+    }
+    return row;
+  }
+
+  private runsOf(vdId: number): Run[] {
+    return this.all<RunRow>(this.st.runsOf, vdId).map(toRun);
+  }
+
+  private extentsOf(vdId: number, members: Map<number, MemberRow>): VdExtent[] {
+    return this.runsOf(vdId).map((run) => {
+      const m = members.get(run.memberId)!;
+      return {
+        memberId: m.id, path: m.path, offset: run.firstExtent * m.extent_size,
+        length: run.extentCount * m.extent_size,
+      };
+    });
+  }
+
+  private detail(id: number): VdDetail {
+    const row = this.vdRow('show', id);
+    const members = this.memberMap();
+    const extents = this.extentsOf(id, members);
+    const allocated = extents.reduce((sum, e) => sum + e.length, 0);
+    return { ...this.summary(row, allocated, this.now(), this.pendingSet()), extents };
+  }
+
+  getVd(id: number): VdDetail {
+    return this.detail(id);
+  }
+
+  listVds(options: { all?: boolean } = {}): VdSummary[] {
+    const now = this.now();
+    const pending = this.pendingSet();
+    const allocated = new Map(this.all<{ vd_id: number; bytes: number }>(this.st.allocatedAll)
+      .map((r) => [r.vd_id, r.bytes]));
+    return this.all<VdRow>(this.st.vds)
+      .filter((row) => options.all === true || !this.isDead(row, now))
+      .map((row) => this.summary(row, allocated.get(row.id) ?? 0, now, pending));
+  }
+
+  // --- allocation ---
+
+  /** VD ids whose extents must stay put although dead: leased by a live server, or attached. */
+  private heldVdIds(now: number): Set<number> {
+    const held = new Set(this.all<{ vd_id: number }>(this.st.vbdVdIds).map((r) => r.vd_id));
+    for (const lease of this.liveLeasesAt(now)) held.add(lease.vdId);
+    return held;
+  }
+
+  /** Extents under phy:/extent VBDs, mapped onto members by path. */
+  private blockedRuns(members: Map<number, MemberRow>): Run[] {
+    const byPath = new Map([...members.values()].map((m) => [m.path, m]));
+    const blocked: Run[] = [];
+    for (const vbd of this.all<VbdRow>(this.st.vbds)) {
+      if (vbd.source_kind === 'vd') continue;
+      for (const range of this.rangesOfVbd(vbd)) {
+        const m = byPath.get(range.path);
+        if (m === undefined) continue;
+        const first = Math.floor(range.offset / m.extent_size);
+        const end = Math.min(Math.ceil((range.offset + range.length) / m.extent_size),
+          m.extent_count);
+        if (end > first) blocked.push({ memberId: m.id, firstExtent: first, extentCount: end - first });
+      }
+    }
+    return blocked;
+  }
+
+  private allocationRequest(sizeBytes: number, onMemberId: number | null, now: number):
+    { request: AllocationRequest; heldDead: DeadVd[] } {
+    const members = this.memberMap();
+    const held = this.heldVdIds(now);
+    const deadVds: DeadVd[] = [];
+    const heldDead: DeadVd[] = [];
+    for (const row of this.all<VdRow>(this.st.deadVds, now)) {
+      const dead = { vdId: row.id, expiresAt: row.expires_at!, runs: this.runsOf(row.id) };
+      if (dead.runs.length === 0) continue;
+      (held.has(row.id) ? heldDead : deadVds).push(dead);
+    }
+    const request: AllocationRequest = {
+      sizeBytes,
+      extentSizes: new Map([...members.values()].map((m) => [m.id, m.extent_size])),
+      freeRuns: this.all<FreeRow>(this.st.freeRuns).map(toRun),
+      deadVds,
+      blocked: this.blockedRuns(members),
+      onMemberId,
+    };
+    return { request, heldDead };
+  }
+
+  private noSpace(op: string, request: AllocationRequest, heldDead: DeadVd[]): never {
+    const avail = availableBytes(request);
+    const free = avail.neverUsed + avail.reclaimable;
+    const heldBytes = availableBytes({ ...request, freeRuns: [], deadVds: heldDead }).reclaimable;
+    const where = request.onMemberId === null ? '' : ` on member ${request.onMemberId}`;
+    let message = `${op}: not enough space${where}: need ${request.sizeBytes} bytes `
+      + `(${humanBytes(request.sizeBytes)}), free ${free} bytes (${humanBytes(free)}: `
+      + `never used ${avail.neverUsed}, reclaimable ${avail.reclaimable})`;
+    if (heldBytes > 0) {
+      message += `; ${heldBytes} bytes (${humanBytes(heldBytes)}) of deleted disks are held by `
+        + 'exports still being drained or attached VBDs';
+    }
+    throw new UsageError('ERR_VD_NO_SPACE', message);
+  }
+
+  /** Allocates and records `sizeBytes` more for vdId, appending after its runs. */
+  private allocateFor(op: string, vdId: number, sizeBytes: number, onMemberId: number | null,
+    isZero: boolean, now: number): void {
+    const { request, heldDead } = this.allocationRequest(sizeBytes, onMemberId, now);
+    const plan = allocate(request);
+    if (plan === null) this.noSpace(op, request, heldDead);
+    const touched = new Set(plan.fromFree.map((r) => r.memberId));
+    for (const memberId of touched) {
+      const current = this.all<FreeRow>(this.st.freeRunsOf, memberId).map(toRun);
+      const left = freeAfter(current, plan.fromFree.filter((r) => r.memberId === memberId));
+      this.st.deleteFreeOf.run(memberId);
+      for (const r of left) this.st.insertFree.run(r.memberId, r.firstExtent, r.extentCount);
+    }
+    for (const dead of plan.fromDead) {
+      this.st.deleteRunsOf.run(dead.vdId);
+      dead.remaining.forEach((r, seq) => {
+        this.st.insertRun.run(dead.vdId, seq, r.memberId, r.firstExtent, r.extentCount);
+      });
+      for (const r of dead.taken) {
+        this.st.insertLoss.run(dead.vdId, r.memberId, r.firstExtent, r.extentCount, vdId, now);
+      }
+      this.st.deletePendingOf.run(dead.vdId);
+      this.st.bumpVd.run(dead.vdId);
+    }
+    let seq = (this.get<{ seq: number }>(this.st.maxSeq, vdId)!.seq) + 1;
+    for (const r of plan.runs) {
+      this.st.insertRun.run(vdId, seq++, r.memberId, r.firstExtent, r.extentCount);
+      if (isZero) this.st.insertPending.run(vdId, r.memberId, r.firstExtent, r.extentCount);
+    }
+  }
+
+  private resolveMemberId(op: string, onMember: number | string | null | undefined): number | null {
+    if (onMember === undefined || onMember === null) return null;
+    const m = this.getMember(onMember);
+    if (m === null) {
+      throw new UsageError('ERR_CATALOG_MEMBER_UNKNOWN', `${op}: no pool member ${onMember}`);
+    }
+    return m.id;
+  }
+
+  private expiryAt(seconds: number | undefined, now: number): number | null {
+    return seconds === undefined || seconds === 0 ? null : now + seconds * 1000;
+  }
+
+  createVd(input: CreateVdInput): VdDetail {
+    checkSize('create', input.size);
+    if (input.expiresInS !== undefined) checkSeconds('create', input.expiresInS);
+    const name = input.name ?? null;
+    if (name !== null && (typeof name !== 'string' || name.length > LIMITS.vdNameLengthMax)) {
+      invalid(`create: the name must be at most ${LIMITS.vdNameLengthMax} characters`);
+    }
+    const id = this.tx(() => {
+      const now = this.now();
+      const onMemberId = this.resolveMemberId('create', input.onMember);
+      const info = this.st.insertVd.run(name, input.size, this.expiryAt(input.expiresInS, now), now);
+      const vdId = Number(info.lastInsertRowid);
+      this.allocateFor('create', vdId, input.size, onMemberId, input.zero !== false, now);
+      return vdId;
+    });
+    return this.detail(id);
+  }
+
+  enlargeVd(id: number, newSize: number, options: { zero?: boolean } = {}): VdDetail {
+    checkSize('enlarge', newSize);
+    this.tx(() => {
+      const now = this.now();
+      const row = this.liveVdRow('enlarge', id, now);
+      if (newSize < row.size_bytes) {
+        throw new UsageError('ERR_VD_SHRINK', `enlarge: VD ${id}: ${newSize} bytes is smaller `
+          + `than its size ${row.size_bytes} (xvd never shrinks a disk)`);
+      }
+      const sizes = new Map([...this.memberMap().values()].map((m) => [m.id, m.extent_size]));
+      const allocated = runsBytes(this.runsOf(id), sizes);
+      if (newSize > allocated) {
+        this.allocateFor('enlarge', id, newSize - allocated, null, options.zero !== false, now);
+      }
+      this.st.setVdSize.run(newSize, id);
+    });
+    return this.detail(id);
+  }
+
+  refreshVd(id: number, expiresInS: number): VdSummary {
+    checkSeconds('refresh', expiresInS);
+    this.tx(() => {
+      const now = this.now();
+      this.liveVdRow('refresh', id, now);
+      this.st.setVdExpiry.run(this.expiryAt(expiresInS, now), 'active', id);
+    });
+    return this.summaryOf(id);
+  }
+
+  deleteVd(id: number): VdSummary {
+    this.tx(() => {
+      const now = this.now();
+      this.liveVdRow('delete', id, now);
+      this.st.setVdExpiry.run(now, 'deleted', id);
+    });
+    return this.summaryOf(id);
+  }
+
+  undeleteVd(id: number, expiresInS = 0): VdSummary {
+    checkSeconds('undelete', expiresInS);
+    this.tx(() => {
+      const now = this.now();
+      this.vdRow('undelete', id);
+      const losses = this.all<FreeRow & { path: string; taken_by: number }>(this.st.lossesOf, id);
+      if (losses.length > 0) {
+        const shown = losses.slice(0, 4).map((l) => `extents [${l.first_extent}, `
+          + `${l.first_extent + l.extent_count}) of ${l.path} went to VD ${l.taken_by}`);
+        const more = losses.length > 4 ? `, and ${losses.length - 4} more runs` : '';
+        throw new UsageError('ERR_VD_REUSED', `undelete: VD ${id} cannot come back: `
+          + `${shown.join('; ')}${more}`);
+      }
+      this.st.setVdExpiry.run(this.expiryAt(expiresInS, now), 'active', id);
+    });
+    return this.summaryOf(id);
+  }
+
+  private summaryOf(id: number): VdSummary {
+    const { extents: _extents, ...summary } = this.detail(id);
+    void _extents;
+    return summary;
+  }
+
+  freeSpace(): FreeSpace {
+    const now = this.now();
+    const { request, heldDead } = this.allocationRequest(1, null, now);
+    const members: MemberFree[] = this.listMembers().map((m) => {
+      const only = { ...request, onMemberId: m.id };
+      const avail = availableBytes(only);
+      const held = availableBytes({ ...only, freeRuns: [], deadVds: heldDead }).reclaimable;
+      const blocked = runsBytes(request.blocked.filter((b) => b.memberId === m.id),
+        request.extentSizes);
+      const heldBytes = held + blocked;
+      return {
+        memberId: m.id, path: m.path, extentSize: m.extentSize, extentCount: m.extentCount,
+        neverUsedExtents: avail.neverUsed / m.extentSize, neverUsedBytes: avail.neverUsed,
+        reclaimableExtents: avail.reclaimable / m.extentSize, reclaimableBytes: avail.reclaimable,
+        heldExtents: heldBytes / m.extentSize, heldBytes,
+      };
+    });
+    const sum = (f: (m: MemberFree) => number) => members.reduce((s, m) => s + f(m), 0);
+    const neverUsedBytes = sum((m) => m.neverUsedBytes);
+    const reclaimableBytes = sum((m) => m.reclaimableBytes);
+    return {
+      members, neverUsedBytes, reclaimableBytes, heldBytes: sum((m) => m.heldBytes),
+      totalBytes: neverUsedBytes + reclaimableBytes,
+    };
+  }
+
+  check(): string[] {
+    return this.db.transaction(() => checkCatalog({
+      members: this.all<MemberRow>(this.st.members),
+      freeRuns: this.all<FreeRow>(this.st.freeRuns),
+      vds: this.all<VdRow>(this.st.vds),
+      runs: this.all<RunRow>(this.st.allRuns),
+      pending: this.all<FreeRow & { vd_id: number }>(this.st.pendingAll),
+      now: this.now(),
+    })).deferred();
+  }
+
+  // --- zeroing ---
+
+  pendingZeroing(): PendingZero[] {
+    type Row = FreeRow & { vd_id: number; path: string; kind: MemberKind; extent_size: number };
+    return this.all<Row>(this.st.pendingAll).map((r) => ({
+      vdId: r.vd_id, memberId: r.member_id, path: r.path, kind: r.kind,
+      offset: r.first_extent * r.extent_size, length: r.extent_count * r.extent_size,
+    }));
+  }
+
+  hasPendingZero(vdId: number): boolean {
+    return this.get<{ n: number }>(this.st.pendingOf, vdId)!.n > 0;
+  }
+
+  completeZeroing(vdId: number): void {
+    this.tx(() => {
+      this.vdRow('zero', vdId);
+      this.st.deletePendingOf.run(vdId);
+      this.st.bumpVd.run(vdId);
+    });
+  }
+
+  // --- vbds ---
+
+  private rangesOfVbd(vbd: VbdRow): ByteRange[] {
+    if (vbd.source_kind === 'phy') {
+      return [{ path: vbd.phy_path!, offset: 0, length: vbd.phy_size! }];
+    }
+    if (vbd.source_kind === 'extents') {
+      return this.all<RangeRow>(this.st.rangesOf, vbd.id)
+        .map((r) => ({ path: r.path, offset: r.offset, length: r.length }));
+    }
+    return this.extentsOf(vbd.vd_id!, this.memberMap())
+      .map((e) => ({ path: e.path, offset: e.offset, length: e.length }));
+  }
+
+  private sourceOf(vbd: VbdRow): VbdSource {
+    if (vbd.source_kind === 'vd') return { kind: 'vd', vdId: vbd.vd_id! };
+    if (vbd.source_kind === 'phy') return { kind: 'phy', path: vbd.phy_path!, sizeBytes: vbd.phy_size! };
+    return { kind: 'extents', extents: this.rangesOfVbd(vbd) };
+  }
+
+  private toVbd(row: VbdRow): Vbd {
+    const source = this.sourceOf(row);
+    return {
+      domain: row.domain, device: row.device, mode: row.mode, source,
+      sourceText: sourceText(source), createdAt: row.created_at,
+    };
+  }
+
+  private checkVbdInput(input: AddVbdInput): void {
+    const { domain, device, mode, source } = input;
+    if (!Number.isSafeInteger(domain) || domain < 0) invalid(`vbd add: bad domain: ${domain}`);
+    if (typeof device !== 'string' || device === '' || device.length > LIMITS.deviceNameLengthMax
+      || device.includes('/')) {
+      invalid(`vbd add: bad device name: ${device}`);
+    }
+    if (mode !== 'r' && mode !== 'w') invalid(`vbd add: mode must be r or w: ${String(mode)}`);
+    if (source.kind === 'phy') {
+      if (source.path === '') invalid('vbd add: phy: path is empty');
+      checkSize('vbd add', source.sizeBytes);
+    } else if (source.kind === 'extents') {
+      if (source.extents.length === 0 || source.extents.length > LIMITS.catalogVbdRangesMax) {
+        invalid(`vbd add: an extent list holds 1 to ${LIMITS.catalogVbdRangesMax} ranges`);
+      }
+      for (const e of source.extents) {
+        if (!Number.isSafeInteger(e.offset) || e.offset < 0) invalid(`vbd add: bad offset ${e.offset}`);
+        checkSize('vbd add', e.length);
+      }
+    }
+  }
+
+  /** Every current range holder: VBDs, and for each member the live VDs on it (writers). */
+  private holders(now: number): Holder[] {
+    const holders: Holder[] = this.all<VbdRow>(this.st.vbds).map((vbd) => ({
+      label: `VBD ${vbd.domain}/${vbd.device} (${vbd.mode})`, mode: vbd.mode,
+      ranges: this.rangesOfVbd(vbd),
+    }));
+    const members = this.memberMap();
+    for (const row of this.all<VdRow>(this.st.vds)) {
+      if (this.isDead(row, now)) continue;
+      holders.push({
+        label: `pool VD ${row.id}`, mode: 'w',
+        ranges: this.extentsOf(row.id, members)
+          .map((e) => ({ path: e.path, offset: e.offset, length: e.length })),
+      });
+    }
+    return holders;
+  }
+
+  /** Refuses when a pair of overlapping holders has more writers than the expert level. */
+  private checkSharing(mine: Holder, others: Holder[], expert: 0 | 1 | 2): void {
+    for (const other of others) {
+      for (const a of mine.ranges) {
+        const b = other.ranges.find((r) => rangesOverlap(a, r));
+        if (b === undefined) continue;
+        const writers = (mine.mode === 'w' ? 1 : 0) + (other.mode === 'w' ? 1 : 0);
+        if (writers <= expert) continue;
+        throw new UsageError('ERR_VBD_SHARING', `vbd add: ${mine.label} would share `
+          + `${describeRange(a)} with ${other.label} at ${describeRange(b)}: needs expert level `
+          + `${writers}, have ${expert}`);
+      }
+    }
+  }
+
+  addVbd(input: AddVbdInput): Vbd {
+    this.checkVbdInput(input);
+    const { domain, device, mode, source } = input;
+    return this.tx(() => {
+      const now = this.now();
+      if (this.get<VbdRow>(this.st.vbd, domain, device) !== undefined) {
+        throw new UsageError('ERR_VBD_EXISTS', `vbd add: domain ${domain} already has ${device}`);
+      }
+      let ranges: ByteRange[];
+      let vdId: number | null = null;
+      if (source.kind === 'vd') {
+        this.liveVdRow('vbd add', source.vdId, now);
+        vdId = source.vdId;
+        ranges = this.extentsOf(vdId, this.memberMap())
+          .map((e) => ({ path: e.path, offset: e.offset, length: e.length }));
+      } else if (source.kind === 'phy') {
+        ranges = [{ path: source.path, offset: 0, length: source.sizeBytes }];
+      } else {
+        ranges = source.extents.map((e) => ({ ...e }));
+      }
+      const others = this.holders(now).filter((h) => h.label !== `pool VD ${vdId}`);
+      const mine: Holder = { label: `VBD ${domain}/${device} (${mode})`, mode, ranges };
+      this.checkSharing(mine, others, input.expert ?? 0);
+      const info = this.st.insertVbd.run(domain, device, mode, source.kind, vdId,
+        source.kind === 'phy' ? source.path : null,
+        source.kind === 'phy' ? source.sizeBytes : null, now);
+      const id = Number(info.lastInsertRowid);
+      if (source.kind === 'extents') {
+        ranges.forEach((r, seq) => this.st.insertRange.run(id, seq, r.path, r.offset, r.length));
+      }
+      return this.toVbd(this.get<VbdRow>(this.st.vbd, domain, device)!);
+    });
+  }
+
+  removeVbd(domain: number, device: string): void {
+    this.tx(() => {
+      const row = this.get<VbdRow>(this.st.vbd, domain, device);
+      if (row === undefined) {
+        throw new UsageError('ERR_VBD_UNKNOWN', `vbd remove: domain ${domain} has no ${device}`);
+      }
+      this.st.deleteVbd.run(row.id);
+    });
+  }
+
+  listVbds(): Vbd[] {
+    return this.all<VbdRow>(this.st.vbds).map((row) => this.toVbd(row));
+  }
+
+  resolveVbd(domain: number, device: string): ResolvedVbd {
+    return this.db.transaction(() => {
+      const row = this.get<VbdRow>(this.st.vbd, domain, device);
+      if (row === undefined) {
+        throw new UsageError('ERR_VBD_UNKNOWN', `vbd: domain ${domain} has no ${device}`);
+      }
+      const base = { domain, device, mode: row.mode };
+      if (row.source_kind !== 'vd') {
+        const extents = this.rangesOfVbd(row);
+        const size = extents.reduce((s, e) => s + e.length, 0);
+        return { ...base, size, vdId: null, generation: 0, isDangling: false, extents };
+      }
+      const vd = this.get<VdRow>(this.st.vd, row.vd_id!)!;
+      const isDangling = this.isDead(vd, this.now()) || this.hasPendingZero(vd.id);
+      const extents = isDangling ? [] : trimTo(this.rangesOfVbd(row), vd.size_bytes);
+      return {
+        ...base, size: vd.size_bytes, vdId: vd.id, generation: vd.generation, isDangling, extents,
+      };
+    }).deferred();
+  }
+
+  dataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
+  }
+
+  // --- fencing ---
+
+  private isServerAlive(row: ServerRow, now: number): boolean {
+    return row.heartbeat_at > now - LIMITS.leaseTtlMs && isProcessAlive(row.pid, row.pid_start_time);
+  }
+
+  private liveLeasesAt(now: number): Lease[] {
+    const alive = new Set(this.all<ServerRow>(this.st.servers)
+      .filter((s) => this.isServerAlive(s, now)).map((s) => s.id));
+    return this.all<{ server_id: number; vd_id: number; generation: number }>(this.st.leases)
+      .filter((l) => alive.has(l.server_id))
+      .map((l) => ({ serverId: l.server_id, vdId: l.vd_id, generation: l.generation }));
+  }
+
+  registerServer(): number {
+    return this.tx(() => {
+      const now = this.now();
+      for (const s of this.all<ServerRow>(this.st.servers)) {
+        if (!this.isServerAlive(s, now)) this.st.deleteServer.run(s.id);
+      }
+      const start = processStartTime(process.pid);
+      const info = this.st.insertServer.run(process.pid, start, now, now);
+      return Number(info.lastInsertRowid);
+    });
+  }
+
+  private serverRow(op: string, serverId: number): ServerRow {
+    const row = this.get<ServerRow>(this.st.server, serverId);
+    if (row === undefined) {
+      throw new EmuError('ERR_CATALOG_SERVER_UNKNOWN', `${op}: no registered server ${serverId}`);
+    }
+    return row;
+  }
+
+  heartbeat(serverId: number): void {
+    this.tx(() => {
+      this.serverRow('heartbeat', serverId);
+      this.st.heartbeat.run(this.now(), serverId);
+    });
+  }
+
+  unregisterServer(serverId: number): void {
+    this.tx(() => {
+      this.st.deleteServer.run(serverId);
+    });
+  }
+
+  acquireLease(serverId: number, vdId: number): Lease {
+    return this.tx(() => {
+      const now = this.now();
+      this.serverRow('lease', serverId);
+      const vd = this.liveVdRow('lease', vdId, now);
+      this.st.heartbeat.run(now, serverId);
+      this.st.upsertLease.run(serverId, vdId, vd.generation);
+      return { serverId, vdId, generation: vd.generation };
+    });
+  }
+
+  releaseLease(serverId: number, vdId: number): void {
+    this.tx(() => {
+      this.st.deleteLease.run(serverId, vdId);
+    });
+  }
+
+  liveLeases(): Lease[] {
+    return this.liveLeasesAt(this.now());
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+/** Cuts ranges (virtual order) so that their lengths add up to exactly `size`. */
+function trimTo(ranges: ByteRange[], size: number): ByteRange[] {
+  const out: ByteRange[] = [];
+  let left = size;
+  for (const r of ranges) {
+    if (left <= 0) break;
+    const length = Math.min(r.length, left);
+    out.push({ ...r, length });
+    left -= length;
+  }
+  assert(left === 0, 'resolve: a live VD holds fewer bytes than its size');
+  return out;
+}
+
+export function openCatalogImpl(file: string, options: OpenOptions): Catalog {
+  const { db, version } = openDatabase(file, options.create !== false, options.readonly === true);
+  return new CatalogImpl(file, db, version, options.now ?? Date.now);
+}

@@ -1,0 +1,119 @@
+/**
+ * check: the catalog's fsck, a pure function over its rows. Per member, the free runs and every
+ * VD's runs (live or dead: a dead VD keeps its extents until the allocator takes them) must
+ * partition [0, extent_count) exactly: no extent owned twice, none outside the member, none
+ * lost. A live VD must hold at least its size; pending zeroing must lie inside its VD's runs.
+ */
+export interface CheckInput {
+  members: { id: number; path: string; size_bytes: number; extent_size: number;
+    extent_count: number }[];
+  freeRuns: { member_id: number; first_extent: number; extent_count: number }[];
+  vds: { id: number; size_bytes: number; expires_at: number | null }[];
+  runs: { vd_id: number; seq: number; member_id: number; first_extent: number;
+    extent_count: number }[];
+  pending: { vd_id: number; member_id: number; first_extent: number; extent_count: number }[];
+  now: number;
+}
+
+interface Owned {
+  first: number;
+  end: number;
+  owner: string;
+}
+
+function checkMembers(input: CheckInput, faults: string[]): void {
+  for (const m of input.members) {
+    if (m.extent_count !== Math.floor(m.size_bytes / m.extent_size)) {
+      faults.push(`member ${m.id} (${m.path}): extent count ${m.extent_count} does not match `
+        + `${m.size_bytes} bytes / ${m.extent_size}`);
+    }
+  }
+}
+
+function ownedByMember(input: CheckInput): Map<number, Owned[]> {
+  const owned = new Map<number, Owned[]>();
+  const add = (memberId: number, first: number, count: number, owner: string) => {
+    const list = owned.get(memberId) ?? [];
+    list.push({ first, end: first + count, owner });
+    owned.set(memberId, list);
+  };
+  for (const f of input.freeRuns) add(f.member_id, f.first_extent, f.extent_count, 'free');
+  for (const r of input.runs) add(r.member_id, r.first_extent, r.extent_count, `VD ${r.vd_id}`);
+  return owned;
+}
+
+function checkOwnership(input: CheckInput, faults: string[]): void {
+  const owned = ownedByMember(input);
+  const members = new Map(input.members.map((m) => [m.id, m]));
+  for (const memberId of owned.keys()) {
+    if (!members.has(memberId)) faults.push(`runs name member ${memberId}, which does not exist`);
+  }
+  for (const m of input.members) {
+    const list = (owned.get(m.id) ?? []).sort((a, b) => a.first - b.first);
+    let cursor = 0;
+    let previous: Owned | null = null;
+    for (const o of list) {
+      if (o.first < cursor && previous !== null) {
+        faults.push(`member ${m.id} (${m.path}): extents [${o.first}, ${Math.min(cursor, o.end)}) `
+          + `are owned by both ${previous.owner} and ${o.owner}`);
+      } else if (o.first > cursor) {
+        faults.push(`member ${m.id} (${m.path}): extents [${cursor}, ${o.first}) are lost `
+          + '(neither free nor owned by a VD)');
+      }
+      if (o.end > cursor) {
+        cursor = o.end;
+        previous = o;
+      }
+    }
+    if (cursor > m.extent_count) {
+      faults.push(`member ${m.id} (${m.path}): runs reach extent ${cursor}, past its `
+        + `${m.extent_count} extents`);
+    } else if (cursor < m.extent_count) {
+      faults.push(`member ${m.id} (${m.path}): extents [${cursor}, ${m.extent_count}) are lost `
+        + '(neither free nor owned by a VD)');
+    }
+  }
+}
+
+function checkVdSizes(input: CheckInput, faults: string[]): void {
+  const extentSize = new Map(input.members.map((m) => [m.id, m.extent_size]));
+  const allocated = new Map<number, number>();
+  for (const r of input.runs) {
+    const bytes = r.extent_count * (extentSize.get(r.member_id) ?? 0);
+    allocated.set(r.vd_id, (allocated.get(r.vd_id) ?? 0) + bytes);
+  }
+  const vdIds = new Set(input.vds.map((v) => v.id));
+  for (const vdId of allocated.keys()) {
+    if (!vdIds.has(vdId)) faults.push(`runs name VD ${vdId}, which does not exist`);
+  }
+  for (const vd of input.vds) {
+    const isDead = vd.expires_at !== null && vd.expires_at <= input.now;
+    const bytes = allocated.get(vd.id) ?? 0;
+    if (!isDead && bytes < vd.size_bytes) {
+      faults.push(`VD ${vd.id}: holds ${bytes} bytes of extents, less than its size `
+        + `${vd.size_bytes}`);
+    }
+  }
+}
+
+function checkPending(input: CheckInput, faults: string[]): void {
+  for (const z of input.pending) {
+    const inside = input.runs.some((r) => r.vd_id === z.vd_id && r.member_id === z.member_id
+      && r.first_extent <= z.first_extent
+      && z.first_extent + z.extent_count <= r.first_extent + r.extent_count);
+    if (!inside) {
+      faults.push(`VD ${z.vd_id}: pending zeroing of member ${z.member_id} extents `
+        + `[${z.first_extent}, ${z.first_extent + z.extent_count}) lies outside its extents`);
+    }
+  }
+}
+
+/** Every fault found, one line each; empty when the catalog is sound. */
+export function checkCatalog(input: CheckInput): string[] {
+  const faults: string[] = [];
+  checkMembers(input, faults);
+  checkOwnership(input, faults);
+  checkVdSizes(input, faults);
+  checkPending(input, faults);
+  return faults;
+}

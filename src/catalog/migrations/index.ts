@@ -1,0 +1,113 @@
+/**
+ * migrations: the catalog schema as append-only steps. Step N (1-based) moves PRAGMA user_version
+ * from N-1 to N; never edit a released step, add one. The SQL is embedded as strings so dist/
+ * needs no copy step; each step is named as its NNNN-verb-noun.sql would be.
+ */
+export interface Migration {
+  name: string;
+  sql: string;
+}
+
+const M0001_CREATE_SCHEMA = `
+CREATE TABLE members (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  path TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL CHECK (kind IN ('file', 'device')),
+  size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
+  extent_size INTEGER NOT NULL CHECK (extent_size > 0 AND extent_size % 512 = 0),
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  identity TEXT NOT NULL UNIQUE,
+  added_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE free_runs (
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  first_extent INTEGER NOT NULL CHECK (first_extent >= 0),
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  PRIMARY KEY (member_id, first_extent)
+) STRICT;
+
+CREATE TABLE vds (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT,
+  size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
+  expires_at INTEGER,
+  created_at INTEGER NOT NULL,
+  generation INTEGER NOT NULL CHECK (generation > 0),
+  state TEXT NOT NULL CHECK (state IN ('active', 'deleted'))
+) STRICT;
+CREATE INDEX vds_expires_at ON vds(expires_at);
+
+CREATE TABLE vd_runs (
+  vd_id INTEGER NOT NULL REFERENCES vds(id),
+  seq INTEGER NOT NULL CHECK (seq >= 0),
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  first_extent INTEGER NOT NULL CHECK (first_extent >= 0),
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  PRIMARY KEY (vd_id, seq)
+) STRICT;
+CREATE INDEX vd_runs_member ON vd_runs(member_id, first_extent);
+
+CREATE TABLE vd_losses (
+  vd_id INTEGER NOT NULL REFERENCES vds(id),
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  first_extent INTEGER NOT NULL,
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  taken_by INTEGER NOT NULL REFERENCES vds(id),
+  taken_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX vd_losses_vd ON vd_losses(vd_id);
+
+CREATE TABLE pending_zero (
+  vd_id INTEGER NOT NULL REFERENCES vds(id),
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  first_extent INTEGER NOT NULL,
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  PRIMARY KEY (vd_id, member_id, first_extent)
+) STRICT;
+
+CREATE TABLE vbds (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  domain INTEGER NOT NULL CHECK (domain >= 0),
+  device TEXT NOT NULL,
+  mode TEXT NOT NULL CHECK (mode IN ('r', 'w')),
+  source_kind TEXT NOT NULL CHECK (source_kind IN ('vd', 'phy', 'extents')),
+  vd_id INTEGER REFERENCES vds(id),
+  phy_path TEXT,
+  phy_size INTEGER,
+  created_at INTEGER NOT NULL,
+  UNIQUE (domain, device),
+  CHECK ((source_kind = 'vd') = (vd_id IS NOT NULL)),
+  CHECK ((source_kind = 'phy') = (phy_path IS NOT NULL))
+) STRICT;
+
+CREATE TABLE vbd_ranges (
+  vbd_id INTEGER NOT NULL REFERENCES vbds(id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  offset INTEGER NOT NULL CHECK (offset >= 0),
+  length INTEGER NOT NULL CHECK (length > 0),
+  PRIMARY KEY (vbd_id, seq)
+) STRICT;
+
+CREATE TABLE servers (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  pid INTEGER NOT NULL,
+  pid_start_time TEXT NOT NULL,
+  heartbeat_at INTEGER NOT NULL,
+  started_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE leases (
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  vd_id INTEGER NOT NULL REFERENCES vds(id),
+  generation INTEGER NOT NULL,
+  PRIMARY KEY (server_id, vd_id)
+) STRICT;
+CREATE INDEX leases_vd ON leases(vd_id);
+`;
+
+/** In order; index i holds the step to user_version i + 1. */
+export const MIGRATIONS: readonly Migration[] = [
+  { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
+];
