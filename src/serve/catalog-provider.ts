@@ -1,0 +1,338 @@
+/**
+ * serve/catalog-provider: the NBD server's ExportProvider over the catalog, with live reload and
+ * the fence that guards ARCHITECTURE invariant 2.
+ *
+ * Invariant 2: no write from any client lands on an extent after the catalog has handed that
+ * extent to another VD. The CLI and the server are separate processes sharing one SQLite file,
+ * so the guarantee is built from three pieces:
+ *
+ *   1. Leases. Before the server serves a VD it takes a lease on it in the catalog
+ *      (acquireLease, one IMMEDIATE transaction that also checks the VD is alive). The allocator
+ *      never takes extents of a dead VD that a live server still leases (inside its own IMMEDIATE
+ *      transaction), so "create" and "lease" are serialised by SQLite's write lock.
+ *   2. Fence, then drain, then release. This provider polls PRAGMA data_version (cheap: no I/O
+ *      unless another connection committed) and re-resolves every open export on a change and on
+ *      a slow tick (expiry is a matter of time, not of commits). An export whose VBD was removed,
+ *      whose VD is dead or zeroing, or whose mode changed is taken out of the table first (new
+ *      opens no longer find it), then fenced: every connection bound to it answers later requests
+ *      with NBD_ESHUTDOWN while requests in flight finish. Only when none is in flight is the
+ *      lease released, and only then can the allocator reuse the extents.
+ *   3. Liveness. A lease counts only while its server process lives (pid plus its start time
+ *      from /proc, so a recycled pid does not count). When the server dies nothing is in flight
+ *      any more, and its leases stop counting at once.
+ *
+ * An enlarged VD (same VD, higher generation, still alive) is not fenced: its old extents are
+ * still its own. The old Export stays with the connections that have it (NBD sizes are fixed at
+ * negotiation); new connections get a new Export with the new size.
+ *
+ * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
+ * authentication (domain null) every export is visible, as on any plain NBD server.
+ */
+import assert from 'node:assert';
+import { BackingPool } from '../backing/pool';
+import type { Catalog, ResolvedVbd } from '../catalog/index';
+import { openExport, type ExtentExport } from '../engine/extent-export';
+import { EmuError } from '../errors';
+import { LIMITS } from '../limits';
+import type { Logger } from '../log';
+import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
+
+/** What the provider needs of the NBD server. */
+export interface Fencer {
+  fenceExport(name: string): Promise<void>;
+}
+
+interface Entry {
+  readonly name: string;
+  readonly resolved: ResolvedVbd;
+  readonly export: ExtentExport;
+  refs: number;
+  /** out of the table: no new opens; closed when refs reach 0 (after a fence, if one ran) */
+  isRetired: boolean;
+  isClosed: boolean;
+}
+
+export interface CatalogProviderOptions {
+  catalog: Catalog;
+  log: Logger;
+  pool?: BackingPool;
+  pollMs?: number;
+  now?: () => number;
+}
+
+/** `DOMAIN/DEVICE` → parts, or null when the name is not of that shape. */
+export function parseExportName(name: string): { domain: number; device: string } | null {
+  const match = /^(\d{1,9})\/([A-Za-z0-9._-]{1,64})$/.exec(name);
+  if (match === null || match[1] === undefined || match[2] === undefined) return null;
+  return { domain: Number(match[1]), device: match[2] };
+}
+
+export class CatalogProvider implements ExportProvider {
+  private readonly catalog: Catalog;
+  private readonly log: Logger;
+  private readonly pool: BackingPool;
+  private readonly pollMs: number;
+  private readonly entries = new Map<string, Entry>();
+  /** vdId → number of entries holding its lease */
+  private readonly leaseRefs = new Map<number, number>();
+  private readonly fences = new Set<Promise<void>>();
+  private fencer: Fencer | null = null;
+  private serverId: number | null = null;
+  private timerPoll: NodeJS.Timeout | null = null;
+  private timerHeartbeat: NodeJS.Timeout | null = null;
+  private dataVersionSeen = -1;
+  private tickLast = 0;
+  private isReconciling = false;
+
+  constructor(options: CatalogProviderOptions) {
+    this.catalog = options.catalog;
+    this.log = options.log;
+    this.pool = options.pool ?? new BackingPool();
+    this.pollMs = options.pollMs ?? LIMITS.servePollMs;
+  }
+
+  /** Registers this server in the catalog and starts watching it. */
+  start(fencer: Fencer): void {
+    assert(this.serverId === null);
+    this.fencer = fencer;
+    this.serverId = this.catalog.registerServer();
+    this.dataVersionSeen = this.catalog.dataVersion();
+    this.timerPoll = setInterval(() => void this.poll(), this.pollMs);
+    this.timerPoll.unref();
+    this.timerHeartbeat = setInterval(() => this.heartbeat(), LIMITS.serveHeartbeatMs);
+    this.timerHeartbeat.unref();
+    this.log.info({ serverId: this.serverId }, 'registered in the catalog');
+  }
+
+  list(domain: Domain): ExportListing[] {
+    const listing: ExportListing[] = [];
+    for (const vbd of this.catalog.listVbds()) {
+      if (domain !== null && vbd.domain !== domain) continue;
+      listing.push({ name: `${vbd.domain}/${vbd.device}`, description: vbd.sourceText });
+    }
+    return listing;
+  }
+
+  defaultName(domain: Domain): string | null {
+    void domain;
+    return null;
+  }
+
+  async open(name: string, domain: Domain): Promise<ExportHandle | null> {
+    const parts = parseExportName(name);
+    if (parts === null) return null;
+    if (domain !== null && parts.domain !== domain) return null;
+    const existing = this.entries.get(name);
+    if (existing !== undefined && !existing.isRetired) return this.handleOf(existing);
+    const entry = await this.openEntry(name, parts.domain, parts.device);
+    return entry === null ? null : this.handleOf(entry);
+  }
+
+  /** Fences every export, releases every lease, leaves the catalog. */
+  async stop(): Promise<void> {
+    if (this.timerPoll !== null) clearInterval(this.timerPoll);
+    if (this.timerHeartbeat !== null) clearInterval(this.timerHeartbeat);
+    this.timerPoll = null;
+    this.timerHeartbeat = null;
+    await Promise.all([...this.fences]);
+    for (const entry of [...this.entries.values()]) await this.retire(entry, true);
+    if (this.serverId !== null) this.catalog.unregisterServer(this.serverId);
+    this.serverId = null;
+    await this.pool.close();
+  }
+
+  /** Names currently open (tests, logs). */
+  openNames(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  private handleOf(entry: Entry): ExportHandle {
+    entry.refs += 1;
+    let isReleased = false;
+    return {
+      export: entry.export,
+      release: () => {
+        if (isReleased) return;
+        isReleased = true;
+        entry.refs -= 1;
+        assert(entry.refs >= 0);
+        if (entry.refs === 0) void this.retire(entry, false);
+      },
+    };
+  }
+
+  private resolve(domain: number, device: string): ResolvedVbd | null {
+    try {
+      return this.catalog.resolveVbd(domain, device);
+    } catch (error) {
+      if (error instanceof EmuError) return null;
+      throw error;
+    }
+  }
+
+  private async openEntry(name: string, domain: number, device: string): Promise<Entry | null> {
+    assert(this.serverId !== null, 'open before start');
+    const resolved = this.resolve(domain, device);
+    if (resolved === null || resolved.isDangling) return null;
+    if (resolved.vdId !== null && !this.takeLease(resolved)) return null;
+    // the lease is held (or there is no VD): the extents are this VD's until we release it
+    let exp: ExtentExport;
+    try {
+      exp = await openExport({ name, description: describe(resolved), mode: resolved.mode,
+        size: resolved.size, extents: resolved.extents, pool: this.pool });
+    } catch (error) {
+      if (resolved.vdId !== null) this.dropLease(resolved.vdId);
+      this.log.error({ err: error, export: name }, 'open: backing failed');
+      return null;
+    }
+    const raced = this.entries.get(name);
+    if (raced !== undefined && !raced.isRetired) {
+      // another open of the same name finished first: use it, drop ours
+      await exp.close();
+      if (resolved.vdId !== null) this.dropLease(resolved.vdId);
+      return raced;
+    }
+    const entry: Entry = { name, resolved, export: exp, refs: 0, isRetired: false,
+      isClosed: false };
+    this.entries.set(name, entry);
+    this.log.info({ export: name, vd: resolved.vdId, size: resolved.size,
+      extents: resolved.extents.length, mode: resolved.mode }, 'export opened');
+    return entry;
+  }
+
+  /** Takes (or shares) the lease of a resolved VD; false when the VD died or changed meanwhile. */
+  private takeLease(resolved: ResolvedVbd): boolean {
+    assert(resolved.vdId !== null);
+    assert(this.serverId !== null);
+    const vdId = resolved.vdId;
+    const refs = this.leaseRefs.get(vdId) ?? 0;
+    if (refs === 0) {
+      try {
+        const lease = this.catalog.acquireLease(this.serverId, vdId);
+        if (lease.generation !== resolved.generation) {
+          this.catalog.releaseLease(this.serverId, vdId);
+          return false;
+        }
+      } catch (error) {
+        if (error instanceof EmuError) return false;
+        throw error;
+      }
+    }
+    this.leaseRefs.set(vdId, refs + 1);
+    return true;
+  }
+
+  private dropLease(vdId: number): void {
+    const refs = this.leaseRefs.get(vdId) ?? 0;
+    assert(refs > 0);
+    if (refs > 1) {
+      this.leaseRefs.set(vdId, refs - 1);
+      return;
+    }
+    this.leaseRefs.delete(vdId);
+    if (this.serverId !== null) this.catalog.releaseLease(this.serverId, vdId);
+  }
+
+  /**
+   * Takes an entry out of the table. With `isFence`, connections bound to it are fenced and
+   * drained first; the Export is closed and the lease released once nothing uses it.
+   */
+  private async retire(entry: Entry, isFence: boolean): Promise<void> {
+    if (this.entries.get(entry.name) === entry) this.entries.delete(entry.name);
+    entry.isRetired = true;
+    if (isFence && this.fencer !== null && entry.refs > 0) {
+      await this.fencer.fenceExport(entry.name);
+    }
+    if (entry.isClosed) return;
+    if (!isFence && entry.refs > 0) return;
+    entry.isClosed = true;
+    await entry.export.close().catch((error: unknown) =>
+      this.log.error({ err: error, export: entry.name }, 'close failed'));
+    if (entry.resolved.vdId !== null) this.dropLease(entry.resolved.vdId);
+  }
+
+  private heartbeat(): void {
+    if (this.serverId === null) return;
+    try {
+      this.catalog.heartbeat(this.serverId);
+    } catch (error) {
+      this.log.error({ err: error }, 'heartbeat failed');
+    }
+  }
+
+  private async poll(): Promise<void> {
+    if (this.isReconciling) return;
+    const version = this.catalog.dataVersion();
+    const now = Date.now();
+    if (version === this.dataVersionSeen && now - this.tickLast < LIMITS.serveTickMs) return;
+    this.dataVersionSeen = version;
+    this.tickLast = now;
+    this.isReconciling = true;
+    try {
+      await this.reconcile();
+    } catch (error) {
+      this.log.error({ err: error }, 'catalog reconcile failed');
+    } finally {
+      this.isReconciling = false;
+    }
+  }
+
+  /** Re-resolves every open export and fences those whose VBD or VD went away. */
+  async reconcile(): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const entry of [...this.entries.values()]) {
+      const now = this.resolve(entry.resolved.domain, entry.resolved.device);
+      const verdict = judge(entry.resolved, now);
+      if (verdict === 'keep') continue;
+      if (verdict === 'replace') {
+        // same VD, still alive (enlarged): new opens get a new Export; no fence needed
+        this.log.info({ export: entry.name }, 'export changed; new connections get the new map');
+        work.push(this.retire(entry, false));
+        continue;
+      }
+      this.log.info({ export: entry.name, vd: entry.resolved.vdId }, 'fencing export: ' + verdict);
+      const fence = this.retire(entry, true);
+      this.fences.add(fence);
+      work.push(fence.finally(() => this.fences.delete(fence)));
+    }
+    await Promise.all(work);
+  }
+}
+
+type Verdict = 'keep' | 'replace' | string;
+
+/** Whether an open export may stay as it is, be replaced for new connections, or must be fenced. */
+function judge(before: ResolvedVbd, now: ResolvedVbd | null): Verdict {
+  if (now === null) return 'VBD removed';
+  if (now.isDangling) return 'VD deleted, expired or zeroing';
+  if (now.vdId !== before.vdId) return 'VBD now maps another source';
+  if (now.mode !== before.mode) return 'VBD mode changed';
+  if (now.generation === before.generation && now.size === before.size) {
+    return sameExtents(before, now) ? 'keep' : 'VBD extents changed';
+  }
+  if (now.size < before.size) return 'VD shrank';
+  // enlarged: the old extents must be a prefix of the new ones
+  for (let index = 0; index < before.extents.length; index++) {
+    const a = before.extents[index];
+    const b = now.extents[index];
+    if (a === undefined || b === undefined) return 'VD extents changed';
+    const isLast = index === before.extents.length - 1;
+    if (a.path !== b.path || a.offset !== b.offset) return 'VD extents changed';
+    if (isLast ? b.length < a.length : b.length !== a.length) return 'VD extents changed';
+  }
+  return 'replace';
+}
+
+function sameExtents(a: ResolvedVbd, b: ResolvedVbd): boolean {
+  if (a.extents.length !== b.extents.length) return false;
+  return a.extents.every((x, index) => {
+    const y = b.extents[index];
+    return y !== undefined && x.path === y.path && x.offset === y.offset && x.length === y.length;
+  });
+}
+
+function describe(resolved: ResolvedVbd): string {
+  const source = resolved.vdId === null ? 'device' : `vd ${resolved.vdId}`;
+  const mode = resolved.mode === 'r' ? 'read-only' : 'writable';
+  return `xvd ${source}, ${mode}, domain ${resolved.domain}`;
+}

@@ -1,0 +1,130 @@
+/**
+ * serve: runs the NBD server over the catalog (`xvd serve`). Wires src/nbd's server to
+ * CatalogProvider (live catalog, leases and fences: see catalog-provider.ts), listens where asked
+ * (TCP, Unix sockets, systemd-inherited fds, or one connection on stdin/stdout), and shuts down
+ * cleanly on SIGTERM/SIGINT: stop listening, let requests in flight finish, flush, release every
+ * lease, leave the catalog, exit 0.
+ */
+import fs from 'node:fs';
+import { openCatalog } from '../catalog/index';
+import { UsageError } from '../errors';
+import { LIMITS } from '../limits';
+import { log } from '../log';
+import { createServer, listenFdsFromEnv, readPskFile, readX509Dir } from '../nbd/index';
+import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
+import { CatalogProvider } from './catalog-provider';
+
+export interface ServeOptions {
+  catalogPath: string;
+  /** TCP listeners: host and port */
+  tcp: { host: string; port: number }[];
+  /** Unix socket paths */
+  sockets: string[];
+  /** one connection on stdin/stdout, then exit */
+  isStdio: boolean;
+  tls: TlsOptions;
+  /** resolves when listening (tests, quickstart) */
+  onListening?: (addresses: (string | { address: string; port: number })[]) => void;
+}
+
+export interface RunningServe {
+  server: NbdServer;
+  provider: CatalogProvider;
+  addresses: (string | { address: string; port: number })[];
+  /** graceful stop: drain, flush, release leases, leave the catalog */
+  stop(): Promise<void>;
+}
+
+/** Builds TLS options from CLI flags. */
+export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
+  pskFile: string | undefined, isVerifyPeer: boolean): TlsOptions {
+  if (mode !== 'off' && mode !== 'on' && mode !== 'require') {
+    throw new UsageError('ERR_USAGE', `serve: --tls: expected off, on or require, not ${mode}`);
+  }
+  if (mode === 'off') return { mode };
+  if (certificatesDir === undefined && pskFile === undefined) {
+    throw new UsageError('ERR_USAGE', 'serve: --tls needs --tls-certificates DIR or --tls-psk FILE');
+  }
+  const x509 = certificatesDir === undefined ? {} : readX509Dir(certificatesDir);
+  const psk = pskFile === undefined ? {} : { psk: readPskFile(pskFile) };
+  return { mode, ...x509, ...psk, verifyClient: isVerifyPeer };
+}
+
+/** Starts serving; returns once every listener is up. */
+export async function startServe(options: ServeOptions): Promise<RunningServe> {
+  const catalog = openCatalog(options.catalogPath);
+  const provider = new CatalogProvider({ catalog, log });
+  const server = createServer({ provider, tls: options.tls, log });
+  provider.start(server);
+  const addresses: (string | { address: string; port: number })[] = [];
+  const targets: ListenTarget[] = [
+    ...listenFdsFromEnv().map((fd) => ({ fd })),
+    ...options.tcp,
+    ...options.sockets.map((socketPath) => ({ path: socketPath })),
+  ];
+  try {
+    for (const target of targets) {
+      if ('path' in target && fs.existsSync(target.path)) removeStaleSocket(target.path);
+      const address = await server.listen(target);
+      addresses.push(typeof address === 'string' ? address
+        : { address: address.address, port: address.port });
+    }
+  } catch (error) {
+    await server.close({ graceMs: 0 });
+    await provider.stop();
+    catalog.close();
+    throw error;
+  }
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await server.close({ graceMs: LIMITS.nbdCloseGraceMs });
+      await provider.stop();
+      catalog.close();
+      for (const socketPath of options.sockets) fs.rmSync(socketPath, { force: true });
+    })();
+    return stopping;
+  };
+  options.onListening?.(addresses);
+  return { server, provider, addresses, stop };
+}
+
+/** A Unix socket path left by a dead server is removed; anything else there is refused. */
+function removeStaleSocket(socketPath: string): void {
+  if (!fs.statSync(socketPath).isSocket()) {
+    throw new UsageError('ERR_USAGE', `serve: --socket: ${socketPath} exists and is not a socket`);
+  }
+  fs.rmSync(socketPath);
+}
+
+/**
+ * Runs until SIGTERM/SIGINT (or, in stdio mode, until the one connection ends). Returns the exit
+ * code: 0 after a clean shutdown.
+ */
+export async function runServeUntilSignal(options: ServeOptions): Promise<number> {
+  if (options.isStdio) return runStdio(options);
+  const running = await startServe(options);
+  for (const address of running.addresses) {
+    log.info({ address }, 'xvd serve: listening');
+  }
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      log.info({ signal }, 'xvd serve: shutting down');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await running.stop();
+  log.info('xvd serve: stopped');
+  return 0;
+}
+
+async function runStdio(options: ServeOptions): Promise<number> {
+  const running = await startServe({ ...options, tcp: [], sockets: [] });
+  await running.server.serveStream(process.stdin, process.stdout);
+  await running.stop();
+  return 0;
+}

@@ -1,0 +1,158 @@
+/**
+ * Invariant 2 end to end, across processes: a client writes a marker in a tight loop to a VD
+ * served by a real `xvd serve` process while other `xvd` processes delete that VD and create a
+ * new one that can only land on the same extents. The new VD must read as zeros everywhere (no
+ * marker byte ever lands after the extents changed hands), and the old client must be told
+ * (NBD_ESHUTDOWN or a closed connection).
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { makeImage, runXvd, spawnXvd } from '../helpers/cli';
+import { ScriptedClient } from '../helpers/nbd-client';
+
+const MiB = 1024 * 1024;
+const DISK = 8 * MiB;
+const WRITE = 64 * 1024;
+const MARKER = 0xa5;
+const ESHUTDOWN = 108;
+const WRITES_BEFORE_DELETE = 40;
+const LOOP_MAX = 200_000;
+
+async function startServe(t: Test, catalog: string, socket: string): Promise<ChildProcess> {
+  const child = spawnXvd(['serve', '--socket', socket], { catalog });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const deadline = Date.now() + 30_000;
+  while (!fs.existsSync(socket)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('serve did not start');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return child;
+}
+
+function connectUnix(socket: string): Promise<ScriptedClient> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(socket, () => resolve(new ScriptedClient(sock, sock)));
+    sock.once('error', reject);
+  });
+}
+
+interface WriterResult {
+  acked: number;
+  endedBy: 'eshutdown' | 'closed' | 'error' | 'limit';
+}
+
+/** Writes the marker round-robin over the disk, one request at a time, until refused. */
+async function writeLoop(client: ScriptedClient, signal: { stop: boolean },
+  onAck: (count: number) => void): Promise<WriterResult> {
+  const payload = Buffer.alloc(WRITE, MARKER);
+  let acked = 0;
+  for (let index = 0; index < LOOP_MAX && !signal.stop; index++) {
+    const offset = (index * WRITE) % DISK;
+    try {
+      client.request({ type: 1, offset, cookie: BigInt(index + 1), payload });
+      const reply = await client.readSimpleReply();
+      if (reply.errno === ESHUTDOWN) return { acked, endedBy: 'eshutdown' };
+      if (reply.errno !== 0) return { acked, endedBy: 'error' };
+    } catch {
+      return { acked, endedBy: 'closed' };
+    }
+    acked += 1;
+    onAck(acked);
+  }
+  return { acked, endedBy: 'limit' };
+}
+
+async function setup(t: Test): Promise<{ dir: string; catalog: string; image: string }> {
+  const dir = t.testdir();
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const image = makeImage(path.join(dir, 'pool.img'), DISK);
+  const formatted = await runXvd(['format', image, '--extent-size', '1M'], { catalog });
+  t.equal(formatted.code, 0, formatted.stderr);
+  const created = await runXvd(['create', '8M', '--name', 'old'], { catalog });
+  t.equal(created.code, 0, created.stderr);
+  const added = await runXvd(['vbd', 'add', `vd:${created.stdout.trim()}`, 'xvda', '--domain',
+    '1', '--mode', 'w'], { catalog });
+  t.equal(added.code, 0, added.stderr);
+  return { dir, catalog, image };
+}
+
+function assertAllZero(t: Test, data: Buffer, what: string): void {
+  const marker = data.indexOf(MARKER);
+  t.equal(marker, -1, `${what}: no marker byte (first at ${marker})`);
+  t.ok(data.equals(Buffer.alloc(data.length)), `${what}: every byte is zero`);
+}
+
+t.test('a VD deleted under a writing client is fenced before its extents go to a new VD',
+  async (t) => {
+    const { dir, catalog, image } = await setup(t);
+    const socket = path.join(dir, 'nbd.sock');
+    const server = await startServe(t, catalog, socket);
+    const client = await connectUnix(socket);
+    await client.handshake({ name: '1/xvda' });
+    const signal = { stop: false };
+    let reachedWrites: () => void = () => undefined;
+    const reached = new Promise<void>((resolve) => (reachedWrites = resolve));
+    const writer = writeLoop(client, signal, (count) => {
+      if (count === WRITES_BEFORE_DELETE) reachedWrites();
+    });
+    await reached;
+
+    const deleted = await runXvd(['delete', '1'], { catalog });
+    t.equal(deleted.code, 0, deleted.stderr);
+    const created = await runXvd(['create', '8M', '--name', 'new'], { catalog });
+    t.equal(created.code, 0, created.stderr);
+    const newId = created.stdout.trim();
+    t.equal(newId, '2');
+    const shown = JSON.parse((await runXvd(['show', newId, '--json'], { catalog })).stdout) as
+      { extents: { path: string }[] };
+    t.ok(shown.extents.length > 0 && shown.extents.every((e) => e.path === fs.realpathSync(image)),
+      'the new VD lies on the only pool member, so on the old VD\'s extents');
+
+    // the old client keeps trying for a moment: nothing it sends may land any more
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    signal.stop = true;
+    const result = await writer;
+    t.ok(result.acked >= WRITES_BEFORE_DELETE, `the writer wrote (${result.acked} acks)`);
+    t.ok(result.endedBy === 'eshutdown' || result.endedBy === 'closed',
+      `the old client was fenced (${result.endedBy})`);
+    client.end();
+
+    assertAllZero(t, fs.readFileSync(image), 'pool image after the new VD was created');
+    const attached = await runXvd(['vbd', 'add', `vd:${newId}`, 'xvdb', '--domain', '2',
+      '--mode', 'r'], { catalog });
+    t.equal(attached.code, 0, attached.stderr);
+    const reader = await connectUnix(socket);
+    const { size } = await reader.handshake({ name: '2/xvdb' });
+    t.equal(size, BigInt(DISK));
+    assertAllZero(t, await reader.readData(0, DISK), 'the new VD over NBD');
+    reader.end();
+
+    server.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => server.on('exit', resolve));
+    t.equal(code, 0, 'serve exits 0 on SIGTERM');
+    const check = await runXvd(['check'], { catalog });
+    t.equal(check.code, 0, check.stdout + check.stderr);
+  });
+
+t.test('the leases of a SIGKILLed server stop counting at once', async (t) => {
+  const { dir, catalog, image } = await setup(t);
+  const socket = path.join(dir, 'nbd.sock');
+  const server = await startServe(t, catalog, socket);
+  const client = await connectUnix(socket);
+  await client.handshake({ name: '1/xvda' });
+  client.request({ type: 1, offset: 0, cookie: 1n, payload: Buffer.alloc(WRITE, MARKER) });
+  t.equal((await client.readSimpleReply()).errno, 0, 'a write landed while served');
+  server.kill('SIGKILL');
+  await new Promise((resolve) => server.on('exit', resolve));
+  client.end();
+  t.equal((await runXvd(['delete', '1'], { catalog })).code, 0);
+  const created = await runXvd(['create', '8M'], { catalog, timeoutMs: 20_000 });
+  t.equal(created.code, 0, `create succeeds without the dead server (${created.stderr})`);
+  assertAllZero(t, fs.readFileSync(image), 'pool image');
+  t.equal((await runXvd(['check'], { catalog })).code, 0);
+});
