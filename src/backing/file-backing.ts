@@ -7,6 +7,11 @@
  * Trim is PUNCH_HOLE, or a no-op once the file system has said it cannot punch.
  * Block status comes from SEEK_DATA/SEEK_HOLE (holes read as zeros); past EOF is a zero hole.
  * Without SEEK support everything is reported as data.
+ *
+ * A fully allocated image (no hole before EOF at open, learnHoles()) answers block status inside
+ * its open-time size without any syscall, until this backing itself zeroes or trims (which may make
+ * holes). Reporting data where another process later punched a hole is still correct (data that
+ * reads as zeros), so the shortcut is safe; only a stale "hole" answer would not be.
  */
 import { IoError } from '../errors';
 import { log } from '../log';
@@ -22,6 +27,8 @@ export class FileBacking extends FdBacking {
   canZeroRange = sys.isNative;
   canPunchHole = sys.isNative;
   canSeek = sys.isNative;
+  /** false only while the file is known to have no hole inside [0, sizeBytes) */
+  mayHaveHoles = true;
 
   constructor(path: string, fd: number, isWritable: boolean, sizeBytes: number) {
     super(path, fd, isWritable);
@@ -32,8 +39,21 @@ export class FileBacking extends FdBacking {
     return this.canPunchHole && this.isWritable;
   }
 
+  /** Checks once whether the file has any hole before its end (see the header). */
+  async learnHoles(): Promise<void> {
+    if (!this.canSeek || this.sizeBytes === 0) return;
+    try {
+      const hole = await sys.seekHole(this.fd, 0);
+      this.mayHaveHoles = hole !== -1 && hole < this.sizeBytes;
+    } catch (error) {
+      if (!(error instanceof IoError) || !isUnsupported(error.errno)) throw error;
+      this.canSeek = false;
+    }
+  }
+
   async zero(offset: number, length: number, mayTrim: boolean, fastOnly: boolean): Promise<void> {
     this.checkWritable('zero');
+    this.mayHaveHoles = true;
     if (this.canZeroRange) {
       const done = await this.tryOptional('fallocate(ZERO_RANGE)', () =>
         sys.zeroRange(this.fd, offset, length));
@@ -55,6 +75,7 @@ export class FileBacking extends FdBacking {
   async trim(offset: number, length: number): Promise<void> {
     this.checkWritable('trim');
     if (!this.canPunchHole) return;
+    this.mayHaveHoles = true;
     const done = await this.tryOptional('fallocate(PUNCH_HOLE)', () =>
       sys.punchHole(this.fd, offset, length));
     if (!done) this.canPunchHole = false;
@@ -62,7 +83,8 @@ export class FileBacking extends FdBacking {
 
   async blockStatus(offset: number, length: number, runsMax: number): Promise<BackingRun[]> {
     const end = offset + length;
-    if (!this.canSeek) return [{ length, isHole: false, isZero: false }];
+    const isAllData = !this.mayHaveHoles && end <= this.sizeBytes;
+    if (!this.canSeek || isAllData) return [{ length, isHole: false, isZero: false }];
     const runs: BackingRun[] = [];
     let cursor = offset;
     try {

@@ -75,7 +75,11 @@ export async function openBacking(path: string, mode: BackingMode): Promise<Back
   }
   try {
     if (stats.isBlockDevice()) return new DeviceBacking(path, fd, isWritable, stats.rdev);
-    if (stats.isFile()) return new FileBacking(path, fd, isWritable, stats.size);
+    if (stats.isFile()) {
+      const file = new FileBacking(path, fd, isWritable, stats.size);
+      await file.learnHoles();
+      return file;
+    }
     const what = `open: EINVAL: ${path} is neither a file nor a block device`;
     throw new IoError('EINVAL', 'open', what);
   } catch (error) {

@@ -102,3 +102,24 @@ t.test('the pool shares one descriptor per backing and mode and closes with the 
     await pool.release(reader);
     t.equal(pool.size, 0);
   });
+
+t.test('a fully allocated file answers block status as data; its own trim brings seeks back',
+  async (t) => {
+    const file = image(t.testdir(), 'full', 1);
+    const backing = (await openBacking(file, 'w')) as FileBacking;
+    t.teardown(() => backing.close());
+    t.equal(backing.mayHaveHoles, false);
+    t.same(await backing.blockStatus(0, MiB, 8), [{ length: MiB, isHole: false, isZero: false }]);
+    await backing.trim(0, 65536);
+    t.equal(backing.mayHaveHoles, true);
+    t.same(await backing.blockStatus(0, MiB, 8), [
+      { length: 65536, isHole: true, isZero: true },
+      { length: MiB - 65536, isHole: false, isZero: false },
+    ]);
+    const sparseFile = path.join(t.testdir(), 'sparse');
+    fs.writeFileSync(sparseFile, '');
+    fs.truncateSync(sparseFile, MiB);
+    const sparse = (await openBacking(sparseFile, 'r')) as FileBacking;
+    t.teardown(() => sparse.close());
+    t.equal(sparse.mayHaveHoles, true);
+  });
