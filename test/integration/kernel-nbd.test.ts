@@ -1,0 +1,99 @@
+/**
+ * The Linux kernel's own NBD client (nbd.ko + nbd-client in a qemu guest, see
+ * test/helpers/testhost.ts) against an NBD server on this host: ext4 round trip with reattach,
+ * a read-only export, and `nbd-client -C 4`.
+ *
+ * The server under test is `startServer`. Today it is nbdkit's file plugin (so the harness is
+ * proven on its own); to test xvd, replace it with a StartServer that runs `xvd serve` over a VBD
+ * spanning two pool members (`spec.imagePath` imported into an `r` VBD when `spec.isReadOnly`).
+ */
+import t, { type Test } from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  kernelScenarios,
+  type ServerSpec,
+  type ServerUnderTest,
+  type StartServer,
+} from '../helpers/testhost';
+
+const READY_TIMEOUT_MS = 20_000;
+const READY_POLL_MS = 50;
+const EXPORT_NAME = 'xvd-kernel-test';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => {
+        if (address !== null && typeof address !== 'string') resolve(address.port);
+        else reject(new Error('no port'));
+      });
+    });
+  });
+}
+
+/** Resolves when nbdkit has written its pidfile (it does so once it listens). */
+async function waitReady(child: ChildProcess, pidFile: string): Promise<void> {
+  for (let waitedMs = 0; waitedMs < READY_TIMEOUT_MS; waitedMs += READY_POLL_MS) {
+    if (child.exitCode !== null) throw new Error(`nbdkit exited ${child.exitCode}`);
+    if (fs.existsSync(pidFile) && fs.statSync(pidFile).size > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+  }
+  throw new Error('nbdkit did not become ready');
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+/** nbdkit's file plugin: writable over a sparse file via TCP, read-only over a Unix socket. */
+const startNbdkit: StartServer = async (t: Test, spec: ServerSpec) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-nbdkit-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  let image = spec.imagePath;
+  if (image === undefined) {
+    image = path.join(dir, 'disk.img');
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, spec.sizeBytes);
+  }
+  const pidFile = path.join(dir, 'nbdkit.pid');
+  const args = ['--exit-with-parent', '-f', '-P', pidFile, '-e', EXPORT_NAME];
+  let listen: Pick<ServerUnderTest, 'nbdPort' | 'nbdSocket'>;
+  if (spec.isReadOnly) {
+    const socket = path.join(dir, 'nbd.sock');
+    args.push('-r', '-U', socket);
+    listen = { nbdSocket: socket };
+  } else {
+    const port = await freePort();
+    args.push('-i', '127.0.0.1', '-p', String(port));
+    listen = { nbdPort: port };
+  }
+  args.push('file', image);
+  const child = spawn('nbdkit', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  try {
+    await waitReady(child, pidFile);
+  } catch (error) {
+    await stopChild(child);
+    throw new Error(`${(error as Error).message}: ${stderr}`);
+  }
+  return { ...listen, exportName: EXPORT_NAME, stop: () => stopChild(child) };
+};
+
+const hasNbdkit = spawnSync('sh', ['-c', 'command -v nbdkit'], { stdio: 'ignore' }).status === 0;
+if (!hasNbdkit) {
+  t.skip('kernel NBD scenarios against nbdkit: nbdkit is missing', () => {});
+} else {
+  kernelScenarios(t, startNbdkit);
+}
