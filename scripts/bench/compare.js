@@ -308,6 +308,10 @@ async function finish(ctx) {
   const chartServers = ['nbdkit', 'qemu-nbd', 'nbd-server', 'xvd', 'xvd-frag']
     .filter((name) => columns.includes(name));
   if (!has('gnuplot') || chartServers.length === 0) return;
+  if (!rows.some((row) => row.bestPeer)) {
+    log('chart not drawn: no peer figures to normalize to');
+    return;
+  }
   const pngPath = path.join(RESULTS_DIR, `bench-${stamp}.png`);
   const title = `xvd vs peers: ${machine.cpuCount}x ${machine.cpuModel}, ` +
     `Linux ${machine.kernel}, ` +
