@@ -3,6 +3,7 @@
  * bounded by a timeout), a fixed-map ExportProvider over in-memory exports, and helpers that
  * start a server on 127.0.0.1:<ephemeral>, a Unix socket, or an in-memory stream pair.
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -263,8 +264,8 @@ interface Teardown {
 /** Starts a server on 127.0.0.1:<ephemeral> and on a Unix socket in the test dir. */
 export async function startServer(t: Teardown, exports: Export[],
   options: Partial<NbdServerOptions> = {}): Promise<TestServer> {
-  const server = createServer({ provider: createFixedProvider(exports), log: quietLog,
-    ...options });
+  const server = createServer({ provider: createFixedProvider(exports), ...options,
+    log: options.log ?? quietLog });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   // a short path: sun_path holds 108 bytes and t.testdir() paths are longer
   const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-nbd-'));
@@ -317,3 +318,33 @@ export async function checkHealthy(port: number, name = 'disk'): Promise<boolean
     client.end();
   }
 }
+
+export interface ToolResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs an external tool with a timeout; never rejects (the result carries the exit code). */
+export function runTool(command: string, args: string[],
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; input?: string } = {},
+): Promise<ToolResult> {
+  return new Promise((resolve) => {
+    const child = execFile(command, args, {
+      timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, ...options.env }, encoding: 'utf8',
+    }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
+      resolve({ code, stdout, stderr });
+    });
+    if (options.input !== undefined) child.stdin?.end(options.input);
+  });
+}
+
+export function hasTool(command: string): boolean {
+  return ['/usr/bin', '/usr/sbin', '/bin', '/sbin', '/usr/local/bin']
+    .some((dir) => fs.existsSync(path.join(dir, command)));
+}
+
+/** Python with the libnbd module (Debian's, not a pyenv shim). */
+export const PYTHON_LIBNBD = '/usr/bin/python3';
