@@ -57,11 +57,13 @@ function benchTranslate() {
   console.log('translations per second (4 KiB requests, random offsets, visit):');
   const probes = randomInts(1 << 20, 2 ** 31, 7);
   for (const count of [1, 100, 10_000, 1_000_000]) {
-    const extentBytes = count === 1 ? 2 ** 40 : Math.max(8192, Math.floor(2 ** 40 / count / 4096) * 4096);
+    const extentBytes = count === 1 ? 2 ** 40 : Math.max(8192,
+      Math.floor(2 ** 40 / count / 4096) * 4096);
     const extents = [];
     for (let i = 0; i < count; i++) {
       // every other extent on another backing and out of order, so nothing merges
-      extents.push({ path: i % 2 ? 'b' : 'a', offset: (count - i) * extentBytes * 2, length: extentBytes });
+      extents.push({ path: i % 2 ? 'b' : 'a', offset: (count - i) * extentBytes * 2,
+        length: extentBytes });
     }
     const map = ExtentMap.fromList(extents);
     if (map.count !== count) throw new Error('extents merged unexpectedly');
@@ -152,10 +154,14 @@ function cellOffsets(pattern, blockBytes, total) {
 }
 
 const CELLS = [
-  { label: '4 KiB random read ', kind: 'read', pattern: 'random', blockBytes: 4 * KiB, depth: 32, total: 20_000 },
-  { label: '4 KiB random write', kind: 'write', pattern: 'random', blockBytes: 4 * KiB, depth: 32, total: 10_000 },
-  { label: '1 MiB seq read    ', kind: 'read', pattern: 'seq', blockBytes: MiB, depth: 8, total: 256 },
-  { label: '1 MiB seq write   ', kind: 'write', pattern: 'seq', blockBytes: MiB, depth: 8, total: 192 },
+  { label: '4 KiB random read ', kind: 'read', pattern: 'random', blockBytes: 4 * KiB, depth: 32,
+    total: 20_000 },
+  { label: '4 KiB random write', kind: 'write', pattern: 'random', blockBytes: 4 * KiB, depth: 32,
+    total: 10_000 },
+  { label: '1 MiB seq read    ', kind: 'read', pattern: 'seq', blockBytes: MiB, depth: 8,
+    total: 256 },
+  { label: '1 MiB seq write   ', kind: 'write', pattern: 'seq', blockBytes: MiB, depth: 8,
+    total: 192 },
 ];
 
 function throughput(cell, seconds) {
@@ -204,7 +210,8 @@ async function benchIo(file) {
       (offsets) => plainOp(fd, cell.kind, offsets, cell.blockBytes),
       (offsets) => engineOp(exp, cell.kind, offsets, cell.blockBytes));
     console.log(`  ${cell.label}  plain ${throughput(result.cell, result.a).padStart(14)}   ` +
-      `engine ${throughput(result.cell, result.b).padStart(14)}   ratio ${result.ratio.toFixed(3)}`);
+      `engine ${throughput(result.cell, result.b).padStart(14)}` +
+      `   ratio ${result.ratio.toFixed(3)}`);
   }
   fs.closeSync(fd);
   await exp.close();
@@ -219,7 +226,8 @@ async function benchFragmented(file) {
     const j = shuffle[i] % (i + 1);
     [order[i], order[j]] = [order[j], order[i]];
   }
-  const fragmented = order.map((slot) => ({ path: file, offset: slot * extentBytes, length: extentBytes }));
+  const fragmented = order.map((slot) => ({ path: file, offset: slot * extentBytes,
+    length: extentBytes }));
   console.log('\n1 024-extent fragmented map (shuffled 256 KiB extents) vs single extent ' +
     '(ratio = fragmented/single):');
   const pool = new BackingPool();
@@ -237,7 +245,8 @@ async function benchFragmented(file) {
       (offsets) => engineOp(single, cell.kind, offsets, cell.blockBytes),
       (offsets) => engineOp(frag, cell.kind, offsets, cell.blockBytes));
     console.log(`  ${cell.label}  single ${throughput(result.cell, result.a).padStart(14)}   ` +
-      `fragmented ${throughput(result.cell, result.b).padStart(14)}   ratio ${result.ratio.toFixed(3)}`);
+      `fragmented ${throughput(result.cell, result.b).padStart(14)}` +
+      `   ratio ${result.ratio.toFixed(3)}`);
   }
   console.log('same fragmented pieces: engine vs plain fs I/O issuing each piece itself ' +
     '(ratio = engine/plain; the engine\'s own overhead on a fragmented map):');
@@ -246,7 +255,8 @@ async function benchFragmented(file) {
       (offsets) => plainPiecesOp(fd, frag.map, cell.kind, offsets, cell.blockBytes),
       (offsets) => engineOp(frag, cell.kind, offsets, cell.blockBytes));
     console.log(`  ${cell.label}  plain  ${throughput(result.cell, result.a).padStart(14)}   ` +
-      `engine     ${throughput(result.cell, result.b).padStart(14)}   ratio ${result.ratio.toFixed(3)}`);
+      `engine     ${throughput(result.cell, result.b).padStart(14)}` +
+      `   ratio ${result.ratio.toFixed(3)}`);
   }
   fs.closeSync(fd);
   await single.close();

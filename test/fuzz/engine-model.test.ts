@@ -32,7 +32,8 @@ function layoutArb(): fc.Arbitrary<Layout> {
     fc.integer({ min: 1000, max: 3000 }),
   );
   return countArb.chain((count) =>
-    fc.tuple(fc.array(extentArb, { minLength: count, maxLength: count }), fc.infiniteStream(fc.nat())),
+    fc.tuple(fc.array(extentArb, { minLength: count, maxLength: count }),
+      fc.infiniteStream(fc.nat())),
   ).map(([specs, stream]) => {
     const cursors = new Array<number>(BACKINGS).fill(0);
     const extents: ExtentSpec[] = [];
@@ -57,7 +58,14 @@ function layoutArb(): fc.Arbitrary<Layout> {
 }
 
 type Op =
-  | { kind: 'read' | 'trim' | 'zero' | 'write'; at: number; span: number; mayTrim: boolean; fua: boolean; seed: number }
+  | {
+    kind: 'read' | 'trim' | 'zero' | 'write';
+    at: number;
+    span: number;
+    mayTrim: boolean;
+    fua: boolean;
+    seed: number;
+  }
   | { kind: 'flush' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -87,15 +95,18 @@ t.test('the engine matches a flat reference device under random operations', asy
   const root = t.testdir();
   let run = 0;
   await fc.assert(
-    fc.asyncProperty(layoutArb(), fc.array(opArb, { minLength: 1, maxLength: 30 }), async (layout, ops) => {
+    fc.asyncProperty(layoutArb(), fc.array(opArb, { minLength: 1, maxLength: 30 }), async (layout,
+      ops) => {
       const dir = path.join(root, String(run++));
       fs.mkdirSync(dir);
       const extents = layout.extents.map((e) => ({ ...e, path: path.join(dir, e.path) }));
-      layout.fileSizes.forEach((size, i) => fs.writeFileSync(path.join(dir, String(i)), Buffer.alloc(size, FILL)));
+      layout.fileSizes.forEach((size, i) => fs.writeFileSync(path.join(dir, String(i)),
+        Buffer.alloc(size, FILL)));
       const size = extents.reduce((sum, e) => sum + e.length, 0);
       const reference = Buffer.alloc(size, FILL);
       const pool = new BackingPool();
-      const exp = await openExport({ name: 'd/m', description: '', mode: 'w', size, extents, pool });
+      const exp = await openExport({ name: 'd/m', description: '', mode: 'w', size, extents,
+        pool });
       try {
         for (const op of ops) {
           if (op.kind === 'flush') {
@@ -107,7 +118,8 @@ t.test('the engine matches a flat reference device under random operations', asy
           if (op.kind === 'read') {
             const target = Buffer.alloc(length + 7, 0x55);
             await exp.read(offset, length, target, 3);
-            if (!target.subarray(3, 3 + length).equals(reference.subarray(offset, offset + length))) {
+            if (!target.subarray(3, 3 + length).equals(reference.subarray(offset,
+              offset + length))) {
               throw new Error(`read mismatch at ${offset}+${length}`);
             }
             if (target[2] !== 0x55 || target[3 + length] !== 0x55) throw new Error('read overran');
@@ -132,12 +144,15 @@ t.test('the engine matches a flat reference device under random operations', asy
       }
       // bytes no extent covers are untouched
       const covered = layout.fileSizes.map((s) => new Uint8Array(s));
-      for (const e of layout.extents) (covered[Number(e.path)] as Uint8Array).fill(1, e.offset, e.offset + e.length);
+      for (const e of layout.extents) (covered[Number(e.path)] as Uint8Array).fill(1, e.offset,
+        e.offset + e.length);
       layout.fileSizes.forEach((_, i) => {
         const bytes = fs.readFileSync(path.join(dir, String(i)));
         const mask = covered[i] as Uint8Array;
         for (let b = 0; b < bytes.length; b++) {
-          if (mask[b] === 0 && bytes[b] !== FILL) throw new Error(`stray byte in backing ${i} at ${b}`);
+          if (mask[b] === 0 && bytes[b] !== FILL) {
+            throw new Error(`stray byte in backing ${i} at ${b}`);
+          }
         }
       });
       fs.rmSync(dir, { recursive: true });
@@ -171,7 +186,8 @@ t.test('concurrent non-overlapping requests give the same result as the referenc
         const size = extents.reduce((sum, e) => sum + e.length, 0);
         const reference = Buffer.alloc(size, FILL);
         const pool = new BackingPool();
-        const exp = await openExport({ name: 'd/c', description: '', mode: 'w', size, extents, pool });
+        const exp = await openExport({ name: 'd/c', description: '', mode: 'w', size, extents,
+          pool });
         try {
           for (const batch of batches) {
             // lay the requests end to end (wrapping), so none overlaps another in the batch
@@ -188,7 +204,8 @@ t.test('concurrent non-overlapping requests give the same result as the referenc
                 requests.push(exp.write(offset, data, { fua: op.fua }));
               } else if (op.kind === 'zero') {
                 reference.fill(0, offset, offset + length);
-                requests.push(exp.zero(offset, length, { fua: op.fua, mayTrim: true, fastOnly: false }));
+                requests.push(exp.zero(offset, length, { fua: op.fua, mayTrim: true,
+                  fastOnly: false }));
               } else {
                 reference.fill(0, offset, offset + length);
                 requests.push(exp.trim(offset, length, { fua: op.fua }));
@@ -204,7 +221,9 @@ t.test('concurrent non-overlapping requests give the same result as the referenc
               chunks.push(exp.read(at, Math.min(100_003, size - at), whole, at));
             }
             await Promise.all(chunks);
-            if (!whole.equals(reference)) throw new Error('contents differ after a concurrent batch');
+            if (!whole.equals(reference)) {
+              throw new Error('contents differ after a concurrent batch');
+            }
           }
         } finally {
           await exp.close();

@@ -99,7 +99,8 @@ export class FaultyBacking implements Backing {
 
   private check(op: FaultOp): void {
     const fault = this.take(op);
-    if (fault !== null) throw IoError.fromSystem(errnoError(fault === 'short' ? 'EIO' : fault, op), op);
+    if (fault !== null) throw IoError.fromSystem(errnoError(fault === 'short' ? 'EIO' : fault, op),
+      op);
   }
 
   private take(op: FaultOp): Fault | null {

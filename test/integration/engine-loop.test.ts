@@ -85,11 +85,13 @@ const skip = hasLoop();
 t.test('writes through an alternating map land exactly where the map says', { skip: skip ?? false },
   async (t) => {
     const dir = t.testdir();
-    const devices = [attach(t, makeImage(dir, 'a.img', 0xa5)), attach(t, makeImage(dir, 'b.img', 0x5a))];
+    const devices = [attach(t, makeImage(dir, 'a.img', 0xa5)), attach(t, makeImage(dir, 'b.img',
+      0x5a))];
     const extents = alternatingMap(devices);
     const size = extents.reduce((sum, e) => sum + e.length, 0);
     const pool = new BackingPool();
-    const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents, pool });
+    const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents,
+      pool });
     t.teardown(async () => {
       await exp.close();
       await pool.close();
@@ -118,11 +120,13 @@ t.test('writes through an alternating map land exactly where the map says', { sk
 t.test('zero and trim on loop devices stay inside the mapped ranges', { skip: skip ?? false },
   async (t) => {
     const dir = t.testdir();
-    const devices = [attach(t, makeImage(dir, 'a.img', 0xa5)), attach(t, makeImage(dir, 'b.img', 0x5a))];
+    const devices = [attach(t, makeImage(dir, 'a.img', 0xa5)), attach(t, makeImage(dir, 'b.img',
+      0x5a))];
     const extents = alternatingMap(devices);
     const size = extents.reduce((sum, e) => sum + e.length, 0);
     const pool = new BackingPool();
-    const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents, pool });
+    const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents,
+      pool });
     t.teardown(async () => {
       await exp.close();
       await pool.close();
@@ -152,7 +156,8 @@ t.test('zero and trim on loop devices stay inside the mapped ranges', { skip: sk
       for (const e of extents) {
         const lo = Math.max(cursor, 700_001);
         const hi = Math.min(cursor + e.length, 800_001);
-        if (e.path === device && lo < hi) trimmed.fill(1, e.offset + lo - cursor, e.offset + hi - cursor);
+        if (e.path === device && lo < hi) trimmed.fill(1, e.offset + lo - cursor,
+          e.offset + hi - cursor);
         cursor += e.length;
       }
       for (let b = 0; b < DEVICE_BYTES && stray < 0; b++) {

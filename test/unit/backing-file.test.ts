@@ -68,7 +68,8 @@ t.test('block status past the end of a file is a zero hole', async (t) => {
     { length: 4096, isHole: false, isZero: false },
     { length: 8192, isHole: true, isZero: true },
   ]);
-  t.same(await backing.blockStatus(0, 3 * 4096, 1), [{ length: 4096, isHole: false, isZero: false }]);
+  t.same(await backing.blockStatus(0, 3 * 4096, 1), [{ length: 4096, isHole: false,
+    isZero: false }]);
 });
 
 t.test('a read-only backing refuses writes with EROFS', async (t) => {
@@ -90,7 +91,8 @@ t.test('the pool shares one descriptor per backing and mode and closes with the 
     fs.symlinkSync(file, path.join(dir, 'link'));
     const pool = new BackingPool();
     t.teardown(() => pool.close());
-    const [one, two] = await Promise.all([pool.acquire(file, 'w'), pool.acquire(path.join(dir, 'link'), 'w')]);
+    const [one, two] = await Promise.all([pool.acquire(file, 'w'), pool.acquire(path.join(dir,
+      'link'), 'w')]);
     t.equal(one, two, 'same entry through a symlink');
     const reader = await pool.acquire(file, 'r');
     t.not(reader, one, 'read-only is a separate descriptor');

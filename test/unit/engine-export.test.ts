@@ -46,7 +46,8 @@ t.test('block status merges equal runs across extents and honours runsMax', asyn
     { length: 64 * KiB, isHole: false, isZero: false },
     { length: 128 * KiB, isHole: true, isZero: true },
   ]);
-  t.same(await exp.blockStatus(0, 256 * KiB, 1), [{ length: 64 * KiB, isHole: true, isZero: true }]);
+  t.same(await exp.blockStatus(0, 256 * KiB, 1), [{ length: 64 * KiB, isHole: true,
+    isZero: true }]);
   t.same(await exp.blockStatus(100 * KiB, 10, 5), [{ length: 10, isHole: false, isZero: false }]);
 
   const target = Buffer.alloc(256 * KiB, 0x99);
@@ -147,7 +148,8 @@ t.test('openExport releases what it opened when a backing is missing', async (t)
   t.teardown(() => pool.close());
   await t.rejects(openExport({
     name: 'd/x', description: '', mode: 'r', size: 2048, pool,
-    extents: [{ path: a, offset: 0, length: 1024 }, { path: path.join(dir, 'nope'), offset: 0, length: 1024 }],
+    extents: [{ path: a, offset: 0, length: 1024 }, { path: path.join(dir, 'nope'), offset: 0,
+      length: 1024 }],
   }), { code: 'ERR_IO_SYSCALL', errno: 'ENOENT' });
   t.equal(pool.size, 0);
 });

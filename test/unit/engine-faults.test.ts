@@ -33,7 +33,8 @@ async function rig(
   for (let i = 0; i < 4; i++) {
     extents.push({ path: i % 2 === 0 ? 'a' : 'b', offset: (3 - i) * 65536, length: 65536 });
   }
-  const exp = await openExport({ name: 'd/f', description: 'x', mode, size: 4 * 65536, extents, pool });
+  const exp = await openExport({ name: 'd/f', description: 'x', mode, size: 4 * 65536, extents,
+    pool });
   t.teardown(async () => {
     await exp.close();
     await pool.close();
@@ -47,7 +48,8 @@ function fb(r: Rig, path: string): FaultyBacking {
   return backing;
 }
 
-t.test('an EIO on one piece rejects that read, zero-fills the target, and the next read works', async (t) => {
+t.test('an EIO on one piece rejects that read, zero-fills the target, and the next read works',
+  async (t) => {
   const r = await rig(t);
   await r.exp.write(0, Buffer.alloc(4 * 65536, 7), { fua: false });
   fb(r, 'b').failNext('read', 'EIO');
@@ -89,17 +91,21 @@ t.test('a failed fdatasync fails that flush and every later flush (invariant 4)'
   await r.exp.write(65536, Buffer.alloc(100, 1), { fua: false });
   fb(r, 'a').failNext('sync', 'EIO');
   await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
-  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' }, 'no write in between, still fails');
+  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' },
+    'no write in between, still fails');
   await r.exp.write(0, Buffer.alloc(100, 2), { fua: false });
-  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' }, 'after a new write, still fails');
-  await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: true }), { code: 'ERR_IO_SYSCALL', errno: 'EIO' }, 'FUA fails too');
+  await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'EIO' },
+    'after a new write, still fails');
+  await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: true }), { code: 'ERR_IO_SYSCALL',
+    errno: 'EIO' }, 'FUA fails too');
 });
 
 t.test('a FUA write syncs the backings it touched before resolving', async (t) => {
   const r = await rig(t);
   fb(r, 'b').failNext('sync', 'EIO');
   await r.exp.write(0, Buffer.alloc(100, 1), { fua: true }); // only 'a' (extent 0 is on a)
-  await t.rejects(r.exp.write(65536, Buffer.alloc(100, 1), { fua: true }), { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
+  await t.rejects(r.exp.write(65536, Buffer.alloc(100, 1), { fua: true }),
+    { code: 'ERR_IO_SYSCALL', errno: 'EIO' });
 });
 
 t.test('flush does not fdatasync a backing that was not written', async (t) => {
@@ -115,7 +121,8 @@ t.test('a read-only export rejects write, trim and zero with EPERM and opens onl
     const r = await rig(t, 'r');
     t.equal(r.exp.isReadOnly, true);
     t.equal(r.exp.canTrim, false);
-    await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: false }), { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
+    await t.rejects(r.exp.write(0, Buffer.alloc(1), { fua: false }), { code: 'ERR_IO_SYSCALL',
+      errno: 'EPERM' });
     await t.rejects(r.exp.trim(0, 1, { fua: false }), { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
     await t.rejects(r.exp.zero(0, 1, { fua: false, mayTrim: true, fastOnly: false }),
       { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
@@ -143,5 +150,6 @@ t.test('a closed export rejects with ESHUTDOWN and releases its backings', async
   await r.exp.close();
   t.equal(r.pool.size, 0);
   await t.rejects(r.exp.flush(), { code: 'ERR_IO_SYSCALL', errno: 'ESHUTDOWN' });
-  await t.rejects(r.exp.read(0, 1, Buffer.alloc(1), 0), { code: 'ERR_IO_SYSCALL', errno: 'ESHUTDOWN' });
+  await t.rejects(r.exp.read(0, 1, Buffer.alloc(1), 0), { code: 'ERR_IO_SYSCALL',
+    errno: 'ESHUTDOWN' });
 });

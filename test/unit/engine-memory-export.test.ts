@@ -26,8 +26,10 @@ t.test('block status reports never-written blocks as zero holes and merges runs'
 
 t.test('a read-only memory export rejects writes with EPERM', async (t) => {
   const e = createMemoryExport({ name: 'd/x', size: 4096, readOnly: true });
-  await t.rejects(e.write(0, Buffer.alloc(1), { fua: false }), { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
-  await t.rejects(e.zero(0, 1, { fua: false, mayTrim: true, fastOnly: false }), { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
+  await t.rejects(e.write(0, Buffer.alloc(1), { fua: false }), { code: 'ERR_IO_SYSCALL',
+    errno: 'EPERM' });
+  await t.rejects(e.zero(0, 1, { fua: false, mayTrim: true, fastOnly: false }),
+    { code: 'ERR_IO_SYSCALL', errno: 'EPERM' });
 });
 
 t.test('failNext injects one failure and later calls work', async (t) => {

@@ -45,7 +45,8 @@ t.test('contiguous extents on one backing merge into one piece', async (t) => {
     { path: 'a', offset: 30, length: 10 },
   ]);
   t.equal(map.count, 3);
-  t.same(map.translate(0, 20), [{ backingIndex: 0, offsetBacking: 0, length: 20, offsetRequest: 0 }]);
+  t.same(map.translate(0, 20), [{ backingIndex: 0, offsetBacking: 0, length: 20,
+    offsetRequest: 0 }]);
 });
 
 t.test('offsets beyond 2^32 translate exactly', async (t) => {
@@ -95,7 +96,8 @@ t.test('invalid extents are refused', async (t) => {
 
 t.test('lookup is exact at every extent edge of a skewed map (one huge, many tiny)', async (t) => {
   const extents = [{ path: 'big', offset: 0, length: 2 ** 42 }];
-  for (let i = 0; i < 3000; i++) extents.push({ path: `t${i % 2}`, offset: i * 10, length: 1 + (i % 3) });
+  for (let i = 0; i < 3000; i++) extents.push({ path: `t${i % 2}`, offset: i * 10,
+    length: 1 + (i % 3) });
   const map = ExtentMap.fromList(extents);
   let wrong = 0;
   for (let i = 0; i < map.count; i++) {
