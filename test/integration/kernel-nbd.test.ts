@@ -1,11 +1,9 @@
 /**
  * The Linux kernel's own NBD client (nbd.ko + nbd-client in a qemu guest, see
  * test/helpers/testhost.ts) against an NBD server on this host: ext4 round trip with reattach,
- * a read-only export, and `nbd-client -C 4`.
- *
- * The server under test is `startServer`. Today it is nbdkit's file plugin (so the harness is
- * proven on its own); to test xvd, replace it with a StartServer that runs `xvd serve` over a VBD
- * spanning two pool members (`spec.imagePath` imported into an `r` VBD when `spec.isReadOnly`).
+ * a read-only export, and `nbd-client -C 4`, with nbdkit's file plugin as the server: the
+ * baseline that proves the harness on its own. kernel-xvd.test.ts runs the same scenarios
+ * against `xvd serve`.
  */
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -58,11 +56,12 @@ function stopChild(child: ChildProcess): Promise<void> {
 
 /** nbdkit's file plugin: writable over a sparse file via TCP, read-only over a Unix socket. */
 const startNbdkit: StartServer = async (t: Test, spec: ServerSpec) => {
+  // a short path for the Unix socket: spec.dir can pass the 108-byte sun_path limit
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-nbdkit-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   let image = spec.imagePath;
   if (image === undefined) {
-    image = path.join(dir, 'disk.img');
+    image = path.join(spec.dir, 'disk.img');
     fs.writeFileSync(image, '');
     fs.truncateSync(image, spec.sizeBytes);
   }
@@ -95,5 +94,8 @@ const hasNbdkit = spawnSync('sh', ['-c', 'command -v nbdkit'], { stdio: 'ignore'
 if (!hasNbdkit) {
   t.skip('kernel NBD scenarios against nbdkit: nbdkit is missing', () => {});
 } else {
-  kernelScenarios(t, startNbdkit);
+  // every scenario against nbdkit: XVD_KERNEL_BASELINE=all (kernel-xvd.test.ts runs all three
+  // against xvd; the baseline round trip shows whether a failure there is the harness's)
+  const isAll = process.env['XVD_KERNEL_BASELINE'] === 'all';
+  kernelScenarios(t, startNbdkit, isAll ? {} : { only: ['round-trip'] });
 }

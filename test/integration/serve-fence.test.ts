@@ -7,6 +7,7 @@
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -20,6 +21,13 @@ const MARKER = 0xa5;
 const ESHUTDOWN = 108;
 const WRITES_BEFORE_DELETE = 40;
 const LOOP_MAX = 200_000;
+
+/** A short socket path: t.testdir() paths can pass the 108-byte sun_path limit. */
+function socketPath(t: Test): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return path.join(dir, 'nbd.sock');
+}
 
 async function startServe(t: Test, catalog: string, socket: string): Promise<ChildProcess> {
   const child = spawnXvd(['serve', '--socket', socket], { catalog });
@@ -67,7 +75,7 @@ async function writeLoop(client: ScriptedClient, signal: { stop: boolean },
   return { acked, endedBy: 'limit' };
 }
 
-async function setup(t: Test): Promise<{ dir: string; catalog: string; image: string }> {
+async function setup(t: Test): Promise<{ catalog: string; image: string }> {
   const dir = t.testdir();
   const catalog = path.join(dir, 'catalog.sqlite');
   const image = makeImage(path.join(dir, 'pool.img'), DISK);
@@ -78,7 +86,7 @@ async function setup(t: Test): Promise<{ dir: string; catalog: string; image: st
   const added = await runXvd(['vbd', 'add', `vd:${created.stdout.trim()}`, 'xvda', '--domain',
     '1', '--mode', 'w'], { catalog });
   t.equal(added.code, 0, added.stderr);
-  return { dir, catalog, image };
+  return { catalog, image };
 }
 
 function assertAllZero(t: Test, data: Buffer, what: string): void {
@@ -89,8 +97,8 @@ function assertAllZero(t: Test, data: Buffer, what: string): void {
 
 t.test('a VD deleted under a writing client is fenced before its extents go to a new VD',
   async (t) => {
-    const { dir, catalog, image } = await setup(t);
-    const socket = path.join(dir, 'nbd.sock');
+    const { catalog, image } = await setup(t);
+    const socket = socketPath(t);
     const server = await startServe(t, catalog, socket);
     const client = await connectUnix(socket);
     await client.handshake({ name: '1/xvda' });
@@ -140,8 +148,8 @@ t.test('a VD deleted under a writing client is fenced before its extents go to a
   });
 
 t.test('the leases of a SIGKILLed server stop counting at once', async (t) => {
-  const { dir, catalog, image } = await setup(t);
-  const socket = path.join(dir, 'nbd.sock');
+  const { catalog, image } = await setup(t);
+  const socket = socketPath(t);
   const server = await startServe(t, catalog, socket);
   const client = await connectUnix(socket);
   await client.handshake({ name: '1/xvda' });

@@ -1,0 +1,24 @@
+/** fio's nbd engine with crc32c verification: a short bounded random-write/verify run. */
+import t from 'tap';
+import { hasTool, memoryDisk, runTool, startServer } from '../helpers/nbd-client';
+
+t.test('fio --ioengine=nbd randwrite with --verify=crc32c finds no corruption', async (t) => {
+  if (!hasTool('fio')) return t.skip('fio missing');
+  const engines = await runTool('fio', ['--enghelp']);
+  if (!engines.stdout.includes('nbd')) return t.skip('fio built without the nbd engine');
+  const { uri, server } = await startServer(t, [memoryDisk('disk', 64 * 1024 * 1024)]);
+  const result = await runTool('fio', [
+    '--name=verify', '--ioengine=nbd', `--uri=${uri()}`, '--rw=randwrite', '--bs=4k',
+    '--iodepth=32', '--size=64M', '--runtime=5', '--time_based=0', '--verify=crc32c',
+    '--do_verify=1', '--verify_fatal=1', '--output-format=json',
+  ], { timeoutMs: 120_000 });
+  t.equal(result.code, 0, result.stderr);
+  const report = JSON.parse(result.stdout.slice(result.stdout.indexOf('{'))) as { jobs: { error: number;
+    read: { io_bytes: number }; write: { io_bytes: number } }[] };
+  const job = report.jobs[0];
+  t.equal(job?.error, 0);
+  t.ok((job?.write.io_bytes ?? 0) > 0, 'wrote data');
+  const written = job?.write.io_bytes ?? 0;
+  t.ok(server.stats.bytesWritten >= written, 'the server sent back at least what was written '
+    + '(the verify pass read it all)');
+});
