@@ -2,13 +2,13 @@
 import t from 'tap';
 import { hasTool, memoryDisk, runTool, startServer } from '../helpers/nbd-client';
 
-t.test('fio --ioengine=nbd randwrite with --verify=crc32c finds no corruption', async (t) => {
+t.test('fio --ioengine=nbd randwrite (64 KiB blocks, qd32) with --verify=crc32c finds no corruption', async (t) => {
   if (!hasTool('fio')) return t.skip('fio missing');
   const engines = await runTool('fio', ['--enghelp']);
   if (!engines.stdout.includes('nbd')) return t.skip('fio built without the nbd engine');
   const { uri, server } = await startServer(t, [memoryDisk('disk', 64 * 1024 * 1024)]);
   const result = await runTool('fio', [
-    '--name=verify', '--ioengine=nbd', `--uri=${uri()}`, '--rw=randwrite', '--bs=4k',
+    '--name=verify', '--ioengine=nbd', `--uri=${uri()}`, '--rw=randwrite', '--bs=64k',
     '--iodepth=32', '--size=64M', '--runtime=5', '--time_based=0', '--verify=crc32c',
     '--do_verify=1', '--verify_fatal=1', '--output-format=json',
   ], { timeoutMs: 120_000 });
