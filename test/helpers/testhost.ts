@@ -252,6 +252,9 @@ export interface ServerSpec {
   isReadOnly: boolean;
   /** Initial content: serve these bytes (file of sizeBytes). Absent: content is free. */
   imagePath?: string;
+  /** An empty directory for the server's files (the scenario's t.testdir(); calling
+   * t.testdir() again would wipe it and the image in it). */
+  dir: string;
 }
 
 export interface ServerUnderTest {
@@ -408,7 +411,7 @@ export interface ReadOnlyImage {
 
 /** Builds an ext4 image of `sizeBytes` holding a few files with random content, on the host. */
 export function makeReadOnlyImage(dir: string, sizeBytes: number): ReadOnlyImage {
-  const content = path.join(dir, 'content');
+  const content = path.join(dir, 'ro-content');
   fs.mkdirSync(path.join(content, 'd'), { recursive: true });
   const files: Array<[string, number]> = [['big', 4 * MIB], ['d/mid', 256 * 1024], ['d/one', 1]];
   let sums = '';
@@ -450,12 +453,20 @@ async function withServer(t: Test, startServer: StartServer, spec: ServerSpec,
   }
 }
 
+export type KernelScenarioName = 'round-trip' | 'read-only' | 'multi-conn';
+
+export interface KernelScenarioOptions {
+  /** Run only these (default: all three). */
+  only?: readonly KernelScenarioName[];
+}
+
 /**
  * Registers the kernel NBD scenarios on `t` against servers from `startServer`: an ext4 round
  * trip with reattach, a read-only export, and multi-connection (`-C 4`). Each boots its own
  * guest and starts its own server. Skips visibly when the test host cannot run here.
  */
-export function kernelScenarios(t: Test, startServer: StartServer): void {
+export function kernelScenarios(t: Test, startServer: StartServer,
+  options: KernelScenarioOptions = {}): void {
   const skip = testhostSkipReason();
   if (skip !== null) {
     t.skip(`kernel NBD scenarios: ${skip}`, () => {});
@@ -465,7 +476,9 @@ export function kernelScenarios(t: Test, startServer: StartServer): void {
   t.before(async () => {
     await prepareTesthost().catch((error: Error) => (buildError = error));
   });
-  const scenario = (name: string, body: (t: Test) => Promise<void>): void => {
+  const scenario = (key: KernelScenarioName, name: string,
+    body: (t: Test) => Promise<void>): void => {
+    if (options.only !== undefined && !options.only.includes(key)) return;
     t.test(name, async (t) => {
       if (buildError !== undefined) {
         t.skip(`test host could not be built: ${buildError.message}`, () => {});
@@ -475,9 +488,10 @@ export function kernelScenarios(t: Test, startServer: StartServer): void {
     });
   };
 
-  scenario('ext4 written through the kernel client survives detach, reattach and e2fsck',
+  scenario('round-trip',
+    'ext4 written through the kernel client survives detach, reattach and e2fsck',
     async (t) => {
-      const spec = { sizeBytes: WRITABLE_SIZE_BYTES, isReadOnly: false };
+      const spec = { sizeBytes: WRITABLE_SIZE_BYTES, isReadOnly: false, dir: t.testdir() };
       await withServer(t, startServer, spec, async (server) => {
         const result = await runGuest({ script: roundTripScript(server.exportName,
           spec.sizeBytes), ...guestTarget(server) });
@@ -489,11 +503,13 @@ export function kernelScenarios(t: Test, startServer: StartServer): void {
       });
     });
 
-  scenario('a read-only export is read-only in the kernel, refuses writes, and reads exactly',
+  scenario('read-only',
+    'a read-only export is read-only in the kernel, refuses writes, and reads exactly',
     async (t) => {
-      const image = makeReadOnlyImage(t.testdir(), READ_ONLY_SIZE_BYTES);
+      const dir = t.testdir();
+      const image = makeReadOnlyImage(dir, READ_ONLY_SIZE_BYTES);
       const spec = { sizeBytes: READ_ONLY_SIZE_BYTES, isReadOnly: true,
-        imagePath: image.imagePath };
+        imagePath: image.imagePath, dir };
       await withServer(t, startServer, spec, async (server) => {
         const result = await runGuest({ script: readOnlyScript(server.exportName,
           spec.sizeBytes, image.sums), ...guestTarget(server) });
@@ -507,9 +523,10 @@ export function kernelScenarios(t: Test, startServer: StartServer): void {
       });
     });
 
-  scenario('four connections (-C 4) carry parallel writes that one connection reads back',
+  scenario('multi-conn',
+    'four connections (-C 4) carry parallel writes that one connection reads back',
     async (t) => {
-      const spec = { sizeBytes: WRITABLE_SIZE_BYTES, isReadOnly: false };
+      const spec = { sizeBytes: WRITABLE_SIZE_BYTES, isReadOnly: false, dir: t.testdir() };
       await withServer(t, startServer, spec, async (server) => {
         const result = await runGuest({ script: multiConnScript(server.exportName,
           spec.sizeBytes), ...guestTarget(server) });
