@@ -19,6 +19,10 @@
  * replaceMap() acquires any new backings first, then swaps the state in one assignment. Backings
  * are released when the export closes (an enlarged map keeps them all anyway).
  *
+ * Close: new requests reject with ESHUTDOWN at once; close() resolves after every request in
+ * flight has settled and the descriptors are released, so no I/O ever reaches a descriptor number
+ * that the pool has closed (and the kernel may have reused).
+ *
  * Read-only (invariant 7): mode 'r' opens every backing O_RDONLY and write/trim/zero reject with
  * EPERM; a 'w' export whose backing the kernel would only open read-only is read-only too.
  * cache() is readahead by reading into one scratch buffer (Node has no posix_fadvise).
@@ -47,12 +51,20 @@ interface EngineState {
   readonly size: number;
 }
 
+/** What a Job reports to when it settles: the export's in-flight count. */
+interface JobOwner {
+  leave(): void;
+}
+
 /** One read or write request in flight: counts pieces, keeps the first error, settles once. */
 class Job {
   pending = 1;
   error: IoError | null = null;
   touched: PooledBacking | PooledBacking[] | null = null;
+  /** a FUA write: `resolve` syncs first and leaves the owner itself */
+  isFua = false;
   constructor(
+    readonly owner: JobOwner,
     readonly state: EngineState,
     readonly buffer: Buffer,
     readonly bufferBase: number,
@@ -127,16 +139,23 @@ function writePiece(
 function finishRead(job: Job): void {
   if (--job.pending > 0) return;
   if (job.error === null) {
+    job.owner.leave();
     job.resolve();
     return;
   }
   // on failure, overwrite whatever pieces did arrive: the caller gets zeros or nothing
   job.buffer.fill(0, job.bufferBase, job.bufferBase + job.length);
+  job.owner.leave();
   job.reject(job.error);
 }
 
 function finishWrite(job: Job): void {
   if (--job.pending > 0) return;
+  if (job.error === null && job.isFua) {
+    job.resolve(); // syncs, then leaves
+    return;
+  }
+  job.owner.leave();
   if (job.error === null) job.resolve();
   else job.reject(job.error);
 }
@@ -175,7 +194,7 @@ async function settleAll(runs: Promise<void>[]): Promise<void> {
   }
 }
 
-export class ExtentExport implements Export {
+export class ExtentExport implements Export, JobOwner {
   readonly name: string;
   readonly description: string;
   readonly isReadOnly: boolean;
@@ -196,6 +215,9 @@ export class ExtentExport implements Export {
   private readonly held: Map<string, PooledBacking>;
   private isClosed = false;
   private closing: Promise<void> | null = null;
+  /** requests started and not yet settled; close() waits for 0 before releasing descriptors */
+  private inflight = 0;
+  private onDrained: (() => void) | null = null;
   private scratch: Buffer | null = null;
 
   /** Use openExport(); the entries are already acquired and owned by the export from here on. */
@@ -267,8 +289,9 @@ export class ExtentExport implements Export {
     } catch (error) {
       return Promise.reject(error);
     }
+    this.inflight++;
     return new Promise<void>((resolve, reject) => {
-      const job = new Job(state, target, targetOffset, length, resolve, reject);
+      const job = new Job(this, state, target, targetOffset, length, resolve, reject);
       state.map.visit(offset, length, visitRead, job);
       finishRead(job);
     });
@@ -312,13 +335,21 @@ export class ExtentExport implements Export {
     } catch (error) {
       return Promise.reject(error);
     }
+    this.inflight++;
     return new Promise<void>((resolve, reject) => {
       const done = flags.fua
         ? (): void => {
-          syncTouched(job.touched).then(resolve, reject);
+          syncTouched(job.touched).then(() => {
+            this.leave();
+            resolve();
+          }, (error: unknown) => {
+            this.leave();
+            reject(error);
+          });
         }
         : resolve;
-      const job: Job = new Job(state, data, 0, length, done, reject);
+      const job: Job = new Job(this, state, data, 0, length, done, reject);
+      job.isFua = flags.fua;
       state.map.visit(offset, length, visitWrite, job);
       finishWrite(job);
     });
@@ -326,7 +357,7 @@ export class ExtentExport implements Export {
 
   async flush(): Promise<void> {
     this.checkOpen('flush');
-    await settleAll([...this.held.values()].map((entry) => entry.sync()));
+    await this.tracked(() => settleAll([...this.held.values()].map((entry) => entry.sync())));
   }
 
   async trim(offset: number, length: number, flags: WriteFlags): Promise<void> {
@@ -334,9 +365,11 @@ export class ExtentExport implements Export {
     this.checkRequest('trim', state, offset, length);
     this.checkWritable('trim');
     const pieces = state.map.translate(offset, length);
-    await this.eachPiece(state, pieces, (entry, piece) =>
-      entry.backing.trim(piece.offsetBacking, piece.length));
-    if (flags.fua) await syncTouched(touchedBy(state, pieces));
+    await this.tracked(async () => {
+      await this.eachPiece(state, pieces, (entry, piece) =>
+        entry.backing.trim(piece.offsetBacking, piece.length));
+      if (flags.fua) await syncTouched(touchedBy(state, pieces));
+    });
   }
 
   async zero(offset: number, length: number, flags: ZeroFlags): Promise<void> {
@@ -344,15 +377,26 @@ export class ExtentExport implements Export {
     this.checkRequest('zero', state, offset, length);
     this.checkWritable('zero');
     const pieces = state.map.translate(offset, length);
-    await this.eachPiece(state, pieces, (entry, piece) =>
-      entry.backing.zero(piece.offsetBacking, piece.length, flags.mayTrim, flags.fastOnly));
-    if (flags.fua) await syncTouched(touchedBy(state, pieces));
+    await this.tracked(async () => {
+      await this.eachPiece(state, pieces, (entry, piece) =>
+        entry.backing.zero(piece.offsetBacking, piece.length, flags.mayTrim, flags.fastOnly));
+      if (flags.fua) await syncTouched(touchedBy(state, pieces));
+    });
   }
 
   async blockStatus(offset: number, length: number, runsMax: number): Promise<StatusRun[]> {
     const state = this.state;
     this.checkRequest('blockStatus', state, offset, length);
     assert(Number.isInteger(runsMax) && runsMax >= 1);
+    return this.tracked(() => this.blockStatusOn(state, offset, length, runsMax));
+  }
+
+  private async blockStatusOn(
+    state: EngineState,
+    offset: number,
+    length: number,
+    runsMax: number,
+  ): Promise<StatusRun[]> {
     const clipped = clipToPieces(state.map, offset, length, LIMITS.blockStatusPiecesMax);
     const runs: StatusRun[] = [];
     for (const piece of state.map.translate(offset, clipped)) {
@@ -391,14 +435,40 @@ export class ExtentExport implements Export {
     }
   }
 
+  /** Refuses new requests, waits for those in flight, then releases the descriptors. */
   close(): Promise<void> {
     if (this.closing === null) {
       this.isClosed = true;
-      const entries = [...this.held.values()];
-      this.held.clear();
-      this.closing = settleAll(entries.map((entry) => this.pool.release(entry)));
+      this.closing = this.drain().then(() => {
+        const entries = [...this.held.values()];
+        this.held.clear();
+        return settleAll(entries.map((entry) => this.pool.release(entry)));
+      });
     }
     return this.closing;
+  }
+
+  /** JobOwner: one request settled. */
+  leave(): void {
+    assert(this.inflight > 0);
+    this.inflight--;
+    if (this.inflight === 0 && this.onDrained !== null) this.onDrained();
+  }
+
+  private drain(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.onDrained = resolve;
+    });
+  }
+
+  private async tracked<T>(run: () => Promise<T>): Promise<T> {
+    this.inflight++;
+    try {
+      return await run();
+    } finally {
+      this.leave();
+    }
   }
 
   private async eachPiece(

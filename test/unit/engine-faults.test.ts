@@ -153,3 +153,30 @@ t.test('a closed export rejects with ESHUTDOWN and releases its backings', async
   await t.rejects(r.exp.read(0, 1, Buffer.alloc(1), 0), { code: 'ERR_IO_SYSCALL',
     errno: 'ESHUTDOWN' });
 });
+
+t.test('close waits for requests in flight before releasing descriptors', async (t) => {
+  const r = await rig(t);
+  const inner = fb(r, 'a').inner as MemoryBacking;
+  const read = inner.read.bind(inner);
+  let isClosedAtCompletion: boolean | null = null;
+  let release = (): void => undefined;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  inner.read = (buffer, bufferOffset, length, position, callback) => {
+    read(buffer, bufferOffset, length, position, (error, bytes) => {
+      void gate.then(() => {
+        isClosedAtCompletion = inner.isClosed;
+        callback(error, bytes);
+      });
+    });
+  };
+  const reading = r.exp.read(0, 65536, Buffer.alloc(65536), 0);
+  const closing = r.exp.close();
+  await t.rejects(r.exp.read(0, 1, Buffer.alloc(1), 0),
+    { code: 'ERR_IO_SYSCALL', errno: 'ESHUTDOWN' });
+  release();
+  await Promise.all([reading, closing]);
+  t.equal(isClosedAtCompletion, false, 'the descriptor was open when the read completed');
+  t.equal(inner.isClosed, true, 'closed afterwards');
+});
