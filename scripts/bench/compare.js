@@ -28,6 +28,9 @@ const RESULTS_DIR = path.join(REPO, 'results');
 const CHART_COMMITTED = path.join(__dirname, 'results.png');
 const SIZE_BYTES = 1024 ** 3;
 const TRANSPORTS = ['tcp', 'unix'];
+/** A fio cell is flagged noisy when other work took this much CPU (cores) during it. */
+const NOISY_OTHER_CORES = 0.25;
+const NOISY_STEAL_CORES = 0.1;
 const ALL_SERVER_NAMES = [...SERVERS.map((server) => server.name), 'local'];
 const TOOL_PACKAGES = {
   fio: 'fio',
@@ -203,7 +206,10 @@ function describeCell(cell) {
   if (cell.error && !(cell.value > 0)) return `n/a (${cell.error})`;
   const perGiB = cell.cpuSecondsPerGiB;
   const cpu = perGiB == null ? '' : `, ${perGiB.toFixed(2)} cpu s/GiB`;
-  return `${cell.value.toFixed(cell.unit === 'IOPS' ? 0 : 1)} ${cell.unit}${cpu}`;
+  const other = cell.otherCores === undefined
+    ? ''
+    : `; other work ${cell.otherCores} cores, steal ${cell.stealCores}`;
+  return `${cell.value.toFixed(cell.unit === 'IOPS' ? 0 : 1)} ${cell.unit}${cpu}${other}`;
 }
 
 async function runLocal(ctx) {
@@ -297,6 +303,13 @@ async function finish(ctx) {
   for (const name of columns) {
     const reasons = ctx.run.servers[name].reasons;
     if (reasons.length > 0) process.stdout.write(`${name} n/a: ${reasons.join('; ')}\n`);
+  }
+  const cells = ctx.run.rows.flatMap((row) => Object.values(row.cells));
+  const noisy = cells.filter((cell) => cell.otherCores > NOISY_OTHER_CORES ||
+    cell.stealCores > NOISY_STEAL_CORES);
+  if (noisy.length > 0) {
+    process.stdout.write(`warning: in ${noisy.length} fio cells other processes or the ` +
+      `hypervisor took more than ${NOISY_OTHER_CORES} cores (otherCores/stealCores in the JSON)\n`);
   }
   const busiest = loadMax(ctx.run);
   if (busiest > machine.cpuCount + 1) {

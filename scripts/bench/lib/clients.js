@@ -36,12 +36,30 @@ function fioArgs(job, target, timing, outPath) {
   ];
 }
 
-function cpuRate(pid, startCpu, startNs) {
-  if (pid === null || startCpu === null) return null;
-  const endCpu = proc.cpuSecondsTree(pid);
-  if (endCpu === null) return null;
-  const seconds = Number(process.hrtime.bigint() - startNs) / 1e9;
-  return { cpuSeconds: endCpu - startCpu, seconds };
+function cpuRate(pid, start) {
+  const seconds = Number(process.hrtime.bigint() - start.ns) / 1e9;
+  const machine = proc.machineCpuSeconds();
+  const endCpu = pid === null ? null : proc.cpuSecondsTree(pid);
+  return {
+    cpuSeconds: endCpu === null || start.cpu === null ? null : endCpu - start.cpu,
+    seconds,
+    machineBusySeconds: machine.busySeconds - start.machine.busySeconds,
+    stealSeconds: machine.stealSeconds - start.machine.stealSeconds,
+  };
+}
+
+/**
+ * CPU (in cores) that neither the server nor fio used during the measured window: other work on
+ * the machine, which makes a cell noisy. Steal is time the hypervisor gave to other guests.
+ */
+function contention(window, job) {
+  const fioCores = ((job.usr_cpu || 0) + (job.sys_cpu || 0)) / 100;
+  const serverCores = window.cpuSeconds === null ? 0 : window.cpuSeconds / window.seconds;
+  const otherCores = window.machineBusySeconds / window.seconds - fioCores - serverCores;
+  return {
+    otherCores: Math.max(0, Number(otherCores.toFixed(2))),
+    stealCores: Number((window.stealSeconds / window.seconds).toFixed(2)),
+  };
 }
 
 function summarizeFio(report, job) {
@@ -60,16 +78,18 @@ function summarizeFio(report, job) {
 async function runFio(job, target, pid, timing, dir) {
   const outPath = path.join(dir, `fio-${process.pid}-${Date.now()}.json`);
   let window = null;
-  let startCpu = null;
-  let startNs = null;
+  let start = null;
   const sampler = setTimeout(() => {
-    startCpu = pid === null ? null : proc.cpuSecondsTree(pid);
-    startNs = process.hrtime.bigint();
+    start = {
+      cpu: pid === null ? null : proc.cpuSecondsTree(pid),
+      machine: proc.machineCpuSeconds(),
+      ns: process.hrtime.bigint(),
+    };
   }, timing.rampS * 1000 + 100);
   const timeoutMs = (timing.runtimeS + timing.rampS) * 1000 + 60000;
   const result = await proc.run('fio', fioArgs(job, target, timing, outPath), { timeoutMs });
   clearTimeout(sampler);
-  if (startNs !== null) window = cpuRate(pid, startCpu, startNs);
+  if (start !== null) window = cpuRate(pid, start);
   try {
     if (result.code !== 0) {
       throw new Error(`fio exit ${result.code}: ${proc.tail(result.stderr, 2)}`);
@@ -78,7 +98,7 @@ async function runFio(job, target, pid, timing, dir) {
     const report = JSON.parse(text.slice(text.indexOf('{')));
     const summary = summarizeFio(report, job);
     let cpuSecondsPerGiB = null;
-    if (window !== null && window.seconds > 0) {
+    if (window !== null && window.seconds > 0 && window.cpuSeconds !== null) {
       cpuSecondsPerGiB = (window.cpuSeconds / window.seconds) / (summary.bytesPerSecond / GIB);
     }
     return {
@@ -86,6 +106,7 @@ async function runFio(job, target, pid, timing, dir) {
       cpuSeconds: window && window.cpuSeconds,
       cpuWindowS: window && window.seconds,
       cpuSecondsPerGiB,
+      ...(window === null ? {} : contention(window, report.jobs[0])),
       wallMs: result.wallMs,
       raw: report.jobs[0],
     };

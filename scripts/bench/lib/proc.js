@@ -121,6 +121,17 @@ function cpuSecondsTree(rootPid) {
   return ticks / CLOCK_TICKS_PER_SECOND;
 }
 
+/** Whole-machine CPU seconds so far: busy (user+nice+system+irq+softirq) and steal. */
+function machineCpuSeconds() {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = ticks;
+  return {
+    busySeconds: (user + nice + system + irq + softirq) / CLOCK_TICKS_PER_SECOND,
+    stealSeconds: (steal || 0) / CLOCK_TICKS_PER_SECOND,
+  };
+}
+
 /**
  * Runs a command to completion with a timeout; resolves {code, signal, stdout, stderr, wallMs}.
  * The child gets its own process group, registered while it runs.
@@ -219,6 +230,7 @@ module.exports = {
   freePort,
   isAlive,
   killAllGroupsSync,
+  machineCpuSeconds,
   registerGroup,
   run,
   sleep,

@@ -4,9 +4,10 @@
 //  - 'fragmented': two image members with 1 MiB extents, each filled completely with 1 MiB VDs
 //    (`create 1M --on MEMBER`, so ids follow offsets), every other one deleted, then the 1 GiB
 //    VD created into the holes, so it is >= 1024 extent runs alternating over both members;
-//    checked with `xvd show ID --json`. Building it takes a few thousand creates: done in one child process
-//    through the CLI's catalog port (lib/frag-fill.js), else by `xvd` commands (minutes); the
-//    pool is cached under results/cache/ and reused while `xvd show` still verifies it.
+//    checked with `xvd show ID --json`. Building it takes a few thousand creates: done in one
+//    child process through the CLI's catalog port (lib/frag-fill.js), else by `xvd` commands
+//    (minutes); the pool is cached under results/cache/ and reused while `xvd show` still
+//    verifies it.
 // Both VDs are exported as VBD `xvda` of domain 1 (export name "1/xvda").
 'use strict';
 const fs = require('node:fs');
