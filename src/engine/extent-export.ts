@@ -31,7 +31,7 @@ import assert from 'node:assert';
 import { IoError } from '../errors';
 import { LIMITS } from '../limits';
 import type { BackingPool, BackingMode, PooledBacking } from '../backing/pool';
-import { ExtentMap, type ExtentSpec, type Piece } from './extent-map';
+import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
 import type { Export, ReadPiece, StatusRun, WriteFlags, ZeroFlags } from './export';
 
 export interface OpenExportOptions {
@@ -59,7 +59,7 @@ interface JobOwner {
 /** One read or write request in flight: counts pieces, keeps the first error, settles once. */
 class Job {
   pending = 1;
-  error: IoError | null = null;
+  error: Error | null = null;
   touched: PooledBacking | PooledBacking[] | null = null;
   /** a FUA write: `resolve` syncs first and leaves the owner itself */
   isFua = false;
@@ -70,7 +70,7 @@ class Job {
     readonly bufferBase: number,
     readonly length: number,
     readonly resolve: () => void,
-    readonly reject: (error: IoError) => void,
+    readonly reject: (error: Error) => void,
   ) {}
 
   touch(entry: PooledBacking): void {
@@ -158,6 +158,15 @@ function finishWrite(job: Job): void {
   job.owner.leave();
   if (job.error === null) job.resolve();
   else job.reject(job.error);
+}
+
+/** Issues every piece; a throw (a broken map: a bug) still settles the job once. */
+function visitSafely(job: Job, offset: number, length: number, visitor: PieceVisitor<Job>): void {
+  try {
+    job.state.map.visit(offset, length, visitor, job);
+  } catch (error) {
+    job.error ??= error instanceof Error ? error : new Error(String(error));
+  }
 }
 
 function visitRead(
@@ -292,7 +301,7 @@ export class ExtentExport implements Export, JobOwner {
     this.inflight++;
     return new Promise<void>((resolve, reject) => {
       const job = new Job(this, state, target, targetOffset, length, resolve, reject);
-      state.map.visit(offset, length, visitRead, job);
+      visitSafely(job, offset, length, visitRead);
       finishRead(job);
     });
   }
@@ -350,7 +359,7 @@ export class ExtentExport implements Export, JobOwner {
         : resolve;
       const job: Job = new Job(this, state, data, 0, length, done, reject);
       job.isFua = flags.fua;
-      state.map.visit(offset, length, visitWrite, job);
+      visitSafely(job, offset, length, visitWrite);
       finishWrite(job);
     });
   }
