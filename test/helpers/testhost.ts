@@ -265,6 +265,9 @@ export interface ServerUnderTest {
   exportName: string;
   /** Stops the server; called once at the end of the scenario. */
   stop(): Promise<void>;
+  /** Optional, called after stop() when the guest passed: a file holding the export's bytes.
+   * The host then checks the filesystem the guest left there (e2fsck, file checksums). */
+  snapshot?(): Promise<string>;
 }
 
 export type StartServer = (t: Test, spec: ServerSpec) => Promise<ServerUnderTest>;
@@ -274,6 +277,7 @@ export const WRITABLE_SIZE_BYTES = 256 * MIB;
 export const READ_ONLY_SIZE_BYTES = 64 * MIB;
 
 const GUEST_ADDRESS = '10.0.2.100';
+const FILE_SHA256_KEY = 'file_sha256:';
 const GUEST_PORT = 10809;
 
 function shellQuote(text: string): string {
@@ -321,7 +325,7 @@ i=0
 while [ $i -lt 32 ]; do head -c $((i * 997 + 1)) /dev/urandom > /mnt/d/small$i; i=$((i + 1)); done
 (cd /mnt && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum) > /tmp/sums
 value files $(wc -l < /tmp/sums)
-value big_sha256 $(sha256sum /mnt/big | cut -d' ' -f1)
+value file_sha256:big "$(sha256sum /mnt/big | cut -d' ' -f1)"
 umount /mnt || fail "umount failed"
 step detach
 nbd-client -d /dev/nbd0 || fail "nbd-client -d failed"
@@ -385,6 +389,7 @@ for pid in $pids; do wait $pid || fail "a parallel writer failed"; done
 sync
 (cd /mnt && sha256sum part0 part1 part2 part3) > /tmp/sums
 [ "$(wc -l < /tmp/sums)" = 4 ] || fail "not all four files were written"
+for n in 0 1 2 3; do value "file_sha256:part$n" "$(sha256sum /mnt/part$n | cut -d' ' -f1)"; done
 umount /mnt || fail "umount failed"
 step detach
 nbd-client -d /dev/nbd0 || fail "nbd-client -d failed"
@@ -443,13 +448,33 @@ function reportGuest(t: Test, result: GuestResult): void {
   if (!result.ok) t.comment(result.console.split('\n').slice(-80).join('\n'));
 }
 
+/** Host-side proof that the guest's ext4 landed on the server: e2fsck and file checksums
+ * (`value file_sha256:<name> HASH` from the guest, for files in the filesystem root). */
+function checkSnapshot(t: Test, imagePath: string, result: GuestResult): void {
+  const fsck = spawnSync('e2fsck', ['-fn', imagePath], { encoding: 'utf8' });
+  const detail = fsck.status === 0 ? '' : `: ${fsck.stdout}${fsck.stderr}`;
+  t.equal(fsck.status, 0, `e2fsck -fn on the server's bytes is clean${detail}`);
+  for (const [key, expected] of result.values) {
+    if (!key.startsWith(FILE_SHA256_KEY)) continue;
+    const name = key.slice(FILE_SHA256_KEY.length);
+    const cat = spawnSync('debugfs', ['-R', `cat /${name}`, imagePath],
+      { maxBuffer: 256 * MIB });
+    const actual = crypto.createHash('sha256').update(cat.stdout).digest('hex');
+    t.equal(actual, expected, `/${name} on the server's bytes has the guest's checksum`);
+  }
+}
+
 async function withServer(t: Test, startServer: StartServer, spec: ServerSpec,
-  body: (server: ServerUnderTest) => Promise<void>): Promise<void> {
+  body: (server: ServerUnderTest) => Promise<GuestResult>): Promise<void> {
   const server = await startServer(t, spec);
+  let result: GuestResult;
   try {
-    await body(server);
+    result = await body(server);
   } finally {
     await server.stop();
+  }
+  if (result.ok && server.snapshot !== undefined) {
+    checkSnapshot(t, await server.snapshot(), result);
   }
 }
 
@@ -500,6 +525,7 @@ export function kernelScenarios(t: Test, startServer: StartServer,
         t.equal(result.values.get('size_bytes'), String(spec.sizeBytes), 'device size');
         t.equal(result.values.get('files'), '34', 'all written files were checksummed');
         t.equal(result.connectionCount, 2, 'one connection to attach, one to reattach');
+        return result;
       });
     });
 
@@ -520,6 +546,7 @@ export function kernelScenarios(t: Test, startServer: StartServer,
           'the whole device reads back as the served image');
         t.match(result.values.get('raw_write_error') ?? '', /not permitted|read-only/i,
           'the raw write failed with a permission error');
+        return result;
       });
     });
 
@@ -533,6 +560,7 @@ export function kernelScenarios(t: Test, startServer: StartServer,
         reportGuest(t, result);
         t.equal(result.verdict, 'PASS', `guest verdict (${result.reason})`);
         t.equal(result.connectionCount, 5, 'four connections, then one to reattach');
+        return result;
       });
     });
 }

@@ -87,7 +87,13 @@ const startNbdkit: StartServer = async (t: Test, spec: ServerSpec) => {
     await stopChild(child);
     throw new Error(`${(error as Error).message}: ${stderr}`);
   }
-  return { ...listen, exportName: EXPORT_NAME, stop: () => stopChild(child) };
+  const served = image;
+  return {
+    ...listen,
+    exportName: EXPORT_NAME,
+    stop: () => stopChild(child),
+    snapshot: () => Promise.resolve(served),
+  };
 };
 
 const hasNbdkit = spawnSync('sh', ['-c', 'command -v nbdkit'], { stdio: 'ignore' }).status === 0;

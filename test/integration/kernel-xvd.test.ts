@@ -137,6 +137,11 @@ const startXvd: StartServer = async (t: Test, spec: ServerSpec) => {
       await stopChild(child);
       t.equal(child.exitCode, 0, `xvd serve exits 0 on SIGTERM (${stderr.slice(-500)})`);
     },
+    snapshot: async () => {
+      const file = path.join(dir, 'exported.img');
+      await xvd(t, catalog, ['export', id, file]);
+      return file;
+    },
   };
 };
 
