@@ -66,7 +66,7 @@ timeout --kill-after=5 "$TIMEOUT_S" qemu-system-x86_64 \
 status="${PIPESTATUS[0]}"
 set -e
 
-verdict="$(grep -a '^XVD-TEST-RESULT: ' "$WORK/console" | tail -n1 | tr -d '\r')"
+verdict="$(grep -ao 'XVD-TEST-RESULT: .*' "$WORK/console" | tail -n1 | tr -d '\r')"
 case "$verdict" in
   "XVD-TEST-RESULT: PASS") exit 0 ;;
   "XVD-TEST-RESULT: FAIL"*) exit 1 ;;

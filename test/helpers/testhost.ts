@@ -231,7 +231,8 @@ function parseGuest(console: string, exitCode: number | null, connectionCount: n
       const equals = pair.indexOf('=');
       if (equals > 0) values.set(pair.slice(0, equals), pair.slice(equals + 1).trim());
     }
-    if (line.startsWith(RESULT_MARKER)) verdictLine = line.slice(RESULT_MARKER.length).trim();
+    const resultAt = line.indexOf(RESULT_MARKER); // a kernel message may precede it
+    if (resultAt >= 0) verdictLine = line.slice(resultAt + RESULT_MARKER.length).trim();
   }
   const base = { console, values, connectionCount, elapsedMs };
   if (verdictLine === 'PASS') return { ...base, ok: true, verdict: 'PASS', reason: '' };
