@@ -348,3 +348,13 @@ export function hasTool(command: string): boolean {
 
 /** Python with the libnbd module (Debian's, not a pyenv shim). */
 export const PYTHON_LIBNBD = '/usr/bin/python3';
+
+/** Sends one request and returns the errno of its (simple or structured) reply. */
+export async function requestErrno(client: ScriptedClient, spec: RequestSpec): Promise<number> {
+  client.request(spec);
+  const reply = await client.readAnyReply();
+  if (reply.simple !== undefined) return reply.simple.errno;
+  const chunk = reply.chunk;
+  if (chunk === undefined) throw new Error('no reply');
+  return chunk.type === 0x8001 ? chunk.payload.readUInt32BE(0) : 0;
+}
