@@ -118,8 +118,8 @@ export class NbdServer extends EventEmitter {
       else listener.listen(target.port ?? DEFAULT_PORT, target.host ?? DEFAULT_HOST, done);
     });
     this.netServers.push(listener);
-    const address = listener.address();
-    if (address === null) throw new UsageError('ERR_NBD_LISTEN', 'listen: no address');
+    // an inherited fd may report no address (an unnamed or foreign socket)
+    const address = listener.address() ?? describeTarget(target);
     this.log.info({ address }, 'listening');
     this.emit('listening', address);
     return address;
