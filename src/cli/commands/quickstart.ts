@@ -7,6 +7,7 @@
  *   4. serve it: SERVE HOOK — when src/cli/commands/serve.ts exists and exports
  *      `runServe(context: Context, options: { host: string; port: number }): Promise<number>`,
  *      quickstart calls it (and returns its exit code); until then it says serve is not available.
+ *      `--no-serve` stops after step 3 (tests, scripts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -60,7 +61,7 @@ function ensureVbd(context: Context, id: number): void {
     source: `vd:${id}`, pieces: catalog.show(id).pieces, expert: 0 });
 }
 
-async function quickstart(context: Context): Promise<number> {
+async function quickstart(context: Context, options: { serve: boolean }): Promise<number> {
   const pool = ensurePool(context);
   const id = await ensureDisk(context);
   ensureVbd(context, id);
@@ -68,6 +69,7 @@ async function quickstart(context: Context): Promise<number> {
   printLine(`pool ${pool}, VD ${id}, VBD ${exportName} (writable)`);
   printLine(`nbdinfo nbd://${QUICKSTART_HOST}:${QUICKSTART_PORT}/${exportName}`);
   printLine(`nbd-client ${QUICKSTART_HOST} ${QUICKSTART_PORT} /dev/nbd0 -N ${exportName}`);
+  if (!options.serve) return 0;
   const runServe = loadServe();
   if (runServe === null) {
     printLine('xvd serve is not yet available in this build; the disk is ready to serve.');
@@ -79,5 +81,6 @@ async function quickstart(context: Context): Promise<number> {
 export function register(program: Command, context: Context): void {
   program.command('quickstart')
     .description('create a pool image, a 1 GiB VD, attach it as 0/xvda and serve it (idempotent)')
-    .action(() => context.run(() => quickstart(context)));
+    .option('--no-serve', 'set up only; do not start the server')
+    .action((options: { serve: boolean }) => context.run(() => quickstart(context, options)));
 }

@@ -1,0 +1,126 @@
+/**
+ * Every bad input the issue lists gets one line on stderr naming what was wrong, the documented
+ * exit code, and leaves the catalog exactly as it was (all tables compared row by row).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { makeImage, runXvd, snapshotCatalog, type CliResult } from '../helpers/cli';
+
+const MIB = 1024 * 1024;
+
+async function pool(dir: string): Promise<{ catalog: string; image: string; id: string }> {
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const image = makeImage(path.join(dir, 'pool.img'), 64 * MIB);
+  const formatted = await runXvd(['format', image, '--extent-size', '1M'], { catalog });
+  if (formatted.code !== 0) throw new Error(`format failed: ${formatted.stderr}`);
+  const created = await runXvd(['create', '8M'], { catalog });
+  if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
+  return { catalog, image, id: created.stdout.trim() };
+}
+
+function assertOneLine(t: Test, result: CliResult, code: number, pattern: RegExp): void {
+  t.equal(result.code, code, `exit ${code}: ${result.stderr.trim()}`);
+  t.equal(result.stdout, '', 'nothing on stdout');
+  t.match(result.stderr, /^xvd: [^\n]+\n$/, 'exactly one line on stderr');
+  t.match(result.stderr, pattern);
+  t.notMatch(result.stderr, /\n\s+at /, 'no stack trace');
+}
+
+interface Case {
+  name: string;
+  args: (setup: { image: string; id: string; dir: string }) => string[];
+  code: number;
+  pattern: RegExp;
+}
+
+const cases: Case[] = [
+  { name: 'size 0', args: () => ['create', '0'], code: 2, pattern: /size '0': must be positive/ },
+  { name: 'a negative size', args: () => ['create', '--', '-5'], code: 2, pattern: /size '-5'/ },
+  { name: 'size abc', args: () => ['create', 'abc'], code: 2, pattern: /size 'abc'/ },
+  { name: 'size 1.5Q', args: () => ['create', '1.5Q'], code: 2, pattern: /size '1.5Q'.*unit/ },
+  { name: 'a size larger than the pool', args: () => ['create', '1G'], code: 1,
+    pattern: /free|space/i },
+  { name: 'an unknown id', args: () => ['delete', '999'], code: 1, pattern: /999/ },
+  { name: 'show of an unknown id', args: () => ['show', '999'], code: 1, pattern: /999/ },
+  { name: 'an id that is not a number', args: () => ['delete', 'x1'], code: 2, pattern: /id 'x1'/ },
+  { name: 'refresh with a negative expiry', args: ({ id }) => ['refresh', id, '--', '-1'],
+    code: 2, pattern: /expiry '-1'/ },
+  { name: 'format of a missing path', args: ({ dir }) => ['format', path.join(dir, 'nope.img')],
+    code: 1, pattern: /nope\.img: no such file/ },
+  { name: 'format of a directory', args: ({ dir }) => ['format', dir], code: 1,
+    pattern: /a directory/ },
+  { name: 'format of a pool member twice', args: ({ image }) => ['format', image], code: 1,
+    pattern: /already in the pool/ },
+  { name: 'format of a member by another path (hard link)', args: ({ dir }) =>
+    ['format', path.join(dir, 'link.img')], code: 1, pattern: /shares bytes with pool member/ },
+  { name: 'an extent size that is not a multiple of 512', args: ({ dir }) =>
+    ['format', path.join(dir, 'other.img'), '--extent-size', '1000B'], code: 2,
+    pattern: /--extent-size '1000B'.*multiple of 512/ },
+  { name: 'a member smaller than one extent', args: ({ dir }) =>
+    ['format', path.join(dir, 'tiny.img'), '--extent-size', '4M'], code: 1,
+    pattern: /smaller than one extent/ },
+  { name: 'an unknown command', args: () => ['frobnicate'], code: 2, pattern: /unknown command/ },
+  { name: 'an unknown option', args: () => ['list', '--bogus'], code: 2,
+    pattern: /unknown option/ },
+  { name: 'a missing argument', args: () => ['create'], code: 2, pattern: /missing required/ },
+  { name: 'vbd add with a bad mode', args: ({ id }) =>
+    ['vbd', 'add', `vd:${id}`, 'xvda', '--domain', '1', '--mode', 'x'], code: 2,
+    pattern: /--mode 'x'/ },
+  { name: 'vbd add with a bad source', args: () =>
+    ['vbd', 'add', 'nfs:foo', 'xvda', '--domain', '1', '--mode', 'r'], code: 2,
+    pattern: /source 'nfs:foo'/ },
+  { name: 'vbd remove of a device that is not attached', args: () =>
+    ['vbd', 'remove', 'xvdq', '--domain', '3'], code: 1, pattern: /xvdq/ },
+  { name: 'export to an existing file', args: ({ id, image }) => ['export', id, image], code: 1,
+    pattern: /already exists/ },
+  { name: 'import of a missing file', args: ({ dir }) => ['import', path.join(dir, 'none')],
+    code: 1, pattern: /no such file/ },
+];
+
+t.test('each bad input is refused with one line and the catalog unchanged', async (t) => {
+  const dir = t.testdir({ 'other.img': '', 'tiny.img': 'x'.repeat(4096) });
+  const setup = await pool(dir);
+  fs.linkSync(setup.image, path.join(dir, 'link.img'));
+  fs.truncateSync(path.join(dir, 'other.img'), 8 * MIB);
+  for (const testCase of cases) {
+    await t.test(testCase.name, async (t) => {
+      const before = snapshotCatalog(setup.catalog);
+      const result = await runXvd(testCase.args({ ...setup, dir }), { catalog: setup.catalog });
+      assertOneLine(t, result, testCase.code, testCase.pattern);
+      t.equal(snapshotCatalog(setup.catalog), before, 'catalog unchanged');
+    });
+  }
+});
+
+t.test('a deleted id is refused by delete, refresh, enlarge and show --json', async (t) => {
+  const dir = t.testdir();
+  const { catalog, id } = await pool(dir);
+  t.equal((await runXvd(['delete', id], { catalog })).code, 0, 'first delete works');
+  const before = snapshotCatalog(catalog);
+  for (const args of [['delete', id], ['refresh', id, '60'], ['enlarge', id, '1M']]) {
+    const result = await runXvd(args, { catalog });
+    assertOneLine(t, result, 1, new RegExp(id));
+  }
+  t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
+});
+
+t.test('a catalog that is a text file is refused with exit 3 and left as it was', async (t) => {
+  const dir = t.testdir({ 'catalog.sqlite': 'this is not a database\n'.repeat(100) });
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const before = fs.readFileSync(catalog);
+  for (const args of [['list'], ['create', '1M'], ['check']]) {
+    const result = await runXvd(args, { catalog });
+    assertOneLine(t, result, 3, /catalog/);
+  }
+  t.same(fs.readFileSync(catalog), before, 'file bytes unchanged');
+});
+
+t.test('an unreadable catalog path is refused with exit 3', async (t) => {
+  const dir = t.testdir({ 'plain-file': 'x', 'a-directory': {} });
+  const underFile = path.join(dir, 'plain-file', 'catalog.sqlite');
+  assertOneLine(t, await runXvd(['list'], { catalog: underFile }), 3, /catalog/);
+  const directory = path.join(dir, 'a-directory');
+  assertOneLine(t, await runXvd(['list'], { catalog: directory }), 3, /catalog/);
+  t.same(fs.readdirSync(directory), [], 'nothing created in the directory');
+});
