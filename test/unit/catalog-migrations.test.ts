@@ -1,0 +1,31 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { openCatalog } from '../../src/catalog';
+import { MIGRATIONS } from '../../src/catalog/migrations';
+
+const FIXTURES = path.resolve(__dirname, '..', '..', 'fixtures');
+
+t.test('every released fixture catalog opens, upgrades to the current version and checks clean',
+  async (t) => {
+    const fixtures = fs.readdirSync(FIXTURES).filter((f) => /^catalog-v\d+\.sqlite$/.test(f));
+    t.ok(fixtures.includes('catalog-v1.sqlite'));
+    for (const name of fixtures) {
+      const copy = path.join(t.testdir(), name);
+      fs.copyFileSync(path.join(FIXTURES, name), copy);
+      const catalog = openCatalog(copy, { create: false, now: () => 1764115200000 + 5000 });
+      t.equal(catalog.schemaVersion, MIGRATIONS.length, `${name} is upgraded`);
+      t.same(catalog.check(), [], `${name} passes check`);
+      t.same(catalog.listVds({ all: true }).map((v) => [v.id, v.name, v.state]),
+        [[1, 'root', 'live'], [2, 'scratch', 'live'], [3, null, 'deleted']]);
+      t.equal(catalog.resolveVbd(1, 'xvda').size, 10 * 1024 ** 3);
+      t.ok(catalog.createVd({ size: 1024 ** 3 }).id > 3, 'the upgraded catalog takes new VDs');
+      catalog.close();
+    }
+  });
+
+t.test('migrations are named NNNN-verb-noun in order', async (t) => {
+  MIGRATIONS.forEach((m, i) => {
+    t.match(m.name, new RegExp(`^${String(i + 1).padStart(4, '0')}-[a-z]+-[a-z-]+$`));
+  });
+});
