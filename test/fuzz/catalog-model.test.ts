@@ -1,0 +1,158 @@
+/**
+ * Property: random sequences of format/create/enlarge/delete/undelete/refresh/expire (advancing an
+ * injected clock) keep every catalog invariant, and agree with a simple model: a create succeeds
+ * exactly when enough extents are not held by live VDs, undelete succeeds exactly when the VD
+ * still holds the extents it had, a dead VD only ever loses extents, sizes are what was asked.
+ */
+import path from 'node:path';
+import fc from 'fast-check';
+import t from 'tap';
+import { openCatalog, type Catalog } from '../../src/catalog';
+
+const EXTENT = 4096;
+
+type Op =
+  | { op: 'format'; extents: number }
+  | { op: 'create'; bytes: number; expiryS: number; member: number | null }
+  | { op: 'enlarge'; vd: number; addBytes: number }
+  | { op: 'delete'; vd: number }
+  | { op: 'undelete'; vd: number; expiryS: number }
+  | { op: 'refresh'; vd: number; expiryS: number }
+  | { op: 'advance'; ms: number };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ op: fc.constant('format' as const), extents: fc.integer({ min: 1, max: 12 }) }),
+  fc.record({ op: fc.constant('create' as const), bytes: fc.integer({ min: 1, max: 8 * EXTENT }),
+    expiryS: fc.constantFrom(0, 0, 5, 30), member: fc.option(fc.integer({ min: 0, max: 3 })) }),
+  fc.record({ op: fc.constant('enlarge' as const), vd: fc.nat(20),
+    addBytes: fc.integer({ min: 0, max: 4 * EXTENT }) }),
+  fc.record({ op: fc.constant('delete' as const), vd: fc.nat(20) }),
+  fc.record({ op: fc.constant('undelete' as const), vd: fc.nat(20),
+    expiryS: fc.constantFrom(0, 10) }),
+  fc.record({ op: fc.constant('refresh' as const), vd: fc.nat(20), expiryS: fc.constantFrom(0, 3) }),
+  fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 20_000 }) }),
+);
+
+interface ModelVd {
+  id: number;
+  size: number;
+  /** Extent keys ("member:index") it held while last live. */
+  held: Set<string>;
+}
+
+function extentKeys(catalog: Catalog, id: number): Set<string> {
+  const keys = new Set<string>();
+  for (const e of catalog.getVd(id).extents) {
+    for (let o = e.offset; o < e.offset + e.length; o += EXTENT) keys.add(`${e.memberId}:${o / EXTENT}`);
+  }
+  return keys;
+}
+
+function codeOf(run: () => unknown): string | null {
+  try {
+    run();
+    return null;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === undefined) throw error;
+    return code;
+  }
+}
+
+function runSequence(dir: string, ops: Op[], seq: number): void {
+  const clock = { ms: 1_000_000 };
+  const catalog = openCatalog(path.join(dir, `c${seq}.sqlite`), { now: () => clock.ms });
+  const vds: ModelVd[] = [];
+  const memberIds: number[] = [];
+  const isLive = (id: number) => ['live', 'zeroing'].includes(catalog.getVd(id).state);
+  const liveExtentsOn = (memberId: number | null) => {
+    let n = 0;
+    for (const vd of vds) {
+      if (!isLive(vd.id)) continue;
+      for (const e of catalog.getVd(vd.id).extents) {
+        if (memberId === null || e.memberId === memberId) n += e.length / EXTENT;
+      }
+    }
+    return n;
+  };
+  const capacity = (memberId: number | null) => catalog.listMembers()
+    .filter((m) => memberId === null || m.id === memberId)
+    .reduce((s, m) => s + m.extentCount, 0);
+  try {
+    for (const op of ops) {
+      const vd = 'vd' in op ? vds[op.vd % Math.max(vds.length, 1)] : undefined;
+      if (op.op === 'format') {
+        const m = catalog.formatMember({ path: `/pool/m${memberIds.length}`, kind: 'file',
+          sizeBytes: op.extents * EXTENT + 100, extentSize: EXTENT, identity: `m${memberIds.length}` });
+        memberIds.push(m.id);
+      } else if (op.op === 'create') {
+        const member = op.member === null || memberIds.length === 0 ? null
+          : memberIds[op.member % memberIds.length]!;
+        const need = Math.ceil(op.bytes / EXTENT);
+        const fits = need <= capacity(member) - liveExtentsOn(member);
+        const code = codeOf(() => {
+          const created = catalog.createVd({ size: op.bytes, expiresInS: op.expiryS,
+            onMember: member, zero: false });
+          vds.push({ id: created.id, size: op.bytes, held: extentKeys(catalog, created.id) });
+          assert(created.allocatedBytes === need * EXTENT);
+        });
+        assert(fits ? code === null : code === 'ERR_VD_NO_SPACE', `create fits=${fits} ${code}`);
+      } else if (op.op === 'advance') {
+        clock.ms += op.ms;
+      } else if (vd === undefined) {
+        continue;
+      } else if (op.op === 'enlarge') {
+        const live = isLive(vd.id);
+        const have = catalog.getVd(vd.id).allocatedBytes / EXTENT;
+        const need = Math.ceil((vd.size + op.addBytes) / EXTENT) - have;
+        const fits = need <= capacity(null) - liveExtentsOn(null);
+        const code = codeOf(() => catalog.enlargeVd(vd.id, vd.size + op.addBytes, { zero: false }));
+        const expected = !live ? 'ERR_VD_DELETED' : fits ? null : 'ERR_VD_NO_SPACE';
+        assert(code === expected, `enlarge ${code} expected ${expected}`);
+        if (code === null) {
+          vd.size += op.addBytes;
+          const keys = extentKeys(catalog, vd.id);
+          for (const k of vd.held) assert(keys.has(k), 'enlarge keeps the old extents');
+          vd.held = keys;
+        }
+      } else if (op.op === 'delete' || op.op === 'refresh') {
+        const live = isLive(vd.id);
+        const code = codeOf(() => (op.op === 'delete' ? catalog.deleteVd(vd.id)
+          : catalog.refreshVd(vd.id, op.expiryS)));
+        assert(code === (live ? null : 'ERR_VD_DELETED'), `${op.op} ${code}`);
+      } else {
+        const intact = extentKeys(catalog, vd.id).size === vd.held.size;
+        const code = codeOf(() => catalog.undeleteVd(vd.id, op.expiryS));
+        assert(code === (intact ? null : 'ERR_VD_REUSED'), `undelete ${code} intact=${intact}`);
+      }
+      const faults = catalog.check();
+      assert(faults.length === 0, faults.join('\n'));
+      for (const m of vds) {
+        const now = catalog.getVd(m.id);
+        assert(now.size === m.size, 'size is exact');
+        const keys = extentKeys(catalog, m.id);
+        for (const k of keys) assert(m.held.has(k), `VD ${m.id} only ever loses extents`);
+        if (isLive(m.id)) assert(keys.size === m.held.size && now.allocatedBytes >= now.size);
+      }
+    }
+  } finally {
+    catalog.close();
+  }
+}
+
+function assert(condition: boolean, message = 'model mismatch'): asserts condition {
+  if (!condition) throw new Error(message);
+}
+
+t.test('random operation sequences keep every invariant and agree with the model', async (t) => {
+  const dir = t.testdir();
+  let seq = 0;
+  fc.assert(fc.property(
+    fc.array(opArb, { minLength: 1, maxLength: 40 })
+      .map((ops) => [{ op: 'format', extents: 8 } as Op, ...ops]),
+    (ops) => {
+      runSequence(dir, ops, seq++);
+    },
+  ), { numRuns: 60, seed: 4242 });
+  t.pass('60 sequences checked');
+});
