@@ -85,7 +85,8 @@ function cutOne(p: Run, c: Run): Run[] {
   const out: Run[] = [];
   if (c.firstExtent > p.firstExtent) {
     const end = Math.min(c.firstExtent, runEnd(p));
-    out.push({ memberId: p.memberId, firstExtent: p.firstExtent, extentCount: end - p.firstExtent });
+    const extentCount = end - p.firstExtent;
+    out.push({ memberId: p.memberId, firstExtent: p.firstExtent, extentCount });
   }
   if (runEnd(c) < runEnd(p)) {
     const start = Math.max(runEnd(c), p.firstExtent);
@@ -122,7 +123,8 @@ function eligible(runs: readonly Run[], request: AllocationRequest): Run[] {
 }
 
 /** Bytes the request could get at most: [never-used, reclaimable]. */
-export function availableBytes(request: AllocationRequest): { neverUsed: number; reclaimable: number } {
+export function availableBytes(request: AllocationRequest):
+  { neverUsed: number; reclaimable: number } {
   const sizes = request.extentSizes;
   const neverUsed = runsBytes(eligible(request.freeRuns, request), sizes);
   let reclaimable = 0;
@@ -131,7 +133,8 @@ export function availableBytes(request: AllocationRequest): { neverUsed: number;
 }
 
 /** Best fit over never-used runs; returns the pieces taken and the bytes still needed. */
-function takeFromFree(request: AllocationRequest, needBytes: number): { taken: Run[]; rest: number } {
+function takeFromFree(request: AllocationRequest, needBytes: number):
+  { taken: Run[]; rest: number } {
   const sizes = request.extentSizes;
   const candidates = eligible(request.freeRuns, request)
     .map((run) => ({ run, bytes: run.extentCount * extentSizeOf(sizes, run.memberId) }));

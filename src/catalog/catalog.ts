@@ -336,7 +336,8 @@ class CatalogImpl implements Catalog {
         const first = Math.floor(range.offset / m.extent_size);
         const end = Math.min(Math.ceil((range.offset + range.length) / m.extent_size),
           m.extent_count);
-        if (end > first) blocked.push({ memberId: m.id, firstExtent: first, extentCount: end - first });
+        if (end <= first) continue;
+        blocked.push({ memberId: m.id, firstExtent: first, extentCount: end - first });
       }
     }
     return blocked;
@@ -433,7 +434,8 @@ class CatalogImpl implements Catalog {
     const id = this.tx(() => {
       const now = this.now();
       const onMemberId = this.resolveMemberId('create', input.onMember);
-      const info = this.st.insertVd.run(name, input.size, this.expiryAt(input.expiresInS, now), now);
+      const expiresAt = this.expiryAt(input.expiresInS, now);
+      const info = this.st.insertVd.run(name, input.size, expiresAt, now);
       const vdId = Number(info.lastInsertRowid);
       this.allocateFor('create', vdId, input.size, onMemberId, input.zero !== false, now);
       return vdId;
@@ -578,7 +580,9 @@ class CatalogImpl implements Catalog {
 
   private sourceOf(vbd: VbdRow): VbdSource {
     if (vbd.source_kind === 'vd') return { kind: 'vd', vdId: vbd.vd_id! };
-    if (vbd.source_kind === 'phy') return { kind: 'phy', path: vbd.phy_path!, sizeBytes: vbd.phy_size! };
+    if (vbd.source_kind === 'phy') {
+      return { kind: 'phy', path: vbd.phy_path!, sizeBytes: vbd.phy_size! };
+    }
     return { kind: 'extents', extents: this.rangesOfVbd(vbd) };
   }
 
@@ -606,7 +610,9 @@ class CatalogImpl implements Catalog {
         invalid(`vbd add: an extent list holds 1 to ${LIMITS.catalogVbdRangesMax} ranges`);
       }
       for (const e of source.extents) {
-        if (!Number.isSafeInteger(e.offset) || e.offset < 0) invalid(`vbd add: bad offset ${e.offset}`);
+        if (!Number.isSafeInteger(e.offset) || e.offset < 0) {
+          invalid(`vbd add: bad offset ${e.offset}`);
+        }
         checkSize('vbd add', e.length);
       }
     }
@@ -721,7 +727,8 @@ class CatalogImpl implements Catalog {
   // --- fencing ---
 
   private isServerAlive(row: ServerRow, now: number): boolean {
-    return row.heartbeat_at > now - LIMITS.leaseTtlMs && isProcessAlive(row.pid, row.pid_start_time);
+    const isFresh = row.heartbeat_at > now - LIMITS.leaseTtlMs;
+    return isFresh && isProcessAlive(row.pid, row.pid_start_time);
   }
 
   private liveLeasesAt(now: number): Lease[] {

@@ -49,8 +49,8 @@ function userVersion(db: Db): number {
 
 function refuseNewer(file: string, version: number): void {
   if (version > MIGRATIONS.length) {
-    throw new EmuError('ERR_CATALOG_VERSION', `catalog: ${file}: schema version ${version} is newer `
-      + `than this xvd knows (${MIGRATIONS.length}); upgrade xvd`);
+    throw new EmuError('ERR_CATALOG_VERSION', `catalog: ${file}: schema version ${version} is `
+      + `newer than this xvd knows (${MIGRATIONS.length}); upgrade xvd`);
   }
 }
 

@@ -104,7 +104,8 @@ export function identityOfDevice(majMin: string): string {
  * Opens (and by default creates) the catalog at `file`, running migrations.
  * ERR_CATALOG_OPEN: unreadable or not SQLite; ERR_CATALOG_VERSION: written by a newer xvd.
  */
-export function openCatalog(file: string = defaultCatalogPath(), options: OpenOptions = {}): Catalog {
+export function openCatalog(file: string = defaultCatalogPath(), options: OpenOptions = {}):
+  Catalog {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const impl = require('./catalog') as { openCatalogImpl(f: string, o: OpenOptions): Catalog };
   return impl.openCatalogImpl(file, options);

@@ -28,7 +28,8 @@ async function writeZeros(handle: fs.FileHandle, offset: number, length: number)
 }
 
 function isUnsupported(error: unknown): boolean {
-  return error instanceof IoError && ['EOPNOTSUPP', 'ENOTTY', 'EINVAL', 'ENOSYS'].includes(error.errno);
+  const unsupported = ['EOPNOTSUPP', 'ENOTTY', 'EINVAL', 'ENOSYS'];
+  return error instanceof IoError && unsupported.includes(error.errno);
 }
 
 async function zeroFileRange(fd: number, handle: fs.FileHandle, offset: number, length: number):
