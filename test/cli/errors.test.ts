@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { makeImage, runXvd, snapshotCatalog, type CliResult } from '../helpers/cli';
 
@@ -123,4 +124,16 @@ t.test('an unreadable catalog path is refused with exit 3', async (t) => {
   const directory = path.join(dir, 'a-directory');
   assertOneLine(t, await runXvd(['list'], { catalog: directory }), 3, /catalog/);
   t.same(fs.readdirSync(directory), [], 'nothing created in the directory');
+});
+
+t.test('a catalog written by a newer xvd is refused with exit 3 and left as it was', async (t) => {
+  const dir = t.testdir();
+  const { catalog } = await pool(dir);
+  const db = new Database(catalog);
+  db.pragma('user_version = 9999');
+  db.close();
+  const before = snapshotCatalog(catalog);
+  assertOneLine(t, await runXvd(['list'], { catalog }), 3, /catalog/);
+  assertOneLine(t, await runXvd(['create', '1M'], { catalog }), 3, /catalog/);
+  t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
 });
