@@ -445,9 +445,23 @@ class CatalogImpl implements Catalog {
 
   enlargeVd(id: number, newSize: number, options: { zero?: boolean } = {}): VdDetail {
     checkSize('enlarge', newSize);
+    return this.enlargeTo(id, () => newSize, options.zero !== false);
+  }
+
+  growVd(id: number, addBytes: number, options: { zero?: boolean } = {}): VdDetail {
+    if (!Number.isSafeInteger(addBytes) || addBytes < 0) {
+      invalid(`enlarge: the growth must be a whole number of bytes >= 0: ${addBytes}`);
+    }
+    return this.enlargeTo(id, (size) => size + addBytes, options.zero !== false);
+  }
+
+  /** One transaction: the new size is computed from the size read under the write lock. */
+  private enlargeTo(id: number, sizeFrom: (size: number) => number, isZero: boolean): VdDetail {
     this.tx(() => {
       const now = this.now();
       const row = this.liveVdRow('enlarge', id, now);
+      const newSize = sizeFrom(row.size_bytes);
+      checkSize('enlarge', newSize);
       if (newSize < row.size_bytes) {
         throw new UsageError('ERR_VD_SHRINK', `enlarge: VD ${id}: ${newSize} bytes is smaller `
           + `than its size ${row.size_bytes} (xvd never shrinks a disk)`);
@@ -455,7 +469,7 @@ class CatalogImpl implements Catalog {
       const sizes = new Map([...this.memberMap().values()].map((m) => [m.id, m.extent_size]));
       const allocated = runsBytes(this.runsOf(id), sizes);
       if (newSize > allocated) {
-        this.allocateFor('enlarge', id, newSize - allocated, null, options.zero !== false, now);
+        this.allocateFor('enlarge', id, newSize - allocated, null, isZero, now);
       }
       this.st.setVdSize.run(newSize, id);
     });

@@ -41,6 +41,8 @@ export interface Catalog {
   createVd(input: CreateVdInput): VdDetail;
   /** Grows a live VD to newSize (>= size); new extents are appended in virtual order. */
   enlargeVd(id: number, newSize: number, options?: { zero?: boolean }): VdDetail;
+  /** Grows a live VD by addBytes, reading its size under the same write lock (atomic). */
+  growVd(id: number, addBytes: number, options?: { zero?: boolean }): VdDetail;
   /** Sets expiry to now + expiresInS seconds (0 = never) on a live VD. */
   refreshVd(id: number, expiresInS: number): VdSummary;
   /** Expires a live VD now. Dead → ERR_VD_DELETED, unknown → ERR_VD_UNKNOWN. */

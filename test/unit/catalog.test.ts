@@ -339,3 +339,12 @@ t.test('the catalog runs WAL with synchronous=FULL and foreign keys on', async (
   db.close();
   t.equal(catalog.schemaVersion, 1);
 });
+
+t.test('growVd adds to the size read under the write lock', async (t) => {
+  const { catalog } = setup(t);
+  const vd = catalog.createVd({ size: MiB, zero: false });
+  t.equal(catalog.growVd(vd.id, MiB).size, 2 * MiB);
+  t.equal(catalog.growVd(vd.id, 0).size, 2 * MiB);
+  t.throws(() => catalog.growVd(vd.id, -1), { code: 'ERR_CATALOG_INVALID' });
+  t.equal(catalog.growVd(vd.id, 2 * EXTENT).allocatedBytes, 3 * EXTENT);
+});
