@@ -99,11 +99,14 @@ t.test('a deleted id is refused by delete, refresh, enlarge and show --json', as
   const { catalog, id } = await pool(dir);
   t.equal((await runXvd(['delete', id], { catalog })).code, 0, 'first delete works');
   const before = snapshotCatalog(catalog);
-  for (const args of [['delete', id], ['refresh', id, '60'], ['enlarge', id, '1M']]) {
+  const target = path.join(dir, 'out.raw');
+  for (const args of [['delete', id], ['refresh', id, '60'], ['enlarge', id, '1M'],
+    ['export', id, target]]) {
     const result = await runXvd(args, { catalog });
     assertOneLine(t, result, 1, new RegExp(id));
   }
   t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
+  t.notOk(fs.existsSync(target), 'export of a deleted VD wrote no file');
 });
 
 t.test('a catalog that is a text file is refused with exit 3 and left as it was', async (t) => {

@@ -2,11 +2,12 @@
  * data: `import FILE` (vd_read_from_file.py) and `export ID FILE` (vd_to_file.py), through
  * src/cli/copy.ts. Import creates a VD of exactly the file's size, lets the catalog zero it, then
  * copies only the file's non-zero data; if the copy fails the new VD is deleted again, so an
- * import is all or nothing. Export refuses an existing file and writes holes for zero blocks.
+ * import is all or nothing. Export refuses an existing file and a deleted VD (its extents may
+ * hold another VD's data by now) and writes holes for zero blocks.
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { UsageError } from '../../errors';
+import { EmuError, UsageError } from '../../errors';
 import { parseId, parseName, parseSeconds } from '../args';
 import type { Context } from '../context';
 import { exportTo, importInto } from '../copy';
@@ -53,6 +54,10 @@ async function exportVd(context: Context, idText: string, file: string): Promise
   const id = parseId(idText);
   if (fs.existsSync(file)) throw fileError(`export: ${file}: already exists`);
   const { vd, pieces } = context.catalog().show(id);
+  if (!vd.isLive) {
+    // its extents may already hold another VD's data
+    throw new EmuError('ERR_VD_DELETED', `export: VD ${id}: deleted (undelete it first)`);
+  }
   try {
     await exportTo(pieces, vd.sizeBytes, file);
   } catch (error) {
