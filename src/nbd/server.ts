@@ -220,9 +220,9 @@ export class NbdServer extends EventEmitter {
   }
 
   private async flushExports(bound: readonly Connection[]): Promise<void> {
-    const exports = new Set(bound.filter((connection) => connection.phase !== PHASE.CLOSED ||
+    const exportSet = new Set(bound.filter((connection) => connection.phase !== PHASE.CLOSED ||
       connection.inflight === 0).map((connection) => connection.export));
-    for (const exp of exports) {
+    for (const exp of exportSet) {
       if (!exp.canFlush || exp.isReadOnly) continue;
       try {
         await exp.flush();

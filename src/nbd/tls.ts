@@ -51,7 +51,8 @@ export function readX509Dir(dir: string): Pick<TlsOptions, 'cert' | 'key' | 'ca'
   const key = read('server-key.pem');
   const ca = read('ca-cert.pem');
   if (cert === undefined || key === undefined) {
-    throw new UsageError('ERR_NBD_TLS_CONFIG', `tls: ${dir}: server-cert.pem/server-key.pem missing`);
+    throw new UsageError('ERR_NBD_TLS_CONFIG',
+      `tls: ${dir}: server-cert.pem/server-key.pem missing`);
   }
   return ca === undefined ? { cert, key } : { cert, key, ca };
 }

@@ -19,7 +19,8 @@ t.test('range arithmetic: reads EINVAL, writes ENOSPC, never aliased onto the ex
     for (const [label, offset] of offsets) {
       t.equal(await requestErrno(client, { type: CMD.READ, offset, length: 512 }), ERRNO.EINVAL,
         `READ ${label}`);
-      t.equal(await requestErrno(client, { type: CMD.WRITE, offset, payload: Buffer.alloc(512, 9) }),
+      t.equal(await requestErrno(client,
+        { type: CMD.WRITE, offset, payload: Buffer.alloc(512, 9) }),
         ERRNO.ENOSPC, `WRITE ${label}`);
       t.equal(await requestErrno(client, { type: CMD.WRITE_ZEROES, offset, length: 512 }),
         ERRNO.ENOSPC, `WRITE_ZEROES ${label}`);

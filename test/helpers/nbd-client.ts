@@ -191,7 +191,9 @@ export class ScriptedClient {
       const rest = await this.read(12);
       return { simple: { errno: rest.readUInt32BE(0), cookie: rest.readBigUInt64BE(4) } };
     }
-    if (magic !== STRUCTURED_REPLY_MAGIC) throw new Error(`bad reply magic 0x${magic.toString(16)}`);
+    if (magic !== STRUCTURED_REPLY_MAGIC) {
+      throw new Error(`bad reply magic 0x${magic.toString(16)}`);
+    }
     const rest = await this.read(16);
     return { chunk: { flags: rest.readUInt16BE(0), type: rest.readUInt16BE(2),
       cookie: rest.readBigUInt64BE(4), payload: await this.read(rest.readUInt32BE(12)) } };
@@ -218,18 +220,18 @@ export interface FixedProvider extends ExportProvider {
   releases: number;
 }
 
-export function createFixedProvider(exports: Export[],
+export function createFixedProvider(exportList: Export[],
   domains: Record<string, Domain[]> = {}): FixedProvider {
-  const byName = new Map(exports.map((exp) => [exp.name, exp]));
+  const byName = new Map(exportList.map((exp) => [exp.name, exp]));
   const visible = (name: string, domain: Domain): boolean =>
     domains[name] === undefined || domains[name]?.includes(domain) === true;
   const provider: FixedProvider = {
     opens: 0,
     releases: 0,
-    list: (domain) => exports.filter((exp) => visible(exp.name, domain))
+    list: (domain) => exportList.filter((exp) => visible(exp.name, domain))
       .map((exp) => ({ name: exp.name, description: exp.description })),
     defaultName: (domain) => {
-      const first = exports.find((exp) => visible(exp.name, domain));
+      const first = exportList.find((exp) => visible(exp.name, domain));
       return first === undefined ? null : first.name;
     },
     open: async (name, domain): Promise<ExportHandle | null> => {
@@ -262,9 +264,10 @@ interface Teardown {
 }
 
 /** Starts a server on 127.0.0.1:<ephemeral> and on a Unix socket in the test dir. */
-export async function startServer(t: Teardown, exports: Export[],
+// (a parameter named `exports` would shadow CommonJS module exports such as quietLog)
+export async function startServer(t: Teardown, exportList: Export[],
   options: Partial<NbdServerOptions> = {}): Promise<TestServer> {
-  const server = createServer({ provider: createFixedProvider(exports), ...options,
+  const server = createServer({ provider: createFixedProvider(exportList), ...options,
     log: options.log ?? quietLog });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   // a short path: sun_path holds 108 bytes and t.testdir() paths are longer

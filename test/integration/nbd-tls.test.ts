@@ -8,8 +8,9 @@ import path from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
 import { readPskFile, readX509Dir } from '../../src/nbd/index';
-import { ScriptedClient, createFixedProvider, hasTool, memoryDisk, quietLog, runTool, connectClient }
-  from '../helpers/nbd-client';
+import {
+  ScriptedClient, connectClient, createFixedProvider, hasTool, memoryDisk, quietLog, runTool,
+} from '../helpers/nbd-client';
 import { createServer } from '../../src/nbd/index';
 import { EFLAG, OPT, REP, clientFlags, goPayload, optionFrame } from '../helpers/wire';
 

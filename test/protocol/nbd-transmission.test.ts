@@ -3,7 +3,9 @@ import { createServer } from '../../src/nbd/index';
 import {
   createFixedProvider, memoryDisk, quietLog, startServer, streamClient,
 } from '../helpers/nbd-client';
-import { CMD, CMD_FLAG, EFLAG, ERRNO, INFO, OPT, REP, REPLY_TYPE, goPayload } from '../helpers/wire';
+import {
+  CMD, CMD_FLAG, EFLAG, ERRNO, INFO, OPT, REP, REPLY_TYPE, goPayload,
+} from '../helpers/wire';
 
 t.test('a fixed-newstyle client writes, reads back and disconnects over a stream pair',
   async (t) => {
