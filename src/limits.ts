@@ -18,6 +18,8 @@ export const LIMITS = {
   zeroRangeBytesMax: 1024 * 1024 * 1024,
   /** A VBD extent list holds at most this many ranges. */
   catalogVbdRangesMax: 65_536,
+  /** Longest expiry (about 317 years): now + this in ms stays a safe integer. */
+  vdExpirySecondsMax: 10_000_000_000,
   // --- cli (src/cli) ---
   /** A VBD device name becomes half of the NBD export name `DOMAIN/DEVICE`; Linux names are short. */
   deviceNameLengthMax: 64,

@@ -123,8 +123,9 @@ function checkSize(op: string, size: number): void {
 }
 
 function checkSeconds(op: string, seconds: number): void {
-  if (!Number.isSafeInteger(seconds) || seconds < 0) {
-    invalid(`${op}: expiry must be a whole number of seconds >= 0: ${seconds}`);
+  if (!Number.isSafeInteger(seconds) || seconds < 0 || seconds > LIMITS.vdExpirySecondsMax) {
+    invalid(`${op}: expiry must be a whole number of seconds from 0 to `
+      + `${LIMITS.vdExpirySecondsMax}: ${seconds}`);
   }
 }
 

@@ -348,3 +348,9 @@ t.test('growVd adds to the size read under the write lock', async (t) => {
   t.throws(() => catalog.growVd(vd.id, -1), { code: 'ERR_CATALOG_INVALID' });
   t.equal(catalog.growVd(vd.id, 2 * EXTENT).allocatedBytes, 3 * EXTENT);
 });
+
+t.test('an expiry too far in the future is refused, not stored imprecisely', async (t) => {
+  const { catalog } = setup(t);
+  t.throws(() => catalog.createVd({ size: MiB, expiresInS: 2 ** 52 }), { code: 'ERR_CATALOG_INVALID' });
+  t.ok(catalog.createVd({ size: MiB, expiresInS: 10_000_000_000 }).expiresAt);
+});
