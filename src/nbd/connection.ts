@@ -445,6 +445,8 @@ export class Connection implements OptionSession, TransmissionContext {
     this.boundExport = handle.export;
     this.eflags = this.eflagsFor(handle);
     this.blockSizeMin = blockSizeMin;
+    if (this.fencedNamesWhileNegotiating.includes(handle.export.name)) this.isFenced = true;
+    this.fencedNamesWhileNegotiating = [];
     this.hasBaseAllocation = this.isStructured && this.metaContext !== null &&
       this.metaContext.hasBaseAllocation;
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
@@ -603,6 +605,17 @@ export class Connection implements OptionSession, TransmissionContext {
   whenIdle(): Promise<void> {
     if (this.inflight === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Names fenced while this connection was negotiating: its option may have opened the export
+   * just before the fence, so binding to one of these names makes the connection fenced.
+   */
+  private fencedNamesWhileNegotiating: string[] = [];
+
+  /** For a connection still negotiating: fence it if it binds to `name` (see above). */
+  fenceOnBind(name: string): void {
+    if (this.fencedNamesWhileNegotiating.length < 64) this.fencedNamesWhileNegotiating.push(name);
   }
 
   /** Every later request fails with ESHUTDOWN; resolves when none is in flight. */

@@ -185,10 +185,15 @@ export class NbdServer extends EventEmitter {
   /**
    * Fences an export: every connection bound to it refuses later requests with NBD_ESHUTDOWN;
    * resolves once none of them has a request in flight. The provider must already have stopped
-   * opening it. Fenced connections never become usable again.
+   * opening it. Fenced connections never become usable again. A connection that is still
+   * negotiating (its GO may already hold the export) is fenced as soon as it binds to `name`.
    */
   async fenceExport(name: string): Promise<void> {
     const bound = [...this.connections].filter((connection) => connection.exportName === name);
+    for (const connection of this.connections) {
+      // an option in progress may have opened the export just before this call
+      if (connection.exportName === null) connection.fenceOnBind(name);
+    }
     this.log.info({ export: name, connections: bound.length }, 'fencing export');
     await Promise.all(bound.map((connection) => connection.fence()));
   }

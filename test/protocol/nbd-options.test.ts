@@ -180,3 +180,28 @@ t.test('close() finishes requests, answers new negotiation with nothing, and res
     t.equal(disk.counts.flush, flushesBefore + 1, 'exports flushed at close');
     t.equal(await client.waitClosed(), true);
   });
+
+t.test('a GO that opened the export just before fenceExport binds already fenced', async (t) => {
+  const disk = memoryDisk();
+  const provider = createFixedProvider([disk]);
+  let releaseOpen: () => void = () => undefined;
+  const opened = new Promise<void>((resolve) => { releaseOpen = resolve; });
+  const open = provider.open;
+  provider.open = async (name, domain) => {
+    const handle = await open(name, domain);
+    await opened; // the provider has opened it; the server has not bound it yet
+    return handle;
+  };
+  const server = createServer({ provider, log: quietLog });
+  const { client } = streamClient(server);
+  await client.start();
+  client.sendOption(OPT.GO, goPayload('disk'));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await server.fenceExport('disk');
+  releaseOpen();
+  const replies = await client.readOptionReplies();
+  t.equal(replies[replies.length - 1]?.type, REP.ACK);
+  client.request({ type: 0, offset: 0, length: 512, cookie: 1n });
+  t.same(await client.readSimpleReply(), { errno: 108, cookie: 1n }, 'ESHUTDOWN');
+  t.equal(disk.counts.read, 0, 'nothing reached the export');
+});
