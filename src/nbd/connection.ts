@@ -379,7 +379,7 @@ export class Connection implements OptionSession, TransmissionContext {
     const payload = this.framer.take(this.optionLength);
     this.setPhase(PHASE.OPTION_BUSY);
     this.isOptionBusy = true;
-    this.runOption(this.option, payload).then(this.afterOption, (error: unknown) => {
+    this.runOption(this.option, payload).then(this.afterOptionSafely, (error: unknown) => {
       this.isOptionBusy = false;
       this.closeHard(error, `${nameOf(NBD_OPT, this.option)}: failed`);
       this.finalizeIfIdle();
@@ -405,6 +405,17 @@ export class Connection implements OptionSession, TransmissionContext {
   }
 
   private isOptionBusy = false;
+
+  /** A bug in one connection must close that connection, never reject into the event loop. */
+  private readonly afterOptionSafely = (outcome: OptionOutcome): void => {
+    try {
+      this.afterOption(outcome);
+    } catch (error) {
+      this.isOptionBusy = false;
+      this.closeHard(error, 'internal error after option');
+      this.finalizeIfIdle();
+    }
+  };
 
   private readonly afterOption = (outcome: OptionOutcome): void => {
     this.isOptionBusy = false;
@@ -580,9 +591,17 @@ export class Connection implements OptionSession, TransmissionContext {
       ? request.length : 0;
     this.inflight += 1;
     this.inflightBytes += cost;
-    executeRequest(this, request, payload).then(() => this.afterRequest(cost), () => {
-      this.afterRequest(cost); // executeRequest never rejects; kept for safety
+    executeRequest(this, request, payload).then(() => this.afterRequestSafely(cost), () => {
+      this.afterRequestSafely(cost); // executeRequest never rejects; kept for safety
     });
+  }
+
+  private afterRequestSafely(cost: number): void {
+    try {
+      this.afterRequest(cost);
+    } catch (error) {
+      this.closeHard(error, 'internal error after request');
+    }
   }
 
   private afterRequest(cost: number): void {
