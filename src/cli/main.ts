@@ -26,16 +26,23 @@ import { register as registerQuickstart } from './commands/quickstart';
 
 type Register = (program: Command, context: Context) => void;
 
-/** The serve command, when its file exists (written by the NBD work; see the header). */
-function optionalServe(): Register | null {
+/** Arguments that need the serve command registered (it loads the whole NBD server). */
+const SERVE_WORDS: ReadonlySet<string> = new Set(['serve', 'help', '--help', '-h']);
+
+/**
+ * The serve command, when its file exists (written by the NBD work; see the header). Loaded only
+ * when the command line can reach it, so that every other command starts fast.
+ */
+function optionalServe(argv: readonly string[]): Register | null {
   const file = path.join(__dirname, 'commands', 'serve.js');
+  if (argv.length > 0 && !argv.some((word) => SERVE_WORDS.has(word))) return null;
   if (!fs.existsSync(file)) return null;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const loaded = require(file) as { register?: Register };
   return typeof loaded.register === 'function' ? loaded.register : null;
 }
 
-function buildProgram(context: Context): Command {
+function buildProgram(context: Context, argv: readonly string[]): Command {
   const program = new Command('xvd')
     .description('virtual disks on a pool of disks, partitions and image files, served over NBD')
     .option('--catalog <path>', 'catalog file (env XVD_CATALOG; default ' +
@@ -51,7 +58,7 @@ G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n
   });
   const registers: Register[] = [registerFormat, registerDisks, registerData, registerCheck,
     registerVbd, registerQuickstart];
-  const serve = optionalServe();
+  const serve = optionalServe(argv);
   if (serve !== null) registers.push(serve);
   for (const register of registers) register(program, context);
   quietAll(program);
@@ -76,7 +83,7 @@ function fromCommander(error: CommanderError): UsageError | number {
 export async function main(argv: readonly string[]): Promise<number> {
   const context = new Context();
   try {
-    const program = buildProgram(context);
+    const program = buildProgram(context, argv);
     await program.parseAsync([...argv], { from: 'user' });
     return context.exitCode;
   } catch (caught) {

@@ -8,7 +8,7 @@ import { makeImage, runXvd, spawnXvd } from '../helpers/cli';
 
 const MIB = 1024 * 1024;
 const PARALLEL_COUNT = 20;
-const KILL_ROUNDS = 6;
+const KILL_ROUNDS = 5;
 const KILL_PER_ROUND = 4;
 
 async function setup(dir: string): Promise<string> {
@@ -42,9 +42,11 @@ t.test('20 parallel creates and deletes keep the catalog sound and lose no VD', 
   type Shown = { extents: { path: string; offset: number; length: number }[] };
   const owners = new Map<string, number>();
   const shared: string[] = [];
-  for (const id of ids) {
-    const shown = JSON.parse((await runXvd(['show', String(id), '--json'], { catalog })).stdout) as
-      Shown;
+  const shows = await Promise.all([...ids].map(async (id) => ({
+    id,
+    shown: JSON.parse((await runXvd(['show', String(id), '--json'], { catalog })).stdout) as Shown,
+  })));
+  for (const { id, shown } of shows) {
     for (const extent of shown.extents) {
       for (let at = extent.offset; at < extent.offset + extent.length; at += MIB) {
         const key = `${path.basename(extent.path)}@${Math.floor(at / MIB)}`;
