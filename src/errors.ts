@@ -33,6 +33,8 @@ export const ERRORS = {
   // --- allocator and virtual disks ---
   ERR_VD_UNKNOWN: 'no virtual disk has that id',
   ERR_VD_DELETED: 'the virtual disk is deleted or expired (undelete it first)',
+  ERR_VD_SPACE_DRAINING: 'the space exists but a running server still fences and drains the '
+    + 'deleted VD that held it; the CLI waits up to LIMITS.vdDrainWaitMs',
   ERR_VD_NO_SPACE: 'not enough free extents for the request; nothing was changed',
   ERR_VD_REUSED: 'undelete: some extents of the disk were handed to another disk',
   ERR_VD_SHRINK: 'enlarge: the new size is smaller than the current size',

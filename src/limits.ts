@@ -12,8 +12,10 @@ export const LIMITS = {
   /** SQLite busy_timeout: many concurrent CLI processes wait this long for the write lock. */
   catalogBusyTimeoutMs: 30_000,
   // --- catalog and allocator (src/catalog, src/allocator) ---
-  /** A server whose heartbeat is older than this is dead and its leases void (fencing). */
-  leaseTtlMs: 10_000,
+  /** How long create/enlarge/import wait for a running server to fence and drain a deleted VD
+   * whose extents they need (ERR_VD_SPACE_DRAINING); draining takes one poll plus the requests
+   * in flight, so this is generous. */
+  vdDrainWaitMs: 20_000,
   /** Zeroing goes in ranges of at most this, re-checking ownership between them. */
   zeroRangeBytesMax: 1024 * 1024 * 1024,
   /** A VBD extent list holds at most this many ranges. */

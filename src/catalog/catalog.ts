@@ -89,7 +89,6 @@ function prepareAll(db: Db) {
     deletePendingOf: p('DELETE FROM pending_zero WHERE vd_id = ?'),
     vbds: p('SELECT * FROM vbds ORDER BY domain, device'),
     vbd: p('SELECT * FROM vbds WHERE domain = ? AND device = ?'),
-    vbdVdIds: p('SELECT DISTINCT vd_id FROM vbds WHERE vd_id IS NOT NULL'),
     insertVbd: p('INSERT INTO vbds (domain, device, mode, source_kind, vd_id, phy_path, phy_size, '
       + 'created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     deleteVbd: p('DELETE FROM vbds WHERE id = ?'),
@@ -318,11 +317,13 @@ class CatalogImpl implements Catalog {
 
   // --- allocation ---
 
-  /** VD ids whose extents must stay put although dead: leased by a live server, or attached. */
-  private heldVdIds(now: number): Set<number> {
-    const held = new Set(this.all<{ vd_id: number }>(this.st.vbdVdIds).map((r) => r.vd_id));
-    for (const lease of this.liveLeasesAt(now)) held.add(lease.vdId);
-    return held;
+  /**
+   * VD ids whose extents must stay put although dead: leased by a live server that has not yet
+   * fenced and drained them (invariant 2). A VBD that still names a dead VD holds nothing: as in
+   * the Xen tools, deleting frees the space; the VBD dangles and is not served.
+   */
+  private heldVdIds(): Set<number> {
+    return new Set(this.liveLeasesAt().map((lease) => lease.vdId));
   }
 
   /** Extents under phy:/extent VBDs, mapped onto members by path. */
@@ -347,7 +348,7 @@ class CatalogImpl implements Catalog {
   private allocationRequest(sizeBytes: number, onMemberId: number | null, now: number):
     { request: AllocationRequest; heldDead: DeadVd[] } {
     const members = this.memberMap();
-    const held = this.heldVdIds(now);
+    const held = this.heldVdIds();
     const deadVds: DeadVd[] = [];
     const heldDead: DeadVd[] = [];
     for (const row of this.all<VdRow>(this.st.deadVds, now)) {
@@ -376,9 +377,11 @@ class CatalogImpl implements Catalog {
       + `never used ${avail.neverUsed}, reclaimable ${avail.reclaimable})`;
     if (heldBytes > 0) {
       message += `; ${heldBytes} bytes (${humanBytes(heldBytes)}) of deleted disks are held by `
-        + 'exports still being drained or attached VBDs';
+        + 'exports still being fenced and drained by a running server';
     }
-    throw new UsageError('ERR_VD_NO_SPACE', message);
+    const isDraining = heldDead.length > 0 &&
+      allocate({ ...request, deadVds: [...request.deadVds, ...heldDead] }) !== null;
+    throw new UsageError(isDraining ? 'ERR_VD_SPACE_DRAINING' : 'ERR_VD_NO_SPACE', message);
   }
 
   /** Allocates and records `sizeBytes` more for vdId, appending after its runs. */
@@ -741,14 +744,18 @@ class CatalogImpl implements Catalog {
 
   // --- fencing ---
 
-  private isServerAlive(row: ServerRow, now: number): boolean {
-    const isFresh = row.heartbeat_at > now - LIMITS.leaseTtlMs;
-    return isFresh && isProcessAlive(row.pid, row.pid_start_time);
+  /**
+   * Liveness is the process itself, not its heartbeat: a server that is alive but slow (or
+   * stopped) may still have writes in flight, so its leases hold until it releases them or dies;
+   * once it is dead nothing of it is in flight. The heartbeat is informational.
+   */
+  private isServerAlive(row: ServerRow): boolean {
+    return isProcessAlive(row.pid, row.pid_start_time);
   }
 
-  private liveLeasesAt(now: number): Lease[] {
+  private liveLeasesAt(): Lease[] {
     const alive = new Set(this.all<ServerRow>(this.st.servers)
-      .filter((s) => this.isServerAlive(s, now)).map((s) => s.id));
+      .filter((s) => this.isServerAlive(s)).map((s) => s.id));
     return this.all<{ server_id: number; vd_id: number; generation: number }>(this.st.leases)
       .filter((l) => alive.has(l.server_id))
       .map((l) => ({ serverId: l.server_id, vdId: l.vd_id, generation: l.generation }));
@@ -758,7 +765,7 @@ class CatalogImpl implements Catalog {
     return this.tx(() => {
       const now = this.now();
       for (const s of this.all<ServerRow>(this.st.servers)) {
-        if (!this.isServerAlive(s, now)) this.st.deleteServer.run(s.id);
+        if (!this.isServerAlive(s)) this.st.deleteServer.run(s.id);
       }
       const start = processStartTime(process.pid);
       const info = this.st.insertServer.run(process.pid, start, now, now);
@@ -805,7 +812,7 @@ class CatalogImpl implements Catalog {
   }
 
   liveLeases(): Lease[] {
-    return this.liveLeasesAt(this.now());
+    return this.liveLeasesAt();
   }
 
   close(): void {

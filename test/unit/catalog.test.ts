@@ -268,14 +268,14 @@ t.test('resolveVbd trims to the exact size and flags dead or zeroing VDs', async
   t.throws(() => catalog.resolveVbd(1, 'nope'), { code: 'ERR_VBD_UNKNOWN' });
 });
 
-t.test('extents of a deleted VD stay put while attached, and the error says why', async (t) => {
+t.test('a VBD naming a deleted VD holds nothing: the space is free, the VBD dangles', async (t) => {
   const { catalog } = setup(t, 2);
   const vd = catalog.createVd({ size: 2 * EXTENT, zero: false });
   catalog.addVbd({ domain: 1, device: 'xvda', mode: 'w', source: { kind: 'vd', vdId: vd.id } });
   catalog.deleteVd(vd.id);
-  t.throws(() => catalog.createVd({ size: EXTENT }), { code: 'ERR_VD_NO_SPACE', message: /held by exports still being drained/ });
-  catalog.removeVbd(1, 'xvda');
-  t.ok(catalog.createVd({ size: EXTENT }));
+  t.equal(catalog.resolveVbd(1, 'xvda').isDangling, true);
+  t.ok(catalog.createVd({ size: 2 * EXTENT }), 'the deleted VD\'s extents are reused');
+  t.equal(catalog.resolveVbd(1, 'xvda').isDangling, true, 'still dangling after reuse');
 });
 
 t.test('phy: and extent-list VBDs over pool space block allocation there', async (t) => {
@@ -287,23 +287,35 @@ t.test('phy: and extent-list VBDs over pool space block allocation there', async
   t.throws(() => catalog.createVd({ size: EXTENT }), { code: 'ERR_VD_NO_SPACE' });
 });
 
-t.test('a live server lease holds a deleted VD; an expired heartbeat releases it', async (t) => {
+t.test('a live server lease holds a deleted VD until released, however silent', async (t) => {
   const { catalog, clock } = setup(t, 2);
   const vd = catalog.createVd({ size: 2 * EXTENT, zero: false });
   const server = catalog.registerServer();
-  t.same(catalog.acquireLease(server, vd.id), { serverId: server, vdId: vd.id, generation: vd.generation });
+  t.same(catalog.acquireLease(server, vd.id),
+    { serverId: server, vdId: vd.id, generation: vd.generation });
   t.equal(catalog.liveLeases().length, 1);
   catalog.deleteVd(vd.id);
-  t.throws(() => catalog.createVd({ size: EXTENT }), { code: 'ERR_VD_NO_SPACE' });
+  t.throws(() => catalog.createVd({ size: EXTENT }),
+    { code: 'ERR_VD_SPACE_DRAINING', message: /fenced and drained by a running server/ });
   t.equal(catalog.freeSpace().heldBytes, 2 * EXTENT);
-  clock.ms += 60_000;
-  t.same(catalog.liveLeases(), [], 'a silent server is dead');
-  t.ok(catalog.createVd({ size: EXTENT }));
+  clock.ms += 600_000;
+  t.equal(catalog.liveLeases().length, 1, 'no heartbeat for 10 minutes: the live process holds');
+  t.throws(() => catalog.createVd({ size: EXTENT }), { code: 'ERR_VD_SPACE_DRAINING' });
   t.throws(() => catalog.heartbeat(999), { code: 'ERR_CATALOG_SERVER_UNKNOWN' });
   catalog.heartbeat(server);
   catalog.releaseLease(server, vd.id);
+  t.ok(catalog.createVd({ size: EXTENT }), 'released: the space is reused');
   catalog.unregisterServer(server);
   t.throws(() => catalog.heartbeat(server), { code: 'ERR_CATALOG_SERVER_UNKNOWN' });
+});
+
+t.test('a request larger than the held space says no space, not draining', async (t) => {
+  const { catalog } = setup(t, 2);
+  const vd = catalog.createVd({ size: EXTENT, zero: false });
+  const server = catalog.registerServer();
+  catalog.acquireLease(server, vd.id);
+  catalog.deleteVd(vd.id);
+  t.throws(() => catalog.createVd({ size: 3 * EXTENT }), { code: 'ERR_VD_NO_SPACE' });
 });
 
 t.test('a lease of a server whose pid is gone is dead at once', async (t) => {
