@@ -79,20 +79,23 @@ function writeFully(fd: number, buffer: Buffer, position: number): void {
   }
 }
 
-/** A progress bar on stderr when it is a terminal; a no-op otherwise. */
-function makeProgress(totalBytes: number, label: string): { tick(n: number): void; stop(): void } {
-  if (process.stderr.isTTY !== true) return { tick: () => undefined, stop: () => undefined };
+/** A progress bar on stderr when it is a terminal (position in virtual bytes); else a no-op. */
+interface Progress {
+  at(doneBytes: number): void;
+  stop(): void;
+}
+
+function makeProgress(totalBytes: number, label: string): Progress {
+  if (process.stderr.isTTY !== true) return { at: () => undefined, stop: () => undefined };
   const bar = new cliProgress.SingleBar({
     stream: process.stderr,
     format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`,
     hideCursor: true,
   }, cliProgress.Presets.shades_classic);
   const mib = (bytes: number): number => Math.floor(bytes / (1024 * 1024));
-  let doneBytes = 0;
   bar.start(mib(totalBytes), 0);
   return {
-    tick(n: number) {
-      doneBytes += n;
+    at(doneBytes: number) {
       bar.update(mib(doneBytes));
     },
     stop() {
@@ -158,9 +161,10 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
           const offsetBacking = piece.offset + (at - startVirtual);
           forEachNonZeroRun(chunk, (start, length) =>
             writeFully(memberFd, chunk.subarray(start, start + length), offsetBacking + start));
-          progress.tick(chunk.length);
+          progress.at(at + chunk.length);
         }
       }
+      progress.at(endVirtual);
     }
     members.closeAll(true);
   } finally {
@@ -191,9 +195,10 @@ export async function exportTo(pieces: readonly Piece[], sizeBytes: number, targ
           const offsetTarget = startVirtual + (at - piece.offset);
           forEachNonZeroRun(chunk, (start, count) =>
             writeFully(targetFd, chunk.subarray(start, start + count), offsetTarget + start));
-          progress.tick(chunk.length);
+          progress.at(offsetTarget + chunk.length);
         }
       }
+      progress.at(startVirtual + length);
     }
     fs.fdatasyncSync(targetFd);
   } finally {
