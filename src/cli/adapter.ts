@@ -9,7 +9,12 @@ import {
   identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog, type VbdSource,
   type VdSummary,
 } from '../catalog';
+import { EmuError } from '../errors';
+import { LIMITS } from '../limits';
 import type { CatalogPort, MemberRecord, NewMember, NewVbd, PieceRecord, VdRecord } from './port';
+
+/** Pause between allocation tries while a server drains a deleted VD (one serve poll). */
+const DRAIN_RETRY_MS = 100;
 
 function vdRecord(vd: VdSummary): VdRecord {
   return {
@@ -88,10 +93,10 @@ class CatalogAdapter implements CatalogPort {
   }
 
   create(request: Parameters<CatalogPort['create']>[0]): number {
-    return this.catalog.createVd({
+    return waitForDrain(() => this.catalog.createVd({
       size: request.sizeBytes, expiresInS: request.expirySeconds, name: request.name,
       onMember: request.onPath, zero: request.isZeroing,
-    }).id;
+    }).id);
   }
 
   refresh(id: number, expirySeconds: number): void {
@@ -103,8 +108,7 @@ class CatalogAdapter implements CatalogPort {
   }
 
   enlarge(id: number, addBytes: number, isZeroing: boolean): void {
-    const vd = this.catalog.getVd(id);
-    this.catalog.enlargeVd(id, vd.size + addBytes, { zero: isZeroing });
+    waitForDrain(() => this.catalog.growVd(id, addBytes, { zero: isZeroing }));
   }
 
   undelete(id: number, expirySeconds: number): void {
@@ -154,4 +158,24 @@ class CatalogAdapter implements CatalogPort {
 
 export function openCatalogPort(catalogPath: string): CatalogPort {
   return new CatalogAdapter(openCatalog(catalogPath));
+}
+
+/**
+ * Runs an allocation, waiting while the space it needs is still being fenced and drained by a
+ * running server (ERR_VD_SPACE_DRAINING: invariant 2 lets the extents go only after that). The
+ * CLI process does nothing else meanwhile, so a blocking sleep between tries is fine. Bounded
+ * by LIMITS.vdDrainWaitMs; then the last error stands.
+ */
+function waitForDrain<T>(allocate: () => T): T {
+  const deadline = Date.now() + LIMITS.vdDrainWaitMs;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      return allocate();
+    } catch (error) {
+      const isDraining = error instanceof EmuError && error.code === 'ERR_VD_SPACE_DRAINING';
+      if (!isDraining || Date.now() >= deadline) throw error;
+      Atomics.wait(sleeper, 0, 0, DRAIN_RETRY_MS);
+    }
+  }
 }
