@@ -61,6 +61,8 @@ const cases: Case[] = [
   { name: 'a member smaller than one extent', args: ({ dir }) =>
     ['format', path.join(dir, 'tiny.img'), '--extent-size', '4M'], code: 1,
     pattern: /smaller than one extent/ },
+  { name: 'format of a file that backs a phy: VBD', args: ({ dir }) =>
+    ['format', path.join(dir, 'attached.img')], code: 1, pattern: /backs VBD 7\/xvdz/ },
   { name: 'an unknown command', args: () => ['frobnicate'], code: 2, pattern: /unknown command/ },
   { name: 'an unknown option', args: () => ['list', '--bogus'], code: 2,
     pattern: /unknown option/ },
@@ -84,6 +86,10 @@ t.test('each bad input is refused with one line and the catalog unchanged', asyn
   const setup = await pool(dir);
   fs.linkSync(setup.image, path.join(dir, 'link.img'));
   fs.truncateSync(path.join(dir, 'other.img'), 8 * MIB);
+  const attached = makeImage(path.join(dir, 'attached.img'), 8 * MIB);
+  const added = await runXvd(['vbd', 'add', `phy:${attached}`, 'xvdz', '--domain', '7',
+    '--mode', 'r'], { catalog: setup.catalog });
+  t.equal(added.code, 0, added.stderr);
   for (const testCase of cases) {
     await t.test(testCase.name, async (t) => {
       const before = snapshotCatalog(setup.catalog);

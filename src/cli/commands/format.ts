@@ -3,8 +3,9 @@
  * (src/cli/probe.ts). Refused: a missing path (unless --size creates an image file), a directory,
  * a path already in the pool, anything sharing bytes with a member (same file by another path, a
  * disk and its partition, a loop device and its backing file), a mounted or swap device, anything
- * smaller than one extent, an extent size that is not a multiple of 512. An image file created by
- * --size is removed again when formatting fails, so a failure leaves nothing behind.
+ * smaller than one extent, a file or device under a phy:/extents: VBD, an extent size that is
+ * not a multiple of 512. An image file created by --size is removed again when formatting
+ * fails, so a failure leaves nothing behind.
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
@@ -13,7 +14,7 @@ import { LIMITS } from '../../limits';
 import { formatSize, parseSize } from '../../size';
 import type { Context } from '../context';
 import { printJson, printLine } from '../output';
-import type { MemberRecord } from '../port';
+import type { MemberRecord, VbdRecord } from '../port';
 import {
   busyReason, identitiesOverlap, probeMember, tryIdentity, type MemberProbe,
 } from '../probe';
@@ -56,8 +57,9 @@ function createImage(target: string, sizeBytes: number | null): boolean {
   return true;
 }
 
-/** Refuses a probe that shares bytes with a member or is in use. */
-function refuseConflicts(target: string, probe: MemberProbe, members: MemberRecord[]): void {
+/** Refuses a probe that shares bytes with a member, backs a phy:/extents: VBD, or is in use. */
+function refuseConflicts(target: string, probe: MemberProbe, members: MemberRecord[],
+  vbds: VbdRecord[]): void {
   for (const member of members) {
     if (member.path === probe.pathReal || member.path === target) {
       throw new UsageError('ERR_CLI_MEMBER_OVERLAP', `format: ${target}: already in the pool`);
@@ -66,6 +68,16 @@ function refuseConflicts(target: string, probe: MemberProbe, members: MemberReco
     if (identity !== null && identitiesOverlap(identity, probe.identity)) {
       throw new UsageError('ERR_CLI_MEMBER_OVERLAP',
         `format: ${target}: shares bytes with pool member ${member.path}`);
+    }
+  }
+  for (const vbd of vbds) {
+    if (vbd.source.startsWith('vd:')) continue; // on pool members, checked above
+    for (const piece of vbd.pieces) {
+      const identity = tryIdentity(piece.path);
+      if (identity !== null && identitiesOverlap(identity, probe.identity)) {
+        throw new UsageError('ERR_CLI_MEMBER_IN_USE',
+          `format: ${target}: backs VBD ${vbd.domain}/${vbd.device} (${vbd.source})`);
+      }
     }
   }
   const busy = busyReason(probe);
@@ -79,7 +91,7 @@ function formatProbed(context: Context, target: string, extentSizeBytes: number)
       `${probe.sizeBytes} bytes is smaller than one extent (${extentSizeBytes} bytes)`);
   }
   const catalog = context.catalog();
-  refuseConflicts(target, probe, catalog.members());
+  refuseConflicts(target, probe, catalog.members(), catalog.vbdList());
   return catalog.format({
     path: probe.pathReal,
     kind: probe.kind,
