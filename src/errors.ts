@@ -11,7 +11,8 @@
 export const ERRORS = {
   // --- usage and input (cli, size parsing) ---
   ERR_USAGE: 'the command line is malformed: unknown command, missing or extra argument, bad flag',
-  ERR_SIZE_INVALID: 'a size is not a positive whole number of bytes with an optional K/M/G/T suffix',
+  ERR_SIZE_INVALID:
+    'a size is not a positive whole number of bytes with an optional K/M/G/T suffix',
   ERR_CLI_MEMBER_MISSING: 'format: the path does not exist (pass --size to create an image file)',
   ERR_CLI_MEMBER_KIND: 'format: the path is neither a regular file nor a block device',
   ERR_CLI_MEMBER_OVERLAP: 'format: the path shares bytes with a pool member (same file, disk and '
@@ -24,7 +25,6 @@ export const ERRORS = {
   // --- catalog ---
   ERR_CATALOG_OPEN: 'the catalog file cannot be opened or is not an SQLite database',
   ERR_CATALOG_VERSION: 'the catalog was written by a newer xvd (user_version too high)',
-  ERR_CATALOG_CORRUPT: 'the catalog violates an invariant (see `xvd check`)',
   ERR_CATALOG_MEMBER_DUPLICATE: 'format: the path or its identity is already a pool member',
   ERR_CATALOG_MEMBER_UNKNOWN: 'no pool member has that id or path',
   ERR_CATALOG_INVALID: 'a catalog call got an argument out of range (size, extent size, expiry)',
@@ -46,14 +46,13 @@ export const ERRORS = {
 
   // --- io (sys, backing, engine) ---
   ERR_IO_SYSCALL: 'a backing syscall failed; see .errno and .syscall',
-  ERR_IO_NATIVE_MISSING: 'the native addon is not built (run npm install)',
 
   // --- nbd ---
   ERR_NBD_BAD_MAGIC: 'peer sent a frame whose magic does not match the current phase',
   ERR_NBD_CLIENT_FLAGS: 'client flags contain a bit the server does not know or did not offer',
   ERR_NBD_OPTION_TOO_LONG: 'option payload exceeds LIMITS.nbdOptionLengthMax',
-  ERR_NBD_TOO_MANY_OPTIONS: 'more options than LIMITS.nbdOptionCountMax before an export was chosen',
-  ERR_NBD_EXPORT_NAME_REFUSED: 'NBD_OPT_EXPORT_NAME named an unknown export (no error reply exists)',
+  ERR_NBD_TOO_MANY_OPTIONS:
+    'more options than LIMITS.nbdOptionCountMax before an export was chosen',
   ERR_NBD_OVERSIZE_WRITE: 'a WRITE payload above LIMITS.nbdWriteDiscardMax: hard disconnect',
   ERR_NBD_HANDSHAKE_TIMEOUT: 'negotiation did not finish within LIMITS.nbdHandshakeTimeoutMs',
   ERR_NBD_TLS: 'the TLS handshake after NBD_OPT_STARTTLS failed',

@@ -1,6 +1,7 @@
 /**
  * limits: every bound xvd enforces, each with the reason it is that value.
- * Invariant 6: no input from a client or a user grows memory without bound; each limit is named here.
+ * Invariant 6: no input from a client or a user grows memory without bound; each limit is named
+ * here.
  */
 export const LIMITS = {
   /** Default pool extent size: the seed tools' 4 MiB default is kept... as bytes. */
@@ -23,7 +24,8 @@ export const LIMITS = {
   /** Longest expiry (about 317 years): now + this in ms stays a safe integer. */
   vdExpirySecondsMax: 10_000_000_000,
   // --- cli (src/cli) ---
-  /** A VBD device name becomes half of the NBD export name `DOMAIN/DEVICE`; Linux names are short. */
+  /** A VBD device name becomes half of the NBD export name `DOMAIN/DEVICE`; Linux names are
+   * short. */
   deviceNameLengthMax: 64,
   /** A VD name is a label for people (LVM allows 127 characters in an LV name). */
   vdNameLengthMax: 127,

@@ -66,7 +66,8 @@ export interface Export {
    * Optional: which parts of [offset, offset+length) read as zeros, for sparse structured replies.
    * Pieces cover the range in order; data pieces are read into target like read().
    */
-  readSparse?(offset: number, length: number, target: Buffer, targetOffset: number): Promise<ReadPiece[]>;
+  readSparse?(offset: number, length: number, target: Buffer, targetOffset: number,
+  ): Promise<ReadPiece[]>;
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, flags: WriteFlags): Promise<void>;

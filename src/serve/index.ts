@@ -43,7 +43,8 @@ export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
   }
   if (mode === 'off') return { mode };
   if (certificatesDir === undefined && pskFile === undefined) {
-    throw new UsageError('ERR_USAGE', 'serve: --tls needs --tls-certificates DIR or --tls-psk FILE');
+    throw new UsageError('ERR_USAGE',
+      'serve: --tls needs --tls-certificates DIR or --tls-psk FILE');
   }
   const x509 = certificatesDir === undefined ? {} : readX509Dir(certificatesDir);
   const psk = pskFile === undefined ? {} : { psk: readPskFile(pskFile) };

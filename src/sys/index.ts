@@ -83,7 +83,8 @@ export function zeroRange(fd: number, offset: number, length: number): Promise<v
 }
 
 /** fallocate(0 or KEEP_SIZE): allocates blocks. */
-export function allocate(fd: number, offset: number, length: number, keepSize = true): Promise<void> {
+export function allocate(fd: number, offset: number, length: number, keepSize = true,
+): Promise<void> {
   checkRange(fd, offset, length);
   const mode = keepSize ? C.FALLOC_FL_KEEP_SIZE : 0;
   return call('fallocate', () => binding.fallocate(fd, mode, offset, length));
@@ -127,7 +128,7 @@ export function blockDeviceSectorSize(fd: number): number {
   return callSync('ioctl(BLKSSZGET)', () => binding.blkGetSectorSize(fd));
 }
 
-/** ioctl(BLKDISCARDZEROES): whether discarded ranges read back as zeros (often false; use zeroout). */
+/** ioctl(BLKDISCARDZEROES): whether discarded ranges read back as zeros (often false). */
 export function blockDeviceDiscardZeroes(fd: number): boolean {
   assert(Number.isInteger(fd) && fd >= 0);
   return callSync('ioctl(BLKDISCARDZEROES)', () => binding.blkGetDiscardZeroes(fd));

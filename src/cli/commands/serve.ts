@@ -23,7 +23,8 @@ interface ServeFlags {
 
 /** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts. */
 export function parseListen(text: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text) ??
+    /^()()(\d{1,5})$/.exec(text);
   const port = match === null ? NaN : Number(match[3]);
   if (match === null || !(port >= 0 && port <= 65535)) {
     throw new UsageError('ERR_USAGE', `serve: --listen: expected HOST:PORT, not ${text}`);
@@ -48,7 +49,8 @@ function setThreads(threads: string | undefined): void {
   }
 }
 
-export function runServe(context: Context, options: { host: string; port: number }): Promise<number> {
+export function runServe(context: Context, options: { host: string; port: number },
+): Promise<number> {
   setThreads(undefined);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp: [options], sockets: [],
     isStdio: false, tls: { mode: 'off' } });
