@@ -89,6 +89,12 @@ export const LIMITS = {
   nbdBlockStatusRunsMax: 128 * 1024,
   /** Sparse structured READs only from this length: below, one OFFSET_DATA chunk is cheaper. */
   nbdSparseReadMin: 64 * 1024,
+  /** nbd/replies BufferPool: READ replies and WRITE payloads from this size to the max are
+   * pooled in power-of-two classes (smaller ones come from Node's slab); at most BytesMax idle
+   * bytes are kept per process (node-perf.md §8.3). */
+  nbdBufferPoolClassMin: 4096,
+  nbdBufferPoolClassMax: 64 * 1024 * 1024,
+  nbdBufferPoolBytesMax: 64 * 1024 * 1024,
   /** A zero run shorter than this is sent as data inside OFFSET_DATA rather than as a hole. */
   nbdSparseHoleMin: 4096,
   /** Grace for close(): requests in flight get this long to finish before sockets are cut. */

@@ -17,7 +17,7 @@
  */
 import assert from 'node:assert';
 import type { Readable, Writable } from 'node:stream';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { ProtocolError } from '../errors';
 import type { Export } from '../engine/export';
@@ -45,6 +45,7 @@ import { type Request, transmissionFlagsOf, validateRequest } from './validate';
 import { encodeGreeting, encodeOptionReply } from './wire-writer';
 import { LIMITS } from '../limits';
 import { Framer } from './framer';
+import { bufferPool } from './replies';
 
 export const PHASE = {
   CLIENT_FLAGS: 'client-flags',
@@ -250,22 +251,31 @@ export class Connection implements OptionSession, TransmissionContext {
     this.output.uncork();
   };
 
-  send(frame: Buffer): void {
-    if (this.phase === PHASE.CLOSED) return;
+  /** A socket (TCP, Unix, TLS) has copied a chunk once its write callback runs. */
+  get canReuseBuffers(): boolean {
+    return this.output instanceof net.Socket;
+  }
+
+  send(frame: Buffer, onWritten?: () => void): void {
+    if (this.phase === PHASE.CLOSED) {
+      if (onWritten !== undefined) onWritten(); // dropped: nothing holds the buffer
+      return;
+    }
     if (!this.isCorked) {
       this.isCorked = true;
       this.output.cork();
       setImmediate(this.uncork);
     }
     this.stats.bytesWritten += frame.length;
-    if (!this.output.write(frame) && !this.isWaitingDrain) {
+    if (!this.output.write(frame, onWritten) && !this.isWaitingDrain) {
       this.isWaitingDrain = true;
       this.output.once('drain', this.onDrain);
     }
   }
 
-  sendv(frames: readonly Buffer[]): void {
-    for (const frame of frames) this.send(frame);
+  sendv(frames: readonly Buffer[], onWritten?: () => void): void {
+    const last = frames.length - 1;
+    frames.forEach((frame, index) => this.send(frame, index === last ? onWritten : undefined));
   }
 
   sendRaw(frame: Buffer): void {
@@ -561,10 +571,14 @@ export class Connection implements OptionSession, TransmissionContext {
     const request = this.pending;
     assert(request !== null);
     if (this.framer.length < request.length) return false;
-    const payload = this.framer.take(request.length);
+    let storage: Buffer | null = null;
+    const payload = this.framer.take(request.length, (length) => {
+      storage = bufferPool.acquire(length);
+      return storage;
+    });
     this.pending = null;
     this.setPhase(PHASE.REQUEST_HEADER);
-    this.dispatch(request, payload);
+    this.dispatch(request, payload, storage);
     return true;
   }
 
@@ -586,17 +600,22 @@ export class Connection implements OptionSession, TransmissionContext {
     sendError(this, request, errno, 'request refused');
   }
 
-  private dispatch(request: Request, payload: Buffer | null): void {
+  /**
+   * Runs a request; `storage` (a pooled buffer holding the WRITE payload) goes back to the pool
+   * once the request settled: the Export settles a write only after every piece did, so nothing
+   * reads it any more.
+   */
+  private dispatch(request: Request, payload: Buffer | null, storage: Buffer | null = null): void {
     const cost = request.type === NBD_CMD.READ || request.type === NBD_CMD.WRITE
       ? request.length : 0;
     this.inflight += 1;
     this.inflightBytes += cost;
-    executeRequest(this, request, payload).then(() => this.afterRequestSafely(cost), () => {
-      this.afterRequestSafely(cost); // executeRequest never rejects; kept for safety
-    });
+    const settle = (): void => this.afterRequestSafely(cost, storage);
+    executeRequest(this, request, payload).then(settle, settle); // never rejects; kept for safety
   }
 
-  private afterRequestSafely(cost: number): void {
+  private afterRequestSafely(cost: number, storage: Buffer | null): void {
+    if (storage !== null) bufferPool.release(storage);
     try {
       this.afterRequest(cost);
     } catch (error) {

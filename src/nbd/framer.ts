@@ -3,8 +3,9 @@
  * of its own: every frame's length is known from its header, so the reader asks for n bytes).
  *
  * take(n) returns a view into the received chunk when the frame lies within one chunk (no copy,
- * the common case for 28-byte requests and small WRITE payloads) and copies into one new Buffer
- * only when a frame spans chunks. skip(n) discards without buffering, for payloads the server
+ * the common case for 28-byte requests and small WRITE payloads) and copies into one Buffer
+ * only when a frame spans chunks: a new one, or one from the caller's allocator (the WRITE payload
+ * path passes the connection's pool, so a 1 MiB payload is copied into a reused buffer). skip(n) discards without buffering, for payloads the server
  * refuses. The framer never holds more than what the socket delivered; callers bound that by
  * pausing the socket (see connection.ts).
  */
@@ -25,8 +26,12 @@ export class Framer {
     this.lengthTotal += chunk.length;
   }
 
-  /** Removes and returns the next n bytes; the caller checked `length >= n`. */
-  take(n: number): Buffer {
+  /**
+   * Removes and returns the next n bytes; the caller checked `length >= n`. `allocate`, when
+   * given, supplies the storage for a frame that spans chunks (at least n bytes; the frame is a
+   * view of its first n); the returned frame is then a view of that storage.
+   */
+  take(n: number, allocate?: (length: number) => Buffer): Buffer {
     assert(n >= 0);
     assert(n <= this.lengthTotal);
     const head = this.chunks[0];
@@ -36,7 +41,8 @@ export class Framer {
       this.advance(n);
       return frame;
     }
-    const frame = Buffer.allocUnsafe(n);
+    const frame = allocate === undefined ? Buffer.allocUnsafe(n) : allocate(n).subarray(0, n);
+    assert(frame.length === n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.chunks[0];

@@ -6,6 +6,14 @@
  * it (node-perf.md §8.3). Every chunk built here lies inside the request range, the last chunk
  * carries NBD_REPLY_FLAG_DONE, and block-status runs from the Export are clipped to the request
  * (never trusted: CVE-2025-47711). Error messages are cut to LIMITS.nbdEchoLengthMax.
+ *
+ * BufferPool (node-perf.md §8.3): READ reply buffers and WRITE payloads spanning socket chunks
+ * come from power-of-two size classes and go back once the socket has taken the reply (write
+ * callback) or the Export has settled the write. A fresh 1 MiB allocUnsafe costs an mmap, 256
+ * page faults (kernel zeroing) and GC pressure; reuse removes all three. Pooled buffers hold stale
+ * bytes of earlier requests: callers send only ranges the Export overwrote (invariant 3: the
+ * engine fills every byte of a read target, zeros on short reads and on failure) and send no
+ * payload at all on a READ error. A buffer is never handed out twice (the free set asserts it).
  */
 import assert from 'node:assert';
 import type { ReadPiece, StatusRun } from '../engine/export';
@@ -23,6 +31,68 @@ import { writeChunkHeader, writeSimpleReply, writeU64 } from './wire-writer';
 export const READ_DATA_OFFSET_SIMPLE = SIMPLE_REPLY_LENGTH;
 export const READ_DATA_OFFSET_STRUCTURED = CHUNK_HEADER_LENGTH + 8;
 
+/** Free lists of reusable Buffers by power-of-two size class (see the header). */
+export class BufferPool {
+  private readonly lists = new Map<number, Buffer[]>();
+  private readonly free = new Set<Buffer>();
+  private bytesFree = 0;
+
+  constructor(
+    private readonly classMinBytes: number,
+    private readonly classMaxBytes: number,
+    private readonly bytesFreeMax: number,
+  ) {
+    assert(classMinBytes > 0 && (classMinBytes & (classMinBytes - 1)) === 0);
+    assert(classMaxBytes >= classMinBytes);
+  }
+
+  /** A buffer of at least `length` bytes (its contents are stale); give it back with release(). */
+  acquire(length: number): Buffer {
+    if (length < this.classMinBytes || length > this.classMaxBytes) {
+      return Buffer.allocUnsafeSlow(length);
+    }
+    const size = classSizeOf(length);
+    const buffer = this.lists.get(size)?.pop();
+    if (buffer === undefined) return Buffer.allocUnsafeSlow(size);
+    this.free.delete(buffer);
+    this.bytesFree -= size;
+    return buffer;
+  }
+
+  /** Returns a buffer from acquire(); buffers outside the classes are left to the GC. */
+  release(buffer: Buffer): void {
+    const size = buffer.length;
+    if (size < this.classMinBytes || size > this.classMaxBytes || classSizeOf(size) !== size) {
+      return;
+    }
+    assert(!this.free.has(buffer), 'BufferPool: buffer released twice');
+    if (this.bytesFree + size > this.bytesFreeMax) return;
+    let list = this.lists.get(size);
+    if (list === undefined) {
+      list = [];
+      this.lists.set(size, list);
+    }
+    list.push(buffer);
+    this.free.add(buffer);
+    this.bytesFree += size;
+  }
+
+  get bytesHeld(): number {
+    return this.bytesFree;
+  }
+}
+
+/** Bytes each class has beyond its power of two: room for a reply header before 2^k data. */
+const CLASS_SLACK = 64;
+
+function classSizeOf(length: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, length - CLASS_SLACK))) + CLASS_SLACK;
+}
+
+/** The process-wide pool for reply and payload buffers (one JS thread: no locking). */
+export const bufferPool = new BufferPool(LIMITS.nbdBufferPoolClassMin,
+  LIMITS.nbdBufferPoolClassMax, LIMITS.nbdBufferPoolBytesMax);
+
 export function simpleReply(errno: number, cookieHigh: number, cookieLow: number): Buffer {
   const frame = Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH);
   writeSimpleReply(frame, 0, errno, cookieHigh, cookieLow);
@@ -31,17 +101,22 @@ export function simpleReply(errno: number, cookieHigh: number, cookieLow: number
 
 /**
  * Allocates a READ reply with its success header written; data goes at the returned offset.
- * Structured: one OFFSET_DATA chunk flagged DONE.
+ * Structured: one OFFSET_DATA chunk flagged DONE. With `storage` (at least the frame's length,
+ * e.g. from bufferPool) the frame is a view of it; else a new Buffer.
  */
 export function readReplyBuffer(
   isStructured: boolean, cookieHigh: number, cookieLow: number, offset: number, length: number,
+  storage?: Buffer,
 ): Buffer {
+  const frameLength = (isStructured ? READ_DATA_OFFSET_STRUCTURED : READ_DATA_OFFSET_SIMPLE) +
+    length;
+  const frame = storage === undefined
+    ? Buffer.allocUnsafe(frameLength)
+    : storage.subarray(0, frameLength);
   if (!isStructured) {
-    const frame = Buffer.allocUnsafe(READ_DATA_OFFSET_SIMPLE + length);
     writeSimpleReply(frame, 0, 0, cookieHigh, cookieLow);
     return frame;
   }
-  const frame = Buffer.allocUnsafe(READ_DATA_OFFSET_STRUCTURED + length);
   writeChunkHeader(frame, 0, NBD_REPLY_FLAG.DONE, NBD_REPLY_TYPE.OFFSET_DATA,
     cookieHigh, cookieLow, 8 + length);
   writeU64(frame, offset, CHUNK_HEADER_LENGTH);

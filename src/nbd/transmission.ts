@@ -7,8 +7,11 @@
  * (or OFFSET_DATA/OFFSET_HOLE chunks when the Export can read sparsely and the read is long and
  * not DF), BLOCK_STATUS with one BLOCK_STATUS chunk, and errors on READ/BLOCK_STATUS with an
  * ERROR chunk. Other commands answer with simple replies, which the spec allows in both modes.
- * A READ reply is one Buffer that the Export fills in place. executeRequest never rejects: every
- * failure becomes an error reply (errno.ts), so one bad request never ends the connection.
+ * A READ reply is one Buffer that the Export fills in place; when the context says the output
+ * is done with a buffer once its write callback runs (a socket), that Buffer comes from
+ * bufferPool and goes back in the callback, or at once when the read fails (then no payload is
+ * sent: only the error). executeRequest never rejects: every failure becomes an error reply
+ * (errno.ts), so one bad request never ends the connection.
  */
 import type { Export } from '../engine/export';
 import type { Logger } from '../log';
@@ -18,6 +21,7 @@ import { nbdErrnoOf } from './errno';
 import {
   READ_DATA_OFFSET_STRUCTURED,
   blockStatusChunk,
+  bufferPool,
   clipStatusRuns,
   errorChunk,
   fillSmallZeroPieces,
@@ -31,8 +35,11 @@ export interface TransmissionContext {
   readonly export: Export;
   readonly isStructured: boolean;
   readonly log: Logger;
-  send(frame: Buffer): void;
-  sendv(frames: readonly Buffer[]): void;
+  /** true when a buffer may be reused once send's onWritten ran (the output copied it) */
+  readonly canReuseBuffers: boolean;
+  /** Queues a frame; onWritten runs once the output no longer needs it (or it was dropped). */
+  send(frame: Buffer, onWritten?: () => void): void;
+  sendv(frames: readonly Buffer[], onWritten?: () => void): void;
 }
 
 /** Sends an error for `request` in the form its command needs (ERROR chunk or simple reply). */
@@ -52,13 +59,32 @@ function hasFlag(request: Request, flag: number): boolean {
 
 async function serveRead(context: TransmissionContext, request: Request): Promise<void> {
   const { offset, length, cookieHigh, cookieLow } = request;
+  const storage = context.canReuseBuffers
+    ? bufferPool.acquire(READ_DATA_OFFSET_STRUCTURED + length)
+    : undefined;
+  const release = storage === undefined ? undefined : (): void => bufferPool.release(storage);
+  try {
+    await readInto(context, request, storage, release);
+  } catch (error) {
+    // the Export settled: nothing writes into storage any more, and none of it was sent
+    if (release !== undefined) release();
+    throw error;
+  }
+}
+
+async function readInto(
+  context: TransmissionContext, request: Request, storage: Buffer | undefined,
+  release: (() => void) | undefined,
+): Promise<void> {
+  const { offset, length, cookieHigh, cookieLow } = request;
   const exp = context.export;
-  const frame = readReplyBuffer(context.isStructured, cookieHigh, cookieLow, offset, length);
+  const frame = readReplyBuffer(context.isStructured, cookieHigh, cookieLow, offset, length,
+    storage);
   const isSparse = context.isStructured && exp.readSparse !== undefined &&
     length >= LIMITS.nbdSparseReadMin && !hasFlag(request, NBD_CMD_FLAG.DF);
   if (!isSparse || exp.readSparse === undefined) {
     await exp.read(offset, length, frame, frame.length - length);
-    context.send(frame);
+    context.send(frame, release);
     return;
   }
   const pieces = await exp.readSparse(offset, length, frame, READ_DATA_OFFSET_STRUCTURED);
@@ -66,10 +92,11 @@ async function serveRead(context: TransmissionContext, request: Request): Promis
   const chunks = sparseReadChunks(frame, pieces, cookieHigh, cookieLow, offset, length);
   if (chunks === null) {
     context.log.error({ offset, length }, 'NBD_CMD_READ: readSparse pieces do not tile the range');
+    if (release !== undefined) release();
     sendError(context, request, NBD_E.EIO, 'internal error');
     return;
   }
-  context.sendv(chunks);
+  context.sendv(chunks, release);
 }
 
 async function serveBlockStatus(context: TransmissionContext, request: Request): Promise<void> {
