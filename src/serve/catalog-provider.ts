@@ -113,9 +113,10 @@ export class CatalogProvider implements ExportProvider {
     return listing;
   }
 
+  /** The empty export name means the domain's only export, when it has exactly one. */
   defaultName(domain: Domain): string | null {
-    void domain;
-    return null;
+    const visible = this.list(domain);
+    return visible.length === 1 && visible[0] !== undefined ? visible[0].name : null;
   }
 
   async open(name: string, domain: Domain): Promise<ExportHandle | null> {

@@ -58,8 +58,9 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const server = createServer({ provider, tls: options.tls, log });
   provider.start(server);
   const addresses: (string | { address: string; port: number })[] = [];
+  const inherited = options.isStdio ? [] : listenFdsFromEnv();
   const targets: ListenTarget[] = [
-    ...listenFdsFromEnv().map((fd) => ({ fd })),
+    ...inherited.map((fd) => ({ fd })),
     ...options.tcp,
     ...options.sockets.map((socketPath) => ({ path: socketPath })),
   ];
