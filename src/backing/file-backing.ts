@@ -8,10 +8,12 @@
  * Block status comes from SEEK_DATA/SEEK_HOLE (holes read as zeros); past EOF is a zero hole.
  * Without SEEK support everything is reported as data.
  *
- * A fully allocated image (no hole before EOF at open, learnHoles()) answers block status inside
- * its open-time size without any syscall, until this backing itself zeroes or trims (which may make
- * holes). Reporting data where another process later punched a hole is still correct (data that
- * reads as zeros), so the shortcut is safe; only a stale "hole" answer would not be.
+ * learnHoles() finds the first hole at open: below it (allDataEnd) block status answers "data"
+ * without any syscall, and isAllData() says so synchronously (the engine then skips sparse-read
+ * work). This backing's own zero/trim lowers allDataEnd to the start of the range it touched
+ * (only that range may have become holes). Reporting data where another process later punched a
+ * hole is still correct (data that reads as zeros), so the shortcut is safe; only a stale "hole"
+ * answer would not be.
  */
 import { IoError } from '../errors';
 import { log } from '../log';
@@ -27,12 +29,27 @@ export class FileBacking extends FdBacking {
   canZeroRange = sys.isNative;
   canPunchHole = sys.isNative;
   canSeek = sys.isNative;
-  /** false only while the file is known to have no hole inside [0, sizeBytes) */
-  mayHaveHoles = true;
+  /** [0, allDataEnd) is known to hold no hole (learned at open, lowered by zero/trim) */
+  private allDataEnd = 0;
 
   constructor(path: string, fd: number, isWritable: boolean, sizeBytes: number) {
     super(path, fd, isWritable);
     this.sizeBytes = sizeBytes;
+  }
+
+  /** false only while the file is known to have no hole inside [0, sizeBytes) */
+  get mayHaveHoles(): boolean {
+    return this.allDataEnd < this.sizeBytes;
+  }
+
+  /** True when [offset, offset+length) is known to be all data (no syscall; see the header). */
+  isAllData(offset: number, length: number): boolean {
+    return !this.canSeek || offset + length <= this.allDataEnd;
+  }
+
+  /** Our own zero/trim of [offset, ..) may make holes there: forget what we knew from there on. */
+  private mayPunch(offset: number): void {
+    this.allDataEnd = Math.min(this.allDataEnd, offset);
   }
 
   get canTrim(): boolean {
@@ -44,7 +61,7 @@ export class FileBacking extends FdBacking {
     if (!this.canSeek || this.sizeBytes === 0) return;
     try {
       const hole = await sys.seekHole(this.fd, 0);
-      this.mayHaveHoles = hole !== -1 && hole < this.sizeBytes;
+      this.allDataEnd = hole === -1 ? this.sizeBytes : Math.min(hole, this.sizeBytes);
     } catch (error) {
       if (!(error instanceof IoError) || !isUnsupported(error.errno)) throw error;
       this.canSeek = false;
@@ -53,7 +70,7 @@ export class FileBacking extends FdBacking {
 
   async zero(offset: number, length: number, mayTrim: boolean, fastOnly: boolean): Promise<void> {
     this.checkWritable('zero');
-    this.mayHaveHoles = true;
+    this.mayPunch(offset);
     if (this.canZeroRange) {
       const done = await this.tryOptional('fallocate(ZERO_RANGE)', () =>
         sys.zeroRange(this.fd, offset, length));
@@ -75,7 +92,7 @@ export class FileBacking extends FdBacking {
   async trim(offset: number, length: number): Promise<void> {
     this.checkWritable('trim');
     if (!this.canPunchHole) return;
-    this.mayHaveHoles = true;
+    this.mayPunch(offset);
     const done = await this.tryOptional('fallocate(PUNCH_HOLE)', () =>
       sys.punchHole(this.fd, offset, length));
     if (!done) this.canPunchHole = false;
@@ -83,8 +100,7 @@ export class FileBacking extends FdBacking {
 
   async blockStatus(offset: number, length: number, runsMax: number): Promise<BackingRun[]> {
     const end = offset + length;
-    const isAllData = !this.mayHaveHoles && end <= this.sizeBytes;
-    if (!this.canSeek || isAllData) return [{ length, isHole: false, isZero: false }];
+    if (this.isAllData(offset, length)) return [{ length, isHole: false, isZero: false }];
     const runs: BackingRun[] = [];
     let cursor = offset;
     try {

@@ -31,6 +31,7 @@ import assert from 'node:assert';
 import { IoError } from '../errors';
 import { LIMITS } from '../limits';
 import type { BackingPool, BackingMode, PooledBacking } from '../backing/pool';
+import { FileBacking } from '../backing/file-backing';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
 import type { Export, ReadPiece, StatusRun, WriteFlags, ZeroFlags } from './export';
 
@@ -312,6 +313,11 @@ export class ExtentExport implements Export, JobOwner {
     target: Buffer,
     targetOffset: number,
   ): Promise<ReadPiece[]> {
+    if (isAllData(this.state, offset, length)) {
+      // no hole to find: skip the block-status round (seeks, promises) on every large READ
+      await this.read(offset, length, target, targetOffset);
+      return [{ offset: 0, length, isZero: false }];
+    }
     const runs = await this.blockStatus(offset, length, LIMITS.readSparseRunsMax);
     const pieces: ReadPiece[] = []; // offsets relative to the start of the request
     let cursor = 0;
@@ -510,6 +516,30 @@ export class ExtentExport implements Export, JobOwner {
   private checkWritable(op: string): void {
     if (this.isReadOnly) throw new IoError('EPERM', op, `${op}: EPERM: ${this.name} is read-only`);
   }
+}
+
+/**
+ * True when every backing byte under [offset, offset+length) is known to be data without a
+ * syscall: devices always (block status reports them as data), files below their first hole.
+ */
+function isAllData(state: EngineState, offset: number, length: number): boolean {
+  if (offset < 0 || length <= 0 || offset + length > state.size) return false; // read() rejects
+  const probe = { state, isAllData: true };
+  state.map.visit(offset, length, probePiece, probe);
+  return probe.isAllData;
+}
+
+function probePiece(
+  probe: { state: EngineState; isAllData: boolean },
+  backingIndex: number,
+  offsetBacking: number,
+  length: number,
+): void {
+  const backing = probe.state.entries[backingIndex]?.backing;
+  const isData = backing instanceof FileBacking
+    ? backing.isAllData(offsetBacking, length)
+    : backing?.kind === 'device';
+  if (!isData) probe.isAllData = false;
 }
 
 function syncTouched(touched: PooledBacking | PooledBacking[] | null): Promise<void> {
