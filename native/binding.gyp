@@ -2,7 +2,8 @@
   "targets": [
     {
       "target_name": "xvd_native",
-      "sources": ["src/addon.c", "src/blkdev.c", "src/fallocate.c", "src/seek.c", "src/errors.c"],
+      "sources": ["src/addon.c", "src/blkdev.c", "src/fallocate.c", "src/seek.c", "src/errors.c",
+                  "src/pread-nowait.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-std=gnu11"],
       "defines": ["NAPI_VERSION=9", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"]
     }

@@ -95,6 +95,9 @@ export const LIMITS = {
   nbdBufferPoolClassMin: 4096,
   nbdBufferPoolClassMax: 64 * 1024 * 1024,
   nbdBufferPoolBytesMax: 64 * 1024 * 1024,
+  /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT) on
+   * the JS thread before the libuv pool; larger copies stay on the pool thread (node-perf.md §2). */
+  backingReadInlineMax: 64 * 1024,
   /** A zero run shorter than this is sent as data inside OFFSET_DATA rather than as a hole. */
   nbdSparseHoleMin: 4096,
   /** Grace for close(): requests in flight get this long to finish before sockets are cut. */

@@ -9,6 +9,8 @@
  *   blkGetSize64(fd)                    -> number (synchronous, O(1))
  *   blkGetSectorSize(fd)                -> number (synchronous, O(1))
  *   blkGetDiscardZeroes(fd)             -> boolean (synchronous, O(1))
+ *   preadNoWait(fd, buf, bufOff, len, pos) -> number (synchronous; bytes, or -errno: -EAGAIN when
+ *                                          not in the page cache; see pread-nowait.c)
  *   constants                           -> { FALLOC_FL_*, SEEK_* }
  * Rejections and throws are Errors with code = errno name, errno and syscall.
  * The JS side validates arguments; this side re-checks types and signs cheaply. */
@@ -179,6 +181,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "blkGetSize64", xvd_blk_get_size64);
   set_fn(env, exports, "blkGetSectorSize", xvd_blk_get_sector_size);
   set_fn(env, exports, "blkGetDiscardZeroes", xvd_blk_get_discard_zeroes);
+  set_fn(env, exports, "preadNoWait", xvd_pread_nowait);
   napi_value constants;
   napi_create_object(env, &constants);
   set_int(env, constants, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);

@@ -43,6 +43,9 @@ int xvd_blk_zeroout(int fd, int64_t offset, int64_t length);
 /* fallocate.c */
 int xvd_fallocate(int fd, int mode, int64_t offset, int64_t length);
 
+/* pread-nowait.c: synchronous preadv2(RWF_NOWAIT); bytes or -errno */
+napi_value xvd_pread_nowait(napi_env env, napi_callback_info info);
+
 /* seek.c */
 int64_t xvd_seek(int fd, int whence, int64_t offset, int *err);
 

@@ -26,6 +26,7 @@ export const fallbackBinding: NativeBinding = {
   blkGetDiscardZeroes: () => {
     throw unsupported('ioctl(BLKDISCARDZEROES)');
   },
+  preadNoWait: () => -95, // -EOPNOTSUPP: callers use fs.read
   constants: {
     FALLOC_FL_KEEP_SIZE: 1,
     FALLOC_FL_PUNCH_HOLE: 2,

@@ -19,6 +19,9 @@ export interface NativeBinding {
   blkGetSize64(fd: number): number;
   blkGetSectorSize(fd: number): number;
   blkGetDiscardZeroes(fd: number): boolean;
+  preadNoWait(
+    fd: number, buffer: Buffer, bufferOffset: number, length: number, position: number,
+  ): number;
   constants: {
     FALLOC_FL_KEEP_SIZE: number;
     FALLOC_FL_PUNCH_HOLE: number;
@@ -100,6 +103,18 @@ export function blkDiscard(fd: number, offset: number, length: number): Promise<
 export function blkZeroout(fd: number, offset: number, length: number): Promise<void> {
   checkRange(fd, offset, length);
   return call('ioctl(BLKZEROOUT)', () => binding.blkZeroout(fd, offset, length));
+}
+
+/**
+ * preadv2(RWF_NOWAIT), synchronous: the bytes read (0 at EOF) when the page cache could serve
+ * them without blocking, else -errno (-EAGAIN: not cached; -EOPNOTSUPP: not supported here or
+ * without the addon). Never throws for I/O errors: callers fall back to fs.read, which reports
+ * them.
+ */
+export function preadNoWait(
+  fd: number, buffer: Buffer, bufferOffset: number, length: number, position: number,
+): number {
+  return binding.preadNoWait(fd, buffer, bufferOffset, length, position);
 }
 
 /** lseek(SEEK_DATA): next offset >= `offset` holding data, or -1 when there is none (ENXIO). */
