@@ -48,10 +48,8 @@ export class BufferPool {
 
   /** A buffer of at least `length` bytes (its contents are stale); give it back with release(). */
   acquire(length: number): Buffer {
-    if (length < this.classMinBytes || length > this.classMaxBytes) {
-      return Buffer.allocUnsafeSlow(length);
-    }
     const size = classSizeOf(length);
+    if (!this.isPooled(length, size)) return Buffer.allocUnsafeSlow(length);
     const buffer = this.lists.get(size)?.pop();
     if (buffer === undefined) return Buffer.allocUnsafeSlow(size);
     this.free.delete(buffer);
@@ -62,9 +60,7 @@ export class BufferPool {
   /** Returns a buffer from acquire(); buffers outside the classes are left to the GC. */
   release(buffer: Buffer): void {
     const size = buffer.length;
-    if (size < this.classMinBytes || size > this.classMaxBytes || classSizeOf(size) !== size) {
-      return;
-    }
+    if (!this.isPooled(size, size) || classSizeOf(size) !== size) return;
     assert(!this.free.has(buffer), 'BufferPool: buffer released twice');
     if (this.bytesFree + size > this.bytesFreeMax) return;
     let list = this.lists.get(size);
@@ -75,6 +71,11 @@ export class BufferPool {
     list.push(buffer);
     this.free.add(buffer);
     this.bytesFree += size;
+  }
+
+  /** A length the pool serves: inside [classMin, classMax + slack] by its class size. */
+  private isPooled(length: number, size: number): boolean {
+    return length >= this.classMinBytes && size <= this.classMaxBytes + CLASS_SLACK;
   }
 
   get bytesHeld(): number {
