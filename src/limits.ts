@@ -98,6 +98,9 @@ export const LIMITS = {
   /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT) on
    * the JS thread before the libuv pool; larger copies stay on the pool thread (node-perf.md §2). */
   backingReadInlineMax: 64 * 1024,
+  /** backing/file-backing: data runs mapped at open (2 lseeks each); a pool member has about one
+   * per extent. Past this, unmapped ranges take the block-status path. */
+  fileDataRunsLearnMax: 4096,
   /** A zero run shorter than this is sent as data inside OFFSET_DATA rather than as a hole. */
   nbdSparseHoleMin: 4096,
   /** Grace for close(): requests in flight get this long to finish before sockets are cut. */

@@ -8,14 +8,17 @@
  * Block status comes from SEEK_DATA/SEEK_HOLE (holes read as zeros); past EOF is a zero hole.
  * Without SEEK support everything is reported as data.
  *
- * learnHoles() finds the first hole at open: below it (allDataEnd) block status answers "data"
- * without any syscall, and isAllData() says so synchronously (the engine then skips sparse-read
- * work). This backing's own zero/trim lowers allDataEnd to the start of the range it touched
- * (only that range may have become holes). Reporting data where another process later punched a
+ * learnHoles() maps the file's data runs at open (SEEK_DATA/SEEK_HOLE, at most
+ * LIMITS.fileDataRunsLearnMax runs; past that the rest counts as unknown): inside a known run
+ * block status answers "data" without any syscall, and isAllData() says so synchronously (the
+ * engine then skips sparse-read work; a pool member holding many VDs has one run per extent).
+ * This backing's own zero/trim removes the range it touched from the known runs (only that range
+ * may have become holes); writes into holes are not learned (those ranges keep the slow path). Reporting data where another process later punched a
  * hole is still correct (data that reads as zeros), so the shortcut is safe; only a stale "hole"
  * answer would not be.
  */
 import { IoError } from '../errors';
+import { LIMITS } from '../limits';
 import { log } from '../log';
 import * as sys from '../sys/index';
 import { isUnsupported, type BackingRun } from './backing';
@@ -29,8 +32,9 @@ export class FileBacking extends FdBacking {
   canZeroRange = sys.isNative;
   canPunchHole = sys.isNative;
   canSeek = sys.isNative;
-  /** [0, allDataEnd) is known to hold no hole (learned at open, lowered by zero/trim) */
-  private allDataEnd = 0;
+  /** sorted, disjoint runs [starts[i], ends[i]) known to hold no hole (see the header) */
+  private dataStarts: number[] = [];
+  private dataEnds: number[] = [];
 
   constructor(path: string, fd: number, isWritable: boolean, sizeBytes: number) {
     super(path, fd, isWritable);
@@ -39,29 +43,72 @@ export class FileBacking extends FdBacking {
 
   /** false only while the file is known to have no hole inside [0, sizeBytes) */
   get mayHaveHoles(): boolean {
-    return this.allDataEnd < this.sizeBytes;
+    return !this.isAllData(0, this.sizeBytes);
   }
 
   /** True when [offset, offset+length) is known to be all data (no syscall; see the header). */
   isAllData(offset: number, length: number): boolean {
-    return !this.canSeek || offset + length <= this.allDataEnd;
+    if (!this.canSeek) return true;
+    const index = this.runIndexOf(offset);
+    return index >= 0 && offset + length <= (this.dataEnds[index] as number);
   }
 
-  /** Our own zero/trim of [offset, ..) may make holes there: forget what we knew from there on. */
-  private mayPunch(offset: number): void {
-    this.allDataEnd = Math.min(this.allDataEnd, offset);
+  /** Index of the known data run containing `offset`, or -1. */
+  private runIndexOf(offset: number): number {
+    let low = 0;
+    let high = this.dataStarts.length - 1;
+    while (low <= high) {
+      const middle = (low + high) >>> 1;
+      if ((this.dataStarts[middle] as number) <= offset) low = middle + 1;
+      else high = middle - 1;
+    }
+    return high >= 0 && offset < (this.dataEnds[high] as number) ? high : -1;
+  }
+
+  /** Our own zero/trim of [offset, offset+length) may make holes there: forget that range. */
+  private mayPunch(offset: number, length: number): void {
+    const end = offset + length;
+    const starts: number[] = [];
+    const ends: number[] = [];
+    this.dataStarts.forEach((start, index) => {
+      const runEnd = this.dataEnds[index] as number;
+      if (runEnd <= offset || start >= end) {
+        starts.push(start);
+        ends.push(runEnd);
+        return;
+      }
+      if (start < offset) {
+        starts.push(start);
+        ends.push(offset);
+      }
+      if (runEnd > end) {
+        starts.push(end);
+        ends.push(runEnd);
+      }
+    });
+    this.dataStarts = starts;
+    this.dataEnds = ends;
   }
 
   get canTrim(): boolean {
     return this.canPunchHole && this.isWritable;
   }
 
-  /** Checks once whether the file has any hole before its end (see the header). */
+  /** Maps the data runs once, at open (see the header). */
   async learnHoles(): Promise<void> {
     if (!this.canSeek || this.sizeBytes === 0) return;
     try {
-      const hole = await sys.seekHole(this.fd, 0);
-      this.allDataEnd = hole === -1 ? this.sizeBytes : Math.min(hole, this.sizeBytes);
+      let cursor = 0;
+      while (cursor < this.sizeBytes && this.dataStarts.length < LIMITS.fileDataRunsLearnMax) {
+        const data = await sys.seekData(this.fd, cursor);
+        if (data === -1 || data >= this.sizeBytes) break;
+        const hole = await sys.seekHole(this.fd, data);
+        const end = hole === -1 ? this.sizeBytes : Math.min(hole, this.sizeBytes);
+        if (end <= data) break;
+        this.dataStarts.push(data);
+        this.dataEnds.push(end);
+        cursor = end;
+      }
     } catch (error) {
       if (!(error instanceof IoError) || !isUnsupported(error.errno)) throw error;
       this.canSeek = false;
@@ -70,7 +117,7 @@ export class FileBacking extends FdBacking {
 
   async zero(offset: number, length: number, mayTrim: boolean, fastOnly: boolean): Promise<void> {
     this.checkWritable('zero');
-    this.mayPunch(offset);
+    this.mayPunch(offset, length);
     if (this.canZeroRange) {
       const done = await this.tryOptional('fallocate(ZERO_RANGE)', () =>
         sys.zeroRange(this.fd, offset, length));
@@ -92,7 +139,7 @@ export class FileBacking extends FdBacking {
   async trim(offset: number, length: number): Promise<void> {
     this.checkWritable('trim');
     if (!this.canPunchHole) return;
-    this.mayPunch(offset);
+    this.mayPunch(offset, length);
     const done = await this.tryOptional('fallocate(PUNCH_HOLE)', () =>
       sys.punchHole(this.fd, offset, length));
     if (!done) this.canPunchHole = false;

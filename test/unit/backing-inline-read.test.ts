@@ -2,7 +2,8 @@
  * Inline page-cache reads (fd-backing: preadv2 RWF_NOWAIT before fs.read) and the all-data
  * knowledge of file backings (file-backing: allDataEnd): reads return the file's bytes whichever
  * path served them, short reads at EOF report the bytes there, the callback is never synchronous,
- * and a backing's own trim makes the range it touched "may be a hole" again.
+ * a backing's own trim makes the range it touched "may be a hole" again, and the data runs on
+ * both sides of a hole are known as data from open.
  */
 import t from 'tap';
 import fs from 'node:fs';
@@ -88,6 +89,27 @@ t.test('a filled file is all data until its own trim; then only the trimmed star
     await backing.trim(MiB / 2, 65536);
     t.equal(backing.isAllData(0, MiB / 2), true, 'before the trimmed range: still known data');
     t.equal(backing.isAllData(MiB / 2, 4096), false, 'the trimmed range may be a hole');
+    t.equal(backing.isAllData(MiB / 2 + 65536, 4096), true, 'after it: still known data');
+    t.equal(backing.isAllData(MiB / 2 - 4096, 8192), false, 'a range crossing into it is not');
     t.same(await backing.blockStatus(MiB / 2, 65536, 4),
       [{ length: 65536, isHole: true, isZero: true }]);
   });
+
+t.test('the data runs on both sides of a hole are known as data from open', async (t) => {
+  const file = path.join(t.testdir(), 'holey');
+  const fd = fs.openSync(file, 'w');
+  fs.writeSync(fd, Buffer.alloc(MiB, 1), 0, MiB, 0);
+  fs.writeSync(fd, Buffer.alloc(MiB, 2), 0, MiB, 3 * MiB);
+  fs.closeSync(fd);
+  const backing = (await openBacking(file, 'r')) as FileBacking;
+  t.teardown(() => backing.close());
+  if (!backing.canSeek) {
+    t.skip('no SEEK_DATA here: everything counts as data');
+    return;
+  }
+  t.equal(backing.isAllData(0, MiB), true, 'first run');
+  t.equal(backing.isAllData(3 * MiB, MiB), true, 'run after the hole');
+  t.equal(backing.isAllData(MiB, 4096), false, 'the hole');
+  t.equal(backing.isAllData(MiB - 4096, 8192), false, 'crossing into the hole');
+  t.equal(backing.mayHaveHoles, true);
+});
