@@ -13,9 +13,9 @@
  * block status answers "data" without any syscall, and isAllData() says so synchronously (the
  * engine then skips sparse-read work; a pool member holding many VDs has one run per extent).
  * This backing's own zero/trim removes the range it touched from the known runs (only that range
- * may have become holes); writes into holes are not learned (those ranges keep the slow path). Reporting data where another process later punched a
- * hole is still correct (data that reads as zeros), so the shortcut is safe; only a stale "hole"
- * answer would not be.
+ * may have become holes); writes into holes are not learned (those ranges keep the slow path).
+ * Reporting data where another process later punched a hole is still correct (data that reads as
+ * zeros), so the shortcut is safe; only a stale "hole" answer would not be.
  */
 import { IoError } from '../errors';
 import { LIMITS } from '../limits';
