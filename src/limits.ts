@@ -95,8 +95,9 @@ export const LIMITS = {
   nbdBufferPoolClassMin: 4096,
   nbdBufferPoolClassMax: 64 * 1024 * 1024,
   nbdBufferPoolBytesMax: 64 * 1024 * 1024,
-  /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT) on
-   * the JS thread before the libuv pool; larger copies stay on the pool thread (node-perf.md §2). */
+  /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT)
+   * on the JS thread before the libuv pool; larger copies stay on the pool thread
+   * (node-perf.md §2). */
   backingReadInlineMax: 64 * 1024,
   /** backing/file-backing: data runs mapped at open (2 lseeks each); a pool member has about one
    * per extent. Past this, unmapped ranges take the block-status path. */

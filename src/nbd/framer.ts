@@ -6,8 +6,9 @@
  * the common case for 28-byte requests and small WRITE payloads) and copies into one Buffer
  * only when a frame spans chunks: a new one, or one from the caller's allocator (the WRITE payload
  * path passes the connection's pool, so a 1 MiB payload is copied into a reused buffer).
- * skip(n) discards without buffering, for payloads the server refuses. The framer never holds more than what the socket delivered; callers bound that by
- * pausing the socket (see connection.ts).
+ * skip(n) discards without buffering, for payloads the server refuses. The framer never holds
+ * more than what the socket delivered; callers bound that by pausing the socket (see
+ * connection.ts).
  */
 import assert from 'node:assert';
 
