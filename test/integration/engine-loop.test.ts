@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { BackingPool } from '../../src/backing/pool';
-import { openExport } from '../../src/engine/extent-export';
+import { openExport, type ExtentExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 
 const DEVICE_BYTES = 8 * 1024 * 1024;
@@ -80,22 +80,28 @@ function firstDifference(a: Buffer, b: Buffer): number {
   return -1;
 }
 
+/** Two pattern-filled loop devices and a writable export whose extents alternate between them. */
+async function openAlternating(t: Test): Promise<{ devices: string[]; extents: ExtentSpec[];
+  size: number; pool: BackingPool; exp: ExtentExport }> {
+  const dir = t.testdir();
+  const devices = FILL.map((fill, i) => attach(t, makeImage(dir, `disk${i}.img`, fill)));
+  const extents = alternatingMap(devices);
+  const size = extents.reduce((sum, e) => sum + e.length, 0);
+  const pool = new BackingPool();
+  const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents,
+    pool });
+  t.teardown(async () => {
+    await exp.close();
+    await pool.close();
+  });
+  return { devices, extents, size, pool, exp };
+}
+
 const skip = hasLoop();
 
 t.test('writes through an alternating map land exactly where the map says', { skip: skip ?? false },
   async (t) => {
-    const dir = t.testdir();
-    const devices = [attach(t, makeImage(dir, 'a.img', 0xa5)), attach(t, makeImage(dir, 'b.img',
-      0x5a))];
-    const extents = alternatingMap(devices);
-    const size = extents.reduce((sum, e) => sum + e.length, 0);
-    const pool = new BackingPool();
-    const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents,
-      pool });
-    t.teardown(async () => {
-      await exp.close();
-      await pool.close();
-    });
+    const { devices, extents, size, pool, exp } = await openAlternating(t);
     t.equal(exp.isReadOnly, false);
     t.equal(pool.size, 2);
 
@@ -119,18 +125,7 @@ t.test('writes through an alternating map land exactly where the map says', { sk
 
 t.test('zero and trim on loop devices stay inside the mapped ranges', { skip: skip ?? false },
   async (t) => {
-    const dir = t.testdir();
-    const devices = [attach(t, makeImage(dir, 'a.img', 0xa5)), attach(t, makeImage(dir, 'b.img',
-      0x5a))];
-    const extents = alternatingMap(devices);
-    const size = extents.reduce((sum, e) => sum + e.length, 0);
-    const pool = new BackingPool();
-    const exp = await openExport({ name: 'd/loop', description: '', mode: 'w', size, extents,
-      pool });
-    t.teardown(async () => {
-      await exp.close();
-      await pool.close();
-    });
+    const { devices, extents, size, exp } = await openAlternating(t);
     const virtual = Buffer.alloc(size, 0x33);
     await exp.write(0, virtual, { fua: false });
     // unaligned zero across several extents, without and with permission to trim

@@ -8,8 +8,6 @@
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import {
   kernelScenarios,
@@ -17,24 +15,11 @@ import {
   type ServerUnderTest,
   type StartServer,
 } from '../helpers/testhost';
+import { freePort, shortTempDir, stopChild } from '../helpers/process';
 
 const READY_TIMEOUT_MS = 20_000;
 const READY_POLL_MS = 50;
 const EXPORT_NAME = 'xvd-kernel-test';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address !== 'string') resolve(address.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
-}
 
 /** Resolves when nbdkit has written its pidfile (it does so once it listens). */
 async function waitReady(child: ChildProcess, pidFile: string): Promise<void> {
@@ -46,19 +31,10 @@ async function waitReady(child: ChildProcess, pidFile: string): Promise<void> {
   throw new Error('nbdkit did not become ready');
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-}
-
 /** nbdkit's file plugin: writable over a sparse file via TCP, read-only over a Unix socket. */
 const startNbdkit: StartServer = async (t: Test, spec: ServerSpec) => {
   // a short path for the Unix socket: spec.dir can pass the 108-byte sun_path limit
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-nbdkit-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = shortTempDir(t, 'xvd-nbdkit-');
   let image = spec.imagePath;
   if (image === undefined) {
     image = path.join(spec.dir, 'disk.img');

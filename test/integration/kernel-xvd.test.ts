@@ -6,9 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { makeImage, runXvd, spawnXvd } from '../helpers/cli';
 import {
@@ -17,6 +15,7 @@ import {
   type ServerUnderTest,
   type StartServer,
 } from '../helpers/testhost';
+import { freePort, shortTempDir, stopChild } from '../helpers/process';
 
 const MIB = 1024 * 1024;
 const MEMBER_SLACK_BYTES = 8 * MIB;
@@ -68,28 +67,6 @@ async function waitListening(child: ChildProcess, target: net.NetConnectOpts): P
   throw new Error('xvd serve did not start listening');
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address !== 'string') resolve(address.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-}
-
 const startXvd: StartServer = async (t: Test, spec: ServerSpec) => {
   const dir = spec.dir;
   const catalog = path.join(dir, 'catalog.sqlite');
@@ -102,8 +79,7 @@ const startXvd: StartServer = async (t: Test, spec: ServerSpec) => {
     spec.isReadOnly ? 'r' : 'w']);
 
   // a short socket path: t.testdir() paths can pass the 108-byte sun_path limit
-  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-kernel-'));
-  t.teardown(() => fs.rmSync(socketDir, { recursive: true, force: true }));
+  const socketDir = shortTempDir(t, 'xvd-kernel-');
   let listen: Pick<ServerUnderTest, 'nbdPort' | 'nbdSocket'>;
   let target: net.NetConnectOpts;
   let args: string[];

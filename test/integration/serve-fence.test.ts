@@ -7,12 +7,12 @@
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { makeImage, runXvd, spawnXvd } from '../helpers/cli';
 import { ScriptedClient } from '../helpers/nbd-client';
+import { shortTempDir } from '../helpers/process';
 
 const MiB = 1024 * 1024;
 const DISK = 8 * MiB;
@@ -24,9 +24,7 @@ const LOOP_MAX = 200_000;
 
 /** A short socket path: t.testdir() paths can pass the 108-byte sun_path limit. */
 function socketPath(t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return path.join(dir, 'nbd.sock');
+  return path.join(shortTempDir(t), 'nbd.sock');
 }
 
 async function startServe(t: Test, catalog: string, socket: string): Promise<ChildProcess> {
