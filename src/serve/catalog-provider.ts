@@ -57,7 +57,6 @@ export interface CatalogProviderOptions {
   log: Logger;
   pool?: BackingPool;
   pollMs?: number;
-  now?: () => number;
 }
 
 /** `DOMAIN/DEVICE` → parts, or null when the name is not of that shape. */
@@ -140,11 +139,6 @@ export class CatalogProvider implements ExportProvider {
     if (this.serverId !== null) this.catalog.unregisterServer(this.serverId);
     this.serverId = null;
     await this.pool.close();
-  }
-
-  /** Names currently open (tests, logs). */
-  openNames(): string[] {
-    return [...this.entries.keys()];
   }
 
   private handleOf(entry: Entry): ExportHandle {
