@@ -116,6 +116,40 @@ export function runsBytes(runs: readonly Run[], sizes: ReadonlyMap<number, numbe
   return total;
 }
 
+/** A byte range of one member. */
+export interface MemberRange {
+  memberId: number;
+  offset: number;
+  length: number;
+}
+
+/**
+ * The member byte ranges behind the virtual range [startVirtual, endVirtual) of a VD whose runs
+ * (in virtual order) are `runs`; the range must lie within the runs.
+ */
+export function sliceRuns(runs: readonly Run[], sizes: ReadonlyMap<number, number>,
+  startVirtual: number, endVirtual: number): MemberRange[] {
+  assert(Number.isSafeInteger(startVirtual));
+  assert(startVirtual >= 0);
+  assert(startVirtual <= endVirtual);
+  const ranges: MemberRange[] = [];
+  let base = 0;
+  for (const run of runs) {
+    if (base >= endVirtual) break;
+    const extentSize = extentSizeOf(sizes, run.memberId);
+    const end = base + run.extentCount * extentSize;
+    const from = Math.max(base, startVirtual);
+    const to = Math.min(end, endVirtual);
+    if (from < to) {
+      const offset = run.firstExtent * extentSize + (from - base);
+      ranges.push({ memberId: run.memberId, offset, length: to - from });
+    }
+    base = end;
+  }
+  assert(base >= endVirtual, 'sliceRuns: the range ends past the runs');
+  return ranges;
+}
+
 function eligible(runs: readonly Run[], request: AllocationRequest): Run[] {
   const onMember = request.onMemberId;
   const mine = onMember === null ? runs : runs.filter((r) => r.memberId === onMember);

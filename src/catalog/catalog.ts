@@ -11,8 +11,8 @@ import type Database from 'better-sqlite3';
 import { UsageError, EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import {
-  allocate, availableBytes, freeAfter, runsBytes,
-  type AllocationRequest, type DeadVd, type Run,
+  allocate, availableBytes, freeAfter, runsBytes, sliceRuns,
+  type AllocationRequest, type DeadVd, type MemberRange, type Run,
 } from '../allocator/allocator';
 import type { Catalog } from './index';
 import { openDatabase, type Db } from './database';
@@ -42,6 +42,7 @@ interface VbdRow {
   phy_size: number | null; created_at: number;
 }
 interface RangeRow { vbd_id: number; seq: number; path: string; offset: number; length: number }
+interface PendingRow { vd_id: number; member_id: number; offset: number; length: number }
 interface ServerRow { id: number; pid: number; pid_start_time: string; heartbeat_at: number }
 
 function prepareAll(db: Db) {
@@ -79,13 +80,14 @@ function prepareAll(db: Db) {
       + 'taken_by, taken_at) VALUES (?, ?, ?, ?, ?, ?)'),
     lossesOf: p('SELECT l.*, m.path AS path FROM vd_losses l JOIN members m '
       + 'ON m.id = l.member_id WHERE l.vd_id = ? ORDER BY l.taken_at, l.first_extent'),
-    pendingAll: p('SELECT z.*, m.path AS path, m.kind AS kind, m.extent_size AS extent_size '
+    pendingAll: p('SELECT z.*, m.path AS path, m.kind AS kind '
       + 'FROM pending_zero z JOIN members m ON m.id = z.member_id '
-      + 'ORDER BY z.vd_id, z.member_id, z.first_extent'),
+      + 'ORDER BY z.vd_id, z.member_id, z.offset'),
     pendingVds: p('SELECT DISTINCT vd_id FROM pending_zero'),
     pendingOf: p('SELECT COUNT(*) AS n FROM pending_zero WHERE vd_id = ?'),
-    insertPending: p('INSERT INTO pending_zero (vd_id, member_id, first_extent, extent_count) '
-      + 'VALUES (?, ?, ?, ?)'),
+    insertPending: p('INSERT INTO pending_zero (vd_id, member_id, offset, length) '
+      + 'VALUES (?, ?, ?, ?) ON CONFLICT (vd_id, member_id, offset) '
+      + 'DO UPDATE SET length = MAX(length, excluded.length)'),
     deletePendingOf: p('DELETE FROM pending_zero WHERE vd_id = ?'),
     vbds: p('SELECT * FROM vbds ORDER BY domain, device'),
     vbd: p('SELECT * FROM vbds WHERE domain = ? AND device = ?'),
@@ -411,8 +413,16 @@ class CatalogImpl implements Catalog {
     let seq = (this.get<{ seq: number }>(this.st.maxSeq, vdId)!.seq) + 1;
     for (const r of plan.runs) {
       this.st.insertRun.run(vdId, seq++, r.memberId, r.firstExtent, r.extentCount);
-      if (isZero) this.st.insertPending.run(vdId, r.memberId, r.firstExtent, r.extentCount);
     }
+    if (isZero) {
+      const bytes = runsBytes(plan.runs, request.extentSizes);
+      this.recordPending(vdId, sliceRuns(plan.runs, request.extentSizes, 0, bytes));
+    }
+  }
+
+  /** Records member byte ranges of vdId as pending zeroing (in the caller's transaction). */
+  private recordPending(vdId: number, ranges: readonly MemberRange[]): void {
+    for (const r of ranges) this.st.insertPending.run(vdId, r.memberId, r.offset, r.length);
   }
 
   private resolveMemberId(op: string, onMember: number | string | null | undefined): number | null {
@@ -471,7 +481,14 @@ class CatalogImpl implements Catalog {
           + `than its size ${row.size_bytes} (xvd never shrinks a disk)`);
       }
       const sizes = new Map([...this.memberMap().values()].map((m) => [m.id, m.extent_size]));
-      const allocated = runsBytes(this.runsOf(id), sizes);
+      const runs = this.runsOf(id);
+      const allocated = runsBytes(runs, sizes);
+      const slackEnd = Math.min(newSize, allocated);
+      if (isZero && slackEnd > row.size_bytes) {
+        // the slack of the last extent becomes visible: it holds whatever was there when the
+        // extent was taken (--no-zero) and must read as zero like the new extents (invariant 3)
+        this.recordPending(id, sliceRuns(runs, sizes, row.size_bytes, slackEnd));
+      }
       if (newSize > allocated) {
         this.allocateFor('enlarge', id, newSize - allocated, null, isZero, now);
       }
@@ -555,7 +572,7 @@ class CatalogImpl implements Catalog {
       freeRuns: this.all<FreeRow>(this.st.freeRuns),
       vds: this.all<VdRow>(this.st.vds),
       runs: this.all<RunRow>(this.st.allRuns),
-      pending: this.all<FreeRow & { vd_id: number }>(this.st.pendingAll),
+      pending: this.all<PendingRow>(this.st.pendingAll),
       now: this.now(),
     })).deferred();
   }
@@ -563,10 +580,10 @@ class CatalogImpl implements Catalog {
   // --- zeroing ---
 
   pendingZeroing(): PendingZero[] {
-    type Row = FreeRow & { vd_id: number; path: string; kind: MemberKind; extent_size: number };
+    type Row = PendingRow & { path: string; kind: MemberKind };
     return this.all<Row>(this.st.pendingAll).map((r) => ({
       vdId: r.vd_id, memberId: r.member_id, path: r.path, kind: r.kind,
-      offset: r.first_extent * r.extent_size, length: r.extent_count * r.extent_size,
+      offset: r.offset, length: r.length,
     }));
   }
 

@@ -11,7 +11,8 @@ export interface CheckInput {
   vds: { id: number; size_bytes: number; expires_at: number | null }[];
   runs: { vd_id: number; seq: number; member_id: number; first_extent: number;
     extent_count: number }[];
-  pending: { vd_id: number; member_id: number; first_extent: number; extent_count: number }[];
+  /** Member byte ranges. */
+  pending: { vd_id: number; member_id: number; offset: number; length: number }[];
   now: number;
 }
 
@@ -97,13 +98,15 @@ function checkVdSizes(input: CheckInput, faults: string[]): void {
 }
 
 function checkPending(input: CheckInput, faults: string[]): void {
+  const extentSize = new Map(input.members.map((m) => [m.id, m.extent_size]));
   for (const z of input.pending) {
+    const size = extentSize.get(z.member_id) ?? 0;
     const inside = input.runs.some((r) => r.vd_id === z.vd_id && r.member_id === z.member_id
-      && r.first_extent <= z.first_extent
-      && z.first_extent + z.extent_count <= r.first_extent + r.extent_count);
+      && r.first_extent * size <= z.offset
+      && z.offset + z.length <= (r.first_extent + r.extent_count) * size);
     if (!inside) {
-      faults.push(`VD ${z.vd_id}: pending zeroing of member ${z.member_id} extents `
-        + `[${z.first_extent}, ${z.first_extent + z.extent_count}) lies outside its extents`);
+      faults.push(`VD ${z.vd_id}: pending zeroing of member ${z.member_id} bytes `
+        + `[${z.offset}, ${z.offset + z.length}) lies outside its extents`);
     }
   }
 }

@@ -9,9 +9,11 @@
  * them (src/allocator/allocator.ts: never-used space first, then the VD dead longest, each
  * from its tail), so undelete works while nothing was reused.
  *
- * Zeroing is two-phase: createVd/enlargeVd record the new extents as pending in the same
- * transaction; zeroPending() (src/catalog/zeroing.ts) zeroes them and completeZeroing() clears
- * them. A VD with pending zeroing is never served (resolveVbd says isDangling).
+ * Zeroing is two-phase: createVd/enlargeVd record as pending, in the same transaction, every
+ * byte range that becomes part of the VD: the new extents, and for an enlarge the slack of its
+ * last extent up to the new size (--no-zero opts out only for the range of that call);
+ * zeroPending() (src/catalog/zeroing.ts) zeroes them and completeZeroing() clears them. A VD
+ * with pending zeroing is never served (resolveVbd says isDangling).
  *
  * Fencing: servers register, heartbeat and lease the VDs they serve; the allocator never takes
  * extents of a dead VD that a live server still leases, nor extents under a phy:/extent VBD.

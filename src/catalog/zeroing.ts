@@ -1,11 +1,14 @@
 /**
  * zeroing: executes the pending zeroing the catalog recorded (invariant 3: a new or enlarged VD
- * reads as zero until written). Files get holes punched (then ZERO_RANGE, then written zeros);
- * devices get BLKZEROOUT, falling back to written zeros. A VD's pending rows are cleared by
- * completeZeroing only after all its ranges were zeroed, so a crash at any moment leaves the
- * work pending for the next command. Ranges go in pieces of LIMITS.zeroRangeBytesMax, and the
- * VD's pending rows are re-checked between pieces: when another process took the extents (the
- * VD died and was reused), this one stops instead of zeroing someone else's data.
+ * reads as zero until written). A pending range is bytes of a member: whole new extents, or the
+ * slack of a VD's last extent that an enlarge made visible (it may hold the bytes of the
+ * extent's previous owner when the extent was taken with --no-zero, and need not be aligned).
+ * Files get holes punched (then ZERO_RANGE, then written zeros); devices get BLKZEROOUT, falling
+ * back to written zeros. A VD's pending rows are cleared by completeZeroing only after all its
+ * ranges were zeroed, so a crash at any moment leaves the work pending for the next command.
+ * Ranges go in pieces of LIMITS.zeroRangeBytesMax, and the VD's pending rows are re-checked
+ * between pieces: when another process took the extents (the VD died and was reused), this one
+ * stops instead of zeroing someone else's data.
  */
 import fs from 'node:fs/promises';
 import { IoError } from '../errors';

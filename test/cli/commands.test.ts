@@ -107,6 +107,28 @@ t.test('enlarge grows the visible size by the amount given', async (t) => {
   t.ok(shown.extents.reduce((sum, e) => sum + e.length, 0) >= 5 * MIB);
 });
 
+t.test('enlarge zeroes the slack a --no-zero create left with the old owner\'s bytes',
+  async (t) => {
+    const dir = t.testdir();
+    const catalog = path.join(dir, 'c.sqlite');
+    const image = makeImage(path.join(dir, 'a.img'), 2 * MIB);
+    await ok(['format', image, '--extent-size', '1M'], catalog);
+    const a = (await ok(['create', '2M'], catalog)).trim();
+    fs.writeFileSync(image, Buffer.alloc(2 * MIB, 0xab)); // the old owner's data
+    await ok(['delete', a], catalog);
+    const b = (await ok(['create', '1536K', '--no-zero'], catalog)).trim();
+    await ok(['enlarge', b, '256K'], catalog);
+    const shown = await json<ShownVd>(['show', b], catalog);
+    t.equal(shown.size, 1792 * 1024);
+    const pool = fs.readFileSync(image);
+    const data = Buffer.concat(shown.extents.map((e) => pool.subarray(e.offset,
+      e.offset + e.length)));
+    t.equal(data.length, 1792 * 1024, 'the pieces add up to the size');
+    t.ok(data.subarray(0, 1536 * 1024).every((x) => x === 0xab), 'B\'s own bytes are kept');
+    t.ok(data.subarray(1536 * 1024).every((x) => x === 0), 'the enlarged range reads zero');
+    t.equal((await runXvd(['check'], { catalog })).code, 0);
+  });
+
 t.test('create --on places the VD on the named member only', async (t) => {
   const dir = t.testdir();
   const catalog = path.join(dir, 'c.sqlite');

@@ -1,6 +1,7 @@
 import t from 'tap';
 import {
-  allocate, availableBytes, freeAfter, mergeAdjacent, subtractRuns, type AllocationRequest, type Run,
+  allocate, availableBytes, freeAfter, mergeAdjacent, sliceRuns, subtractRuns,
+  type AllocationRequest, type Run,
 } from '../../src/allocator/allocator';
 
 const MiB = 1024 * 1024;
@@ -113,4 +114,18 @@ t.test('adjacent pieces in virtual order merge into one run', async (t) => {
 t.test('freeAfter and mergeAdjacent keep a sorted, merged free list', async (t) => {
   t.same(freeAfter([run(1, 0, 10)], [run(1, 0, 3)]), [run(1, 3, 7)]);
   t.same(mergeAdjacent([run(1, 0, 2), run(1, 2, 2), run(2, 4, 1)]), [run(1, 0, 4), run(2, 4, 1)]);
+});
+
+t.test('sliceRuns maps a virtual byte range onto member bytes across runs', async (t) => {
+  const sizes = request({}).extentSizes;
+  const runs = [run(1, 10, 2), run(3, 1, 1), run(2, 0, 3)]; // virtual [0, 2), [2, 6), [6, 9) MiB
+  t.same(sliceRuns(runs, sizes, MiB + 5, 2 * MiB), [{ memberId: 1, offset: 11 * MiB + 5,
+    length: MiB - 5 }], 'slack inside the first run');
+  t.same(sliceRuns(runs, sizes, MiB, 7 * MiB), [
+    { memberId: 1, offset: 11 * MiB, length: MiB },
+    { memberId: 3, offset: 4 * MiB, length: 4 * MiB },
+    { memberId: 2, offset: 0, length: MiB },
+  ], 'a range spanning three runs');
+  t.same(sliceRuns(runs, sizes, 9 * MiB, 9 * MiB), [], 'an empty range at the end');
+  t.throws(() => sliceRuns(runs, sizes, 8 * MiB, 9 * MiB + 1), 'past the runs is a bug');
 });

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import Database from 'better-sqlite3';
 import { openCatalog } from '../../src/catalog';
 import { MIGRATIONS } from '../../src/catalog/migrations';
 
@@ -28,4 +29,19 @@ t.test('migrations are named NNNN-verb-noun in order', async (t) => {
   MIGRATIONS.forEach((m, i) => {
     t.match(m.name, new RegExp(`^${String(i + 1).padStart(4, '0')}-[a-z]+-[a-z-]+$`));
   });
+});
+
+t.test('pending zeroing of a v1 catalog (whole extents) becomes the same bytes', async (t) => {
+  const copy = path.join(t.testdir(), 'catalog-v1.sqlite');
+  fs.copyFileSync(path.join(FIXTURES, 'catalog-v1.sqlite'), copy);
+  const db = new Database(copy);
+  db.prepare('INSERT INTO pending_zero (vd_id, member_id, first_extent, extent_count) '
+    + 'VALUES (1, 1, 10, 2)').run();
+  db.close();
+  const catalog = openCatalog(copy, { create: false, now: () => 1764115200000 + 5000 });
+  t.teardown(() => catalog.close());
+  t.same(catalog.pendingZeroing().map((z) => [z.vdId, z.memberId, z.offset, z.length]),
+    [[1, 1, 10 * 4 * 1024 ** 2, 2 * 4 * 1024 ** 2]]);
+  t.equal(catalog.getVd(1).state, 'zeroing');
+  t.same(catalog.check(), []);
 });

@@ -1,8 +1,11 @@
+import assert from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { identityOfDevice, identityOfFile, openCatalog, zeroPending } from '../../src/catalog';
+import {
+  identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog,
+} from '../../src/catalog';
 
 const MiB = 1024 * 1024;
 
@@ -78,4 +81,82 @@ t.test('a crash between allocation and zeroing leaves the VD unserved until a la
     t.same(await zeroPending(second), [vd.id]);
     t.equal(second.resolveVbd(1, 'xvda').isDangling, false);
     t.ok(fs.readFileSync(image).subarray(0, 4 * MiB).every((x) => x === 0));
+  });
+
+/** The bytes of [start, end) of a VD, read from its member file through its extent list. */
+function readVirtual(catalog: Catalog, vdId: number, start: number, end: number): Buffer {
+  const out = Buffer.alloc(end - start);
+  let base = 0;
+  for (const extent of catalog.getVd(vdId).extents) {
+    const from = Math.max(start, base);
+    const to = Math.min(end, base + extent.length);
+    if (from < to) {
+      const fd = fs.openSync(extent.path, 'r');
+      fs.readSync(fd, out, from - start, to - from, extent.offset + (from - base));
+      fs.closeSync(fd);
+    }
+    base += extent.length;
+  }
+  assert(base >= end, 'the VD holds the range read');
+  return out;
+}
+
+declare namespace Tap { type Test = typeof t }
+
+/** A pool of `extents` 4 MiB extents; VD A covers it, is written with 0xab and deleted. */
+async function poolAfterDeletedVd(t: Tap.Test, extents: number): Promise<Catalog> {
+  const dir = t.testdir();
+  const image = path.join(dir, 'pool.img');
+  fs.writeFileSync(image, Buffer.alloc(extents * 4 * MiB));
+  const st = fs.statSync(image);
+  const catalog = openCatalog(path.join(dir, 'catalog.sqlite'));
+  t.teardown(() => catalog.close());
+  catalog.formatMember({ path: image, kind: 'file', sizeBytes: extents * 4 * MiB,
+    extentSize: 4 * MiB, identity: identityOfFile(st.dev, st.ino) });
+  const a = catalog.createVd({ size: extents * 4 * MiB });
+  t.same(await zeroPending(catalog), [a.id]);
+  fs.writeFileSync(image, Buffer.alloc(extents * 4 * MiB, 0xab)); // A's owner fills its disk
+  catalog.deleteVd(a.id);
+  return catalog;
+}
+
+const isAll = (data: Buffer, byte: number) => data.every((x) => x === byte);
+
+t.test('a zeroed enlarge into the slack of a --no-zero VD reads as zero there', async (t) => {
+  const catalog = await poolAfterDeletedVd(t, 2);
+  const b = catalog.createVd({ size: 5 * MiB, zero: false });
+  t.equal(b.allocatedBytes, 8 * MiB, 'B took A\'s extents; [5, 8) MiB is slack');
+  t.ok(isAll(readVirtual(catalog, b.id, 0, 5 * MiB), 0xab), '--no-zero: A\'s data shows');
+  const grown = catalog.growVd(b.id, 2 * MiB);
+  t.same(grown.extents, b.extents, 'the growth fits in the slack: no new extent');
+  t.equal(grown.state, 'zeroing', 'not served until the slack is zeroed');
+  t.same(await zeroPending(catalog), [b.id]);
+  t.equal(catalog.getVd(b.id).state, 'live');
+  t.ok(isAll(readVirtual(catalog, b.id, 5 * MiB, 7 * MiB), 0), 'the enlarged range reads zero');
+  t.ok(isAll(readVirtual(catalog, b.id, 0, 5 * MiB), 0xab), 'what B had is untouched');
+  t.ok(isAll(readVirtual(catalog, b.id, 7 * MiB, 8 * MiB), 0xab),
+    'slack still outside the VD is left alone');
+  t.same(catalog.check(), []);
+});
+
+t.test('a zeroed enlarge past the slack zeroes the slack as well as the new extents',
+  async (t) => {
+    const catalog = await poolAfterDeletedVd(t, 3);
+    const b = catalog.createVd({ size: 5 * MiB, zero: false });
+    t.equal(b.allocatedBytes, 8 * MiB);
+    const grown = catalog.growVd(b.id, 5 * MiB);
+    t.equal(grown.allocatedBytes, 12 * MiB, 'one new extent');
+    t.same(await zeroPending(catalog), [b.id]);
+    t.ok(isAll(readVirtual(catalog, b.id, 5 * MiB, 10 * MiB), 0), 'slack and new extent');
+    t.ok(isAll(readVirtual(catalog, b.id, 0, 5 * MiB), 0xab), 'what B had is untouched');
+    t.same(catalog.check(), []);
+  });
+
+t.test('an enlarge with --no-zero leaves its own range as it was (the explicit opt-out)',
+  async (t) => {
+    const catalog = await poolAfterDeletedVd(t, 2);
+    const b = catalog.createVd({ size: 5 * MiB, zero: false });
+    const grown = catalog.growVd(b.id, 2 * MiB, { zero: false });
+    t.equal(grown.state, 'live', 'nothing pending');
+    t.ok(isAll(readVirtual(catalog, b.id, 0, 7 * MiB), 0xab));
   });

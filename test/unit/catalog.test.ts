@@ -3,6 +3,7 @@ import path from 'node:path';
 import t from 'tap';
 import Database from 'better-sqlite3';
 import { openCatalog, identityOfFile, zeroPending, type Catalog } from '../../src/catalog';
+import { MIGRATIONS } from '../../src/catalog/migrations';
 
 const MiB = 1024 * 1024;
 const EXTENT = 4 * MiB;
@@ -222,6 +223,19 @@ t.test('check finds double ownership, lost extents and short VDs', async (t) => 
   t.ok(faults.some((f) => /less than its size/.test(f)), 'short VD');
 });
 
+t.test('check finds pending zeroing outside its VD\'s extents, to the byte', async (t) => {
+  const { catalog } = setup(t, 4);
+  const vd = catalog.createVd({ size: EXTENT + 512, zero: false });
+  catalog.enlargeVd(vd.id, 2 * EXTENT);
+  t.same(catalog.pendingZeroing().map((z) => [z.offset, z.length]),
+    [[EXTENT + 512, EXTENT - 512]], 'the slack made visible is pending, not the whole extent');
+  t.same(catalog.check(), []);
+  const db = new Database(catalog.path);
+  db.prepare('UPDATE pending_zero SET length = length + 1').run();
+  db.close();
+  t.match(catalog.check(), [/VD 1: pending zeroing of member 1 bytes \[4194816, 8388609\) lies outside/]);
+});
+
 t.test('VBD sharing: writers overlapping are refused by level, containment included',
   async (t) => {
     const { catalog, file } = setup(t, 8);
@@ -349,7 +363,7 @@ t.test('the catalog runs WAL with synchronous=FULL and foreign keys on', async (
   const db = new Database(catalog.path, { readonly: true });
   t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
   db.close();
-  t.equal(catalog.schemaVersion, 1);
+  t.equal(catalog.schemaVersion, MIGRATIONS.length);
 });
 
 t.test('growVd adds to the size read under the write lock', async (t) => {

@@ -107,7 +107,28 @@ CREATE TABLE leases (
 CREATE INDEX leases_vd ON leases(vd_id);
 `;
 
+/**
+ * Pending zeroing in bytes of a member instead of whole extents, so that the slack of a VD's
+ * last extent (bytes past its size) can be recorded when an enlarge makes it visible. Existing
+ * rows become the same ranges in bytes.
+ */
+const M0002_MEASURE_PENDING_ZERO_BYTES = `
+CREATE TABLE pending_zero_bytes (
+  vd_id INTEGER NOT NULL REFERENCES vds(id),
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  offset INTEGER NOT NULL CHECK (offset >= 0),
+  length INTEGER NOT NULL CHECK (length > 0),
+  PRIMARY KEY (vd_id, member_id, offset)
+) STRICT;
+INSERT INTO pending_zero_bytes (vd_id, member_id, offset, length)
+  SELECT z.vd_id, z.member_id, z.first_extent * m.extent_size, z.extent_count * m.extent_size
+  FROM pending_zero z JOIN members m ON m.id = z.member_id;
+DROP TABLE pending_zero;
+ALTER TABLE pending_zero_bytes RENAME TO pending_zero;
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
+  { name: '0002-measure-pending-zero-bytes', sql: M0002_MEASURE_PENDING_ZERO_BYTES },
 ];
