@@ -95,6 +95,16 @@ export const LIMITS = {
   nbdBufferPoolClassMin: 4096,
   nbdBufferPoolClassMax: 64 * 1024 * 1024,
   nbdBufferPoolBytesMax: 64 * 1024 * 1024,
+  /** nbd/arena-receiver: a socket's first receive arena; request/reply traffic stays in it. */
+  nbdRecvArenaMin: 256 * 1024,
+  /** Room offered to each socket read at least (Node's own read size is 64 KiB). */
+  nbdRecvReadMin: 64 * 1024,
+  /** Pending bytes moved to an idle arena's front rather than starting a new arena. */
+  nbdRecvCompactMax: 64 * 1024,
+  /** A new arena holds this many frames of the length in progress, up to ArenaMax (a bigger
+   * payload gets an arena of its own size): one partial frame is copied per arena. */
+  nbdRecvArenaFrames: 8,
+  nbdRecvArenaMax: 16 * 1024 * 1024,
   /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT)
    * on the JS thread before the libuv pool; larger copies stay on the pool thread
    * (node-perf.md §2). */

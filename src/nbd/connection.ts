@@ -2,8 +2,9 @@
  * nbd/connection: one client from greeting to close (proto.md "Protocol phases"): phase,
  * negotiated features, the bound export, requests in flight, and teardown.
  *
- * Bytes arrive into a Framer and pump() advances the phase machine as far as buffered bytes
- * allow. Options run one at a time (the socket is paused meanwhile); requests are decoded,
+ * Bytes arrive into a Receiver (a Framer fed by 'data' events, or an ArenaReceiver the socket
+ * reads into, calling onSocketRead()) and pump() advances the phase machine as far as buffered
+ * bytes allow. Options run one at a time (the socket is paused meanwhile); requests are decoded,
  * validated (validate.ts) and executed concurrently (transmission.ts), answered in completion
  * order. Reading stops (socket paused) while the connection has LIMITS.nbdInflightMax requests or
  * nbdInflightBytesMax bytes in flight, or while the socket's write buffer needs draining: that is
@@ -44,8 +45,8 @@ import { executeRequest, sendError, type TransmissionContext } from './transmiss
 import { type Request, transmissionFlagsOf, validateRequest } from './validate';
 import { encodeGreeting, encodeOptionReply } from './wire-writer';
 import { LIMITS } from '../limits';
-import { Framer } from './framer';
-import { bufferPool } from './replies';
+import { Framer, type Payload, type Receiver } from './framer';
+import type { ArenaReceiver } from './arena-receiver';
 
 export const PHASE = {
   CLIENT_FLAGS: 'client-flags',
@@ -102,6 +103,11 @@ export interface ConnectionOptions {
   output: Writable;
   /** the raw socket, when there is one (needed for STARTTLS) */
   socket: Socket | null;
+  /**
+   * Where received bytes go when the socket reads into it (arena-receiver.ts) and calls
+   * onSocketRead(); null: the connection listens to 'data' and frames with a Framer.
+   */
+  receiver?: Receiver | null;
   provider: ExportProvider;
   log: Logger;
   limits: ConnectionLimits;
@@ -121,7 +127,9 @@ export class Connection implements OptionSession, TransmissionContext {
   private readonly tls: TlsUpgrader | null;
   private readonly hooks: ConnectionHooks;
   private readonly isServerShuttingDown: () => boolean;
-  private readonly framer = new Framer();
+  private readonly framer: Receiver;
+  /** bytes arrive through onSocketRead() rather than 'data' events */
+  private readonly isSelfReading: boolean;
 
   phase: Phase = PHASE.CLIENT_FLAGS;
   domain: Domain = null;
@@ -164,6 +172,10 @@ export class Connection implements OptionSession, TransmissionContext {
     this.tls = options.tls;
     this.hooks = options.hooks;
     this.isServerShuttingDown = options.isShuttingDown;
+    const receiver = options.receiver ?? null;
+    this.framer = receiver ?? new Framer();
+    this.isSelfReading = receiver !== null;
+    assert(!this.isSelfReading || this.tls === null, 'connection: STARTTLS needs the Framer');
   }
 
   get export(): Export {
@@ -185,6 +197,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.handshakeTimer.unref();
     this.send(encodeGreeting(NBD_FLAG.FIXED_NEWSTYLE | NBD_FLAG.NO_ZEROES));
     this.log.info({ remote: this.socket?.remoteAddress ?? 'stream' }, 'connection opened');
+    this.pump(); // starts reading (a listener's sockets arrive paused)
   }
 
   // --- streams and output ---
@@ -198,7 +211,7 @@ export class Connection implements OptionSession, TransmissionContext {
   }
 
   private attachStreams(): void {
-    this.input.on('data', this.onData);
+    if (!this.isSelfReading) this.input.on('data', this.onData);
     this.input.on('end', this.onEnd);
     this.input.on('error', this.onStreamError);
     this.input.on('close', this.onInputClose);
@@ -218,9 +231,17 @@ export class Connection implements OptionSession, TransmissionContext {
 
   private readonly onData = (chunk: Buffer): void => {
     this.stats.bytesRead += chunk.length;
-    this.framer.push(chunk);
+    (this.framer as Framer).push(chunk);
     this.pump();
   };
+
+  /** The socket's onread callback: `length` bytes landed in the receiver's tail `target`. */
+  onSocketRead(length: number, target: Buffer): void {
+    if (this.phase === PHASE.CLOSED) return;
+    this.stats.bytesRead += length;
+    (this.framer as ArenaReceiver).received(length, target);
+    this.pump();
+  }
 
   private readonly onEnd = (): void => {
     // the client half-closed: finish what is in flight, then close (fio closes without DISC)
@@ -386,7 +407,8 @@ export class Connection implements OptionSession, TransmissionContext {
 
   private stepOptionPayload(): boolean {
     if (this.framer.length < this.optionLength) return false;
-    const payload = this.framer.take(this.optionLength);
+    // a copy: the handler runs across awaits, longer than a received view stays valid
+    const payload = Buffer.from(this.framer.take(this.optionLength));
     this.setPhase(PHASE.OPTION_BUSY);
     this.isOptionBusy = true;
     this.runOption(this.option, payload).then(this.afterOptionSafely, (error: unknown) => {
@@ -558,6 +580,7 @@ export class Connection implements OptionSession, TransmissionContext {
     }
     this.pending = request;
     if (errno === NBD_E.OK) {
+      this.framer.expect(request.length);
       this.setPhase(PHASE.WRITE_PAYLOAD);
     } else {
       this.pendingErrno = errno;
@@ -571,14 +594,11 @@ export class Connection implements OptionSession, TransmissionContext {
     const request = this.pending;
     assert(request !== null);
     if (this.framer.length < request.length) return false;
-    let storage: Buffer | null = null;
-    const payload = this.framer.take(request.length, (length) => {
-      storage = bufferPool.acquire(length);
-      return storage;
-    });
+    const payload = this.framer.takePayload(request.length);
+    this.framer.expect(0);
     this.pending = null;
     this.setPhase(PHASE.REQUEST_HEADER);
-    this.dispatch(request, payload, storage);
+    this.dispatch(request, payload);
     return true;
   }
 
@@ -601,21 +621,21 @@ export class Connection implements OptionSession, TransmissionContext {
   }
 
   /**
-   * Runs a request; `storage` (a pooled buffer holding the WRITE payload) goes back to the pool
-   * once the request settled: the Export settles a write only after every piece did, so nothing
-   * reads it any more.
+   * Runs a request; a WRITE `payload` is released once the request settled: the Export settles
+   * a write only after every piece did, so nothing reads it any more.
    */
-  private dispatch(request: Request, payload: Buffer | null, storage: Buffer | null = null): void {
+  private dispatch(request: Request, payload: Payload | null): void {
     const cost = request.type === NBD_CMD.READ || request.type === NBD_CMD.WRITE
       ? request.length : 0;
     this.inflight += 1;
     this.inflightBytes += cost;
-    const settle = (): void => this.afterRequestSafely(cost, storage);
-    executeRequest(this, request, payload).then(settle, settle); // never rejects; kept for safety
+    const settle = (): void => this.afterRequestSafely(cost, payload);
+    // never rejects; kept for safety
+    executeRequest(this, request, payload === null ? null : payload.data).then(settle, settle);
   }
 
-  private afterRequestSafely(cost: number, storage: Buffer | null): void {
-    if (storage !== null) bufferPool.release(storage);
+  private afterRequestSafely(cost: number, payload: Payload | null): void {
+    if (payload !== null) payload.release();
     try {
       this.afterRequest(cost);
     } catch (error) {
@@ -704,7 +724,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.detachStreams();
     this.input.on('error', ignoreError);
     this.output.on('error', ignoreError);
-    this.framer.clear();
+    this.framer.dispose();
     const fields = { reason, inflight: this.inflight, ...this.stats };
     if (error !== null && error !== undefined) this.log.warn({ ...fields, err: error },
       'connection closed');

@@ -1,18 +1,42 @@
 /**
- * nbd/framer: accumulates socket chunks and yields exact-length frames (proto.md has no framing
+ * nbd/framer: accumulates stream chunks and yields exact-length frames (proto.md has no framing
  * of its own: every frame's length is known from its header, so the reader asks for n bytes).
+ * Used for stream pairs (--stdio, tests) and TLS; plain sockets read into arenas instead
+ * (arena-receiver.ts). Both implement Receiver, the interface connection.ts reads through.
  *
  * take(n) returns a view into the received chunk when the frame lies within one chunk (no copy,
  * the common case for 28-byte requests and small WRITE payloads) and copies into one Buffer
- * only when a frame spans chunks: a new one, or one from the caller's allocator (the WRITE payload
- * path passes the connection's pool, so a 1 MiB payload is copied into a reused buffer).
- * skip(n) discards without buffering, for payloads the server refuses. The framer never holds
- * more than what the socket delivered; callers bound that by pausing the socket (see
- * connection.ts).
+ * only when a frame spans chunks. takePayload(n) copies a spanning WRITE payload into a
+ * bufferPool buffer that release() gives back. skip(n) discards without buffering, for payloads
+ * the server refuses. The framer never holds more than what the stream delivered; callers
+ * bound that by pausing the stream (see connection.ts).
  */
 import assert from 'node:assert';
+import { bufferPool } from './replies';
 
-export class Framer {
+/** A WRITE payload: `data` stays valid until release() runs (once). */
+export interface Payload {
+  readonly data: Buffer;
+  release(): void;
+}
+
+/** What connection.ts reads frames from: this Framer, or an ArenaReceiver for sockets. */
+export interface Receiver {
+  readonly length: number;
+  /** The next n bytes (the caller checked `length >= n`); valid until the next read. */
+  take(n: number): Buffer;
+  /** The next n bytes as a WRITE payload that outlives later reads. */
+  takePayload(n: number): Payload;
+  skip(n: number): number;
+  clear(): number;
+  /** The frame being received needs `length` bytes in all (a hint for buffer sizing). */
+  expect(length: number): void;
+  dispose(): void;
+}
+
+function noRelease(): void { /* the payload is a view of a chunk the GC owns */ }
+
+export class Framer implements Receiver {
   private chunks: Buffer[] = [];
   private headOffset = 0;
   private lengthTotal = 0;
@@ -54,6 +78,24 @@ export class Framer {
       this.advance(take);
     }
     return frame;
+  }
+
+  /** A payload spanning chunks is copied into a pooled buffer that release() gives back. */
+  takePayload(n: number): Payload {
+    let storage: Buffer | null = null;
+    const data = this.take(n, (length) => {
+      storage = bufferPool.acquire(length);
+      return storage;
+    });
+    if (storage === null) return { data, release: noRelease };
+    const pooled: Buffer = storage;
+    return { data, release: () => bufferPool.release(pooled) };
+  }
+
+  expect(): void { /* chunks come from the stream at its own size */ }
+
+  dispose(): void {
+    this.clear();
   }
 
   /** Discards up to n bytes; returns how many were discarded. */

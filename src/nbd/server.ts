@@ -17,9 +17,11 @@ import type { Readable, Writable } from 'node:stream';
 import { EmuError, UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
+import { ArenaReceiver } from './arena-receiver';
 import { Connection, type ConnectionLimits, PHASE, type TlsUpgrader } from './connection';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
+import { adoptWithUserBuffer } from './user-buffer-socket';
 
 export interface NbdServerLimits extends ConnectionLimits {
   connectionsMax: number;
@@ -30,6 +32,11 @@ export interface NbdServerOptions {
   tls?: TlsOptions;
   limits?: Partial<NbdServerLimits>;
   log?: Logger;
+  /**
+   * How sockets are read: 'arena' (default) reads into reused arenas (arena-receiver.ts);
+   * 'stream' takes Node's 'data' chunks (the only way with TLS and for stream pairs).
+   */
+  receive?: 'arena' | 'stream';
 }
 
 export type ListenTarget = { host?: string; port?: number } | { path: string } | { fd: number };
@@ -38,6 +45,8 @@ export interface NbdServerStats {
   connectionsAccepted: number;
   connectionsRefused: number;
   connectionsOpen: number;
+  /** accepted sockets read through arenas (the rest through stream chunks) */
+  connectionsArena: number;
   requests: number;
   requestErrors: number;
   bytesRead: number;
@@ -66,6 +75,7 @@ export class NbdServer extends EventEmitter {
   private readonly provider: ExportProvider;
   private readonly log: Logger;
   private readonly tls: TlsUpgrader | null;
+  private readonly isArenaReceive: boolean;
   private readonly netServers: net.Server[] = [];
   private readonly connections = new Set<Connection>();
   private nextId = 1;
@@ -73,6 +83,7 @@ export class NbdServer extends EventEmitter {
   private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0 };
   private accepted = 0;
   private refused = 0;
+  private acceptedArena = 0;
 
   constructor(options: NbdServerOptions) {
     super();
@@ -80,6 +91,8 @@ export class NbdServer extends EventEmitter {
     this.log = (options.log ?? rootLog).child({ component: 'nbd' });
     this.limits = limitsOf(options.limits);
     this.tls = options.tls === undefined ? null : createTlsUpgrader(options.tls);
+    // STARTTLS swaps the stream under the connection: arenas only without TLS
+    this.isArenaReceive = (options.receive ?? 'arena') === 'arena' && this.tls === null;
   }
 
   /** Connections open or still finishing requests. */
@@ -96,12 +109,13 @@ export class NbdServer extends EventEmitter {
       totals.bytesWritten += connection.stats.bytesWritten;
     }
     return { connectionsAccepted: this.accepted, connectionsRefused: this.refused,
-      connectionsOpen: this.connections.size, ...totals };
+      connectionsOpen: this.connections.size, connectionsArena: this.acceptedArena, ...totals };
   }
 
   /** Starts a listener; resolves with its address (port for TCP, path for Unix). */
   async listen(target: ListenTarget = {}): Promise<net.AddressInfo | string> {
-    const listener = net.createServer({ noDelay: true, pauseOnConnect: false },
+    // paused: an accepted socket must not read before accept() chose how it reads
+    const listener = net.createServer({ noDelay: true, pauseOnConnect: true },
       (socket) => this.accept(socket));
     listener.on('error', (error) => this.log.error({ err: error }, 'listener error'));
     if ('path' in target) removeStaleSocket(target.path);
@@ -135,13 +149,32 @@ export class NbdServer extends EventEmitter {
       socket.destroy();
       return;
     }
-    this.startConnection(socket, socket, socket);
+    if (this.isArenaReceive && this.acceptWithArena(socket)) return;
+    this.startConnection(socket, socket, socket, null);
+  }
+
+  /** Serves `socket` reading into arenas; false when Node would not allow it (see there). */
+  private acceptWithArena(socket: net.Socket): boolean {
+    const receiver = new ArenaReceiver();
+    let connection: Connection | null = null;
+    const adopted = adoptWithUserBuffer(socket, {
+      buffer: () => receiver.nextBuffer(),
+      // reads start in connection.start(), so the first callback finds it assigned
+      callback: (length, target) => connection?.onSocketRead(length, target),
+    });
+    if (adopted === null) {
+      this.log.debug('arena receive unavailable: reading through stream chunks');
+      return false;
+    }
+    this.acceptedArena += 1;
+    connection = this.startConnection(adopted, adopted, adopted, receiver);
+    return true;
   }
 
   /** Serves one connection over a stream pair (stdin/stdout, a Duplex); resolves at close. */
   serveStream(input: Readable, output: Writable = input as unknown as Writable): Promise<void> {
     return new Promise((resolve) => {
-      const connection = this.startConnection(input, output, null);
+      const connection = this.startConnection(input, output, null, null);
       const onClose = (id: number): void => {
         if (id !== connection.id) return;
         this.off('connection-close', onClose);
@@ -152,11 +185,11 @@ export class NbdServer extends EventEmitter {
   }
 
   private startConnection(input: Readable, output: Writable, socket: net.Socket | null,
-  ): Connection {
+    receiver: ArenaReceiver | null): Connection {
     const id = this.nextId++;
     this.accepted += 1;
     const connection = new Connection({
-      id, input, output, socket,
+      id, input, output, socket, receiver,
       provider: this.provider,
       log: this.log.child({ conn: id }),
       limits: this.limits,

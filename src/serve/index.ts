@@ -55,7 +55,9 @@ export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
 export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const catalog = openCatalog(options.catalogPath);
   const provider = new CatalogProvider({ catalog, log });
-  const server = createServer({ provider, tls: options.tls, log });
+  // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
+  const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
+  const server = createServer({ provider, tls: options.tls, log, receive });
   provider.start(server);
   const addresses: (string | { address: string; port: number })[] = [];
   const inherited = options.isStdio ? [] : listenFdsFromEnv();

@@ -1,0 +1,140 @@
+/**
+ * nbd/arena-receiver: a socket read straight into large reused buffers ("arenas") through
+ * net's onread user-buffer mode (node-perf.md §3, §8.5), so every frame lies contiguous in one
+ * arena: take() is a view, and a WRITE payload goes to the backing without being copied in user
+ * space. The Framer path instead gets a fresh zero-filled 64 KiB chunk per socket read and copies
+ * every payload that spans chunks; for 1 MiB writes that was half the server's CPU per GiB.
+ *
+ * Layout: bytes [readPos, writePos) of the current arena are received and not yet consumed; the
+ * next socket read lands at writePos (nextBuffer() hands that tail to libuv after every read).
+ * Views returned by take() are valid until the next read; a payload view (takePayload) holds a
+ * reference on its arena and stays valid until its release() runs.
+ *
+ * nextBuffer() is the only place the layout changes, because libuv keeps the tail it was given
+ * until the next read completes, even while the socket is paused:
+ * - when no payload view is outstanding and what is pending is short, the pending bytes move to
+ *   the front (copyWithin) and the whole arena is free again: request/response traffic (reads,
+ *   flushes) never leaves the first arena;
+ * - when the tail is too short for the frame in progress (expect()) or for one read of
+ *   LIMITS.nbdRecvReadMin, a new arena is taken from bufferPool, sized for several frames of that
+ *   length, and the pending bytes (less than one frame) are copied to its start. The old arena
+ *   goes back to the pool when its last payload view is released.
+ * Memory held per connection is one arena plus those that payloads in flight still reference;
+ * payloads in flight are bounded by LIMITS.nbdInflightBytesMax (connection.ts).
+ */
+import assert from 'node:assert';
+import { LIMITS } from '../limits';
+import type { Payload, Receiver } from './framer';
+import { bufferPool } from './replies';
+
+class Arena {
+  /** the receiver's own reference (while current) plus one per outstanding payload view */
+  refs = 1;
+  constructor(readonly buffer: Buffer) {}
+}
+
+export class ArenaReceiver implements Receiver {
+  private arena: Arena;
+  private readPos = 0;
+  private writePos = 0;
+  private frameLength = 0;
+  private isDisposed = false;
+  /** statistics: arena switches and bytes copied by them and by compaction */
+  readonly stats = { arenas: 1, bytesCopied: 0 };
+
+  constructor() {
+    this.arena = new Arena(bufferPool.acquire(LIMITS.nbdRecvArenaMin));
+  }
+
+  get length(): number {
+    return this.writePos - this.readPos;
+  }
+
+  /** For net's onread.buffer: where the next socket read lands (see the header). */
+  nextBuffer(): Buffer {
+    const pending = this.writePos - this.readPos;
+    const room = Math.max(LIMITS.nbdRecvReadMin, this.frameLength - pending);
+    let buffer = this.arena.buffer;
+    if (this.arena.refs === 1 && this.readPos > 0 && pending <= LIMITS.nbdRecvCompactMax) {
+      buffer.copyWithin(0, this.readPos, this.writePos);
+      this.stats.bytesCopied += pending;
+      this.readPos = 0;
+      this.writePos = pending;
+    }
+    if (buffer.length - this.writePos < room) {
+      buffer = this.switchArena(pending, room);
+    }
+    return buffer.subarray(this.writePos);
+  }
+
+  /** For net's onread.callback: `length` bytes landed at the tail nextBuffer() gave. */
+  received(length: number, target: Buffer): void {
+    assert(target.buffer === this.arena.buffer.buffer, 'ArenaReceiver: read into a stale arena');
+    assert(length > 0 && this.writePos + length <= this.arena.buffer.length);
+    this.writePos += length;
+  }
+
+  /** The frame being received needs `length` bytes in all (0: none in particular). */
+  expect(length: number): void {
+    assert(length >= 0);
+    this.frameLength = length;
+  }
+
+  take(length: number): Buffer {
+    assert(length >= 0 && length <= this.length);
+    const frame = this.arena.buffer.subarray(this.readPos, this.readPos + length);
+    this.readPos += length;
+    return frame;
+  }
+
+  takePayload(length: number): Payload {
+    const data = this.take(length);
+    const arena = this.arena;
+    arena.refs += 1;
+    return { data, release: () => this.unref(arena) };
+  }
+
+  skip(length: number): number {
+    const skipped = Math.min(length, this.length);
+    this.readPos += skipped;
+    return skipped;
+  }
+
+  clear(): number {
+    const dropped = this.length;
+    this.readPos = this.writePos;
+    return dropped;
+  }
+
+  /**
+   * The connection is closed: libuv may still hold the current tail until the socket closes,
+   * so the current arena is left to the GC rather than pooled.
+   */
+  dispose(): void {
+    if (this.isDisposed) return;
+    this.isDisposed = true;
+    this.arena.refs -= 1;
+  }
+
+  private switchArena(pending: number, room: number): Buffer {
+    const size = Math.max(LIMITS.nbdRecvArenaMin,
+      Math.min(LIMITS.nbdRecvArenaFrames * (pending + room), LIMITS.nbdRecvArenaMax),
+      pending + room);
+    const next = new Arena(bufferPool.acquire(size));
+    this.arena.buffer.copy(next.buffer, 0, this.readPos, this.writePos);
+    this.stats.arenas += 1;
+    this.stats.bytesCopied += pending;
+    const previous = this.arena;
+    this.arena = next;
+    this.unref(previous);
+    this.readPos = 0;
+    this.writePos = pending;
+    return next.buffer;
+  }
+
+  private unref(arena: Arena): void {
+    arena.refs -= 1;
+    assert(arena.refs >= 0, 'ArenaReceiver: arena released twice');
+    if (arena.refs === 0 && arena !== this.arena) bufferPool.release(arena.buffer);
+  }
+}
