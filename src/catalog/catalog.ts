@@ -39,7 +39,7 @@ interface FreeRow { member_id: number; first_extent: number; extent_count: numbe
 interface VbdRow {
   id: number; domain: number; device: string; mode: 'r' | 'w';
   source_kind: 'vd' | 'phy' | 'extents'; vd_id: number | null; phy_path: string | null;
-  phy_size: number | null; created_at: number;
+  phy_size: number | null; created_at: number; expert: 0 | 1 | 2 | null;
 }
 interface RangeRow { vbd_id: number; seq: number; path: string; offset: number; length: number }
 interface PendingRow { vd_id: number; member_id: number; offset: number; length: number }
@@ -92,7 +92,7 @@ function prepareAll(db: Db) {
     vbds: p('SELECT * FROM vbds ORDER BY domain, device'),
     vbd: p('SELECT * FROM vbds WHERE domain = ? AND device = ?'),
     insertVbd: p('INSERT INTO vbds (domain, device, mode, source_kind, vd_id, phy_path, phy_size, '
-      + 'created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      + 'created_at, expert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
     deleteVbd: p('DELETE FROM vbds WHERE id = ?'),
     rangesAll: p('SELECT * FROM vbd_ranges ORDER BY vbd_id, seq'),
     rangesOf: p('SELECT * FROM vbd_ranges WHERE vbd_id = ? ORDER BY seq'),
@@ -708,10 +708,11 @@ class CatalogImpl implements Catalog {
       }
       const others = this.holders(now).filter((h) => h.label !== `pool VD ${vdId}`);
       const mine: Holder = { label: `VBD ${domain}/${device} (${mode})`, mode, ranges };
-      this.checkSharing(mine, others, input.expert ?? 0);
+      const expert = input.expert ?? 0;
+      this.checkSharing(mine, others, expert);
       const info = this.st.insertVbd.run(domain, device, mode, source.kind, vdId,
         source.kind === 'phy' ? source.path : null,
-        source.kind === 'phy' ? source.sizeBytes : null, now);
+        source.kind === 'phy' ? source.sizeBytes : null, now, expert);
       const id = Number(info.lastInsertRowid);
       if (source.kind === 'extents') {
         ranges.forEach((r, seq) => this.st.insertRange.run(id, seq, r.path, r.offset, r.length));

@@ -45,3 +45,17 @@ t.test('pending zeroing of a v1 catalog (whole extents) becomes the same bytes',
   t.equal(catalog.getVd(1).state, 'zeroing');
   t.same(catalog.check(), []);
 });
+
+t.test('VBDs of a v1 catalog have no recorded expert level; new ones record theirs',
+  async (t) => {
+    const copy = path.join(t.testdir(), 'catalog-v1.sqlite');
+    fs.copyFileSync(path.join(FIXTURES, 'catalog-v1.sqlite'), copy);
+    const catalog = openCatalog(copy, { create: false, now: () => 1764115200000 + 5000 });
+    catalog.addVbd({ domain: 2, device: 'xvda', mode: 'r', source: { kind: 'vd', vdId: 1 },
+      expert: 1 });
+    catalog.close();
+    const db = new Database(copy, { readonly: true });
+    t.same(db.prepare('SELECT domain, expert FROM vbds ORDER BY id').all(),
+      [{ domain: 1, expert: null }, { domain: 2, expert: 1 }]);
+    db.close();
+  });

@@ -127,8 +127,17 @@ DROP TABLE pending_zero;
 ALTER TABLE pending_zero_bytes RENAME TO pending_zero;
 `;
 
+/**
+ * The expert level a VBD was added with, so that `check` can re-judge its sharing as addVbd did.
+ * NULL for VBDs added before it was recorded: their level is unknown and check does not judge it.
+ */
+const M0003_RECORD_VBD_EXPERT = `
+ALTER TABLE vbds ADD COLUMN expert INTEGER CHECK (expert IN (0, 1, 2));
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
   { name: '0002-measure-pending-zero-bytes', sql: M0002_MEASURE_PENDING_ZERO_BYTES },
+  { name: '0003-record-vbd-expert', sql: M0003_RECORD_VBD_EXPERT },
 ];
