@@ -179,7 +179,6 @@ async function prepareFragmented(ctx) {
   const catalog = path.join(dir, 'catalog.sqlite');
   const members = ['a.img', 'b.img'].map((name) => path.join(dir, name));
   let built = null;
-  let needsFill = false;
   if (fs.existsSync(path.join(dir, 'meta.json')) && !ctx.rebuildPool) {
     const { id } = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
     const layout = await showExtents(ctx, catalog, id).catch(() => null);
@@ -189,13 +188,15 @@ async function prepareFragmented(ctx) {
     ctx.log('xvd-frag: building the fragmented pool (cached afterwards)');
     const { id } = await buildFragmented(ctx, dir);
     built = { id, layout: await showExtents(ctx, catalog, id) };
-    needsFill = true;
   }
   const { layout } = built;
   if (layout.runs < FRAGMENT_RUNS_MIN || layout.members !== 2) {
     throw new Error(`fragmented VD has ${layout.runs} runs on ${layout.members} members`);
   }
-  return { catalog, exportName: EXPORT_NAME, files: members, layout, needsFill, id: built.id };
+  // filled on every run, cached pool or not: a run stopped before its fill would otherwise leave
+  // holes in the VD, which read faster than data
+  const { id } = built;
+  return { catalog, exportName: EXPORT_NAME, files: members, layout, needsFill: true, id };
 }
 
 function preparePool(ctx, variant) {
