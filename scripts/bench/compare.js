@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run bench`: xvd against nbdkit, qemu-nbd and nbd-server, side by side in one run.
 //
-// One 1 GiB backing file of random data (page-cached) is served by each server in turn, over TCP
+// One 1 GiB backing file of random data (page-cached) is served by every server, over TCP
 // (127.0.0.1) and a unix socket (in a temp dir), and each server is driven by the same clients:
 // fio's nbd engine (randread/randwrite 4 KiB qd32, read/write 1 MiB qd8) and nbdcopy (export to
 // null:, and a cached 1 GiB file into the export; nbdcopy uses multi-conn when offered). xvd
@@ -9,10 +9,21 @@
 // local ceiling is the same fio jobs with io_uring on the file itself. Server CPU comes from
 // /proc (the server's process tree), as seconds per GiB moved.
 //
-// Output: one table on stdout, raw JSON in results/bench-<timestamp>.json, a PNG chart (grouped
-// bars, best peer = 1.0) in results/ and, on an unfiltered run, scripts/bench/results.png.
-// A server that fails to start gives n/a cells with the reason. Every server is stopped by its
-// process group after its cells, and on Ctrl-C or a crash.
+// Fairness. All servers start first, one instance per transport, and stay up (idle) for the
+// whole run; nbdkit, qemu-nbd and nbd-server share the one file (only one is driven at a time;
+// qemu-nbd 7.2 takes no conflicting lock on a raw file). Cells run interleaved in rounds
+// (lib/rounds.js): for each transport and job, every server in turn, the order rotated each
+// round, so a load spike or a writeback burst does not fall on one server's block of cells; the
+// table shows each cell's median over the rounds. Before every cell (and every nbdcopy run) the
+// backing files are fdatasync'ed: on ext4, dirtying a clean page costs about 5x re-dirtying a
+// dirty one, and pages stay dirty for 30 s, so without the sync a write cell's figure would
+// depend on which cell wrote the file last. The files are read through (cat) once per round so
+// that they stay cached.
+//
+// Output: one table on stdout, raw JSON in results/bench-<timestamp>.json (every round's cell
+// under `rounds`), a PNG chart (grouped bars, best peer = 1.0) in results/ and, on an unfiltered
+// run, scripts/bench/results.png. A server that fails to start gives n/a cells with the reason.
+// Every server is stopped by its process group at the end, and on Ctrl-C or a crash.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -22,12 +33,22 @@ const proc = require('./lib/proc');
 const clients = require('./lib/clients');
 const { PEERS, SERVERS } = require('./lib/servers');
 const report = require('./lib/report');
+const rounds = require('./lib/rounds');
 
 const REPO = path.resolve(__dirname, '..', '..');
 const RESULTS_DIR = path.join(REPO, 'results');
 const CHART_COMMITTED = path.join(__dirname, 'results.png');
 const SIZE_BYTES = 1024 ** 3;
 const TRANSPORTS = ['tcp', 'unix'];
+// One figure per cell and round (nbdcopy once: the rounds' median filters noise, for fio and
+// nbdcopy alike). Default: one round of short cells, a full run in about 4 minutes on the
+// 2-core development machine (66 cells of 3-4 s, a sync of up to 1 s before each write cell).
+const TIMING_SHORT = { runtimeS: 2, rampS: 1, copyReps: 1, rounds: 1 };
+/** --long: medians of 3 rounds of longer cells (about 18 minutes). */
+const TIMING_LONG = { runtimeS: 5, rampS: 1, copyReps: 1, rounds: 3 };
+const ROUNDS_MAX = 100;
+/** A cell whose rounds differ by more than this (max - min over the median) is reported. */
+const SPREAD_NOTED = 0.2;
 /** A fio cell is flagged noisy when other work took this much CPU (cores) during it. */
 const NOISY_OTHER_CORES = 0.25;
 const NOISY_STEAL_CORES = 0.1;
@@ -42,8 +63,14 @@ const TOOL_PACKAGES = {
   gnuplot: 'gnuplot-nox',
 };
 const JOB_IDS = [...clients.FIO_JOBS, ...clients.COPY_JOBS].map((job) => job.id);
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? '' : 's'}`;
+const describeTiming = (timing) => `${plural(timing.rounds, 'round')}, fio ${timing.runtimeS} s ` +
+  `+ ${timing.rampS} s ramp per cell, nbdcopy ` +
+  `${timing.copyReps === 1 ? 'once' : `best of ${timing.copyReps}`} per cell`;
 const USAGE = `usage: npm run bench -- [options]
-  --long               20 s + 2 s ramp per fio cell, 3 nbdcopy runs (default 3 s + 1 s, 2 runs)
+  --rounds N           run every cell N times, servers interleaved; the table shows medians
+  --long               ${describeTiming(TIMING_LONG)}
+                       (default ${describeTiming(TIMING_SHORT)})
   --servers a,b        only these of: ${ALL_SERVER_NAMES.join(', ')}
   --only xvd           same as --servers xvd,xvd-frag
   --transports t,u     tcp, unix (default both)
@@ -57,7 +84,7 @@ const USAGE = `usage: npm run bench -- [options]
 function parseArgs(argv) {
   const options = {
     long: false, servers: null, transports: TRANSPORTS, jobs: null, runtimeS: null, rampS: null,
-    rebuildPool: false, chart: null, keep: false,
+    rounds: null, rebuildPool: false, chart: null, keep: false,
   };
   const list = (value) => String(value || '').split(',').map((item) => item.trim()).filter(Boolean);
   for (let index = 0; index < argv.length; index += 1) {
@@ -75,6 +102,7 @@ function parseArgs(argv) {
     else if (arg === '--jobs') options.jobs = list(next());
     else if (arg === '--runtime') options.runtimeS = Number(next());
     else if (arg === '--ramp') options.rampS = Number(next());
+    else if (arg === '--rounds') options.rounds = Number(next());
     else if (arg === '--rebuild-pool') options.rebuildPool = true;
     else if (arg === '--chart') options.chart = path.resolve(next());
     else if (arg === '--keep') options.keep = true;
@@ -88,6 +116,10 @@ function parseArgs(argv) {
   }
   for (const name of options.transports) {
     if (!TRANSPORTS.includes(name)) throw new Error(`unknown transport ${name}`);
+  }
+  const isRoundCount = (count) => Number.isSafeInteger(count) && count >= 1 && count <= ROUNDS_MAX;
+  if (options.rounds !== null && !isRoundCount(options.rounds)) {
+    throw new Error(`--rounds must be 1 to ${ROUNDS_MAX}`);
   }
   return options;
 }
@@ -187,19 +219,38 @@ function markAll(ctx, server, transports, reason) {
   log(`${server}: n/a: ${reason}`);
 }
 
+/** fdatasync of every backing file, so the next cell starts on clean (cached) pages; in ms. */
+async function syncBacking(ctx) {
+  const started = process.hrtime.bigint();
+  await Promise.all(ctx.backingFiles.map(async (file) => {
+    const handle = await fs.promises.open(file, 'r');
+    try {
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  }));
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
+
 /** Runs one cell and notes the 1-minute load average after it (other work on the machine). */
 async function runCell(ctx, job, target, pid) {
   const cell = job.rw !== undefined
     ? await clients.runFio(job, target, pid, ctx.timing, ctx.dir)
-    : await clients.runCopy(job, target, pid, ctx);
+    : await clients.runCopy(job, target, pid, ctx, () => syncBacking(ctx));
   cell.load1 = os.loadavg()[0];
   return cell;
 }
 
+/** Every cell run once ('local' fills all transports' rows with one cell), round by round. */
+function roundCells(run) {
+  const cells = new Set(run.rows.flatMap((row) => Object.values(row.cells)));
+  return [...cells].flatMap((cell) => cell.rounds || [cell]);
+}
+
 /** The busiest 1-minute load average seen after any cell (the bench itself adds about 2). */
 function loadMax(run) {
-  const loads = run.rows.flatMap((row) => Object.values(row.cells).map((cell) => cell.load1 || 0));
-  return Math.max(0, ...loads);
+  return Math.max(0, ...roundCells(run).map((cell) => cell.load1 || 0));
 }
 
 function describeCell(cell) {
@@ -209,75 +260,144 @@ function describeCell(cell) {
   const other = cell.otherCores === undefined
     ? ''
     : `; other work ${cell.otherCores} cores, steal ${cell.stealCores}`;
-  return `${cell.value.toFixed(cell.unit === 'IOPS' ? 0 : 1)} ${cell.unit}${cpu}${other}`;
+  const sync = cell.syncMs === undefined ? '' : `; sync ${Math.round(cell.syncMs)} ms before`;
+  return `${cell.value.toFixed(cell.unit === 'IOPS' ? 0 : 1)} ${cell.unit}${cpu}${other}${sync}`;
 }
 
-async function runLocal(ctx) {
-  ctx.run.servers.local = { describe: 'fio io_uring on the file itself (ceiling)', reasons: [] };
-  await warm([ctx.image, ctx.copySource]);
-  for (const job of ctx.jobs) {
-    const cell = await runCell(ctx, job, { file: ctx.image }, null);
-    log(`local ${job.id}: ${describeCell(cell)}`);
-    for (const transport of ctx.options.transports) setCell(ctx, 'local', transport, job.id, cell);
+async function prepareXvd(ctx, server) {
+  try {
+    const xvd = require('./lib/xvd');
+    await xvd.serveFlags(ctx);
+    ctx.run.servers[server.name].isDistStale = xvd.isDistStale(ctx);
+    if (ctx.run.servers[server.name].isDistStale) {
+      log(`${server.name}: warning: dist/ is older than src/ (run npm run build first)`);
+    }
+    const prepared = await server.prepare(ctx);
+    ctx.run.servers[server.name].layout = prepared.layout;
+    log(`${server.name}: VD ${prepared.id}: ${prepared.layout.runs} extent runs on ` +
+      `${prepared.layout.members} member(s)`);
+    return prepared;
+  } catch (error) {
+    markAll(ctx, server.name, ctx.options.transports, error.message);
+    return null;
   }
 }
 
-async function runServerTransport(ctx, server, transport, prepared) {
-  await warm([...(prepared ? prepared.files : [ctx.image]), ctx.copySource]);
-  let instance;
+/** Copies the backing data into a fresh xvd VD once, through whichever listener is up. */
+async function fillXvd(ctx, server, prepared, instances) {
+  const instance = Object.values(instances)[0];
+  if (!prepared.needsFill || instance === undefined) return;
+  log(`${server.name}: filling the VD with the backing data`);
+  const fill = await proc.run('nbdcopy', [ctx.image, instance.uri], { timeoutMs: 300000 });
+  if (fill.code !== 0) throw new Error(`fill failed: ${proc.tail(fill.stderr, 2)}`);
+  prepared.needsFill = false;
+}
+
+/**
+ * Starts one instance of the server per transport (its own port or socket; all stay up for the
+ * whole run, idle while another server is measured) into ctx.instances.
+ */
+async function startServer(ctx, server) {
+  ctx.run.servers[server.name] = { describe: server.describe, reasons: [] };
+  const prepared = server.isXvd ? await prepareXvd(ctx, server) : null;
+  if (server.isXvd && prepared === null) return;
+  const instances = {};
+  for (const transport of ctx.options.transports) {
+    try {
+      instances[transport] = await server.start(ctx, transport, prepared);
+    } catch (error) {
+      markAll(ctx, server.name, [transport], `${transport}: ${error.message}`);
+    }
+  }
   try {
-    instance = await server.start(ctx, transport, prepared);
+    if (prepared !== null) await fillXvd(ctx, server, prepared, instances);
   } catch (error) {
-    markAll(ctx, server.name, [transport], `${transport}: ${error.message}`);
+    for (const instance of Object.values(instances)) await instance.stop();
+    markAll(ctx, server.name, Object.keys(instances), error.message);
     return;
   }
-  try {
-    if (prepared && prepared.needsFill) {
-      log(`${server.name}: filling the VD with the backing data`);
-      const fill = await proc.run('nbdcopy', [ctx.image, instance.uri], { timeoutMs: 300000 });
-      if (fill.code !== 0) throw new Error(`fill failed: ${proc.tail(fill.stderr, 2)}`);
-      prepared.needsFill = false;
-      await warm(prepared.files);
-    }
+  if (prepared !== null) ctx.backingFiles.push(...prepared.files);
+  ctx.instances.set(server.name, instances);
+}
+
+async function stopServers(ctx) {
+  for (const instances of ctx.instances.values()) {
+    for (const instance of Object.values(instances)) await instance.stop();
+  }
+  ctx.instances.clear();
+}
+
+/** The servers measured in a group of this transport, in table order ('local' on the first). */
+function groupServers(ctx, transport) {
+  return ALL_SERVER_NAMES.filter((name) => name === 'local'
+    ? ctx.hasLocal && transport === ctx.options.transports[0]
+    : ctx.instances.has(name) && ctx.instances.get(name)[transport] !== undefined);
+}
+
+async function runRoundCell(ctx, name, transport, job, where) {
+  const instance = name === 'local' ? null : ctx.instances.get(name)[transport];
+  let cell;
+  if (instance !== null && !proc.isAlive(instance.pid)) {
+    cell = { error: 'server died' };
+  } else {
+    const syncMs = await syncBacking(ctx);
+    const target = instance === null ? { file: ctx.image } : { uri: instance.uri };
+    cell = await runCell(ctx, job, target, instance === null ? null : instance.pid);
+    cell.syncMs = syncMs;
+  }
+  Object.assign(cell, where);
+  const label = name === 'local' ? 'local' : `${name} ${transport}`;
+  log(`round ${where.round + 1} ${label} ${job.id}: ${describeCell(cell)}`);
+  const key = `${name}/${transport}/${job.id}`;
+  if (!ctx.samples.has(key)) ctx.samples.set(key, []);
+  ctx.samples.get(key).push(cell);
+}
+
+/** One round: every (transport, job) group, each on every server, the order rotated. */
+async function runRound(ctx, round) {
+  await warm(ctx.backingFiles);
+  let group = 0;
+  for (const transport of ctx.options.transports) {
     for (const job of ctx.jobs) {
-      if (!proc.isAlive(instance.pid)) {
-        setCell(ctx, server.name, transport, job.id, { error: 'server died' });
-        continue;
+      const order = rounds.rotate(groupServers(ctx, transport), round + group);
+      for (const [position, name] of order.entries()) {
+        await runRoundCell(ctx, name, transport, job, { round, position });
       }
-      const cell = await runCell(ctx, job, { uri: instance.uri }, instance.pid);
-      log(`${server.name} ${transport} ${job.id}: ${describeCell(cell)}`);
-      setCell(ctx, server.name, transport, job.id, cell);
+      group += 1;
     }
-  } catch (error) {
-    markAll(ctx, server.name, [transport], `${transport}: ${error.message}`);
-  } finally {
-    await instance.stop();
   }
 }
 
-async function runServer(ctx, server) {
-  ctx.run.servers[server.name] = { describe: server.describe, reasons: [] };
-  let prepared = null;
-  if (server.isXvd) {
-    try {
-      const xvd = require('./lib/xvd');
-      await xvd.serveFlags(ctx);
-      ctx.run.servers[server.name].isDistStale = xvd.isDistStale(ctx);
-      if (ctx.run.servers[server.name].isDistStale) {
-        log(`${server.name}: warning: dist/ is older than src/ (run npm run build first)`);
-      }
-      prepared = await server.prepare(ctx);
-      ctx.run.servers[server.name].layout = prepared.layout;
-      log(`${server.name}: VD ${prepared.id}: ${prepared.layout.runs} extent runs on ` +
-        `${prepared.layout.members} member(s)`);
-    } catch (error) {
-      markAll(ctx, server.name, ctx.options.transports, error.message);
-      return;
-    }
+/** Puts the median of each cell's rounds into the table; 'local' fills every transport's row. */
+function summarizeSamples(ctx) {
+  for (const [key, cells] of ctx.samples) {
+    const [name, transport, jobId] = key.split('/');
+    const cell = rounds.summarizeRounds(cells);
+    const transports = name === 'local' ? ctx.options.transports : [transport];
+    for (const each of transports) setCell(ctx, name, each, jobId, cell);
   }
-  for (const transport of ctx.options.transports) {
-    await runServerTransport(ctx, server, transport, prepared);
+}
+
+/** Notes cells with failed rounds and, over several rounds, how far each cell's rounds differ. */
+function writeRoundNotes(run) {
+  const named = run.rows.flatMap((row) => Object.entries(row.cells)
+    .filter(([name]) => name !== 'local' || row.transport === run.rows[0].transport)
+    .map(([name, cell]) => ({ name: `${row.job}/${row.transport} ${name}`, cell })));
+  const failed = named.filter(({ cell }) => cell.failedRounds > 0 && cell.value > 0);
+  if (failed.length > 0) {
+    process.stdout.write(`warning: some rounds failed in ${failed.map(({ name, cell }) =>
+      `${name} (${cell.failedRounds})`).join(', ')}; their medians are of the rest\n`);
   }
+  const spread = named.filter(({ cell }) => cell.spread !== null && cell.spread !== undefined);
+  if (spread.length === 0) return;
+  spread.sort((a, b) => b.cell.spread - a.cell.spread);
+  const percent = (value) => `${Math.round(value * 100)}%`;
+  const wide = spread.filter(({ cell }) => cell.spread > SPREAD_NOTED);
+  process.stdout.write(`rounds: (max - min) / median per cell: median ` +
+    `${percent(rounds.median(spread.map(({ cell }) => cell.spread)))}; ` +
+    `${wide.length} of ${spread.length} cells above ${percent(SPREAD_NOTED)}` +
+    `${wide.length === 0 ? '' : `, widest ${wide.slice(0, 3).map(({ name, cell }) =>
+      `${name} ${percent(cell.spread)}`).join(', ')}`}\n`);
 }
 
 function timestamp(date) {
@@ -297,18 +417,20 @@ async function finish(ctx) {
   process.stdout.write(`\nxvd benchmark, ${ctx.run.startedAt.slice(0, 16)}Z on ` +
     `${machine.cpuCount}x ` +
     `${machine.cpuModel}, ${machine.memGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}; ` +
-    `fio ${timing.runtimeS}+${timing.rampS} s per cell, nbdcopy best of ${timing.copyReps}\n`);
-  process.stdout.write('cells: IOPS or MiB/s [server CPU seconds per GiB]\n\n');
+    `${describeTiming(timing)}\n`);
+  process.stdout.write('cells: IOPS or MiB/s [server CPU seconds per GiB]' +
+    `${timing.rounds > 1 ? `, medians of ${timing.rounds} interleaved rounds` : ''}\n\n`);
   process.stdout.write(`${report.renderTable(rows, columns)}\n\n`);
   for (const name of columns) {
     const reasons = ctx.run.servers[name].reasons;
     if (reasons.length > 0) process.stdout.write(`${name} n/a: ${reasons.join('; ')}\n`);
   }
-  const cells = ctx.run.rows.flatMap((row) => Object.values(row.cells));
+  writeRoundNotes(ctx.run);
+  const cells = roundCells(ctx.run);
   const noisy = cells.filter((cell) => cell.otherCores > NOISY_OTHER_CORES ||
     cell.stealCores > NOISY_STEAL_CORES);
   if (noisy.length > 0) {
-    process.stdout.write(`warning: in ${noisy.length} fio cells other processes or the ` +
+    process.stdout.write(`warning: in ${noisy.length} fio cell runs other processes or the ` +
       `hypervisor took more than ${NOISY_OTHER_CORES} cores (otherCores/stealCores in the JSON)\n`);
   }
   const busiest = loadMax(ctx.run);
@@ -328,7 +450,8 @@ async function finish(ctx) {
   const pngPath = path.join(RESULTS_DIR, `bench-${stamp}.png`);
   const title = `xvd vs peers: ${machine.cpuCount}x ${machine.cpuModel}, ` +
     `Linux ${machine.kernel}, ` +
-    `${ctx.run.startedAt.slice(0, 10)}, fio ${timing.runtimeS}+${timing.rampS} s/cell`;
+    `${ctx.run.startedAt.slice(0, 10)}, fio ${timing.runtimeS}+${timing.rampS} s/cell` +
+    `${timing.rounds > 1 ? `, median of ${timing.rounds} rounds` : ''}`;
   try {
     await report.drawChart(rows, chartServers, title, pngPath, ctx.dir);
     const targets = [ctx.options.chart, ctx.isFiltered ? null : CHART_COMMITTED].filter(Boolean);
@@ -359,11 +482,10 @@ async function main() {
   const options = parseArgs(process.argv.slice(2));
   ensureTools();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-bench-'));
-  const timing = options.long
-    ? { runtimeS: 20, rampS: 2, copyReps: 3 }
-    : { runtimeS: 3, rampS: 1, copyReps: 2 };
+  const timing = { ...(options.long ? TIMING_LONG : TIMING_SHORT) };
   if (options.runtimeS !== null) timing.runtimeS = options.runtimeS;
   if (options.rampS !== null) timing.rampS = options.rampS;
+  if (options.rounds !== null) timing.rounds = options.rounds;
   const jobs = [...clients.FIO_JOBS, ...clients.COPY_JOBS]
     .filter((job) => options.jobs === null || options.jobs.includes(job.id));
   const ctx = {
@@ -375,17 +497,28 @@ async function main() {
     isFiltered: options.servers !== null || options.jobs !== null ||
       options.transports.length !== TRANSPORTS.length || options.runtimeS !== null,
     run: null,
+    backingFiles: [],
+    instances: new Map(),
+    samples: new Map(),
+    hasLocal: false,
   };
+  ctx.backingFiles.push(ctx.image, ctx.copySource);
   installExitHandlers(ctx);
   ctx.run = {
-    version: 1, startedAt: new Date().toISOString(), machine: machineInfo(), timing,
+    version: 2, startedAt: new Date().toISOString(), machine: machineInfo(), timing,
     sizeBytes: SIZE_BYTES, servers: {}, rows: [],
   };
   ctx.run.rows = emptyRows(ctx);
   await makeBacking(ctx);
   const selected = (name) => options.servers === null || options.servers.includes(name);
-  if (selected('local')) await runLocal(ctx);
-  for (const server of SERVERS) if (selected(server.name)) await runServer(ctx, server);
+  if (selected('local')) {
+    ctx.hasLocal = true;
+    ctx.run.servers.local = { describe: 'fio io_uring on the file itself (ceiling)', reasons: [] };
+  }
+  for (const server of SERVERS) if (selected(server.name)) await startServer(ctx, server);
+  for (let round = 0; round < timing.rounds; round += 1) await runRound(ctx, round);
+  await stopServers(ctx);
+  summarizeSamples(ctx);
   await finish(ctx);
 }
 

@@ -117,8 +117,12 @@ async function runFio(job, target, pid, timing, dir) {
   }
 }
 
-/** One nbdcopy cell, best of `reps` runs; CPU is summed over all runs. */
-async function runCopy(job, target, pid, ctx) {
+/**
+ * One nbdcopy cell, best of `reps` runs; CPU is summed over all runs. `beforeRep` runs before
+ * every run after the first (the caller syncs the backing files, so each run starts on clean
+ * pages as the first did).
+ */
+async function runCopy(job, target, pid, ctx, beforeRep = async () => {}) {
   const source = job.direction === 'read' ? target.uri || target.file : ctx.copySource;
   const destination = job.direction === 'read' ? 'null:' : target.uri || target.file;
   let bestSeconds = Infinity;
@@ -126,6 +130,7 @@ async function runCopy(job, target, pid, ctx) {
   let bytesTotal = 0;
   let lastError = null;
   for (let rep = 0; rep < ctx.timing.copyReps; rep += 1) {
+    if (rep > 0) await beforeRep();
     const before = pid === null ? null : proc.cpuSecondsTree(pid);
     const result = await proc.run('nbdcopy', [source, destination], { timeoutMs: 120000 });
     const after = pid === null ? null : proc.cpuSecondsTree(pid);
