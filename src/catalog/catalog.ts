@@ -19,9 +19,9 @@ import { openDatabase, type Db } from './database';
 import { isProcessAlive, processStartTime } from './liveness';
 import { humanBytes } from './human';
 import type {
-  AddVbdInput, ByteRange, CreateVdInput, FreeSpace, Lease, Member, MemberFree, MemberInput,
-  MemberKind, OpenOptions, PendingZero, ResolvedVbd, Vbd, VbdSource, VdDetail, VdExtent,
-  VdState, VdSummary,
+  AddVbdInput, ByteRange, CheckReport, CreateVdInput, FreeSpace, Lease, Member, MemberFree,
+  MemberInput, MemberKind, OpenOptions, PendingZero, ResolvedVbd, Vbd, VbdSource, VdDetail,
+  VdExtent, VdState, VdSummary,
 } from './types';
 import { checkCatalog } from './check';
 
@@ -93,6 +93,7 @@ function prepareAll(db: Db) {
     vbd: p('SELECT * FROM vbds WHERE domain = ? AND device = ?'),
     insertVbd: p('INSERT INTO vbds (domain, device, mode, source_kind, vd_id, phy_path, phy_size, '
       + 'created_at, expert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+    lossesAll: p('SELECT vd_id, taken_by FROM vd_losses ORDER BY vd_id, taken_at'),
     deleteVbd: p('DELETE FROM vbds WHERE id = ?'),
     rangesAll: p('SELECT * FROM vbd_ranges ORDER BY vbd_id, seq'),
     rangesOf: p('SELECT * FROM vbd_ranges WHERE vbd_id = ? ORDER BY seq'),
@@ -567,14 +568,28 @@ class CatalogImpl implements Catalog {
   }
 
   check(): string[] {
-    return this.db.transaction(() => checkCatalog({
-      members: this.all<MemberRow>(this.st.members),
-      freeRuns: this.all<FreeRow>(this.st.freeRuns),
-      vds: this.all<VdRow>(this.st.vds),
-      runs: this.all<RunRow>(this.st.allRuns),
-      pending: this.all<PendingRow>(this.st.pendingAll),
-      now: this.now(),
-    })).deferred();
+    return this.checkReport().faults;
+  }
+
+  checkReport(): CheckReport {
+    return this.db.transaction(() => {
+      const servers = this.all<ServerRow>(this.st.servers);
+      return checkCatalog({
+        members: this.all<MemberRow>(this.st.members),
+        freeRuns: this.all<FreeRow>(this.st.freeRuns),
+        vds: this.all<VdRow>(this.st.vds),
+        runs: this.all<RunRow>(this.st.allRuns),
+        pending: this.all<PendingRow>(this.st.pendingAll),
+        losses: this.all<{ vd_id: number; taken_by: number }>(this.st.lossesAll),
+        vbds: this.all<VbdRow>(this.st.vbds),
+        vbdRanges: this.all<RangeRow>(this.st.rangesAll),
+        servers,
+        liveServerIds: servers.filter((s) => this.isServerAlive(s)).map((s) => s.id),
+        leases: this.all<{ server_id: number; vd_id: number; generation: number }>(
+          this.st.leases),
+        now: this.now(),
+      });
+    }).deferred();
   }
 
   // --- zeroing ---

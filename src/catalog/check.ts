@@ -1,20 +1,36 @@
 /**
- * check: the catalog's fsck, a pure function over its rows. Per member, the free runs and every
- * VD's runs (live or dead: a dead VD keeps its extents until the allocator takes them) must
- * partition [0, extent_count) exactly: no extent owned twice, none outside the member, none
- * lost. A live VD must hold at least its size; pending zeroing must lie inside its VD's runs.
+ * check: the catalog's fsck, a pure function over its rows (and which servers are alive, which
+ * the caller learns from /proc). Per member, the free runs and every VD's runs (live or dead: a
+ * dead VD keeps its extents until the allocator takes them) must partition [0, extent_count)
+ * exactly: no extent owned twice, none outside the member, none lost. A live VD must hold at
+ * least its size; pending zeroing must lie inside its VD's runs. VBD rows and their sharing:
+ * ./check-vbds.ts. A lease names an existing server and VD, at a generation the VD has had; a
+ * lease of a live server on a VD whose extents went to another VD breaks invariant 2. Leases of
+ * servers that are not running are stale: they hold nothing, so they are notes, not faults.
  */
+import { checkVbds, type CheckRangeRow, type CheckVbdRow } from './check-vbds';
+import type { CheckReport } from './types';
+
 export interface CheckInput {
   members: { id: number; path: string; size_bytes: number; extent_size: number;
     extent_count: number }[];
   freeRuns: { member_id: number; first_extent: number; extent_count: number }[];
-  vds: { id: number; size_bytes: number; expires_at: number | null }[];
+  vds: { id: number; size_bytes: number; expires_at: number | null; generation: number }[];
   runs: { vd_id: number; seq: number; member_id: number; first_extent: number;
     extent_count: number }[];
   /** Member byte ranges. */
   pending: { vd_id: number; member_id: number; offset: number; length: number }[];
+  /** Which VD lost extents to which (vd_losses). */
+  losses: { vd_id: number; taken_by: number }[];
+  vbds: CheckVbdRow[];
+  vbdRanges: CheckRangeRow[];
+  servers: { id: number; pid: number }[];
+  /** Ids of the servers whose process is running. */
+  liveServerIds: number[];
+  leases: { server_id: number; vd_id: number; generation: number }[];
   now: number;
 }
+
 
 interface Owned {
   first: number;
@@ -111,12 +127,49 @@ function checkPending(input: CheckInput, faults: string[]): void {
   }
 }
 
-/** Every fault found, one line each; empty when the catalog is sound. */
-export function checkCatalog(input: CheckInput): string[] {
+function checkLease(input: CheckInput, lease: CheckInput['leases'][number],
+  faults: string[]): void {
+  const what = `lease of VD ${lease.vd_id} by server ${lease.server_id}`;
+  if (!input.servers.some((s) => s.id === lease.server_id)) {
+    faults.push(`${what}: the server does not exist`);
+  }
+  const vd = input.vds.find((v) => v.id === lease.vd_id);
+  if (vd === undefined) {
+    faults.push(`${what}: the VD does not exist`);
+    return;
+  }
+  if (lease.generation < 1 || lease.generation > vd.generation) {
+    faults.push(`${what}: generation ${lease.generation} is not one the VD has had `
+      + `(1 to ${vd.generation})`);
+  }
+  const loss = input.losses.find((l) => l.vd_id === vd.id);
+  if (loss !== undefined && input.liveServerIds.includes(lease.server_id)) {
+    faults.push(`${what}: the server is running, yet extents of the VD went to VD `
+      + `${loss.taken_by} (invariant 2)`);
+  }
+}
+
+function checkLeases(input: CheckInput, faults: string[], notes: string[]): void {
+  for (const lease of input.leases) checkLease(input, lease, faults);
+  for (const server of input.servers) {
+    if (input.liveServerIds.includes(server.id)) continue;
+    const vdIds = input.leases.filter((l) => l.server_id === server.id).map((l) => l.vd_id);
+    const held = vdIds.length === 0 ? 'it holds no leases'
+      : `its leases of VD ${vdIds.join(', ')} are stale and hold nothing`;
+    notes.push(`server ${server.id} (pid ${server.pid}) is not running: ${held}; the next `
+      + 'xvd serve removes it');
+  }
+}
+
+/** Every fault and note found, one line each; no faults when the catalog is sound. */
+export function checkCatalog(input: CheckInput): CheckReport {
   const faults: string[] = [];
+  const notes: string[] = [];
   checkMembers(input, faults);
   checkOwnership(input, faults);
   checkVdSizes(input, faults);
   checkPending(input, faults);
-  return faults;
+  checkVbds(input, faults);
+  checkLeases(input, faults, notes);
+  return { faults, notes };
 }

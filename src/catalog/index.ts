@@ -21,8 +21,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import type {
-  AddVbdInput, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions, PendingZero,
-  ResolvedVbd, Vbd, VdDetail, VdSummary,
+  AddVbdInput, CheckReport, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions,
+  PendingZero, ResolvedVbd, Vbd, VdDetail, VdSummary,
 } from './types';
 
 export * from './types';
@@ -58,6 +58,8 @@ export interface Catalog {
   freeSpace(): FreeSpace;
   /** Faults found by a full consistency check, one line each; empty when sound. */
   check(): string[];
+  /** The same check with its notes (stale leases of servers that are not running). */
+  checkReport(): CheckReport;
 
   // --- zeroing ---
   pendingZeroing(): PendingZero[];

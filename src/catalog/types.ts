@@ -152,6 +152,12 @@ export interface Lease {
   generation: number;
 }
 
+/** What `check` found: faults make the catalog unsound; notes are worth knowing, harmless. */
+export interface CheckReport {
+  faults: string[];
+  notes: string[];
+}
+
 export interface PendingZero {
   vdId: number;
   memberId: number;

@@ -125,8 +125,8 @@ class CatalogAdapter implements CatalogPort {
     return { vd: vdRecord(vd), pieces: trimPieces(runs, vd.size) };
   }
 
-  check(): string[] {
-    return this.catalog.check();
+  check(): { faults: string[]; notes: string[] } {
+    return this.catalog.checkReport();
   }
 
   async zeroPending(): Promise<void> {

@@ -78,8 +78,11 @@ export interface CatalogPort {
   undelete(id: number, expirySeconds: number): void;
   list(isAll: boolean): VdRecord[];
   show(id: number): { vd: VdRecord; pieces: PieceRecord[] };
-  /** Faults found by a full consistency check; empty when the catalog is sound. */
-  check(): string[];
+  /**
+   * A full consistency check: faults (none when the catalog is sound) and notes (harmless, such
+   * as stale leases of a server that is not running).
+   */
+  check(): { faults: string[]; notes: string[] };
   /** Runs the zeroing the catalog recorded as pending (after create/enlarge). */
   zeroPending(): Promise<void>;
   vbdAdd(vbd: NewVbd): void;

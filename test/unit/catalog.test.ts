@@ -236,6 +236,26 @@ t.test('check finds pending zeroing outside its VD\'s extents, to the byte', asy
   t.match(catalog.check(), [/VD 1: pending zeroing of member 1 bytes \[4194816, 8388609\) lies outside/]);
 });
 
+t.test('checkReport: VBDs keep their expert level; stale leases are notes, not faults',
+  async (t) => {
+    const { catalog } = setup(t, 8);
+    const vd = catalog.createVd({ size: 2 * EXTENT, zero: false });
+    catalog.addVbd({ domain: 1, device: 'xvda', mode: 'w', source: { kind: 'vd', vdId: vd.id } });
+    catalog.addVbd({ domain: 2, device: 'xvda', mode: 'r', source: { kind: 'vd', vdId: vd.id },
+      expert: 1 });
+    const server = catalog.registerServer();
+    catalog.acquireLease(server, vd.id);
+    t.same(catalog.checkReport(), { faults: [], notes: [] });
+    const db = new Database(catalog.path);
+    t.same(db.prepare('SELECT expert FROM vbds ORDER BY id').all(), [{ expert: 0 }, { expert: 1 }]);
+    db.prepare("UPDATE servers SET pid_start_time = 'gone'").run();
+    db.close();
+    const report = catalog.checkReport();
+    t.same(report.faults, []);
+    t.match(report.notes, [/^server 1 \(pid \d+\) is not running: its leases of VD 1 are stale/]);
+    t.same(catalog.check(), [], 'check() is the faults alone');
+  });
+
 t.test('VBD sharing: writers overlapping are refused by level, containment included',
   async (t) => {
     const { catalog, file } = setup(t, 8);
