@@ -40,6 +40,13 @@ interface ProcModule {
 const report = require('../../scripts/bench/lib/report.js') as ReportModule;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const proc = require('../../scripts/bench/lib/proc.js') as ProcModule;
+interface RoundsModule {
+  rotate(names: string[], offset: number): string[];
+  median(values: number[]): number;
+  summarizeRounds(cells: Cell[]): Cell & { spread?: number | null; failedRounds: number };
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const rounds = require('../../scripts/bench/lib/rounds.js') as RoundsModule;
 
 const PEERS = ['nbdkit', 'qemu-nbd', 'nbd-server'];
 
@@ -124,4 +131,26 @@ t.test('CPU spent by a reaped child process is charged to its parent tree', asyn
   const spent = proc.cpuSecondsTree(pid) ?? 0;
   t.ok(spent > 0.05, `the subshell's CPU (${spent} s) is counted`);
   await proc.stopGroup(pid);
+});
+
+t.test('rounds: every server goes first once per cycle, and cells are medians', async (t) => {
+  const names = ['nbdkit', 'qemu-nbd', 'xvd'];
+  const firsts = [0, 1, 2, 3].map((offset) => rounds.rotate(names, offset)[0]);
+  t.same(firsts, ['nbdkit', 'qemu-nbd', 'xvd', 'nbdkit']);
+  t.same(rounds.rotate(names, 1), ['qemu-nbd', 'xvd', 'nbdkit']);
+  t.equal(rounds.median([5, 1, 3]), 3);
+  t.equal(rounds.median([4, 1, 3, 2]), 2.5);
+  const cell = rounds.summarizeRounds([
+    { value: 100, unit: 'IOPS', cpuSecondsPerGiB: 2 },
+    { error: 'server died' },
+    { value: 300, unit: 'IOPS', cpuSecondsPerGiB: 4 },
+    { value: 200, unit: 'IOPS', cpuSecondsPerGiB: 9 },
+  ]);
+  t.equal(cell.value, 200, 'median of the measured rounds');
+  t.equal(cell.cpuSecondsPerGiB, 4);
+  t.equal(cell.spread, 1, '(max - min) / median');
+  t.equal(cell.failedRounds, 1);
+  const failed = rounds.summarizeRounds([{ error: 'a' }, { error: 'b' }]);
+  t.equal(failed.error, 'b');
+  t.notOk(failed.value);
 });
