@@ -4,6 +4,7 @@
 // and prints self time by function (top N) plus the server CPU seconds per GiB moved.
 // Usage: node scripts/bench/profile.js --catalog PATH [--job read-1m|write-1m|randread-4k|
 //   randwrite-4k] [--runtime S] [--threads N] [--top N] [--export NAME] [--no-prof]
+//   [--tcp PORT] (TCP on 127.0.0.1:PORT instead of a Unix socket)
 // A catalog with a VD attached as 1/xvda: `npm run bench -- --keep` leaves one under the temp dir.
 'use strict';
 const fs = require('node:fs');
@@ -20,7 +21,7 @@ const JOBS = {
 
 function parse(argv) {
   const o = { catalog: null, job: 'read-1m', runtime: 5, threads: null, top: 25,
-    exportName: '1/xvda', prof: true };
+    exportName: '1/xvda', prof: true, tcpPort: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--catalog') o.catalog = argv[++i];
@@ -30,6 +31,7 @@ function parse(argv) {
     else if (a === '--top') o.top = Number(argv[++i]);
     else if (a === '--export') o.exportName = argv[++i];
     else if (a === '--no-prof') o.prof = false;
+    else if (a === '--tcp') o.tcpPort = Number(argv[++i]);
     else throw new Error(`unknown argument ${a}`);
   }
   if (o.catalog === null) throw new Error('--catalog is required');
@@ -77,12 +79,18 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-prof-'));
   const sock = path.join(dir, 's');
   const args = [...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []),
-    path.join(__dirname, '../../dist/cli/main.js'), '--catalog', o.catalog, 'serve', '--socket', sock,
+    path.join(__dirname, '../../dist/cli/main.js'), '--catalog', o.catalog, 'serve',
+    ...(o.tcpPort ? ['--listen', `127.0.0.1:${o.tcpPort}`] : ['--socket', sock]),
     ...(o.threads ? ['--threads', o.threads] : [])];
   const server = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'ignore'] });
   try {
-    await waitFor(sock, 15000);
-    const uri = `nbd+unix:///${o.exportName}?socket=${sock}`;
+    let uri = `nbd+unix:///${o.exportName}?socket=${sock}`;
+    if (o.tcpPort) {
+      uri = `nbd://127.0.0.1:${o.tcpPort}/${o.exportName}`;
+      await new Promise((r) => setTimeout(r, 1500));
+    } else {
+      await waitFor(sock, 15000);
+    }
     const before = cpuSeconds(server.pid);
     const fio = spawnSync('fio', ['--name=job', '--ioengine=nbd', `--uri=${uri}`, ...JOBS[o.job],
       `--runtime=${o.runtime}`, '--time_based', '--numjobs=1', '--output-format=json'],
