@@ -150,6 +150,27 @@ export function sliceRuns(runs: readonly Run[], sizes: ReadonlyMap<number, numbe
   return ranges;
 }
 
+/**
+ * The virtual offset of byte `offset` of member `memberId` in a VD whose runs (in virtual order)
+ * are `runs`, or null when no run holds that byte: the inverse of sliceRuns.
+ */
+export function virtualOffsetOf(runs: readonly Run[], sizes: ReadonlyMap<number, number>,
+  memberId: number, offset: number): number | null {
+  assert(Number.isSafeInteger(offset));
+  assert(offset >= 0);
+  let base = 0;
+  for (const run of runs) {
+    const extentSize = extentSizeOf(sizes, run.memberId);
+    const start = run.firstExtent * extentSize;
+    const length = run.extentCount * extentSize;
+    if (run.memberId === memberId && start <= offset && offset < start + length) {
+      return base + (offset - start);
+    }
+    base += length;
+  }
+  return null;
+}
+
 function eligible(runs: readonly Run[], request: AllocationRequest): Run[] {
   const onMember = request.onMemberId;
   const mine = onMember === null ? runs : runs.filter((r) => r.memberId === onMember);

@@ -11,7 +11,7 @@ import type Database from 'better-sqlite3';
 import { UsageError, EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import {
-  allocate, availableBytes, freeAfter, runsBytes, sliceRuns,
+  allocate, availableBytes, freeAfter, runsBytes, sliceRuns, virtualOffsetOf,
   type AllocationRequest, type DeadVd, type MemberRange, type Run,
 } from '../allocator/allocator';
 import type { Catalog } from './index';
@@ -85,6 +85,7 @@ function prepareAll(db: Db) {
       + 'ORDER BY z.vd_id, z.member_id, z.offset'),
     pendingVds: p('SELECT DISTINCT vd_id FROM pending_zero'),
     pendingOf: p('SELECT COUNT(*) AS n FROM pending_zero WHERE vd_id = ?'),
+    pendingRowsOf: p('SELECT * FROM pending_zero WHERE vd_id = ?'),
     insertPending: p('INSERT INTO pending_zero (vd_id, member_id, offset, length) '
       + 'VALUES (?, ?, ?, ?) ON CONFLICT (vd_id, member_id, offset) '
       + 'DO UPDATE SET length = MAX(length, excluded.length)'),
@@ -763,12 +764,31 @@ class CatalogImpl implements Catalog {
         return { ...base, size, vdId: null, generation: 0, isDangling: false, extents };
       }
       const vd = this.get<VdRow>(this.st.vd, row.vd_id!)!;
-      const isDangling = this.isDead(vd, this.now()) || this.hasPendingZero(vd.id);
-      const extents = isDangling ? [] : trimTo(this.rangesOfVbd(row), vd.size_bytes);
-      return {
-        ...base, size: vd.size_bytes, vdId: vd.id, generation: vd.generation, isDangling, extents,
-      };
+      const servable = this.isDead(vd, this.now()) ? 0 : this.servableSize(vd);
+      const isDangling = servable === 0;
+      const size = isDangling ? vd.size_bytes : servable;
+      const extents = isDangling ? [] : trimTo(this.rangesOfVbd(row), size);
+      return { ...base, size, vdId: vd.id, generation: vd.generation, isDangling, extents };
     }).deferred();
+  }
+
+  /**
+   * How much of a live VD may be served: all of it, or up to its first byte pending zeroing.
+   * That is 0 for a new VD, and the size before the enlarge for one enlarged (the slack of its
+   * last extent and its new extents are pending; the old range is not). A pending byte outside
+   * the VD's runs (a fault `check` reports) makes nothing servable.
+   */
+  private servableSize(vd: VdRow): number {
+    const pending = this.all<PendingRow>(this.st.pendingRowsOf, vd.id);
+    if (pending.length === 0) return vd.size_bytes;
+    const runs = this.runsOf(vd.id);
+    const sizes = new Map([...this.memberMap().values()].map((m) => [m.id, m.extent_size]));
+    let servable = vd.size_bytes;
+    for (const z of pending) {
+      const start = virtualOffsetOf(runs, sizes, z.member_id, z.offset) ?? 0;
+      servable = Math.min(servable, start);
+    }
+    return servable;
   }
 
   dataVersion(): number {

@@ -13,7 +13,8 @@
  * byte range that becomes part of the VD: the new extents, and for an enlarge the slack of its
  * last extent up to the new size (--no-zero opts out only for the range of that call);
  * zeroPending() (src/catalog/zeroing.ts) zeroes them and completeZeroing() clears them. A VD
- * with pending zeroing is never served (resolveVbd says isDangling).
+ * with pending zeroing is served only up to its first pending byte: a new VD not at all
+ * (resolveVbd says isDangling), an enlarged one at its size before the enlarge.
  *
  * Fencing: servers register, heartbeat and lease the VDs they serve; the allocator never takes
  * extents of a dead VD that a live server still leases, nor extents under a phy:/extent VBD.

@@ -32,7 +32,10 @@ export interface Member {
   addedAt: number;
 }
 
-/** Computed state: 'zeroing' = allocated, zeroing not yet finished (never served). */
+/**
+ * Computed state: 'zeroing' = allocated or enlarged, zeroing not yet finished (served only up to
+ * the first pending byte: a new VD not at all, an enlarged one at its old size).
+ */
 export type VdState = 'live' | 'zeroing' | 'expired' | 'deleted';
 
 export interface VdSummary {
@@ -135,12 +138,12 @@ export interface ResolvedVbd {
   domain: number;
   device: string;
   mode: 'r' | 'w';
-  /** Exact size served. */
+  /** Exact size served: an enlarged VD's old size while its new range is pending zeroing. */
   size: number;
   vdId: number | null;
   /** The VD's generation (0 for phy/extents). */
   generation: number;
-  /** True when the VD is dead or zeroing: serve nothing. */
+  /** True when the VD is dead, or new and not yet zeroed: serve nothing. */
   isDangling: boolean;
   /** Backing ranges in virtual order; the last is trimmed so lengths add up to `size`. */
   extents: ByteRange[];

@@ -13,7 +13,7 @@
  *   2. Fence, then drain, then release. This provider polls PRAGMA data_version (cheap: no I/O
  *      unless another connection committed) and re-resolves every open export on a change and on
  *      a slow tick (expiry is a matter of time, not of commits). An export whose VBD was removed,
- *      whose VD is dead or zeroing, or whose mode changed is taken out of the table first (new
+ *      whose VD is dead, or whose mode or extents changed is taken out of the table first (new
  *      opens no longer find it), then fenced: every connection bound to it answers later requests
  *      with NBD_ESHUTDOWN while requests in flight finish. Only when none is in flight is the
  *      lease released, and only then can the allocator reuse the extents.
@@ -21,9 +21,19 @@
  *      from /proc, so a recycled pid does not count). When the server dies nothing is in flight
  *      any more, and its leases stop counting at once.
  *
- * An enlarged VD (same VD, higher generation, still alive) is not fenced: its old extents are
- * still its own. The old Export stays with the connections that have it (NBD sizes are fixed at
- * negotiation); new connections get a new Export with the new size.
+ * Enlarge never fences (as lvextend on an active LV): the VD stays alive and its old extents stay
+ * its own. A zeroed enlarge is two commits: the new size with the added bytes (the slack of the
+ * old last extent and the new extents) recorded as pending zeroing, then, once `xvd enlarge` has
+ * zeroed them, the pending rows cleared. resolveVbd serves a VD only up to its first pending byte,
+ * so in between the VD resolves to its old size and old extents (a new VD, pending from byte 0,
+ * is not served at all). Each commit bumps the VD's generation and so replaces the entry (judge:
+ * 'replace'): connections that have the old Export keep it and keep working at the old size
+ * (NBD sizes are fixed at negotiation); new connections get the old size until the zeroing is
+ * done and the new size after it. They never wait: the simplest behaviour that is correct. The
+ * zeroing cannot race an export: it writes only bytes past the old size, which no Export of the
+ * old size reaches, and nothing else can take those extents meanwhile (the VD is live, and
+ * leased besides; the allocator takes only dead, unleased VDs' extents). A connection must
+ * reconnect to see the new size.
  *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
@@ -280,7 +290,8 @@ export class CatalogProvider implements ExportProvider {
       const verdict = judge(entry.resolved, now);
       if (verdict === 'keep') continue;
       if (verdict === 'replace') {
-        // same VD, still alive (enlarged): new opens get a new Export; no fence needed
+        // same VD, still alive, old range unchanged (enlarged, or its zeroing finished): new
+        // opens get a new Export; connections keep the old one; no fence needed
         this.log.info({ export: entry.name }, 'export changed; new connections get the new map');
         work.push(this.retire(entry, false));
         continue;
@@ -299,7 +310,7 @@ type Verdict = 'keep' | 'replace' | string;
 /** Whether an open export may stay as it is, be replaced for new connections, or must be fenced. */
 function judge(before: ResolvedVbd, now: ResolvedVbd | null): Verdict {
   if (now === null) return 'VBD removed';
-  if (now.isDangling) return 'VD deleted, expired or zeroing';
+  if (now.isDangling) return 'VD deleted, expired or not yet zeroed';
   if (now.vdId !== before.vdId) return 'VBD now maps another source';
   if (now.mode !== before.mode) return 'VBD mode changed';
   if (now.generation === before.generation && now.size === before.size) {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import {
-  allocate, availableBytes, freeAfter, mergeAdjacent, sliceRuns, subtractRuns,
+  allocate, availableBytes, freeAfter, mergeAdjacent, sliceRuns, subtractRuns, virtualOffsetOf,
   type AllocationRequest, type Run,
 } from '../../src/allocator/allocator';
 
@@ -129,3 +129,18 @@ t.test('sliceRuns maps a virtual byte range onto member bytes across runs', asyn
   t.same(sliceRuns(runs, sizes, 9 * MiB, 9 * MiB), [], 'an empty range at the end');
   t.throws(() => sliceRuns(runs, sizes, 8 * MiB, 9 * MiB + 1), 'past the runs is a bug');
 });
+
+t.test('virtualOffsetOf maps a member byte back to its virtual offset, the inverse of sliceRuns',
+  async (t) => {
+    const sizes = request({}).extentSizes;
+    const runs = [run(1, 10, 2), run(3, 1, 1), run(2, 0, 3)];
+    t.equal(virtualOffsetOf(runs, sizes, 1, 11 * MiB + 5), MiB + 5);
+    t.equal(virtualOffsetOf(runs, sizes, 3, 4 * MiB), 2 * MiB);
+    t.equal(virtualOffsetOf(runs, sizes, 2, 3 * MiB - 1), 9 * MiB - 1);
+    for (const piece of sliceRuns(runs, sizes, MiB + 7, 8 * MiB)) {
+      t.ok(virtualOffsetOf(runs, sizes, piece.memberId, piece.offset)! >= MiB + 7);
+    }
+    t.equal(virtualOffsetOf(runs, sizes, 1, 12 * MiB), null, 'past a run');
+    t.equal(virtualOffsetOf(runs, sizes, 2, 3 * MiB), null, 'past the last run');
+    t.equal(virtualOffsetOf(runs, sizes, 4, 0), null, 'a member the VD is not on');
+  });

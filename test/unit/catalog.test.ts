@@ -302,6 +302,28 @@ t.test('resolveVbd trims to the exact size and flags dead or zeroing VDs', async
   t.throws(() => catalog.resolveVbd(1, 'nope'), { code: 'ERR_VBD_UNKNOWN' });
 });
 
+t.test('an enlarged VD is served at its old size until the new range is zeroed', async (t) => {
+  const { catalog, file } = setup(t, 8);
+  const vd = catalog.createVd({ size: EXTENT + 512 });
+  await zeroPending(catalog);
+  catalog.addVbd({ domain: 1, device: 'xvda', mode: 'w', source: { kind: 'vd', vdId: vd.id } });
+  const before = catalog.resolveVbd(1, 'xvda');
+  catalog.growVd(vd.id, 2 * EXTENT);
+  catalog.growVd(vd.id, EXTENT, { zero: false });
+  t.equal(catalog.getVd(vd.id).state, 'zeroing');
+  const during = catalog.resolveVbd(1, 'xvda');
+  t.equal(during.isDangling, false, 'the old range stays servable');
+  t.equal(during.size, EXTENT + 512, 'up to the first byte pending zeroing');
+  t.same(during.extents, before.extents);
+  t.ok(during.generation > before.generation);
+  await zeroPending(catalog);
+  const after = catalog.resolveVbd(1, 'xvda');
+  t.equal(after.size, 4 * EXTENT + 512);
+  t.same(after.extents.map((e) => [e.path, e.offset, e.length]),
+    [[file, 0, 2 * EXTENT], [file, 2 * EXTENT, 2 * EXTENT], [file, 4 * EXTENT, 512]]);
+  t.ok(after.generation > during.generation, 'the end of zeroing is a change servers see');
+});
+
 t.test('a VBD naming a deleted VD holds nothing: the space is free, the VBD dangles', async (t) => {
   const { catalog } = setup(t, 2);
   const vd = catalog.createVd({ size: 2 * EXTENT, zero: false });

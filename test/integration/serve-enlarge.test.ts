@@ -1,0 +1,181 @@
+/**
+ * Enlarging a served VD, across processes: a client writes and reads back a marker in a loop on
+ * a VD served by a real `xvd serve` process while the VD is enlarged (by `xvd enlarge`, and by
+ * this process holding the enlarge's pending zeroing open, as a slow zeroing of a large device
+ * would). The client must never see an error (no fence: its old size stays valid), a connection
+ * opened while zeroing is pending gets the old size, and one opened after gets the new size with
+ * the new range reading as zeros although the pool held garbage there.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { openCatalog, zeroPending } from '../../src/catalog';
+import { runXvd, spawnXvd } from '../helpers/cli';
+import { ScriptedClient } from '../helpers/nbd-client';
+import { shortTempDir, stopChild } from '../helpers/process';
+
+const MiB = 1024 * 1024;
+const OLD = 8 * MiB;
+const NEW = 16 * MiB;
+const WRITE = 64 * 1024;
+const MARKER = 0xa5;
+const GARBAGE = 0x5a;
+const LOOP_MAX = 200_000;
+/** Comfortably more than LIMITS.servePollMs (100): the server sees every catalog change. */
+const SETTLE_MS = 600;
+
+async function startServe(t: Test, catalog: string, socket: string): Promise<ChildProcess> {
+  const child = spawnXvd(['serve', '--socket', socket], { catalog });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const deadline = Date.now() + 30_000;
+  while (!fs.existsSync(socket)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('serve did not start');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return child;
+}
+
+async function connect(socket: string, name: string): Promise<{ client: ScriptedClient;
+  size: number }> {
+  const client = await new Promise<ScriptedClient>((resolve, reject) => {
+    const sock = net.connect(socket, () => resolve(new ScriptedClient(sock, sock)));
+    sock.once('error', reject);
+  });
+  const { size } = await client.handshake({ name });
+  return { client, size: Number(size) };
+}
+
+interface Signal {
+  stop: boolean;
+  /** set by the loop as soon as a request fails */
+  failure: string | null;
+}
+
+interface LoopResult {
+  rounds: number;
+  failure: string | null;
+}
+
+/** Writes the marker round-robin over the old size and reads each write back, until stopped. */
+async function writeReadLoop(client: ScriptedClient, signal: Signal,
+  onRound: (rounds: number) => void): Promise<LoopResult> {
+  const payload = Buffer.alloc(WRITE, MARKER);
+  let rounds = 0;
+  for (let index = 0; index < LOOP_MAX && !signal.stop; index++) {
+    const offset = (index * WRITE) % OLD;
+    try {
+      client.request({ type: 1, offset, cookie: BigInt(2 * index + 1), payload });
+      const written = await client.readSimpleReply();
+      if (written.errno !== 0) signal.failure = `WRITE errno ${written.errno}`;
+      const data = signal.failure === null
+        ? await client.readData(offset, WRITE, BigInt(2 * index + 2)) : payload;
+      if (!data.equals(payload)) signal.failure = `READ at ${offset}: not the marker`;
+    } catch (error) {
+      signal.failure = `connection: ${String(error)}`;
+    }
+    if (signal.failure !== null) return { rounds, failure: signal.failure };
+    rounds += 1;
+    onRound(rounds);
+  }
+  return { rounds, failure: null };
+}
+
+/** Starts the loop and resolves once it has done `warmup` rounds. */
+async function startLoop(client: ScriptedClient, warmup: number):
+  Promise<{ signal: Signal; done: Promise<LoopResult> }> {
+  const signal: Signal = { stop: false, failure: null };
+  let warmed: () => void = () => undefined;
+  const isWarm = new Promise<void>((resolve) => (warmed = resolve));
+  const done = writeReadLoop(client, signal, (rounds) => {
+    if (rounds === warmup) warmed();
+  });
+  await Promise.race([isWarm, done]);
+  return { signal, done };
+}
+
+async function setup(t: Test): Promise<{ catalog: string; socket: string }> {
+  const dir = t.testdir();
+  const catalog = path.join(dir, 'catalog.sqlite');
+  const image = path.join(dir, 'pool.img');
+  fs.writeFileSync(image, Buffer.alloc(NEW, GARBAGE)); // what a reused disk would hold
+  const ok = async (args: string[]): Promise<string> => {
+    const result = await runXvd(args, { catalog });
+    t.equal(result.code, 0, `xvd ${args.join(' ')}: ${result.stderr}`);
+    return result.stdout.trim();
+  };
+  await ok(['format', image, '--extent-size', '1M']);
+  const id = await ok(['create', String(OLD / MiB)]);
+  t.equal(id, '1');
+  await ok(['vbd', 'add', 'vd:1', 'xvda', '--domain', '1', '--mode', 'w']);
+  return { catalog, socket: path.join(shortTempDir(t), 'nbd.sock') };
+}
+
+/** A new connection sees the new size, the new range as zeros and the old range as written. */
+async function assertEnlarged(t: Test, socket: string): Promise<void> {
+  const { client, size } = await connect(socket, '1/xvda');
+  t.equal(size, NEW, 'a new connection gets the new size');
+  const tail = await client.readData(OLD, NEW - OLD);
+  t.equal(tail.indexOf(GARBAGE), -1, 'no garbage byte in the new range');
+  t.ok(tail.equals(Buffer.alloc(NEW - OLD)), 'the new range reads as zeros');
+  const head = await client.readData(0, WRITE, 2n);
+  t.ok(head.equals(Buffer.alloc(WRITE, MARKER)), 'the old range keeps what was written');
+  client.end();
+}
+
+async function finish(t: Test, server: ChildProcess, catalog: string): Promise<void> {
+  await stopChild(server);
+  t.equal(server.exitCode, 0, 'serve exits 0 on SIGTERM');
+  const check = await runXvd(['check'], { catalog });
+  t.equal(check.code, 0, check.stdout + check.stderr);
+}
+
+t.test('xvd enlarge of a served VD does not interrupt a client writing and reading it',
+  async (t) => {
+    const { catalog, socket } = await setup(t);
+    const server = await startServe(t, catalog, socket);
+    const { client, size } = await connect(socket, '1/xvda');
+    t.equal(size, OLD);
+    const loop = await startLoop(client, 20);
+    const enlarged = await runXvd(['enlarge', '1', String((NEW - OLD) / MiB)], { catalog });
+    t.equal(enlarged.code, 0, enlarged.stderr);
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    loop.signal.stop = true;
+    const result = await loop.done;
+    t.equal(result.failure, null, `the old connection saw no error (${result.rounds} rounds)`);
+    client.end();
+    await assertEnlarged(t, socket);
+    await finish(t, server, catalog);
+  });
+
+t.test('while an enlarge is zeroing, old connections keep working and new ones get the old size',
+  async (t) => {
+    const { catalog, socket } = await setup(t);
+    const server = await startServe(t, catalog, socket);
+    const { client } = await connect(socket, '1/xvda');
+    const loop = await startLoop(client, 20);
+    // phase one of `xvd enlarge`, then a pause as long as zeroing a large device might take
+    const direct = openCatalog(catalog);
+    t.teardown(() => direct.close());
+    direct.growVd(1, NEW - OLD);
+    t.equal(direct.getVd(1).state, 'zeroing');
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    t.equal(loop.signal.failure, null, 'the old connection works while zeroing is pending');
+    const during = await connect(socket, '1/xvda');
+    t.equal(during.size, OLD, 'a connection opened while zeroing is pending gets the old size');
+    const head = await during.client.readData(0, WRITE, 3n);
+    t.equal(head.indexOf(GARBAGE), -1, 'and reads no garbage');
+    during.client.end();
+    // phase two: zero the new range and clear the pending rows
+    t.same(await zeroPending(direct), [1]);
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    loop.signal.stop = true;
+    const result = await loop.done;
+    t.equal(result.failure, null, `the old connection saw no error (${result.rounds} rounds)`);
+    client.end();
+    await assertEnlarged(t, socket);
+    await finish(t, server, catalog);
+  });
