@@ -36,11 +36,13 @@ Promise<{ bytes: number; isSync: boolean }> {
 }
 
 t.test('reads up to the inline limit return the file bytes, asynchronously', async (t) => {
-  const { file, data } = patterned(t.testdir(), MiB);
+  const { file, data } = patterned(t.testdir(), 2 * MiB);
   const backing = await openBacking(file, 'r');
   t.teardown(() => backing.close());
   fs.readFileSync(file); // into the page cache: the inline path serves these
-  for (const [position, length] of [[0, 4096], [12345, 777], [MiB - 65536, 65536], [4096, 1]]) {
+  const cases: [number, number][] = [[0, 4096], [12345, 777], [MiB - 65536, 65536], [4096, 1], [0, MiB],
+    [MiB - 1, MiB], [4096, MiB + 4096]]; // the last is past the inline limit: the pool reads it
+  for (const [position, length] of cases) {
     const target = Buffer.alloc(length + 16, 0xee);
     const { bytes, isSync } = await readVia(backing, target, 16, length, position);
     t.equal(bytes, length, `bytes at ${position}`);
