@@ -32,6 +32,7 @@ interface MemberRow {
 interface VdRow {
   id: number; name: string | null; size_bytes: number; expires_at: number | null;
   created_at: number; generation: number; state: 'active' | 'deleted';
+  undelete_expert: 0 | 1 | 2 | null;
 }
 interface RunRow { vd_id: number; seq: number; member_id: number; first_extent: number;
   extent_count: number }
@@ -68,6 +69,7 @@ function prepareAll(db: Db) {
     setVdExpiry: p('UPDATE vds SET expires_at = ?, state = ?, generation = generation + 1 '
       + 'WHERE id = ?'),
     bumpVd: p('UPDATE vds SET generation = generation + 1 WHERE id = ?'),
+    setVdUndeleteExpert: p('UPDATE vds SET undelete_expert = ? WHERE id = ?'),
     runsOf: p('SELECT * FROM vd_runs WHERE vd_id = ? ORDER BY seq'),
     allRuns: p('SELECT * FROM vd_runs ORDER BY vd_id, seq'),
     deleteRunsOf: p('DELETE FROM vd_runs WHERE vd_id = ?'),
@@ -518,11 +520,15 @@ class CatalogImpl implements Catalog {
     return this.summaryOf(id);
   }
 
-  undeleteVd(id: number, expiresInS = 0): VdSummary {
+  undeleteVd(id: number, expiresInS = 0, options: { expert?: 0 | 1 | 2 } = {}): VdSummary {
     checkSeconds('undelete', expiresInS);
+    const expert = options.expert ?? 0;
+    if (expert !== 0 && expert !== 1 && expert !== 2) {
+      invalid(`undelete: the expert level must be 0, 1 or 2: ${String(expert)}`);
+    }
     this.tx(() => {
       const now = this.now();
-      this.vdRow('undelete', id);
+      const row = this.vdRow('undelete', id);
       const losses = this.all<FreeRow & { path: string; taken_by: number }>(this.st.lossesOf, id);
       if (losses.length > 0) {
         const shown = losses.slice(0, 4).map((l) => `extents [${l.first_extent}, `
@@ -530,6 +536,12 @@ class CatalogImpl implements Catalog {
         const more = losses.length > 4 ? `, and ${losses.length - 4} more runs` : '';
         throw new UsageError('ERR_VD_REUSED', `undelete: VD ${id} cannot come back: `
           + `${shown.join('; ')}${more}`);
+      }
+      if (this.isDead(row, now)) {
+        // VBDs added while it was dead were judged without it: judge them now, as vbd add would
+        const mine = { ...this.vdHolder(row.id), label: `VD ${row.id}` };
+        this.checkSharing('undelete', mine, this.vbdHoldersBut(row.id), expert);
+        this.st.setVdUndeleteExpert.run(expert, id);
       }
       this.st.setVdExpiry.run(this.expiryAt(expiresInS, now), 'active', id);
     });
@@ -671,31 +683,42 @@ class CatalogImpl implements Catalog {
 
   /** Every current range holder: VBDs, and for each member the live VDs on it (writers). */
   private holders(now: number): Holder[] {
-    const holders: Holder[] = this.all<VbdRow>(this.st.vbds).map((vbd) => ({
-      label: `VBD ${vbd.domain}/${vbd.device} (${vbd.mode})`, mode: vbd.mode,
-      ranges: this.rangesOfVbd(vbd),
-    }));
+    const holders = this.vbdHoldersBut(null);
     const members = this.memberMap();
     for (const row of this.all<VdRow>(this.st.vds)) {
-      if (this.isDead(row, now)) continue;
-      holders.push({
-        label: `pool VD ${row.id}`, mode: 'w',
-        ranges: this.extentsOf(row.id, members)
-          .map((e) => ({ path: e.path, offset: e.offset, length: e.length })),
-      });
+      if (!this.isDead(row, now)) holders.push(this.vdHolder(row.id, members));
     }
     return holders;
   }
 
+  /** The VBDs as holders, leaving out those naming VD `vdId` (its own VBDs). */
+  private vbdHoldersBut(vdId: number | null): Holder[] {
+    return this.all<VbdRow>(this.st.vbds)
+      .filter((vbd) => vdId === null || vbd.source_kind !== 'vd' || vbd.vd_id !== vdId)
+      .map((vbd) => ({
+        label: `VBD ${vbd.domain}/${vbd.device} (${vbd.mode})`, mode: vbd.mode,
+        ranges: this.rangesOfVbd(vbd),
+      }));
+  }
+
+  /** A VD as a holder: a writer on all its extents. */
+  private vdHolder(vdId: number, members = this.memberMap()): Holder {
+    return {
+      label: `pool VD ${vdId}`, mode: 'w',
+      ranges: this.extentsOf(vdId, members)
+        .map((e) => ({ path: e.path, offset: e.offset, length: e.length })),
+    };
+  }
+
   /** Refuses when a pair of overlapping holders has more writers than the expert level. */
-  private checkSharing(mine: Holder, others: Holder[], expert: 0 | 1 | 2): void {
+  private checkSharing(op: string, mine: Holder, others: Holder[], expert: 0 | 1 | 2): void {
     for (const other of others) {
       for (const a of mine.ranges) {
         const b = other.ranges.find((r) => rangesOverlap(a, r));
         if (b === undefined) continue;
         const writers = (mine.mode === 'w' ? 1 : 0) + (other.mode === 'w' ? 1 : 0);
         if (writers <= expert) continue;
-        throw new UsageError('ERR_VBD_SHARING', `vbd add: ${mine.label} would share `
+        throw new UsageError('ERR_VBD_SHARING', `${op}: ${mine.label} would share `
           + `${describeRange(a)} with ${other.label} at ${describeRange(b)}: needs expert level `
           + `${writers}, have ${expert}`);
       }
@@ -725,7 +748,7 @@ class CatalogImpl implements Catalog {
       const others = this.holders(now).filter((h) => h.label !== `pool VD ${vdId}`);
       const mine: Holder = { label: `VBD ${domain}/${device} (${mode})`, mode, ranges };
       const expert = input.expert ?? 0;
-      this.checkSharing(mine, others, expert);
+      this.checkSharing('vbd add', mine, others, expert);
       const info = this.st.insertVbd.run(domain, device, mode, source.kind, vdId,
         source.kind === 'phy' ? source.path : null,
         source.kind === 'phy' ? source.sizeBytes : null, now, expert);

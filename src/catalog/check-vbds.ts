@@ -10,10 +10,12 @@
  * Sharing is judged again as addVbd judged it: holders are the VBDs (a `vd` VBD holds its VD's
  * runs, dead or alive) and the live VDs (writers on their members); two overlapping holders need
  * an expert level of at least their number of writers. A VBD pair is judged at the level of the
- * later VBD (it was checked against the earlier one), a VBD and a live VD at the VBD's level
- * (the allocator never places a VD under a VBD; a VD undeleted under a VBD added while it was
- * dead is reported here); a VBD and its own VD, and two VDs (./check.ts's ownership check), are
- * not judged. A VBD added before its level was recorded (expert NULL) is not judged either.
+ * later VBD (it was checked against the earlier one), a VBD and a live VD at the higher of the
+ * VBD's level and the level the VD was last undeleted with (the allocator never places a VD
+ * under a VBD; undelete judges the VBDs added while the VD was dead, as vbd add would, at its
+ * --expert level, which it records); a VBD and its own VD, and two VDs (./check.ts's ownership
+ * check), are not judged. A pair with no recorded level (a VBD added before levels were recorded,
+ * expert NULL, and a VD not undeleted since) is not judged either.
  */
 import { LIMITS } from '../limits';
 import type { CheckInput } from './check';
@@ -61,6 +63,8 @@ interface Holder {
   mode: 'r' | 'w';
   vbd: CheckVbdRow | null;
   vdId: number | null;
+  /** the level a VD was last undeleted with (null: never, or not recorded) */
+  undeleteExpert: number | null;
 }
 
 function labelOf(vbd: CheckVbdRow): string {
@@ -197,13 +201,13 @@ function holdersOf(rows: Rows): { holders: Holder[]; intervals: Interval[] } {
   const intervals: Interval[] = [];
   for (const vbd of input.vbds) {
     const index = holders.push({ label: `${labelOf(vbd)} (${vbd.mode})`, mode: vbd.mode, vbd,
-      vdId: null }) - 1;
+      vdId: null, undeleteExpert: null }) - 1;
     intervals.push(...vbdIntervals(rows, vbd, index));
   }
   for (const vd of input.vds) {
     if (vd.expires_at !== null && vd.expires_at <= input.now) continue;
     const index = holders.push({ label: `pool VD ${vd.id}`, mode: 'w', vbd: null,
-      vdId: vd.id }) - 1;
+      vdId: vd.id, undeleteExpert: vd.undelete_expert ?? null }) - 1;
     intervals.push(...vdIntervals(rows, vd.id, index));
   }
   intervals.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.start - b.start));
@@ -215,8 +219,10 @@ function levelOf(a: Holder, b: Holder): number | null {
   if (a.vbd === null && b.vbd === null) return null;
   if (a.vbd === null || b.vbd === null) {
     const vbd = (a.vbd ?? b.vbd)!;
-    const vdId = a.vdId ?? b.vdId;
-    return vbd.source_kind === 'vd' && vbd.vd_id === vdId ? null : vbd.expert;
+    const vd = a.vbd === null ? a : b;
+    if (vbd.source_kind === 'vd' && vbd.vd_id === vd.vdId) return null;
+    if (vbd.expert === null) return vd.undeleteExpert;
+    return vd.undeleteExpert === null ? vbd.expert : Math.max(vbd.expert, vd.undeleteExpert);
   }
   return (a.vbd.id > b.vbd.id ? a.vbd : b.vbd).expert;
 }

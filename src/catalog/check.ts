@@ -15,7 +15,9 @@ export interface CheckInput {
   members: { id: number; path: string; size_bytes: number; extent_size: number;
     extent_count: number }[];
   freeRuns: { member_id: number; first_extent: number; extent_count: number }[];
-  vds: { id: number; size_bytes: number; expires_at: number | null; generation: number }[];
+  vds: { id: number; size_bytes: number; expires_at: number | null; generation: number;
+    /** the expert level of its last undelete (schema 4; null or absent: not recorded) */
+    undelete_expert?: number | null }[];
   runs: { vd_id: number; seq: number; member_id: number; first_extent: number;
     extent_count: number }[];
   /** Member byte ranges. */

@@ -50,8 +50,12 @@ export interface Catalog {
   refreshVd(id: number, expiresInS: number): VdSummary;
   /** Expires a live VD now. Dead → ERR_VD_DELETED, unknown → ERR_VD_UNKNOWN. */
   deleteVd(id: number): VdSummary;
-  /** Brings a dead VD back when none of its extents was reused (ERR_VD_REUSED otherwise). */
-  undeleteVd(id: number, expiresInS?: number): VdSummary;
+  /**
+   * Brings a dead VD back when none of its extents was reused (ERR_VD_REUSED otherwise) and no
+   * VBD added while it was dead shares its bytes beyond `expert` (ERR_VBD_SHARING otherwise,
+   * judged as addVbd judges a new VBD: the VD is a writer; default 0). The level is recorded.
+   */
+  undeleteVd(id: number, expiresInS?: number, options?: { expert?: 0 | 1 | 2 }): VdSummary;
   /** Live and zeroing VDs; with all, dead ones too. Ordered by id. */
   listVds(options?: { all?: boolean }): VdSummary[];
   /** ERR_VD_UNKNOWN when there is no such id. */

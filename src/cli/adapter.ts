@@ -111,8 +111,8 @@ class CatalogAdapter implements CatalogPort {
     waitForDrain(() => this.catalog.growVd(id, addBytes, { zero: isZeroing }));
   }
 
-  undelete(id: number, expirySeconds: number): void {
-    this.catalog.undeleteVd(id, expirySeconds);
+  undelete(id: number, expirySeconds: number, expert: 0 | 1 | 2): void {
+    this.catalog.undeleteVd(id, expirySeconds, { expert });
   }
 
   list(isAll: boolean): VdRecord[] {

@@ -75,7 +75,8 @@ export interface CatalogPort {
   refresh(id: number, expirySeconds: number): void;
   delete(id: number): void;
   enlarge(id: number, addBytes: number, isZeroing: boolean): void;
-  undelete(id: number, expirySeconds: number): void;
+  /** `expert`: how much sharing with VBDs added while the VD was deleted is accepted. */
+  undelete(id: number, expirySeconds: number, expert: 0 | 1 | 2): void;
   list(isAll: boolean): VdRecord[];
   show(id: number): { vd: VdRecord; pieces: PieceRecord[] };
   /**

@@ -115,6 +115,28 @@ t.test('a deleted id is refused by delete, refresh, enlarge and show --json', as
   t.notOk(fs.existsSync(target), 'export of a deleted VD wrote no file');
 });
 
+t.test('undelete under a writable VBD added while the VD was deleted is refused, --expert 2 is '
+  + 'the override, and check agrees', async (t) => {
+  const dir = t.testdir();
+  const { catalog, image, id } = await pool(dir);
+  t.equal((await runXvd(['delete', id], { catalog })).code, 0);
+  const added = await runXvd(['vbd', 'add', `extents:${image}:0+1M`, 'xvdb', '--domain', '2',
+    '--mode', 'w'], { catalog });
+  t.equal(added.code, 0, added.stderr);
+  const before = snapshotCatalog(catalog);
+  assertOneLine(t, await runXvd(['undelete', id], { catalog }), 1,
+    /undelete: VD 1 would share .* with VBD 2\/xvdb \(w\).*needs expert level 2, have 0/);
+  assertOneLine(t, await runXvd(['undelete', id, '--expert', '1'], { catalog }), 1,
+    /VBD 2\/xvdb/);
+  assertOneLine(t, await runXvd(['undelete', id, '--expert', '3'], { catalog }), 2,
+    /--expert '3'/);
+  t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
+  const forced = await runXvd(['undelete', id, '--expert', '2'], { catalog });
+  t.equal(forced.code, 0, forced.stderr);
+  const check = await runXvd(['check'], { catalog });
+  t.equal(check.code, 0, check.stdout + check.stderr);
+});
+
 t.test('a catalog that is a text file is refused with exit 3 and left as it was', async (t) => {
   const dir = t.testdir({ 'catalog.sqlite': 'this is not a database\n'.repeat(100) });
   const catalog = path.join(dir, 'catalog.sqlite');

@@ -112,6 +112,46 @@ t.test('undelete restores a VD nothing was taken from, and refuses naming reused
     t.equal(catalog.getVd(b.id).state, 'deleted');
   });
 
+t.test('undelete refuses to revive a VD under a VBD added while it was dead, by expert level',
+  async (t) => {
+    const { catalog, file } = setup(t, 8);
+    const vd = catalog.createVd({ size: 2 * EXTENT, zero: false });
+    catalog.addVbd({ domain: 1, device: 'xvda', mode: 'w', source: { kind: 'vd', vdId: vd.id } });
+    catalog.deleteVd(vd.id);
+    // (levels as vbd add needs them against xvda, which still names the dead VD)
+    catalog.addVbd({ domain: 2, device: 'xvdb', mode: 'w', expert: 2,
+      source: { kind: 'extents', extents: [{ path: file, offset: EXTENT, length: 512 }] } });
+    catalog.addVbd({ domain: 3, device: 'xvdc', mode: 'r', expert: 1,
+      source: { kind: 'phy', path: file, sizeBytes: 8 * EXTENT } });
+    const before = dump(catalog.path);
+    t.throws(() => catalog.undeleteVd(vd.id), { code: 'ERR_VBD_SHARING',
+      message: /^undelete: VD 1 would share .*pool\.img \[0, 8388608\) with VBD 2\/xvdb \(w\) at .*\[4194304, 4194816\): needs expert level 2, have 0$/ });
+    t.throws(() => catalog.undeleteVd(vd.id, 0, { expert: 1 }), { code: 'ERR_VBD_SHARING',
+      message: /VBD 2\/xvdb \(w\).*needs expert level 2, have 1/ });
+    t.equal(dump(catalog.path), before, 'a refused undelete changes nothing');
+    catalog.removeVbd(2, 'xvdb');
+    t.throws(() => catalog.undeleteVd(vd.id), { code: 'ERR_VBD_SHARING',
+      message: /VBD 3\/xvdc \(r\).*needs expert level 1, have 0/ }, 'a reader needs level 1');
+    t.equal(catalog.undeleteVd(vd.id, 0, { expert: 1 }).state, 'live',
+      'its own vd: VBD is no conflict');
+    t.same(catalog.check(), [], 'check judges the revived VD at the level it was undeleted with');
+    t.equal(catalog.undeleteVd(vd.id).state, 'live', 'undelete of a live VD judges nothing anew');
+    t.same(catalog.check(), []);
+  });
+
+t.test('undelete --expert 2 revives a VD under a writable VBD, and check agrees', async (t) => {
+  const { catalog, file } = setup(t, 8);
+  const vd = catalog.createVd({ size: 2 * EXTENT, zero: false });
+  catalog.deleteVd(vd.id);
+  catalog.addVbd({ domain: 2, device: 'xvdb', mode: 'w',
+    source: { kind: 'phy', path: file, sizeBytes: 8 * EXTENT } });
+  t.equal(catalog.undeleteVd(vd.id, 0, { expert: 2 }).state, 'live');
+  t.same(catalog.check(), []);
+  catalog.deleteVd(vd.id);
+  t.throws(() => catalog.undeleteVd(vd.id), { code: 'ERR_VBD_SHARING' },
+    'each undelete is judged at its own level');
+});
+
 t.test('unknown and deleted ids fail with their codes; delete twice fails', async (t) => {
   const { catalog } = setup(t);
   const a = catalog.createVd({ size: MiB });

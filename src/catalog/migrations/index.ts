@@ -135,9 +135,19 @@ const M0003_RECORD_VBD_EXPERT = `
 ALTER TABLE vbds ADD COLUMN expert INTEGER CHECK (expert IN (0, 1, 2));
 `;
 
+/**
+ * The expert level a VD was last undeleted with: undelete judges the VBDs added over its extents
+ * while it was dead as vbd add judges a new VBD, and `check` re-judges those pairs at this level.
+ * NULL for VDs never undeleted since it was recorded.
+ */
+const M0004_RECORD_UNDELETE_EXPERT = `
+ALTER TABLE vds ADD COLUMN undelete_expert INTEGER CHECK (undelete_expert IN (0, 1, 2));
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
   { name: '0002-measure-pending-zero-bytes', sql: M0002_MEASURE_PENDING_ZERO_BYTES },
   { name: '0003-record-vbd-expert', sql: M0003_RECORD_VBD_EXPERT },
+  { name: '0004-record-undelete-expert', sql: M0004_RECORD_UNDELETE_EXPERT },
 ];

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { formatSize, parseSize } from '../../size';
-import { parseId, parseName, parseSeconds } from '../args';
+import { parseExpert, parseId, parseName, parseSeconds } from '../args';
 import type { Context } from '../context';
 import { formatTime, printJson, printLine, printTable } from '../output';
 import type { VdRecord } from '../port';
@@ -36,6 +36,11 @@ async function create(context: Context, sizeText: string, options: CreateOptions
   const id = catalog.create({ sizeBytes, expirySeconds, name, onPath, isZeroing: options.zero });
   await catalog.zeroPending();
   printLine(String(id));
+}
+
+interface UndeleteOptions {
+  expiry?: string;
+  expert?: string;
 }
 
 function vdJson(vd: VdRecord): Record<string, unknown> {
@@ -134,10 +139,13 @@ export function register(program: Command, context: Context): void {
   program.command('undelete').argument('<id>')
     .description('bring back a deleted VD whose extents were not reused (vd_undelete.py)')
     .option('--expiry <seconds>', 'new expiry (0 = never, the default)')
-    .action((id: string, options: { expiry?: string }) => context.run(async () => {
+    .option('--expert <level>', 'sharing with VBDs added over its extents while it was ' +
+      'deleted, as in vbd add: 0 none (default), 1 read-only ones, 2 anything')
+    .action((id: string, options: UndeleteOptions) => context.run(async () => {
       const vdId = parseId(id);
       const expiry = options.expiry === undefined ? 0 : parseSeconds(options.expiry);
-      context.catalog().undelete(vdId, expiry);
+      const expert = options.expert === undefined ? 0 : parseExpert(options.expert);
+      context.catalog().undelete(vdId, expiry, expert);
     }));
   program.command('list').description('list live VDs (--all: deleted ones too)')
     .option('--all', 'include deleted (expired) VDs').option('--json', 'JSON output')
