@@ -27,7 +27,8 @@ export const ERRORS = {
   ERR_CATALOG_VERSION: 'the catalog was written by a newer xvd (user_version too high)',
   ERR_CATALOG_MEMBER_DUPLICATE: 'format: the path or its identity is already a pool member',
   ERR_CATALOG_MEMBER_UNKNOWN: 'no pool member has that id or path',
-  ERR_CATALOG_INVALID: 'a catalog call got an argument out of range (size, extent size, expiry)',
+  ERR_CATALOG_INVALID:
+    'a catalog call got an argument out of range (size, extent size, expiry, a relative path)',
   ERR_CATALOG_SERVER_UNKNOWN: 'fencing: no registered server has that id (unregistered or reaped)',
 
   // --- allocator and virtual disks ---

@@ -7,6 +7,7 @@
  * are prepared once per handle. Placement decisions are pure (src/allocator/allocator.ts).
  */
 import assert from 'node:assert';
+import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { UsageError, EmuError } from '../errors';
 import { LIMITS } from '../limits';
@@ -131,6 +132,16 @@ function checkSeconds(op: string, seconds: number): void {
   if (!Number.isSafeInteger(seconds) || seconds < 0 || seconds > LIMITS.vdExpirySecondsMax) {
     invalid(`${op}: expiry must be a whole number of seconds from 0 to `
       + `${LIMITS.vdExpirySecondsMax}: ${seconds}`);
+  }
+}
+
+/**
+ * VBD paths are compared as strings (sharing, allocation blocking, check), so they must be in
+ * the canonical form the CLI resolves (src/cli/commands/vbd.ts); at least they are absolute.
+ */
+function checkVbdPath(file: string): void {
+  if (typeof file !== 'string' || !path.isAbsolute(file)) {
+    invalid(`vbd add: the path must be absolute (resolved): '${String(file)}'`);
   }
 }
 
@@ -666,13 +677,14 @@ class CatalogImpl implements Catalog {
     }
     if (mode !== 'r' && mode !== 'w') invalid(`vbd add: mode must be r or w: ${String(mode)}`);
     if (source.kind === 'phy') {
-      if (source.path === '') invalid('vbd add: phy: path is empty');
+      checkVbdPath(source.path);
       checkSize('vbd add', source.sizeBytes);
     } else if (source.kind === 'extents') {
       if (source.extents.length === 0 || source.extents.length > LIMITS.catalogVbdRangesMax) {
         invalid(`vbd add: an extent list holds 1 to ${LIMITS.catalogVbdRangesMax} ranges`);
       }
       for (const e of source.extents) {
+        checkVbdPath(e.path);
         if (!Number.isSafeInteger(e.offset) || e.offset < 0) {
           invalid(`vbd add: bad offset ${e.offset}`);
         }

@@ -102,7 +102,7 @@ export interface FreeSpace {
   totalBytes: number;
 }
 
-/** A byte range of a backing path. */
+/** A byte range of a backing path (for a VBD: absolute, in the form the CLI resolves). */
 export interface ByteRange {
   path: string;
   offset: number;

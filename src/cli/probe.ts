@@ -145,6 +145,21 @@ export function identitiesOverlap(a: MemberIdentity, b: MemberIdentity): boolean
   return a.disk.startSector < b.disk.endSector && b.disk.startSector < a.disk.endSector;
 }
 
+/**
+ * Whether two identities are the same bytes at the same offsets: the same file (st_dev, st_ino),
+ * or the same block device range (whole disk by st_rdev, same first sector). A disk and its
+ * partition, or a loop device and its backing file, overlap (identitiesOverlap) but are not the
+ * same: their offsets differ.
+ */
+export function identitiesEqual(a: MemberIdentity, b: MemberIdentity): boolean {
+  if (a.disk === null || b.disk === null) {
+    const [fileA, fileB] = [a.files[0], b.files[0]];
+    return a.disk === b.disk && fileA !== undefined && fileB !== undefined
+      && fileA.dev === fileB.dev && fileA.ino === fileB.ino;
+  }
+  return a.disk.majMin === b.disk.majMin && a.disk.startSector === b.disk.startSector;
+}
+
 /** Identity of a path that may have vanished since it was added: null when it cannot be probed. */
 export function tryIdentity(target: string): MemberIdentity | null {
   try {

@@ -137,6 +137,49 @@ t.test('undelete under a writable VBD added while the VD was deleted is refused,
   t.equal(check.code, 0, check.stdout + check.stderr);
 });
 
+t.test('vbd add resolves a path reaching a pool member by a symlink, .., a relative path or a '
+  + 'hard link: sharing, allocation and check see the member', async (t) => {
+  const dir = t.testdir({ sub: {} });
+  const { catalog, image } = await pool(dir); // VD 1 holds [0, 8M) of the image
+  const real = fs.realpathSync(image);
+  fs.symlinkSync(image, path.join(dir, 'symlink.img'));
+  fs.linkSync(image, path.join(dir, 'hardlink.img'));
+  const names = [path.join(dir, 'symlink.img'), path.join(dir, 'sub', '..', 'pool.img'),
+    path.relative(process.cwd(), image), path.join(dir, 'hardlink.img')];
+  const before = snapshotCatalog(catalog);
+  for (const name of names) {
+    for (const source of [`extents:${name}:1M+1M`, `phy:${name}`]) {
+      const result = await runXvd(['vbd', 'add', source, 'xvdc', '--domain', '3', '--mode', 'w'],
+        { catalog });
+      assertOneLine(t, result, 1, /VBD 3\/xvdc \(w\) would share .* with pool VD 1/);
+    }
+  }
+  t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
+  const added = await runXvd(['vbd', 'add', `extents:${names[0]}:8M+1M,${names[3]}:9M+1M`, 'xvdd',
+    '--domain', '4', '--mode', 'r'], { catalog });
+  t.equal(added.code, 0, added.stderr);
+  const listed = JSON.parse((await runXvd(['vbd', 'list', '--json'], { catalog })).stdout) as
+    { source: string }[];
+  t.same(listed.map((vbd) => vbd.source), [`extents:${real}:8388608+1048576,`
+    + `${real}:9437184+1048576`], 'stored by the member\'s path');
+  const created = await runXvd(['create', '4M', '--no-zero'], { catalog });
+  t.equal(created.code, 0, created.stderr);
+  const shown = JSON.parse((await runXvd(['show', created.stdout.trim(), '--json'],
+    { catalog })).stdout) as { extents: { offset: number; length: number }[] };
+  t.ok(shown.extents.every((e) => e.offset + e.length <= 8 * MIB || e.offset >= 10 * MIB),
+    'the allocator keeps off the extents under the VBD');
+  // a file outside the pool, by two names: the second VBD is judged against the first
+  const other = makeImage(path.join(dir, 'other.img'), MIB);
+  fs.linkSync(other, path.join(dir, 'other-link.img'));
+  const first = await runXvd(['vbd', 'add', `phy:${other}`, 'xvde', '--domain', '5', '--mode',
+    'w'], { catalog });
+  t.equal(first.code, 0, first.stderr);
+  assertOneLine(t, await runXvd(['vbd', 'add', `extents:${path.join(dir, 'other-link.img')}:0+4K`,
+    'xvdf', '--domain', '6', '--mode', 'w'], { catalog }), 1, /with VBD 5\/xvde \(w\)/);
+  const check = await runXvd(['check'], { catalog });
+  t.equal(check.code, 0, check.stdout + check.stderr);
+});
+
 t.test('a catalog that is a text file is refused with exit 3 and left as it was', async (t) => {
   const dir = t.testdir({ 'catalog.sqlite': 'this is not a database\n'.repeat(100) });
   const catalog = path.join(dir, 'catalog.sqlite');

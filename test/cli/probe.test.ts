@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { identitiesOverlap, probeMember, type MemberIdentity } from '../../src/cli/probe';
+import {
+  identitiesEqual, identitiesOverlap, probeMember, type MemberIdentity,
+} from '../../src/cli/probe';
 import { UsageError } from '../../src/errors';
 
 function disk(majMin: string, startSector: number, endSector: number): MemberIdentity {
@@ -34,6 +36,19 @@ t.test('the same file by another path (hard link, symlink) has the same identity
   t.ok(identitiesOverlap(probe.identity, soft.identity));
   fs.writeFileSync(path.join(dir, 'b.img'), 'other');
   t.notOk(identitiesOverlap(probe.identity, probeMember(path.join(dir, 'b.img')).identity));
+});
+
+t.test('identities are equal only for the same bytes at the same offsets', async (t) => {
+  t.ok(identitiesEqual(disk('8:0', 400, 1000), disk('8:0', 400, 1000)), 'one partition, two nodes');
+  t.notOk(identitiesEqual(disk('8:0', 0, 1000), disk('8:0', 400, 1000)), 'a disk and its partition');
+  t.notOk(identitiesEqual(disk('8:0', 0, 1000), disk('8:16', 0, 1000)), 'another disk');
+  const file = { files: [{ dev: 1, ino: 2 }], disk: null };
+  t.ok(identitiesEqual(file, { files: [{ dev: 1, ino: 2 }], disk: null }), 'one file, two names');
+  t.notOk(identitiesEqual(file, { files: [{ dev: 1, ino: 3 }], disk: null }));
+  const loop = { files: [{ dev: 1, ino: 2 }], disk: { majMin: '7:0', startSector: 0,
+    endSector: 8 } };
+  t.ok(identitiesOverlap(file, loop));
+  t.notOk(identitiesEqual(file, loop), 'a loop device is not its backing file');
 });
 
 t.test('a missing path and a directory are refused with their own codes', async (t) => {

@@ -374,6 +374,17 @@ t.test('a VBD naming a deleted VD holds nothing: the space is free, the VBD dang
   t.equal(catalog.resolveVbd(1, 'xvda').isDangling, true, 'still dangling after reuse');
 });
 
+t.test('VBD paths must be absolute: the catalog compares them as strings', async (t) => {
+  const { catalog } = setup(t, 4);
+  const before = dump(catalog.path);
+  t.throws(() => catalog.addVbd({ domain: 1, device: 'xvdz', mode: 'r',
+    source: { kind: 'extents', extents: [{ path: 'pool.img', offset: 0, length: EXTENT }] } }),
+  { code: 'ERR_CATALOG_INVALID', message: /absolute/ });
+  t.throws(() => catalog.addVbd({ domain: 1, device: 'xvdz', mode: 'r',
+    source: { kind: 'phy', path: '', sizeBytes: EXTENT } }), { code: 'ERR_CATALOG_INVALID' });
+  t.equal(dump(catalog.path), before);
+});
+
 t.test('phy: and extent-list VBDs over pool space block allocation there', async (t) => {
   const { catalog, file } = setup(t, 4);
   catalog.addVbd({ domain: 1, device: 'xvdz', mode: 'r',

@@ -6,11 +6,13 @@
  *   phy:PATH                      a whole block device, partition or file
  *   extents:PATH:OFF+LEN[,…]      an explicit extent list; OFF and LEN are sizes (bare = MiB,
  *                                 suffixes B/S/K/M/G/T; OFF may be 0); PATH may contain ':'
- * The NBD export name of a VBD is `DOMAIN/DEVICE`. Sharing safety (createlinuxdom.py's
- * vbd_expert): the catalog refuses overlap with other VBDs above --expert; here the host side is
- * checked: a source sharing bytes with a mounted or swap device needs --expert 1 to read it and
- * --expert 2 to write it.
+ * The NBD export name of a VBD is `DOMAIN/DEVICE`. A path is stored in one canonical form per
+ * file or device whatever name it was given by (canonicalPath), because the catalog compares
+ * paths as strings. Sharing safety (createlinuxdom.py's vbd_expert): the catalog refuses overlap
+ * with other VBDs above --expert; here the host side is checked: a source sharing bytes with a
+ * mounted or swap device needs --expert 1 to read it and --expert 2 to write it.
  */
+import path from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../errors';
 import { LIMITS } from '../../limits';
@@ -19,7 +21,9 @@ import { parseDeviceName, parseDomain, parseExpert, parseId, parseMode } from '.
 import type { Context } from '../context';
 import { printJson, printTable } from '../output';
 import type { PieceRecord } from '../port';
-import { busyReason, probeMember } from '../probe';
+import {
+  busyReason, identitiesEqual, probeMember, tryIdentity, type MemberProbe,
+} from '../probe';
 
 function usage(message: string): UsageError {
   return new UsageError('ERR_USAGE', message);
@@ -48,23 +52,64 @@ export function parseExtentList(text: string): PieceRecord[] {
   return parts.map(parseExtent);
 }
 
-/** The pieces a SOURCE names, checked against what they lie on. */
+/**
+ * The name the catalog knows the bytes of `probe` by. The catalog compares paths as strings
+ * (sharing, allocation blocking, check), so every name of one file or device must become one:
+ * a pool member's path, else the path of an existing phy:/extents: VBD, when it is the same file
+ * (st_dev, st_ino) or the same device (st_rdev); else the real path (symlinks, `..` and relative
+ * paths resolved).
+ */
+function canonicalPath(known: readonly string[], probe: MemberProbe): string {
+  if (known.includes(probe.pathReal)) return probe.pathReal;
+  for (const knownPath of known) {
+    const identity = tryIdentity(knownPath);
+    if (identity !== null && identitiesEqual(identity, probe.identity)) return knownPath;
+  }
+  return probe.pathReal;
+}
+
+/**
+ * The paths the catalog holds, pool members first. Relative paths of rows stored before paths
+ * were resolved are left out: they name nothing for sure.
+ */
+function knownPaths(context: Context): string[] {
+  const catalog = context.catalog();
+  const vbdPaths = catalog.vbdList().filter((vbd) => !vbd.source.startsWith('vd:'))
+    .flatMap((vbd) => vbd.pieces.map((piece) => piece.path))
+    .filter((file) => path.isAbsolute(file));
+  return [...new Set([...catalog.members().map((member) => member.path), ...vbdPaths])];
+}
+
+/** The pieces of an extent list, each on its canonical path and within what it lies on. */
+function resolveExtents(context: Context, text: string): PieceRecord[] {
+  const pieces = parseExtentList(text);
+  const known = knownPaths(context);
+  const canonical = new Map<string, { path: string; sizeBytes: number }>();
+  return pieces.map((piece) => {
+    let target = canonical.get(piece.path);
+    if (target === undefined) {
+      const probe = probeMember(piece.path);
+      target = { path: canonicalPath(known, probe), sizeBytes: probe.sizeBytes };
+      canonical.set(piece.path, target);
+    }
+    if (piece.offset + piece.length > target.sizeBytes) {
+      throw new UsageError('ERR_USAGE', `extent ${piece.path}:${piece.offset}+${piece.length}: ` +
+        `ends past the end (${target.sizeBytes} bytes)`);
+    }
+    return { path: target.path, offset: piece.offset, length: piece.length };
+  });
+}
+
+/** The pieces a SOURCE names, on canonical paths, checked against what they lie on. */
 function resolveSource(context: Context, source: string): PieceRecord[] {
   if (source.startsWith('vd:')) return context.catalog().show(parseId(source.slice(3))).pieces;
   if (source.startsWith('phy:')) {
     const probe = probeMember(source.slice(4));
-    return [{ path: probe.pathReal, offset: 0, length: probe.sizeBytes }];
+    return [{ path: canonicalPath(knownPaths(context), probe), offset: 0,
+      length: probe.sizeBytes }];
   }
   if (source.startsWith('extents:')) {
-    const pieces = parseExtentList(source.slice('extents:'.length));
-    for (const piece of pieces) {
-      const size = probeMember(piece.path).sizeBytes;
-      if (piece.offset + piece.length > size) {
-        throw new UsageError('ERR_USAGE', `extent ${piece.path}:${piece.offset}+${piece.length}: ` +
-          `ends past the end (${size} bytes)`);
-      }
-    }
-    return pieces;
+    return resolveExtents(context, source.slice('extents:'.length));
   }
   throw usage(`source '${source}': expected vd:ID, phy:PATH or extents:PATH:OFFSET+LENGTH,…`);
 }
@@ -72,10 +117,10 @@ function resolveSource(context: Context, source: string): PieceRecord[] {
 function refuseHostUse(pieces: PieceRecord[], mode: 'r' | 'w', expert: 0 | 1 | 2): void {
   const levelNeeded = mode === 'w' ? 2 : 1;
   if (expert >= levelNeeded) return;
-  for (const path of new Set(pieces.map((piece) => piece.path))) {
-    const busy = busyReason(probeMember(path));
+  for (const file of new Set(pieces.map((piece) => piece.path))) {
+    const busy = busyReason(probeMember(file));
     if (busy !== null) {
-      throw new UsageError('ERR_CLI_MEMBER_IN_USE', `vbd add: ${path}: ${busy} on the host ` +
+      throw new UsageError('ERR_CLI_MEMBER_IN_USE', `vbd add: ${file}: ${busy} on the host ` +
         `(needs --expert ${levelNeeded})`);
     }
   }
