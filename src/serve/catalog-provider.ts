@@ -29,11 +29,11 @@
  * is not served at all). Each commit bumps the VD's generation and so replaces the entry (judge:
  * 'replace'): connections that have the old Export keep it and keep working at the old size
  * (NBD sizes are fixed at negotiation); new connections get the old size until the zeroing is
- * done and the new size after it. They never wait: the simplest behaviour that is correct. The
- * zeroing cannot race an export: it writes only bytes past the old size, which no Export of the
- * old size reaches, and nothing else can take those extents meanwhile (the VD is live, and
- * leased besides; the allocator takes only dead, unleased VDs' extents). A connection must
- * reconnect to see the new size.
+ * done and the new size after it (an open racing either commit resolves again: resolveLeased).
+ * They never wait: the simplest behaviour that is correct. The zeroing cannot race an export:
+ * it writes only bytes past the old size, which no Export of the old size reaches, and nothing
+ * else can take those extents meanwhile (the VD is live, and leased besides; the allocator takes
+ * only dead, unleased VDs' extents). A connection must reconnect to see the new size.
  *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
@@ -46,6 +46,12 @@ import { EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
+
+/**
+ * Resolve-and-lease attempts per open. Each retry follows a commit that changed the VD between
+ * resolve and lease; more than a few in a row is a storm of changes, and the client may retry.
+ */
+const OPEN_RESOLVE_TRIES = 3;
 
 /** What the provider needs of the NBD server. */
 export interface Fencer {
@@ -175,11 +181,27 @@ export class CatalogProvider implements ExportProvider {
     }
   }
 
+  /**
+   * Resolves a VBD and leases its VD. When the VD changed between the two (an enlarge, or the end
+   * of its zeroing, committed meanwhile) it resolves again, so an open at that instant gets the
+   * old or the new size rather than no export.
+   */
+  private resolveLeased(domain: number, device: string): ResolvedVbd | null {
+    for (let attempt = 0; attempt < OPEN_RESOLVE_TRIES; attempt++) {
+      const resolved = this.resolve(domain, device);
+      if (resolved === null || resolved.isDangling) return null;
+      if (resolved.vdId === null) return resolved;
+      const lease = this.takeLease(resolved);
+      if (lease === 'taken') return resolved;
+      if (lease === 'gone') return null;
+    }
+    return null;
+  }
+
   private async openEntry(name: string, domain: number, device: string): Promise<Entry | null> {
     assert(this.serverId !== null, 'open before start');
-    const resolved = this.resolve(domain, device);
-    if (resolved === null || resolved.isDangling) return null;
-    if (resolved.vdId !== null && !this.takeLease(resolved)) return null;
+    const resolved = this.resolveLeased(domain, device);
+    if (resolved === null) return null;
     // the lease is held (or there is no VD): the extents are this VD's until we release it
     let exp: ExtentExport;
     try {
@@ -205,8 +227,8 @@ export class CatalogProvider implements ExportProvider {
     return entry;
   }
 
-  /** Takes (or shares) the lease of a resolved VD; false when the VD died or changed meanwhile. */
-  private takeLease(resolved: ResolvedVbd): boolean {
+  /** Takes (or shares) the lease of a resolved VD, unless the VD died or changed meanwhile. */
+  private takeLease(resolved: ResolvedVbd): 'taken' | 'changed' | 'gone' {
     assert(resolved.vdId !== null);
     assert(this.serverId !== null);
     const vdId = resolved.vdId;
@@ -216,15 +238,15 @@ export class CatalogProvider implements ExportProvider {
         const lease = this.catalog.acquireLease(this.serverId, vdId);
         if (lease.generation !== resolved.generation) {
           this.catalog.releaseLease(this.serverId, vdId);
-          return false;
+          return 'changed';
         }
       } catch (error) {
-        if (error instanceof EmuError) return false;
+        if (error instanceof EmuError) return 'gone';
         throw error;
       }
     }
     this.leaseRefs.set(vdId, refs + 1);
-    return true;
+    return 'taken';
   }
 
   private dropLease(vdId: number): void {
