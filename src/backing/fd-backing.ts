@@ -5,8 +5,9 @@
  *
  * Reads up to LIMITS.backingReadInlineMax first try preadv2(RWF_NOWAIT) on the JS thread: a page
  * cache hit costs about a microsecond there (plus the copy), against several for the libuv pool
- * hand-off (one futex wake + eventfd per read, and on 2 cores a context switch with the client). A miss (EAGAIN), a partial hit or any error falls through to
- * fs.read for what is left; EOPNOTSUPP, EINVAL or ENOSYS turn the inline path off for this fd.
+ * hand-off (one futex wake + eventfd per read, and on 2 cores a context switch with the
+ * client). A miss (EAGAIN), a partial hit or any error falls through to fs.read for what is
+ * left; EOPNOTSUPP, EINVAL or ENOSYS turn the inline path off for this fd.
  * The callback always runs asynchronously (process.nextTick), as fs.read's does.
  */
 import assert from 'node:assert';
