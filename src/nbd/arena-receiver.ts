@@ -12,13 +12,17 @@
  *
  * nextBuffer() is the only place the layout changes, because libuv keeps the tail it was given
  * until the next read completes, even while the socket is paused:
- * - when no payload view is outstanding and what is pending is short, the pending bytes move to
- *   the front (copyWithin) and the whole arena is free again: request/response traffic (reads,
- *   flushes) never leaves the first arena;
- * - when the tail is too short for the frame in progress (expect()) or for one read of
- *   LIMITS.nbdRecvReadMin, a new arena is taken from bufferPool, sized for several frames of that
- *   length, and the pending bytes (less than one frame) are copied to its start. The old arena
- *   goes back to the pool when its last payload view is released.
+ * - when the tail is short of room (below), no payload view is outstanding and what is pending
+ *   is short, the pending bytes move to the front (copyWithin) and the whole arena is free
+ *   again: request/response traffic (reads, flushes) never leaves the first arena;
+ * - when the tail is too short for the rest of the frame in progress (expect()), or between
+ *   frames for one as long as the last, or for one read of LIMITS.nbdRecvReadMin, a new arena is
+ *   taken from bufferPool, sized for a few frames of that length, and the pending bytes are
+ *   copied to its start. The old arena goes back to the pool when its last payload view is
+ *   released.
+ * - the read that completes a large frame (LIMITS.nbdRecvExactMin) stops at its end, so the next
+ *   frame starts where the room was checked: with frames of similar length the copy at a switch
+ *   is a header's worth of bytes, not part of a payload.
  * Memory held per connection is one arena plus those that payloads in flight still reference;
  * payloads in flight are bounded by LIMITS.nbdInflightBytesMax (connection.ts).
  */
@@ -38,6 +42,8 @@ export class ArenaReceiver implements Receiver {
   private readPos = 0;
   private writePos = 0;
   private frameLength = 0;
+  /** the last frame length expect() announced: the next frame is likely as long */
+  private frameLengthRecent = 0;
   private isDisposed = false;
   /** statistics: arena switches and bytes copied by them and by compaction */
   readonly stats = { arenas: 1, bytesCopied: 0 };
@@ -53,9 +59,14 @@ export class ArenaReceiver implements Receiver {
   /** For net's onread.buffer: where the next socket read lands (see the header). */
   nextBuffer(): Buffer {
     const pending = this.writePos - this.readPos;
-    const room = Math.max(LIMITS.nbdRecvReadMin, this.frameLength - pending);
+    // room for the rest of the frame in progress, or between frames for one like the last
+    const expected = this.frameLength > 0
+      ? this.frameLength
+      : this.frameLengthRecent + LIMITS.nbdRecvFrameSlack;
+    const room = Math.max(LIMITS.nbdRecvReadMin, expected - pending);
     let buffer = this.arena.buffer;
-    if (this.arena.refs === 1 && this.readPos > 0 && pending <= LIMITS.nbdRecvCompactMax) {
+    if (buffer.length - this.writePos < room && this.arena.refs === 1 && this.readPos > 0 &&
+      pending <= LIMITS.nbdRecvCompactMax) {
       buffer.copyWithin(0, this.readPos, this.writePos);
       this.stats.bytesCopied += pending;
       this.readPos = 0;
@@ -63,6 +74,12 @@ export class ArenaReceiver implements Receiver {
     }
     if (buffer.length - this.writePos < room) {
       buffer = this.switchArena(pending, room);
+    }
+    const rest = this.frameLength - pending;
+    if (this.frameLength >= LIMITS.nbdRecvExactMin && rest > 0) {
+      // a large frame's last read stops at its end: the next frame starts a read of its own,
+      // with room for a whole frame like this one, so it never straddles an arena's end
+      return buffer.subarray(this.writePos, this.writePos + rest);
     }
     return buffer.subarray(this.writePos);
   }
@@ -78,6 +95,7 @@ export class ArenaReceiver implements Receiver {
   expect(length: number): void {
     assert(length >= 0);
     this.frameLength = length;
+    if (length > 0) this.frameLengthRecent = length;
   }
 
   take(length: number): Buffer {
