@@ -4,7 +4,8 @@
 // and prints self time by function (top N) plus the server CPU seconds per GiB moved.
 // Usage: node scripts/bench/profile.js --catalog PATH [--job read-1m|write-1m|randread-4k|
 //   randwrite-4k] [--runtime S] [--threads N] [--top N] [--export NAME] [--no-prof]
-//   [--tcp PORT] (TCP on 127.0.0.1:PORT instead of a Unix socket)
+//   [--tcp PORT] (TCP on 127.0.0.1:PORT instead of a Unix socket); XVD_MAIN=path/to/cli/main.js
+//   profiles another build (e.g. a worktree of an earlier commit) for A/B runs
 // A catalog with a VD attached as 1/xvda: `npm run bench -- --keep` leaves one under the temp dir.
 'use strict';
 const fs = require('node:fs');
@@ -79,7 +80,7 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-prof-'));
   const sock = path.join(dir, 's');
   const args = [...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []),
-    path.join(__dirname, '../../dist/cli/main.js'), '--catalog', o.catalog, 'serve',
+    (process.env.XVD_MAIN || path.join(__dirname, '../../dist/cli/main.js')), '--catalog', o.catalog, 'serve',
     ...(o.tcpPort ? ['--listen', `127.0.0.1:${o.tcpPort}`] : ['--socket', sock]),
     ...(o.threads ? ['--threads', o.threads] : [])];
   const server = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'ignore'] });
