@@ -110,6 +110,9 @@ export const LIMITS = {
   nbdRecvExactMin: 256 * 1024,
   /** Room kept between frames beyond the last frame's length (its header and more). */
   nbdRecvFrameSlack: 64,
+  /** Kernel send buffer of each accepted socket (nbd/user-buffer-socket.ts tuneSocket): room
+   * for a few 1 MiB READ replies, so one write call takes a whole reply. */
+  nbdSocketSendBufferBytes: 4 * 1024 * 1024,
   /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT)
    * on the JS thread before the libuv pool; larger ones go to the pool. 1 MiB inline against
    * 64 KiB: 1 MiB reads cost 0.42 against 0.51 server CPU s/GiB over a unix socket, 0.55

@@ -11,7 +11,9 @@
  *   blkGetDiscardZeroes(fd)             -> boolean (synchronous, O(1))
  *   preadNoWait(fd, buf, bufOff, len, pos) -> number (synchronous; bytes, or -errno: -EAGAIN when
  *                                          not in the page cache; see pread-nowait.c)
- *   constants                           -> { FALLOC_FL_*, SEEK_* }
+ *   setSockOptInt(fd, level, name, value) -> 0 or -errno; getSockOptInt(fd, level, name) ->
+ *                                          value or -errno (synchronous; see sockopt.c)
+ *   constants                           -> { FALLOC_FL_*, SEEK_*, SOL_SOCKET, SO_* }
  * Rejections and throws are Errors with code = errno name, errno and syscall.
  * The JS side validates arguments; this side re-checks types and signs cheaply. */
 #include <errno.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <sys/socket.h>
 #include "ops.h"
 
 static void work_execute(napi_env env, void *data) {
@@ -182,6 +185,8 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "blkGetSectorSize", xvd_blk_get_sector_size);
   set_fn(env, exports, "blkGetDiscardZeroes", xvd_blk_get_discard_zeroes);
   set_fn(env, exports, "preadNoWait", xvd_pread_nowait);
+  set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
+  set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);
   napi_value constants;
   napi_create_object(env, &constants);
   set_int(env, constants, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
@@ -189,6 +194,11 @@ NAPI_MODULE_INIT() {
   set_int(env, constants, "FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
   set_int(env, constants, "SEEK_DATA", SEEK_DATA);
   set_int(env, constants, "SEEK_HOLE", SEEK_HOLE);
+  set_int(env, constants, "SOL_SOCKET", SOL_SOCKET);
+  set_int(env, constants, "SO_SNDBUF", SO_SNDBUF);
+  set_int(env, constants, "SO_RCVBUF", SO_RCVBUF);
+  set_int(env, constants, "SO_SNDBUFFORCE", SO_SNDBUFFORCE);
+  set_int(env, constants, "SO_RCVLOWAT", SO_RCVLOWAT);
   napi_set_named_property(env, exports, "constants", constants);
   return exports;
 }

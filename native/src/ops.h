@@ -46,6 +46,10 @@ int xvd_fallocate(int fd, int mode, int64_t offset, int64_t length);
 /* pread-nowait.c: synchronous preadv2(RWF_NOWAIT); bytes or -errno */
 napi_value xvd_pread_nowait(napi_env env, napi_callback_info info);
 
+/* sockopt.c: synchronous int socket options; 0/value or -errno */
+napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
+napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);
+
 /* seek.c */
 int64_t xvd_seek(int fd, int whence, int64_t offset, int *err);
 

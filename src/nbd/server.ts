@@ -9,6 +9,8 @@
  * listening, close connections still negotiating, fence everything, wait for requests in flight
  * (at most graceMs), flush each writable export once, end every connection. Connections over
  * LIMITS.nbdConnectionsMax are closed at accept. No error in one connection reaches another.
+ * Accepted sockets get a larger kernel send buffer and, without TLS, read into arenas
+ * (user-buffer-socket.ts, arena-receiver.ts).
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
@@ -21,7 +23,7 @@ import { ArenaReceiver } from './arena-receiver';
 import { Connection, type ConnectionLimits, PHASE, type TlsUpgrader } from './connection';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
-import { adoptWithUserBuffer } from './user-buffer-socket';
+import { adoptWithUserBuffer, tuneSocket } from './user-buffer-socket';
 
 export interface NbdServerLimits extends ConnectionLimits {
   connectionsMax: number;
@@ -149,6 +151,8 @@ export class NbdServer extends EventEmitter {
       socket.destroy();
       return;
     }
+    const sendBuffer = tuneSocket(socket);
+    if (sendBuffer < 0) this.log.debug({ errno: -sendBuffer }, 'socket send buffer not set');
     if (this.isArenaReceive && this.acceptWithArena(socket)) return;
     this.startConnection(socket, socket, socket, null);
   }

@@ -27,11 +27,18 @@ export const fallbackBinding: NativeBinding = {
     throw unsupported('ioctl(BLKDISCARDZEROES)');
   },
   preadNoWait: () => -95, // -EOPNOTSUPP: callers use fs.read
+  setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
+  getSockOptInt: () => -95,
   constants: {
     FALLOC_FL_KEEP_SIZE: 1,
     FALLOC_FL_PUNCH_HOLE: 2,
     FALLOC_FL_ZERO_RANGE: 16,
     SEEK_DATA: 3,
     SEEK_HOLE: 4,
+    SOL_SOCKET: 1,
+    SO_SNDBUF: 7,
+    SO_RCVBUF: 8,
+    SO_SNDBUFFORCE: 32,
+    SO_RCVLOWAT: 18,
   },
 };

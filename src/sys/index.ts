@@ -22,12 +22,19 @@ export interface NativeBinding {
   preadNoWait(
     fd: number, buffer: Buffer, bufferOffset: number, length: number, position: number,
   ): number;
+  setSockOptInt(fd: number, level: number, name: number, value: number): number;
+  getSockOptInt(fd: number, level: number, name: number): number;
   constants: {
     FALLOC_FL_KEEP_SIZE: number;
     FALLOC_FL_PUNCH_HOLE: number;
     FALLOC_FL_ZERO_RANGE: number;
     SEEK_DATA: number;
     SEEK_HOLE: number;
+    SOL_SOCKET: number;
+    SO_SNDBUF: number;
+    SO_RCVBUF: number;
+    SO_SNDBUFFORCE: number;
+    SO_RCVLOWAT: number;
   };
 }
 
@@ -116,6 +123,21 @@ export function preadNoWait(
 ): number {
   return binding.preadNoWait(fd, buffer, bufferOffset, length, position);
 }
+
+/** setsockopt(fd, level, name, int value), synchronous: 0, or -errno (-EOPNOTSUPP without the
+ * addon). Never throws for a failing syscall. */
+export function setSockOptInt(fd: number, level: number, name: number, value: number): number {
+  assert(Number.isInteger(fd) && fd >= 0);
+  return binding.setSockOptInt(fd, level, name, value);
+}
+
+/** getsockopt(fd, level, name) of an int option, synchronous: its value, or -errno. */
+export function getSockOptInt(fd: number, level: number, name: number): number {
+  assert(Number.isInteger(fd) && fd >= 0);
+  return binding.getSockOptInt(fd, level, name);
+}
+
+export const constants = binding.constants;
 
 /** lseek(SEEK_DATA): next offset >= `offset` holding data, or -1 when there is none (ENXIO). */
 export function seekData(fd: number, offset: number): Promise<number> {
