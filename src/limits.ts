@@ -113,6 +113,10 @@ export const LIMITS = {
   /** Kernel send buffer of each accepted socket (nbd/user-buffer-socket.ts tuneSocket): room
    * for a few 1 MiB READ replies, so one write call takes a whole reply. */
   nbdSocketSendBufferBytes: 4 * 1024 * 1024,
+  /** TCP: a frame with this much still to arrive sets SO_RCVLOWAT, to at most LowWaterMax
+   * (nbd/user-buffer-socket.ts ReceiveLowWater). */
+  nbdRecvLowWaterMin: 256 * 1024,
+  nbdRecvLowWaterMax: 1024 * 1024,
   /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT)
    * on the JS thread before the libuv pool; larger ones go to the pool. 1 MiB inline against
    * 64 KiB: 1 MiB reads cost 0.42 against 0.51 server CPU s/GiB over a unix socket, 0.55

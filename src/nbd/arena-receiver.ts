@@ -84,6 +84,11 @@ export class ArenaReceiver implements Receiver {
     return buffer.subarray(this.writePos);
   }
 
+  /** Bytes of the frame in progress still to arrive (0 between frames). */
+  get frameRemaining(): number {
+    return Math.max(0, this.frameLength - (this.writePos - this.readPos));
+  }
+
   /** For net's onread.callback: `length` bytes landed at the tail nextBuffer() gave. */
   received(length: number, target: Buffer): void {
     assert(target.buffer === this.arena.buffer.buffer, 'ArenaReceiver: read into a stale arena');

@@ -23,7 +23,7 @@ import { ArenaReceiver } from './arena-receiver';
 import { Connection, type ConnectionLimits, PHASE, type TlsUpgrader } from './connection';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
-import { adoptWithUserBuffer, tuneSocket } from './user-buffer-socket';
+import { adoptWithUserBuffer, receiveLowWaterOf, tuneSocket } from './user-buffer-socket';
 
 export interface NbdServerLimits extends ConnectionLimits {
   connectionsMax: number;
@@ -160,11 +160,15 @@ export class NbdServer extends EventEmitter {
   /** Serves `socket` reading into arenas; false when Node would not allow it (see there). */
   private acceptWithArena(socket: net.Socket): boolean {
     const receiver = new ArenaReceiver();
+    const lowWater = receiveLowWaterOf(socket);
     let connection: Connection | null = null;
     const adopted = adoptWithUserBuffer(socket, {
       buffer: () => receiver.nextBuffer(),
       // reads start in connection.start(), so the first callback finds it assigned
-      callback: (length, target) => connection?.onSocketRead(length, target),
+      callback: (length, target) => {
+        connection?.onSocketRead(length, target);
+        lowWater?.update(receiver.frameRemaining);
+      },
     });
     if (adopted === null) {
       this.log.debug('arena receive unavailable: reading through stream chunks');

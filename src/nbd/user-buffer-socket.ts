@@ -10,6 +10,14 @@
  * tried first (allowed to root and CAP_NET_ADMIN), then SO_SNDBUF, which the kernel caps at
  * net.core.wmem_max. A larger receive buffer was measured too and did not help.
  *
+ * ReceiveLowWater sets SO_RCVLOWAT on a TCP socket while a large WRITE payload arrives: epoll
+ * then reports the socket readable only once that much is queued, so a 1 MiB payload comes in
+ * fewer, larger reads (fewer wakeups and JS callbacks). Between frames it is 1 again, since a
+ * 28-byte request header must wake the server; within a frame it never exceeds what the client
+ * must still send, so it cannot stall. TCP only (Linux ignores it in unix-socket polling). 1 MiB
+ * writes over TCP: 2552 against 2216 MiB/s, 0.45 against 0.52 server CPU s/GiB (medians of 4
+ * alternating runs).
+ *
  * adoptWithUserBuffer() gives an accepted socket net's `onread` mode, where each read lands in
  * a buffer the caller supplies (arena-receiver.ts) instead of a fresh zero-filled 64 KiB chunk
  * pushed through the stream machinery (node-perf.md §3).
@@ -90,4 +98,35 @@ export function tuneSocket(socket: net.Socket,
     if (rc !== 0) return rc;
   }
   return sys.getSockOptInt(fd, SOL_SOCKET, SO_SNDBUF);
+}
+
+/** SO_RCVLOWAT following the frame in progress (see the header). */
+export class ReceiveLowWater {
+  private current = 1;
+  private isEnabled = true;
+
+  constructor(private readonly fd: number) {}
+
+  /** Called after each read with the bytes the frame in progress still needs. */
+  update(frameRemaining: number): void {
+    if (!this.isEnabled) return;
+    const want = frameRemaining >= LIMITS.nbdRecvLowWaterMin
+      ? Math.min(frameRemaining, LIMITS.nbdRecvLowWaterMax)
+      : 1;
+    if (want === this.current) return;
+    const { SOL_SOCKET, SO_RCVLOWAT } = sys.constants;
+    if (sys.setSockOptInt(this.fd, SOL_SOCKET, SO_RCVLOWAT, want) === 0) this.current = want;
+    else this.isEnabled = false; // the socket keeps what it had; 1 unless a set succeeded
+  }
+
+  get value(): number {
+    return this.current;
+  }
+}
+
+/** A ReceiveLowWater for a TCP socket; null for others (unix sockets ignore it). */
+export function receiveLowWaterOf(socket: net.Socket): ReceiveLowWater | null {
+  const fd = socketFdOf(socket);
+  if (fd === null || typeof socket.remotePort !== 'number' || !sys.isNative) return null;
+  return new ReceiveLowWater(fd);
 }

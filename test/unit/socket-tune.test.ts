@@ -2,6 +2,8 @@
  * tuneSocket (nbd/user-buffer-socket.ts) on real accepted sockets, TCP and unix: the kernel
  * reports the send buffer asked for (doubled, as it reports every SO_SNDBUF) when the process may
  * force it, and at least its default otherwise; a socket without a descriptor is left alone.
+ * ReceiveLowWater follows the frame in progress on TCP (SO_RCVLOWAT read back from the kernel)
+ * and is not made for unix sockets.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -9,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { LIMITS } from '../../src/limits';
-import { socketFdOf, tuneSocket } from '../../src/nbd/user-buffer-socket';
+import { receiveLowWaterOf, socketFdOf, tuneSocket } from '../../src/nbd/user-buffer-socket';
 import * as sys from '../../src/sys/index';
 
 async function acceptedPair(listenOn: net.ListenOptions): Promise<{
@@ -65,4 +67,35 @@ for (const kind of ['tcp', 'unix'] as const) {
 t.test('a socket with no descriptor is left alone', async (t) => {
   t.equal(tuneSocket(new net.Socket()), -9);
   t.equal(socketFdOf(new net.Socket()), null);
+});
+
+t.test('SO_RCVLOWAT follows the frame in progress on TCP, and only there', async (t) => {
+  if (!sys.isNative) {
+    t.skip('native addon not built');
+    return;
+  }
+  const pair = await acceptedPair({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => pair.close());
+  const lowWater = receiveLowWaterOf(pair.accepted);
+  t.ok(lowWater !== null, 'made for a TCP socket');
+  const fd = socketFdOf(pair.accepted) ?? -1;
+  const kernel = (): number =>
+    sys.getSockOptInt(fd, sys.constants.SOL_SOCKET, sys.constants.SO_RCVLOWAT);
+  t.equal(kernel(), 1, 'the default');
+  const steps: [number, number][] = [
+    [32 * 1024 * 1024, LIMITS.nbdRecvLowWaterMax], // capped
+    [LIMITS.nbdRecvLowWaterMin + 5, LIMITS.nbdRecvLowWaterMin + 5], // never above what is due
+    [LIMITS.nbdRecvLowWaterMin - 1, 1], // small frames and headers wake the server at once
+    [0, 1],
+  ];
+  for (const [remaining, expected] of steps) {
+    lowWater?.update(remaining);
+    t.equal(kernel(), expected, `${remaining} bytes due`);
+    t.equal(lowWater?.value, expected);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-tune-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const unix = await acceptedPair({ path: path.join(dir, 's') });
+  t.teardown(() => unix.close());
+  t.equal(receiveLowWaterOf(unix.accepted), null, 'not for unix sockets');
 });
