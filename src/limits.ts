@@ -110,8 +110,8 @@ export const LIMITS = {
   nbdRecvExactMin: 256 * 1024,
   /** Room kept between frames beyond the last frame's length (its header and more). */
   nbdRecvFrameSlack: 64,
-  /** Kernel send buffer of each accepted socket (nbd/user-buffer-socket.ts tuneSocket): room
-   * for a few 1 MiB READ replies, so one write call takes a whole reply. */
+  /** Kernel send buffer of each accepted unix socket (nbd/user-buffer-socket.ts tuneSocket):
+   * room for a few 1 MiB READ replies, so one write call takes a whole reply. */
   nbdSocketSendBufferBytes: 4 * 1024 * 1024,
   /** TCP: a frame with this much still to arrive sets SO_RCVLOWAT, to at most LowWaterMax
    * (nbd/user-buffer-socket.ts ReceiveLowWater). */

@@ -1,14 +1,15 @@
 /**
  * nbd/user-buffer-socket: what the server does to accepted sockets below net's public API.
  *
- * tuneSocket() sets the kernel send buffer to LIMITS.nbdSocketSendBufferBytes (setsockopt
- * through the addon; Node has no call for it on stream sockets). With the defaults (a unix
- * socket's 208 KiB) a 256 KiB or 1 MiB READ reply cannot be written in one go: libuv writes part,
- * waits for POLLOUT and writes again. 4 MiB: nbdcopy to null: over a unix socket 1070-1159
- * against 786-836 MiB/s with 15% less server CPU per GiB; fio 1 MiB reads 2415 against 1869
- * MiB/s (unix) and 2031 against 1786 (TCP), medians of 3 alternating runs. SO_SNDBUFFORCE is
- * tried first (allowed to root and CAP_NET_ADMIN), then SO_SNDBUF, which the kernel caps at
- * net.core.wmem_max. A larger receive buffer was measured too and did not help.
+ * tuneSocket() sets a unix socket's kernel send buffer to LIMITS.nbdSocketSendBufferBytes
+ * (setsockopt through the addon; Node has no call for it on stream sockets). With the default
+ * 208 KiB a 256 KiB or 1 MiB READ reply cannot be written in one go: libuv writes part, waits
+ * for POLLOUT and writes again. 4 MiB: nbdcopy to null: 1070-1159 against 786-836 MiB/s with
+ * 15% less server CPU per GiB; fio 1 MiB reads 2415 against 1869 MiB/s (medians of 3
+ * alternating runs). SO_SNDBUFFORCE is tried first (allowed to root and CAP_NET_ADMIN), then
+ * SO_SNDBUF, which the kernel caps at net.core.wmem_max. TCP sockets are left to the kernel's
+ * autotuning (their buffer starts at 4 MiB here; fixing it measured no better for nbdcopy). A
+ * larger receive buffer was measured too and did not help.
  *
  * ReceiveLowWater sets SO_RCVLOWAT on a TCP socket while a large WRITE payload arrives: epoll
  * then reports the socket readable only once that much is queued, so a 1 MiB payload comes in
@@ -85,14 +86,16 @@ export function socketFdOf(socket: net.Socket): number | null {
 }
 
 /**
- * Sets the socket's send buffer (see the header); returns what the kernel reports afterwards
- * (it doubles the request for bookkeeping), or a negative errno when nothing could be set.
+ * Sets a unix socket's send buffer (see the header; TCP sockets are left as they are); returns
+ * what the kernel reports afterwards (it doubles a request for bookkeeping), or a negative errno
+ * when nothing could be set.
  */
 export function tuneSocket(socket: net.Socket,
   sendBufferBytes: number = LIMITS.nbdSocketSendBufferBytes): number {
   const fd = socketFdOf(socket);
   if (fd === null) return -9; // -EBADF: no descriptor to tune
   const { SOL_SOCKET, SO_SNDBUF, SO_SNDBUFFORCE } = sys.constants;
+  if (typeof socket.remotePort === 'number') return sys.getSockOptInt(fd, SOL_SOCKET, SO_SNDBUF);
   if (sys.setSockOptInt(fd, SOL_SOCKET, SO_SNDBUFFORCE, sendBufferBytes) !== 0) {
     const rc = sys.setSockOptInt(fd, SOL_SOCKET, SO_SNDBUF, sendBufferBytes);
     if (rc !== 0) return rc;
