@@ -12,9 +12,10 @@
  *
  * nextBuffer() is the only place the layout changes, because libuv keeps the tail it was given
  * until the next read completes, even while the socket is paused:
- * - when the tail is short of room (below), no payload view is outstanding and what is pending
- *   is short, the pending bytes move to the front (copyWithin) and the whole arena is free
- *   again: request/response traffic (reads, flushes) never leaves the first arena;
+ * - when no payload view is outstanding and nothing is pending, the next read lands at the
+ *   front again (the same cache-hot bytes for request/response traffic); when the tail is short
+ *   of room (below) and what is pending is short, those bytes move to the front (copyWithin):
+ *   reads, flushes and small writes never leave the first arena;
  * - when the tail is too short for the rest of the frame in progress (expect()), or between
  *   frames for one as long as the last, or for one read of LIMITS.nbdRecvReadMin, a new arena is
  *   taken from bufferPool, sized for a few frames of that length, and the pending bytes are
@@ -65,8 +66,9 @@ export class ArenaReceiver implements Receiver {
       : this.frameLengthRecent + LIMITS.nbdRecvFrameSlack;
     const room = Math.max(LIMITS.nbdRecvReadMin, expected - pending);
     let buffer = this.arena.buffer;
-    if (buffer.length - this.writePos < room && this.arena.refs === 1 && this.readPos > 0 &&
-      pending <= LIMITS.nbdRecvCompactMax) {
+    const isShort = buffer.length - this.writePos < room;
+    if (this.arena.refs === 1 && this.readPos > 0 &&
+      (pending === 0 || (isShort && pending <= LIMITS.nbdRecvCompactMax))) {
       buffer.copyWithin(0, this.readPos, this.writePos);
       this.stats.bytesCopied += pending;
       this.readPos = 0;
