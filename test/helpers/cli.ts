@@ -88,6 +88,24 @@ export function spawnXvd(args: readonly string[], options: CliOptions = {}): Chi
   });
 }
 
+/**
+ * Spawns `xvd serve --socket socket` on `catalog` and waits for the socket to appear (30 s at
+ * most); the child is SIGKILLed at teardown if still running.
+ */
+export async function startServeOnSocket(t: { teardown(fn: () => void): void },
+  catalog: string, socket: string): Promise<ChildProcess> {
+  const child = spawnXvd(['serve', '--socket', socket], { catalog });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const deadline = Date.now() + 30_000;
+  while (!fs.existsSync(socket)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('serve did not start');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return child;
+}
+
 /** Runs `xvd args…` to completion. */
 export function runXvd(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
   const child = spawnXvd(args, options);

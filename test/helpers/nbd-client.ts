@@ -297,6 +297,14 @@ export function connectClient(port: number): Promise<ScriptedClient> {
   });
 }
 
+/** A client connected to a Unix socket (no handshake yet). */
+export function connectUnix(socketPath: string): Promise<ScriptedClient> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath, () => resolve(new ScriptedClient(socket, socket)));
+    socket.once('error', reject);
+  });
+}
+
 /** A server connection over an in-memory stream pair (serveStream). */
 export function streamClient(server: NbdServer): { client: ScriptedClient; done: Promise<void> } {
   const toServer = new PassThrough();

@@ -8,12 +8,11 @@
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { openCatalog, zeroPending } from '../../src/catalog';
-import { runXvd, spawnXvd } from '../helpers/cli';
-import { ScriptedClient } from '../helpers/nbd-client';
+import { runXvd, startServeOnSocket } from '../helpers/cli';
+import { type ScriptedClient, connectUnix } from '../helpers/nbd-client';
 import { shortTempDir, stopChild } from '../helpers/process';
 
 const MiB = 1024 * 1024;
@@ -26,25 +25,9 @@ const LOOP_MAX = 200_000;
 /** Comfortably more than LIMITS.servePollMs (100): the server sees every catalog change. */
 const SETTLE_MS = 600;
 
-async function startServe(t: Test, catalog: string, socket: string): Promise<ChildProcess> {
-  const child = spawnXvd(['serve', '--socket', socket], { catalog });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const deadline = Date.now() + 30_000;
-  while (!fs.existsSync(socket)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error('serve did not start');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return child;
-}
-
 async function connect(socket: string, name: string): Promise<{ client: ScriptedClient;
   size: number }> {
-  const client = await new Promise<ScriptedClient>((resolve, reject) => {
-    const sock = net.connect(socket, () => resolve(new ScriptedClient(sock, sock)));
-    sock.once('error', reject);
-  });
+  const client = await connectUnix(socket);
   const { size } = await client.handshake({ name });
   return { client, size: Number(size) };
 }
@@ -136,7 +119,7 @@ async function finish(t: Test, server: ChildProcess, catalog: string): Promise<v
 t.test('xvd enlarge of a served VD does not interrupt a client writing and reading it',
   async (t) => {
     const { catalog, socket } = await setup(t);
-    const server = await startServe(t, catalog, socket);
+    const server = await startServeOnSocket(t, catalog, socket);
     const { client, size } = await connect(socket, '1/xvda');
     t.equal(size, OLD);
     const loop = await startLoop(client, 20);
@@ -154,7 +137,7 @@ t.test('xvd enlarge of a served VD does not interrupt a client writing and readi
 t.test('while an enlarge is zeroing, old connections keep working and new ones get the old size',
   async (t) => {
     const { catalog, socket } = await setup(t);
-    const server = await startServe(t, catalog, socket);
+    const server = await startServeOnSocket(t, catalog, socket);
     const { client } = await connect(socket, '1/xvda');
     const loop = await startLoop(client, 20);
     // phase one of `xvd enlarge`, then a pause as long as zeroing a large device might take

@@ -7,11 +7,9 @@
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
-import { makeImage, runXvd, spawnXvd } from '../helpers/cli';
-import { ScriptedClient } from '../helpers/nbd-client';
+import { makeImage, runXvd, startServeOnSocket } from '../helpers/cli';
+import { type ScriptedClient, connectUnix } from '../helpers/nbd-client';
 import { shortTempDir } from '../helpers/process';
 
 const MiB = 1024 * 1024;
@@ -25,26 +23,6 @@ const LOOP_MAX = 200_000;
 /** A short socket path: t.testdir() paths can pass the 108-byte sun_path limit. */
 function socketPath(t: Test): string {
   return path.join(shortTempDir(t), 'nbd.sock');
-}
-
-async function startServe(t: Test, catalog: string, socket: string): Promise<ChildProcess> {
-  const child = spawnXvd(['serve', '--socket', socket], { catalog });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const deadline = Date.now() + 30_000;
-  while (!fs.existsSync(socket)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error('serve did not start');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return child;
-}
-
-function connectUnix(socket: string): Promise<ScriptedClient> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(socket, () => resolve(new ScriptedClient(sock, sock)));
-    sock.once('error', reject);
-  });
 }
 
 interface WriterResult {
@@ -97,7 +75,7 @@ t.test('a VD deleted under a writing client is fenced before its extents go to a
   async (t) => {
     const { catalog, image } = await setup(t);
     const socket = socketPath(t);
-    const server = await startServe(t, catalog, socket);
+    const server = await startServeOnSocket(t, catalog, socket);
     const client = await connectUnix(socket);
     await client.handshake({ name: '1/xvda' });
     const signal = { stop: false };
@@ -148,7 +126,7 @@ t.test('a VD deleted under a writing client is fenced before its extents go to a
 t.test('the leases of a SIGKILLed server stop counting at once', async (t) => {
   const { catalog, image } = await setup(t);
   const socket = socketPath(t);
-  const server = await startServe(t, catalog, socket);
+  const server = await startServeOnSocket(t, catalog, socket);
   const client = await connectUnix(socket);
   await client.handshake({ name: '1/xvda' });
   client.request({ type: 1, offset: 0, cookie: 1n, payload: Buffer.alloc(WRITE, MARKER) });
