@@ -11,6 +11,8 @@
  *     disk and its own partition overlap, and two partitions overlap only if their ranges do;
  *   - a loop device (or a partition on one) also carries its backing file's identity
  *     (/sys/block/loopN/loop/backing_file), so a loop device and its backing file overlap.
+ * Two such names are *related* (identitiesRelated): `vbd add` cannot compare their offsets, so it
+ * judges the relation alone.
  * In use: a block device is busy when it or anything overlapping it appears in
  * /proc/self/mountinfo (major:minor, field 3) or /proc/swaps.
  */
@@ -158,6 +160,15 @@ export function identitiesEqual(a: MemberIdentity, b: MemberIdentity): boolean {
       && fileA.dev === fileB.dev && fileA.ino === fileB.ino;
   }
   return a.disk.majMin === b.disk.majMin && a.disk.startSector === b.disk.startSector;
+}
+
+/**
+ * Whether two identities are the same storage under another name: they share bytes but not at
+ * the same offsets (a disk and its partition, a loop device and its backing file, two loop
+ * devices over one file), so paths and byte ranges cannot be compared between them.
+ */
+export function identitiesRelated(a: MemberIdentity, b: MemberIdentity): boolean {
+  return identitiesOverlap(a, b) && !identitiesEqual(a, b);
 }
 
 /** Identity of a path that may have vanished since it was added: null when it cannot be probed. */

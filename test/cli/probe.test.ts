@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import {
-  identitiesEqual, identitiesOverlap, probeMember, type MemberIdentity,
+  identitiesEqual, identitiesOverlap, identitiesRelated, probeMember, type MemberIdentity,
 } from '../../src/cli/probe';
 import { UsageError } from '../../src/errors';
 
@@ -49,6 +49,29 @@ t.test('identities are equal only for the same bytes at the same offsets', async
     endSector: 8 } };
   t.ok(identitiesOverlap(file, loop));
   t.notOk(identitiesEqual(file, loop), 'a loop device is not its backing file');
+});
+
+t.test('related: the same storage under another name, either way round', async (t) => {
+  const whole = disk('259:0', 0, 1000);
+  const partition = disk('259:0', 100, 900);
+  t.ok(identitiesRelated(whole, partition), 'a disk and its partition');
+  t.ok(identitiesRelated(partition, whole), 'a partition and its disk');
+  t.notOk(identitiesRelated(partition, disk('259:0', 100, 900)), 'the same partition: equal');
+  t.notOk(identitiesRelated(disk('259:0', 0, 100), disk('259:0', 100, 200)), 'disjoint');
+  t.notOk(identitiesRelated(whole, disk('259:8', 0, 1000)), 'another disk');
+  const file = { files: [{ dev: 1, ino: 2 }], disk: null };
+  const loop = { files: [{ dev: 1, ino: 2 }], disk: { majMin: '7:0', startSector: 0,
+    endSector: 8 } };
+  const loopPartition = { files: [{ dev: 1, ino: 2 }], disk: { majMin: '7:0', startSector: 2,
+    endSector: 8 } };
+  const otherLoop = { files: [{ dev: 1, ino: 2 }], disk: { majMin: '7:1', startSector: 0,
+    endSector: 8 } };
+  t.ok(identitiesRelated(file, loop), 'a backing file and its loop device');
+  t.ok(identitiesRelated(loop, file), 'a loop device and its backing file');
+  t.ok(identitiesRelated(file, loopPartition), 'a backing file and a partition on its loop');
+  t.ok(identitiesRelated(loop, otherLoop), 'two loop devices over one file');
+  t.notOk(identitiesRelated(file, { files: [{ dev: 1, ino: 2 }], disk: null }), 'one file');
+  t.notOk(identitiesRelated(file, { files: [{ dev: 1, ino: 3 }], disk: null }), 'two files');
 });
 
 t.test('a missing path and a directory are refused with their own codes', async (t) => {

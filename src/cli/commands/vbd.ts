@@ -10,7 +10,11 @@
  * file or device whatever name it was given by (canonicalPath), because the catalog compares
  * paths as strings. Sharing safety (createlinuxdom.py's vbd_expert): the catalog refuses overlap
  * with other VBDs above --expert; here the host side is checked: a source sharing bytes with a
- * mounted or swap device needs --expert 1 to read it and --expert 2 to write it.
+ * mounted or swap device needs --expert 1 to read it and --expert 2 to write it. Storage the
+ * catalog cannot compare by path and offset, because it is the same storage under another name
+ * (identitiesRelated: a disk and its partition, a loop device and its backing file, either way),
+ * is judged by the relation alone, as if the ranges overlapped: a pool member counts as a writer
+ * (its VDs), another VBD by its mode, and the level needed is the number of writers.
  */
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -22,7 +26,8 @@ import type { Context } from '../context';
 import { printJson, printTable } from '../output';
 import type { PieceRecord } from '../port';
 import {
-  busyReason, identitiesEqual, probeMember, tryIdentity, type MemberProbe,
+  busyReason, identitiesEqual, identitiesRelated, probeMember, tryIdentity, type MemberIdentity,
+  type MemberProbe,
 } from '../probe';
 
 function usage(message: string): UsageError {
@@ -126,6 +131,46 @@ function refuseHostUse(pieces: PieceRecord[], mode: 'r' | 'w', expert: 0 | 1 | 2
   }
 }
 
+/** What else the catalog holds bytes on: pool members (writers) and phy:/extents: VBD targets. */
+function relatedCandidates(context: Context): { label: string; path: string; isWriter: boolean }[] {
+  const catalog = context.catalog();
+  const members = catalog.members()
+    .map((member) => ({ label: `pool member ${member.path}`, path: member.path, isWriter: true }));
+  const vbds = catalog.vbdList().filter((vbd) => !vbd.source.startsWith('vd:'))
+    .flatMap((vbd) => [...new Set(vbd.pieces.map((piece) => piece.path))].map((file) => ({
+      label: `VBD ${vbd.domain}/${vbd.device} (${vbd.mode}) on ${file}`, path: file,
+      isWriter: vbd.mode === 'w',
+    })));
+  return [...members, ...vbds];
+}
+
+/**
+ * Refuses pieces on storage related to a pool member or another VBD's target (same bytes under
+ * another name, offsets not comparable) beyond the expert level: one level per writer.
+ */
+function refuseRelated(context: Context, pieces: PieceRecord[], mode: 'r' | 'w',
+  expert: 0 | 1 | 2): void {
+  const candidates = relatedCandidates(context);
+  const identities = new Map<string, MemberIdentity | null>();
+  const identityOf = (file: string): MemberIdentity | null => {
+    if (!identities.has(file)) identities.set(file, tryIdentity(file));
+    return identities.get(file) ?? null;
+  };
+  for (const file of new Set(pieces.map((piece) => piece.path))) {
+    const mine = identityOf(file);
+    if (mine === null) continue;
+    for (const candidate of candidates) {
+      const writers = (mode === 'w' ? 1 : 0) + (candidate.isWriter ? 1 : 0);
+      if (writers <= expert || candidate.path === file) continue;
+      const theirs = identityOf(candidate.path);
+      if (theirs === null || !identitiesRelated(mine, theirs)) continue;
+      throw new UsageError('ERR_VBD_SHARING', `vbd add: ${file} is the storage of ` +
+        `${candidate.label} under another name (disk/partition or loop device/backing file): ` +
+        `needs --expert ${writers}, have ${expert}`);
+    }
+  }
+}
+
 interface AddOptions {
   domain: string;
   mode: string;
@@ -139,6 +184,7 @@ function add(context: Context, source: string, deviceText: string, options: AddO
   const expert = options.expert === undefined ? 0 : parseExpert(options.expert);
   const pieces = resolveSource(context, source);
   refuseHostUse(pieces, mode, expert);
+  refuseRelated(context, pieces, mode, expert);
   context.catalog().vbdAdd({ domain, device, mode, source, pieces, expert });
 }
 
