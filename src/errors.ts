@@ -43,8 +43,8 @@ export const ERRORS = {
   // --- vbd ---
   ERR_VBD_UNKNOWN: 'no VBD has that domain and device',
   ERR_VBD_EXISTS: 'the domain already has a VBD with that device name',
-  ERR_VBD_SHARING: 'vbd add / undelete: a VBD and another VBD or a VD would share bytes beyond '
-    + 'the expert level',
+  ERR_VBD_SHARING: 'vbd add / undelete: a VBD and another VBD, a VD or a pool member would share '
+    + 'bytes (or storage under another name) beyond the expert level',
 
   // --- io (sys, backing, engine) ---
   ERR_IO_SYSCALL: 'a backing syscall failed; see .errno and .syscall',
