@@ -8,18 +8,9 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import t from 'tap';
 import { makeImage, runXvd, snapshotCatalog, type CliResult } from '../helpers/cli';
+import { loopUnavailable } from '../helpers/process';
 
 const MIB = 1024 * 1024;
-
-function canLoop(): string | null {
-  if (process.getuid?.() !== 0) return 'not root';
-  try {
-    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'losetup missing';
-  }
-}
 
 function attachLoop(t: Tap.Test, image: string): string {
   const loop = execFileSync('losetup', ['-f', '--show', image], { encoding: 'utf8' }).trim();
@@ -46,7 +37,7 @@ async function format(t: Tap.Test, catalog: string, member: string): Promise<voi
   t.equal(result.code, 0, result.stderr);
 }
 
-const reason = canLoop();
+const reason = loopUnavailable();
 if (reason !== null) {
   t.skip(`vbd add over related storage: ${reason}`);
 } else {

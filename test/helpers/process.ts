@@ -1,9 +1,9 @@
 /**
  * Small helpers for tests that run servers as child processes: a free loopback port, a short
  * temporary directory for Unix sockets (sun_path holds 108 bytes and t.testdir() paths are
- * longer), and stopping a child with SIGTERM.
+ * longer), stopping a child with SIGTERM, and whether loop devices can be used here.
  */
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -42,4 +42,15 @@ export function stopChild(child: ChildProcess): Promise<void> {
     child.once('exit', () => resolve());
     child.kill('SIGTERM');
   });
+}
+
+/** Why loop devices cannot be used here (not root, no losetup), or null when they can. */
+export function loopUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root for losetup';
+  try {
+    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'losetup not installed';
+  }
 }

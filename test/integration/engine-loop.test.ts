@@ -10,19 +10,10 @@ import { execFileSync } from 'node:child_process';
 import { BackingPool } from '../../src/backing/pool';
 import { openExport, type ExtentExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
+import { loopUnavailable } from '../helpers/process';
 
 const DEVICE_BYTES = 8 * 1024 * 1024;
 const FILL = [0xa5, 0x5a];
-
-function hasLoop(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root for losetup';
-  try {
-    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'losetup not installed';
-  }
-}
 
 function attach(t: Test, image: string, readOnly = false): string {
   const args = readOnly ? ['-r', '-f', '--show', image] : ['-f', '--show', image];
@@ -97,7 +88,7 @@ async function openAlternating(t: Test): Promise<{ devices: string[]; extents: E
   return { devices, extents, size, pool, exp };
 }
 
-const skip = hasLoop();
+const skip = loopUnavailable();
 
 t.test('writes through an alternating map land exactly where the map says', { skip: skip ?? false },
   async (t) => {

@@ -9,20 +9,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { makeImage, runXvd, snapshotCatalog } from '../helpers/cli';
+import { loopUnavailable } from '../helpers/process';
 
 const MIB = 1024 * 1024;
 
-function canLoop(): string | null {
-  if (process.getuid?.() !== 0) return 'not root';
-  try {
-    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'losetup missing';
-  }
-}
-
-const reason = canLoop();
+const reason = loopUnavailable();
 if (reason !== null) {
   t.skip(`loop-device members: ${reason}`);
 } else {
