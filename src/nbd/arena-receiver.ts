@@ -59,7 +59,7 @@ export class ArenaReceiver implements Receiver {
 
   /** For net's onread.buffer: where the next socket read lands (see the header). */
   nextBuffer(): Buffer {
-    const pending = this.writePos - this.readPos;
+    const pending = this.length;
     // room for the rest of the frame in progress, or between frames for one like the last
     const expected = this.frameLength > 0
       ? this.frameLength
@@ -77,7 +77,7 @@ export class ArenaReceiver implements Receiver {
     if (buffer.length - this.writePos < room) {
       buffer = this.switchArena(pending, room);
     }
-    const rest = this.frameLength - pending;
+    const rest = this.frameRemaining;
     if (this.frameLength >= LIMITS.nbdRecvExactMin && rest > 0) {
       // a large frame's last read stops at its end: the next frame starts a read of its own,
       // with room for a whole frame like this one, so it never straddles an arena's end
@@ -88,7 +88,7 @@ export class ArenaReceiver implements Receiver {
 
   /** Bytes of the frame in progress still to arrive (0 between frames). */
   get frameRemaining(): number {
-    return Math.max(0, this.frameLength - (this.writePos - this.readPos));
+    return Math.max(0, this.frameLength - this.length);
   }
 
   /** For net's onread.callback: `length` bytes landed at the tail nextBuffer() gave. */
