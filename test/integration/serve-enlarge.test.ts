@@ -109,10 +109,18 @@ async function assertEnlarged(t: Test, socket: string): Promise<void> {
   client.end();
 }
 
-async function finish(t: Test, server: ChildProcess, catalog: string): Promise<void> {
-  await stopChild(server);
-  t.equal(server.exitCode, 0, 'serve exits 0 on SIGTERM');
-  const check = await runXvd(['check'], { catalog });
+/** Stops the old connection's loop (which must have seen no error), checks the enlarged VD
+ * through a new connection, stops the server and checks the catalog. */
+async function endEnlarged(t: Test, run: { loop: Awaited<ReturnType<typeof startLoop>>;
+  client: ScriptedClient; socket: string; server: ChildProcess; catalog: string }): Promise<void> {
+  run.loop.signal.stop = true;
+  const result = await run.loop.done;
+  t.equal(result.failure, null, `the old connection saw no error (${result.rounds} rounds)`);
+  run.client.end();
+  await assertEnlarged(t, run.socket);
+  await stopChild(run.server);
+  t.equal(run.server.exitCode, 0, 'serve exits 0 on SIGTERM');
+  const check = await runXvd(['check'], { catalog: run.catalog });
   t.equal(check.code, 0, check.stdout + check.stderr);
 }
 
@@ -126,12 +134,7 @@ t.test('xvd enlarge of a served VD does not interrupt a client writing and readi
     const enlarged = await runXvd(['enlarge', '1', String((NEW - OLD) / MiB)], { catalog });
     t.equal(enlarged.code, 0, enlarged.stderr);
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-    loop.signal.stop = true;
-    const result = await loop.done;
-    t.equal(result.failure, null, `the old connection saw no error (${result.rounds} rounds)`);
-    client.end();
-    await assertEnlarged(t, socket);
-    await finish(t, server, catalog);
+    await endEnlarged(t, { loop, client, socket, server, catalog });
   });
 
 t.test('while an enlarge is zeroing, old connections keep working and new ones get the old size',
@@ -155,10 +158,5 @@ t.test('while an enlarge is zeroing, old connections keep working and new ones g
     // phase two: zero the new range and clear the pending rows
     t.same(await zeroPending(direct), [1]);
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-    loop.signal.stop = true;
-    const result = await loop.done;
-    t.equal(result.failure, null, `the old connection saw no error (${result.rounds} rounds)`);
-    client.end();
-    await assertEnlarged(t, socket);
-    await finish(t, server, catalog);
+    await endEnlarged(t, { loop, client, socket, server, catalog });
   });

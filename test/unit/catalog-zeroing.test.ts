@@ -6,20 +6,20 @@ import t from 'tap';
 import {
   identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog,
 } from '../../src/catalog';
+import { loopUnavailable } from '../helpers/process';
 
 const MiB = 1024 * 1024;
 
-function hasLosetup(): boolean {
-  try {
-    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
-    return process.getuid?.() === 0;
-  } catch {
-    return false;
-  }
+/** Writes `image` as `sizeBytes` of `fill` and makes it a pool member of 4 MiB extents. */
+function formatFilePool(catalog: Catalog, image: string, sizeBytes: number, fill: number): void {
+  fs.writeFileSync(image, Buffer.alloc(sizeBytes, fill));
+  const st = fs.statSync(image);
+  catalog.formatMember({ path: image, kind: 'file', sizeBytes, extentSize: 4 * MiB,
+    identity: identityOfFile(st.dev, st.ino) });
 }
 
 t.test('zeroing a VD on a loop device member leaves its extents zero and the rest intact',
-  { skip: hasLosetup() ? false : 'needs root and losetup' }, async (t) => {
+  { skip: loopUnavailable() ?? false }, async (t) => {
     const dir = t.testdir();
     const image = path.join(dir, 'disk.img');
     fs.writeFileSync(image, Buffer.alloc(16 * MiB, 0xab));
@@ -46,12 +46,9 @@ t.test('zeroing left over from a VD whose extents went to another VD never touch
   async (t) => {
     const dir = t.testdir();
     const image = path.join(dir, 'pool.img');
-    fs.writeFileSync(image, Buffer.alloc(8 * MiB, 0xab));
-    const st = fs.statSync(image);
     const catalog = openCatalog(path.join(dir, 'catalog.sqlite'));
     t.teardown(() => catalog.close());
-    catalog.formatMember({ path: image, kind: 'file', sizeBytes: 8 * MiB, extentSize: 4 * MiB,
-      identity: identityOfFile(st.dev, st.ino) });
+    formatFilePool(catalog, image, 8 * MiB, 0xab);
     const a = catalog.createVd({ size: 8 * MiB });
     catalog.deleteVd(a.id);
     const b = catalog.createVd({ size: 8 * MiB, zero: false });
@@ -66,12 +63,9 @@ t.test('a crash between allocation and zeroing leaves the VD unserved until a la
   async (t) => {
     const dir = t.testdir();
     const image = path.join(dir, 'pool.img');
-    fs.writeFileSync(image, Buffer.alloc(8 * MiB, 0xab));
-    const st = fs.statSync(image);
     const file = path.join(dir, 'catalog.sqlite');
     const first = openCatalog(file);
-    first.formatMember({ path: image, kind: 'file', sizeBytes: 8 * MiB, extentSize: 4 * MiB,
-      identity: identityOfFile(st.dev, st.ino) });
+    formatFilePool(first, image, 8 * MiB, 0xab);
     const vd = first.createVd({ size: 4 * MiB });
     first.addVbd({ domain: 1, device: 'xvda', mode: 'w', source: { kind: 'vd', vdId: vd.id } });
     first.close(); // the process "dies" before zeroing
@@ -107,12 +101,9 @@ declare namespace Tap { type Test = typeof t }
 async function poolAfterDeletedVd(t: Tap.Test, extents: number): Promise<Catalog> {
   const dir = t.testdir();
   const image = path.join(dir, 'pool.img');
-  fs.writeFileSync(image, Buffer.alloc(extents * 4 * MiB));
-  const st = fs.statSync(image);
   const catalog = openCatalog(path.join(dir, 'catalog.sqlite'));
   t.teardown(() => catalog.close());
-  catalog.formatMember({ path: image, kind: 'file', sizeBytes: extents * 4 * MiB,
-    extentSize: 4 * MiB, identity: identityOfFile(st.dev, st.ino) });
+  formatFilePool(catalog, image, extents * 4 * MiB, 0);
   const a = catalog.createVd({ size: extents * 4 * MiB });
   t.same(await zeroPending(catalog), [a.id]);
   fs.writeFileSync(image, Buffer.alloc(extents * 4 * MiB, 0xab)); // A's owner fills its disk
