@@ -3,7 +3,7 @@
 // runs fio's nbd engine against it, stops the server with SIGTERM (so the profile is written),
 // and prints self time by function (top N) plus the server CPU seconds per GiB moved.
 // Usage: node scripts/bench/profile.js --catalog PATH [--job read-1m|write-1m|randread-4k|
-//   randwrite-4k] [--runtime S] [--threads N] [--top N] [--export NAME] [--no-prof]
+//   randwrite-4k|copy-to-null|copy-from-file] [--runtime S] [--copies N] [--source FILE] [--threads N] [--top N] [--export NAME] [--no-prof]
 //   [--tcp PORT] (TCP on 127.0.0.1:PORT instead of a Unix socket); XVD_MAIN=path/to/cli/main.js
 //   profiles another build (e.g. a worktree of an earlier commit) for A/B runs
 // A catalog with a VD attached as 1/xvda: `npm run bench -- --keep` leaves one under the temp dir.
@@ -19,10 +19,12 @@ const JOBS = {
   'randread-4k': ['--rw=randread', '--bs=4k', '--iodepth=32'],
   'randwrite-4k': ['--rw=randwrite', '--bs=4k', '--iodepth=32'],
 };
+/** nbdcopy jobs (multi-conn, as `npm run bench` runs them): the export to null:, a file into it. */
+const COPY_JOBS = new Set(['copy-to-null', 'copy-from-file']);
 
 function parse(argv) {
   const o = { catalog: null, job: 'read-1m', runtime: 5, threads: null, top: 25,
-    exportName: '1/xvda', prof: true, tcpPort: null };
+    exportName: '1/xvda', prof: true, tcpPort: null, copies: 3, source: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--catalog') o.catalog = argv[++i];
@@ -33,10 +35,14 @@ function parse(argv) {
     else if (a === '--export') o.exportName = argv[++i];
     else if (a === '--no-prof') o.prof = false;
     else if (a === '--tcp') o.tcpPort = Number(argv[++i]);
+    else if (a === '--copies') o.copies = Number(argv[++i]);
+    else if (a === '--source') o.source = argv[++i];
     else throw new Error(`unknown argument ${a}`);
   }
   if (o.catalog === null) throw new Error('--catalog is required');
-  if (!(o.job in JOBS)) throw new Error(`unknown job ${o.job}`);
+  if (!(o.job in JOBS) && !COPY_JOBS.has(o.job)) throw new Error(`unknown job ${o.job}`);
+  if (o.job === 'copy-from-file' && o.source === null) throw new Error('copy-from-file needs --source');
+  if (!(Number.isInteger(o.copies) && o.copies > 0 && o.copies <= 20)) throw new Error('--copies 1..20');
   return o;
 }
 
@@ -75,6 +81,23 @@ function summarise(profilePath, top) {
   }
 }
 
+/** Each nbdcopy in turn: MiB/s and server CPU s/GiB (the first copy also faults in buffers). */
+function runCopies(o, uri, pid) {
+  for (let copy = 1; copy <= o.copies; copy++) {
+    const [from, to] = o.job === 'copy-to-null' ? [uri, 'null:'] : [o.source, uri];
+    const before = cpuSeconds(pid);
+    const start = process.hrtime.bigint();
+    const run = spawnSync('nbdcopy', [from, to], { encoding: 'utf8' });
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const after = cpuSeconds(pid);
+    if (run.status !== 0) throw new Error(`nbdcopy: ${run.stderr}`);
+    const bytes = Number(spawnSync('nbdinfo', ['--size', uri], { encoding: 'utf8' }).stdout);
+    const gib = bytes / 2 ** 30;
+    console.log(`${o.job} ${copy}: ${(bytes / 1048576 / seconds).toFixed(0)} MiB/s, ` +
+      `server ${((after - before) / gib).toFixed(2)} cpu s/GiB`);
+  }
+}
+
 async function main() {
   const o = parse(process.argv.slice(2));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-prof-'));
@@ -92,17 +115,8 @@ async function main() {
     } else {
       await waitFor(sock, 15000);
     }
-    const before = cpuSeconds(server.pid);
-    const fio = spawnSync('fio', ['--name=job', '--ioengine=nbd', `--uri=${uri}`, ...JOBS[o.job],
-      `--runtime=${o.runtime}`, '--time_based', '--numjobs=1', '--output-format=json'],
-    { encoding: 'utf8', maxBuffer: 1 << 26 });
-    const after = cpuSeconds(server.pid);
-    if (fio.status !== 0) throw new Error(`fio: ${fio.stderr}${fio.stdout.slice(0, 500)}`);
-    const job = JSON.parse(fio.stdout.slice(fio.stdout.indexOf("{"))).jobs[0];
-    const bytes = job.read.io_bytes + job.write.io_bytes;
-    const iops = job.read.iops + job.write.iops;
-    console.log(`${o.job}: ${Math.round(iops)} IOPS, ${(bytes / 1048576 / o.runtime).toFixed(0)} MiB/s,` +
-      ` server ${((after - before) / (bytes / 2 ** 30)).toFixed(2)} cpu s/GiB`);
+    if (COPY_JOBS.has(o.job)) runCopies(o, uri, server.pid);
+    else runFio(o, uri, server.pid);
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
@@ -112,6 +126,21 @@ async function main() {
   if (file === undefined) throw new Error('no profile written');
   summarise(path.join(dir, file), o.top);
   console.log(`profile: ${path.join(dir, file)}`);
+}
+
+/** One fio job: IOPS, MiB/s and server CPU s/GiB. */
+function runFio(o, uri, pid) {
+  const before = cpuSeconds(pid);
+  const fio = spawnSync('fio', ['--name=job', '--ioengine=nbd', `--uri=${uri}`, ...JOBS[o.job],
+    `--runtime=${o.runtime}`, '--time_based', '--numjobs=1', '--output-format=json'],
+  { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const after = cpuSeconds(pid);
+  if (fio.status !== 0) throw new Error(`fio: ${fio.stderr}${fio.stdout.slice(0, 500)}`);
+  const job = JSON.parse(fio.stdout.slice(fio.stdout.indexOf("{"))).jobs[0];
+  const bytes = job.read.io_bytes + job.write.io_bytes;
+  const iops = job.read.iops + job.write.iops;
+  console.log(`${o.job}: ${Math.round(iops)} IOPS, ${(bytes / 1048576 / o.runtime).toFixed(0)} MiB/s,` +
+    ` server ${((after - before) / (bytes / 2 ** 30)).toFixed(2)} cpu s/GiB`);
 }
 
 main().catch((error) => {
