@@ -73,6 +73,8 @@ export interface CatalogProviderOptions {
   log: Logger;
   pool?: BackingPool;
   pollMs?: number;
+  /** heartbeat period; LIMITS.serveHeartbeatMs unless a test wants it sooner */
+  heartbeatMs?: number;
 }
 
 /** `DOMAIN/DEVICE` → parts, or null when the name is not of that shape. */
@@ -87,6 +89,7 @@ export class CatalogProvider implements ExportProvider {
   private readonly log: Logger;
   private readonly pool: BackingPool;
   private readonly pollMs: number;
+  private readonly heartbeatMs: number;
   private readonly entries = new Map<string, Entry>();
   /** vdId → number of entries holding its lease */
   private readonly leaseRefs = new Map<number, number>();
@@ -104,6 +107,7 @@ export class CatalogProvider implements ExportProvider {
     this.log = options.log;
     this.pool = options.pool ?? new BackingPool();
     this.pollMs = options.pollMs ?? LIMITS.servePollMs;
+    this.heartbeatMs = options.heartbeatMs ?? LIMITS.serveHeartbeatMs;
   }
 
   /** Registers this server in the catalog and starts watching it. */
@@ -114,7 +118,7 @@ export class CatalogProvider implements ExportProvider {
     this.dataVersionSeen = this.catalog.dataVersion();
     this.timerPoll = setInterval(() => void this.poll(), this.pollMs);
     this.timerPoll.unref();
-    this.timerHeartbeat = setInterval(() => this.heartbeat(), LIMITS.serveHeartbeatMs);
+    this.timerHeartbeat = setInterval(() => this.heartbeat(), this.heartbeatMs);
     this.timerHeartbeat.unref();
     this.log.info({ serverId: this.serverId }, 'registered in the catalog');
   }

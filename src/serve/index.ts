@@ -23,6 +23,8 @@ export interface ServeOptions {
   /** one connection on stdin/stdout, then exit */
   isStdio: boolean;
   tls: TlsOptions;
+  /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
+  heartbeatMs?: number;
   /** resolves when listening (tests, quickstart) */
   onListening?: (addresses: (string | { address: string; port: number })[]) => void;
 }
@@ -54,7 +56,8 @@ export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
 /** Starts serving; returns once every listener is up. */
 export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const catalog = openCatalog(options.catalogPath);
-  const provider = new CatalogProvider({ catalog, log });
+  const provider = new CatalogProvider({ catalog, log,
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
   const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
   const server = createServer({ provider, tls: options.tls, log, receive });
