@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import { openCatalog } from '../catalog/index';
 import { UsageError } from '../errors';
 import { LIMITS } from '../limits';
-import { log } from '../log';
+import { log, type Logger } from '../log';
 import { createServer, listenFdsFromEnv, readPskFile, readX509Dir } from '../nbd/index';
 import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
@@ -23,6 +23,8 @@ export interface ServeOptions {
   /** one connection on stdin/stdout, then exit */
   isStdio: boolean;
   tls: TlsOptions;
+  /** the root logger unless a test passes its own */
+  log?: Logger;
   /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
   heartbeatMs?: number;
   /** resolves when listening (tests, quickstart) */
@@ -56,11 +58,12 @@ export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
 /** Starts serving; returns once every listener is up. */
 export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const catalog = openCatalog(options.catalogPath);
-  const provider = new CatalogProvider({ catalog, log,
+  const logger = options.log ?? log;
+  const provider = new CatalogProvider({ catalog, log: logger,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
   const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
-  const server = createServer({ provider, tls: options.tls, log, receive });
+  const server = createServer({ provider, tls: options.tls, log: logger, receive });
   provider.start(server);
   const addresses: (string | { address: string; port: number })[] = [];
   const inherited = options.isStdio ? [] : listenFdsFromEnv();
