@@ -46,6 +46,10 @@ export const ERRORS = {
   ERR_VBD_SHARING: 'vbd add / undelete: a VBD and another VBD, a VD or a pool member would share '
     + 'bytes (or storage under another name) beyond the expert level',
 
+  // --- serve ---
+  ERR_SERVE_CATALOG_WRITER: 'serve: the catalog writer thread is gone (it exited, or was closed): '
+    + 'heartbeats and lease writes fail, so opens of VD exports fail until the server restarts',
+
   // --- io (sys, backing, engine) ---
   ERR_IO_SYSCALL: 'a backing syscall failed; see .errno and .syscall',
 

@@ -141,6 +141,9 @@ export const LIMITS = {
   serveTickMs: 1_000,
   /** serve: heartbeat into the catalog's servers table (informational; liveness is pid based). */
   serveHeartbeatMs: 5_000,
+  /** serve: at stop, the catalog writer thread gets this long to finish its last write and close
+   * its connection before it is terminated; a write may wait catalogBusyTimeoutMs for the lock. */
+  serveWriterCloseMs: 35_000,
   /** serve: libuv pool threads unless --threads says otherwise (node-perf.md: 1-2 beats 4 on
    * this 2-core machine: fewer threads batch completions). */
   serveThreadsDefault: 2,
