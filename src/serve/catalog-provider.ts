@@ -35,17 +35,30 @@
  * else can take those extents meanwhile (the VD is live, and leased besides; the allocator takes
  * only dead, unleased VDs' extents). A connection must reconnect to see the new size.
  *
+ * Writes off the event loop: heartbeats and leases are written through a CatalogWriter
+ * (catalog-writer.ts); `xvd serve` passes one over a worker thread, so that a commit's fsync or a
+ * wait for a CLI's write lock never stalls the connections this thread serves. Reads stay here.
+ * Register and unregister stay on this thread's connection: they run once, at start and stop,
+ * and unregistering (which deletes this server's leases too) must work even if the writer died.
+ * Lease writes are therefore asynchronous, and the rules are: an open answers only after its
+ * acquireLease committed (serving before the lease is committed is never allowed); a release is
+ * sent only after fence and drain, and may commit later (holding a lease a little longer is
+ * always safe); the takes and drops of one VD run one after another (leaseQueues), so its
+ * reference count and its lease row agree; stop() waits for every open, retire and release in
+ * flight before it unregisters. A heartbeat still running at the next tick skips that tick.
+ *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
  */
 import assert from 'node:assert';
 import { BackingPool } from '../backing/pool';
-import type { Catalog, ResolvedVbd } from '../catalog/index';
+import type { Catalog, Lease, ResolvedVbd } from '../catalog/index';
 import { openExport, type ExtentExport } from '../engine/extent-export';
 import { EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
+import { catalogWriterOf, type CatalogWriter } from './catalog-writer';
 
 /**
  * Resolve-and-lease attempts per open. Each retry follows a commit that changed the VD between
@@ -70,6 +83,8 @@ interface Entry {
 
 export interface CatalogProviderOptions {
   catalog: Catalog;
+  /** where heartbeats and leases are written; in process through `catalog` unless given */
+  writer?: CatalogWriter;
   log: Logger;
   pool?: BackingPool;
   pollMs?: number;
@@ -86,14 +101,22 @@ export function parseExportName(name: string): { domain: number; device: string 
 
 export class CatalogProvider implements ExportProvider {
   private readonly catalog: Catalog;
+  private readonly writer: CatalogWriter;
   private readonly log: Logger;
   private readonly pool: BackingPool;
   private readonly pollMs: number;
   private readonly heartbeatMs: number;
   private readonly entries = new Map<string, Entry>();
+  /** entries not yet closed, in the table or retired and still used */
+  private readonly live = new Set<Entry>();
   /** vdId → number of entries holding its lease */
   private readonly leaseRefs = new Map<number, number>();
-  private readonly fences = new Set<Promise<void>>();
+  /** vdId → the last lease take or drop of that VD queued (leaseQueued) */
+  private readonly leaseQueues = new Map<number, Promise<void>>();
+  private readonly opening = new Set<Promise<unknown>>();
+  private readonly retiring = new Set<Promise<void>>();
+  private heartbeatRunning: Promise<void> | null = null;
+  private isStopping = false;
   private fencer: Fencer | null = null;
   private serverId: number | null = null;
   private timerPoll: NodeJS.Timeout | null = null;
@@ -104,6 +127,7 @@ export class CatalogProvider implements ExportProvider {
 
   constructor(options: CatalogProviderOptions) {
     this.catalog = options.catalog;
+    this.writer = options.writer ?? catalogWriterOf(options.catalog);
     this.log = options.log;
     this.pool = options.pool ?? new BackingPool();
     this.pollMs = options.pollMs ?? LIMITS.servePollMs;
@@ -142,20 +166,36 @@ export class CatalogProvider implements ExportProvider {
     const parts = parseExportName(name);
     if (parts === null) return null;
     if (domain !== null && parts.domain !== domain) return null;
+    if (this.isStopping) return null;
     const existing = this.entries.get(name);
     if (existing !== undefined && !existing.isRetired) return this.handleOf(existing);
-    const entry = await this.openEntry(name, parts.domain, parts.device);
-    return entry === null ? null : this.handleOf(entry);
+    const opening = this.openEntry(name, parts.domain, parts.device);
+    this.opening.add(opening);
+    try {
+      const entry = await opening;
+      return entry === null ? null : this.handleOf(entry);
+    } finally {
+      this.opening.delete(opening);
+    }
   }
 
-  /** Fences every export, releases every lease, leaves the catalog. */
+  /**
+   * Fences every export, releases every lease, leaves the catalog: opens in flight finish (and
+   * give their lease back), every entry is retired with a fence, every release is committed (or
+   * has failed, logged), the last heartbeat has ended; only then is the server unregistered.
+   */
   async stop(): Promise<void> {
+    this.isStopping = true;
     if (this.timerPoll !== null) clearInterval(this.timerPoll);
     if (this.timerHeartbeat !== null) clearInterval(this.timerHeartbeat);
     this.timerPoll = null;
     this.timerHeartbeat = null;
-    await Promise.all([...this.fences]);
-    for (const entry of [...this.entries.values()]) await this.retire(entry, true);
+    await Promise.allSettled([...this.opening]);
+    for (const entry of [...this.live]) await this.retire(entry, true);
+    await Promise.all([...this.retiring]);
+    await Promise.all([...this.leaseQueues.values()]);
+    await this.heartbeatRunning;
+    assert(this.leaseRefs.size === 0, 'stop: a lease is still counted after every retire');
     if (this.serverId !== null) this.catalog.unregisterServer(this.serverId);
     this.serverId = null;
     await this.pool.close();
@@ -171,7 +211,10 @@ export class CatalogProvider implements ExportProvider {
         isReleased = true;
         entry.refs -= 1;
         assert(entry.refs >= 0);
-        if (entry.refs === 0) void this.retire(entry, false);
+        if (entry.refs === 0) {
+          this.retire(entry, false).catch((error: unknown) =>
+            this.log.error({ err: error, export: entry.name }, 'retire failed'));
+        }
       },
     };
   }
@@ -190,12 +233,12 @@ export class CatalogProvider implements ExportProvider {
    * of its zeroing, committed meanwhile) it resolves again, so an open at that instant gets the
    * old or the new size rather than no export.
    */
-  private resolveLeased(domain: number, device: string): ResolvedVbd | null {
+  private async resolveLeased(domain: number, device: string): Promise<ResolvedVbd | null> {
     for (let attempt = 0; attempt < OPEN_RESOLVE_TRIES; attempt++) {
       const resolved = this.resolve(domain, device);
       if (resolved === null || resolved.isDangling) return null;
       if (resolved.vdId === null) return resolved;
-      const lease = this.takeLease(resolved);
+      const lease = await this.takeLease(resolved);
       if (lease === 'taken') return resolved;
       if (lease === 'gone') return null;
     }
@@ -204,71 +247,116 @@ export class CatalogProvider implements ExportProvider {
 
   private async openEntry(name: string, domain: number, device: string): Promise<Entry | null> {
     assert(this.serverId !== null, 'open before start');
-    const resolved = this.resolveLeased(domain, device);
+    const resolved = await this.resolveLeased(domain, device);
     if (resolved === null) return null;
-    // the lease is held (or there is no VD): the extents are this VD's until we release it
+    // the lease is committed (or there is no VD): the extents are this VD's until we release it
     let exp: ExtentExport;
     try {
       exp = await openExport({ name, description: describe(resolved), mode: resolved.mode,
         size: resolved.size, extents: resolved.extents, pool: this.pool });
     } catch (error) {
-      if (resolved.vdId !== null) this.dropLease(resolved.vdId);
+      if (resolved.vdId !== null) await this.dropLease(resolved.vdId);
       this.log.error({ err: error, export: name }, 'open: backing failed');
       return null;
     }
     const raced = this.entries.get(name);
-    if (raced !== undefined && !raced.isRetired) {
-      // another open of the same name finished first: use it, drop ours
+    if (this.isStopping || (raced !== undefined && !raced.isRetired)) {
+      // stopping, or another open of the same name finished first (use it): drop ours
       await exp.close();
-      if (resolved.vdId !== null) this.dropLease(resolved.vdId);
-      return raced;
+      if (resolved.vdId !== null) await this.dropLease(resolved.vdId);
+      return this.isStopping ? null : raced ?? null;
     }
     const entry: Entry = { name, resolved, export: exp, refs: 0, isRetired: false,
       isClosed: false };
     this.entries.set(name, entry);
+    this.live.add(entry);
     this.log.info({ export: name, vd: resolved.vdId, size: resolved.size,
       extents: resolved.extents.length, mode: resolved.mode }, 'export opened');
     return entry;
   }
 
-  /** Takes (or shares) the lease of a resolved VD, unless the VD died or changed meanwhile. */
-  private takeLease(resolved: ResolvedVbd): 'taken' | 'changed' | 'gone' {
+  /**
+   * Takes (or shares) the lease of a resolved VD, unless the VD died or changed meanwhile.
+   * Resolves once the lease is committed.
+   */
+  private takeLease(resolved: ResolvedVbd): Promise<'taken' | 'changed' | 'gone'> {
     assert(resolved.vdId !== null);
-    assert(this.serverId !== null);
     const vdId = resolved.vdId;
-    const refs = this.leaseRefs.get(vdId) ?? 0;
-    if (refs === 0) {
-      try {
-        const lease = this.catalog.acquireLease(this.serverId, vdId);
-        if (lease.generation !== resolved.generation) {
-          this.catalog.releaseLease(this.serverId, vdId);
-          return 'changed';
-        }
-      } catch (error) {
-        if (error instanceof EmuError) return 'gone';
-        throw error;
+    return this.leaseQueued(vdId, async () => {
+      assert(this.serverId !== null);
+      const refs = this.leaseRefs.get(vdId) ?? 0;
+      if (refs === 0) {
+        const outcome = await this.acquireLease(this.serverId, resolved);
+        if (outcome !== 'taken') return outcome;
       }
-    }
-    this.leaseRefs.set(vdId, refs + 1);
-    return 'taken';
+      this.leaseRefs.set(vdId, refs + 1);
+      return 'taken';
+    });
   }
 
-  private dropLease(vdId: number): void {
-    const refs = this.leaseRefs.get(vdId) ?? 0;
-    assert(refs > 0);
-    if (refs > 1) {
-      this.leaseRefs.set(vdId, refs - 1);
-      return;
+  private async acquireLease(serverId: number, resolved: ResolvedVbd):
+    Promise<'taken' | 'changed' | 'gone'> {
+    assert(resolved.vdId !== null);
+    let lease: Lease;
+    try {
+      lease = await this.writer.acquireLease(serverId, resolved.vdId);
+      if (lease.generation === resolved.generation) return 'taken';
+      await this.writer.releaseLease(serverId, resolved.vdId);
+      return 'changed';
+    } catch (error) {
+      if (!(error instanceof EmuError)) throw error;
+      if (error.code === 'ERR_SERVE_CATALOG_WRITER') {
+        this.log.error({ err: error, vd: resolved.vdId }, 'open: cannot lease the VD');
+      }
+      return 'gone';
     }
-    this.leaseRefs.delete(vdId);
-    if (this.serverId !== null) this.catalog.releaseLease(this.serverId, vdId);
+  }
+
+  /** Gives back one reference to a VD's lease; the last one releases it in the catalog. */
+  private dropLease(vdId: number): Promise<void> {
+    return this.leaseQueued(vdId, async () => {
+      const refs = this.leaseRefs.get(vdId) ?? 0;
+      assert(refs > 0);
+      if (refs > 1) {
+        this.leaseRefs.set(vdId, refs - 1);
+        return;
+      }
+      this.leaseRefs.delete(vdId);
+      if (this.serverId === null) return;
+      try {
+        await this.writer.releaseLease(this.serverId, vdId);
+      } catch (error) {
+        // still held: it stops counting when this server unregisters (stop) or dies
+        this.log.error({ err: error, vd: vdId }, 'lease release failed; kept until stop');
+      }
+    });
+  }
+
+  /** Runs `work` after every lease take or drop of the VD queued before it. */
+  private leaseQueued<T>(vdId: number, work: () => Promise<T>): Promise<T> {
+    const before = this.leaseQueues.get(vdId) ?? Promise.resolve();
+    const result = before.then(work);
+    const tail = result.then(() => undefined, () => undefined);
+    this.leaseQueues.set(vdId, tail);
+    void tail.then(() => {
+      if (this.leaseQueues.get(vdId) === tail) this.leaseQueues.delete(vdId);
+    });
+    return result;
   }
 
   /**
    * Takes an entry out of the table. With `isFence`, connections bound to it are fenced and
    * drained first; the Export is closed and the lease released once nothing uses it.
    */
-  private async retire(entry: Entry, isFence: boolean): Promise<void> {
+  private retire(entry: Entry, isFence: boolean): Promise<void> {
+    const work = this.retireNow(entry, isFence);
+    this.retiring.add(work);
+    const forget = (): void => void this.retiring.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
+  private async retireNow(entry: Entry, isFence: boolean): Promise<void> {
     if (this.entries.get(entry.name) === entry) this.entries.delete(entry.name);
     entry.isRetired = true;
     if (isFence && this.fencer !== null && entry.refs > 0) {
@@ -277,18 +365,23 @@ export class CatalogProvider implements ExportProvider {
     if (entry.isClosed) return;
     if (!isFence && entry.refs > 0) return;
     entry.isClosed = true;
+    this.live.delete(entry);
     await entry.export.close().catch((error: unknown) =>
       this.log.error({ err: error, export: entry.name }, 'close failed'));
-    if (entry.resolved.vdId !== null) this.dropLease(entry.resolved.vdId);
+    // fenced and drained (or unused): only now may the catalog hand the extents on
+    if (entry.resolved.vdId !== null) await this.dropLease(entry.resolved.vdId);
   }
 
+  /** One heartbeat at a time: a tick that finds the last one still running skips. */
   private heartbeat(): void {
     if (this.serverId === null) return;
-    try {
-      this.catalog.heartbeat(this.serverId);
-    } catch (error) {
-      this.log.error({ err: error }, 'heartbeat failed');
+    if (this.heartbeatRunning !== null) {
+      this.log.debug('heartbeat skipped: the previous one is still running');
+      return;
     }
+    this.heartbeatRunning = this.writer.heartbeat(this.serverId)
+      .catch((error: unknown) => this.log.error({ err: error }, 'heartbeat failed'))
+      .finally(() => (this.heartbeatRunning = null));
   }
 
   private async poll(): Promise<void> {
@@ -323,9 +416,7 @@ export class CatalogProvider implements ExportProvider {
         continue;
       }
       this.log.info({ export: entry.name, vd: entry.resolved.vdId }, 'fencing export: ' + verdict);
-      const fence = this.retire(entry, true);
-      this.fences.add(fence);
-      work.push(fence.finally(() => this.fences.delete(fence)));
+      work.push(this.retire(entry, true));
     }
     await Promise.all(work);
   }

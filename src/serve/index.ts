@@ -4,6 +4,11 @@
  * (TCP, Unix sockets, systemd-inherited fds, or one connection on stdin/stdout), and shuts down
  * cleanly on SIGTERM/SIGINT: stop listening, let requests in flight finish, flush, release every
  * lease, leave the catalog, exit 0.
+ *
+ * Catalog writes made while serving (heartbeats, leases) go through a CatalogWriterThread, a
+ * worker thread with its own connection (catalog-writer-thread.ts), so that no commit stalls the
+ * event loop; it is started before the server and closed after the provider stopped (every
+ * release committed, the server unregistered), on the error paths of startServe too.
  */
 import fs from 'node:fs';
 import { openCatalog } from '../catalog/index';
@@ -13,6 +18,7 @@ import { log, type Logger } from '../log';
 import { createServer, listenFdsFromEnv, readPskFile, readX509Dir } from '../nbd/index';
 import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
+import { CatalogWriterThread } from './catalog-writer-thread';
 
 export interface ServeOptions {
   catalogPath: string;
@@ -34,6 +40,8 @@ export interface ServeOptions {
 export interface RunningServe {
   server: NbdServer;
   provider: CatalogProvider;
+  /** the catalog writer thread (tests terminate its worker) */
+  writer: CatalogWriterThread;
   addresses: (string | { address: string; port: number })[];
   /** graceful stop: drain, flush, release leases, leave the catalog */
   stop(): Promise<void>;
@@ -57,14 +65,54 @@ export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
 
 /** Starts serving; returns once every listener is up. */
 export async function startServe(options: ServeOptions): Promise<RunningServe> {
-  const catalog = openCatalog(options.catalogPath);
   const logger = options.log ?? log;
-  const provider = new CatalogProvider({ catalog, log: logger,
+  const catalog = openCatalog(options.catalogPath);
+  let writer: CatalogWriterThread;
+  try {
+    writer = await CatalogWriterThread.start(catalog.path, logger);
+  } catch (error) {
+    catalog.close();
+    throw error;
+  }
+  const provider = new CatalogProvider({ catalog, writer, log: logger,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
   const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
   const server = createServer({ provider, tls: options.tls, log: logger, receive });
-  provider.start(server);
+  const addresses: (string | { address: string; port: number })[] = [];
+  try {
+    provider.start(server);
+    addresses.push(...await listenAll(server, options));
+  } catch (error) {
+    try {
+      await server.close({ graceMs: 0 });
+      await provider.stop();
+    } finally {
+      await writer.close();
+      catalog.close();
+    }
+    throw error;
+  }
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      try {
+        await server.close({ graceMs: LIMITS.nbdCloseGraceMs });
+        await provider.stop();
+      } finally {
+        await writer.close();
+        catalog.close();
+      }
+      for (const socketPath of options.sockets) fs.rmSync(socketPath, { force: true });
+    })();
+    return stopping;
+  };
+  options.onListening?.(addresses);
+  return { server, provider, writer, addresses, stop };
+}
+
+async function listenAll(server: NbdServer, options: ServeOptions):
+  Promise<(string | { address: string; port: number })[]> {
   const addresses: (string | { address: string; port: number })[] = [];
   const inherited = options.isStdio ? [] : listenFdsFromEnv();
   const targets: ListenTarget[] = [
@@ -72,31 +120,13 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     ...options.tcp,
     ...options.sockets.map((socketPath) => ({ path: socketPath })),
   ];
-  try {
-    for (const target of targets) {
-      if ('path' in target && fs.existsSync(target.path)) removeStaleSocket(target.path);
-      const address = await server.listen(target);
-      addresses.push(typeof address === 'string' ? address
-        : { address: address.address, port: address.port });
-    }
-  } catch (error) {
-    await server.close({ graceMs: 0 });
-    await provider.stop();
-    catalog.close();
-    throw error;
+  for (const target of targets) {
+    if ('path' in target && fs.existsSync(target.path)) removeStaleSocket(target.path);
+    const address = await server.listen(target);
+    addresses.push(typeof address === 'string' ? address
+      : { address: address.address, port: address.port });
   }
-  let stopping: Promise<void> | null = null;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      await server.close({ graceMs: LIMITS.nbdCloseGraceMs });
-      await provider.stop();
-      catalog.close();
-      for (const socketPath of options.sockets) fs.rmSync(socketPath, { force: true });
-    })();
-    return stopping;
-  };
-  options.onListening?.(addresses);
-  return { server, provider, addresses, stop };
+  return addresses;
 }
 
 /** A Unix socket path left by a dead server is removed; anything else there is refused. */
