@@ -1,13 +1,14 @@
 /**
  * serve-catalog helper: a catalog with writable VDs attached as `1/xvda`, `1/xvdb`, … for tests
  * of `xvd serve` against the catalog; another process holding the catalog's write lock
- * (`BEGIN IMMEDIATE`) for a while, as a CLI command in the middle of a transaction would; and
- * what the catalog says about servers and leases afterwards.
+ * (`BEGIN IMMEDIATE`) for a while, as a CLI command in the middle of a transaction would; what
+ * the catalog says about servers and leases afterwards; and a logger whose lines a test reads.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import pino from 'pino';
 import { identityOfFile, openCatalog, zeroPending } from '../../src/catalog';
 import { ScriptedClient } from './nbd-client';
 
@@ -123,4 +124,18 @@ export function serversAndLeases(catalogPath: string): CatalogServers {
   } finally {
     db.close();
   }
+}
+
+export interface LogLine {
+  level: number;
+  msg: string;
+}
+
+/** A pino logger at `level` whose lines land, parsed, in `lines`. */
+export function captureLog(level = 'debug'): { log: pino.Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const log = pino({ level }, { write: (line: string) => {
+    lines.push(JSON.parse(line) as LogLine);
+  } });
+  return { log, lines };
 }

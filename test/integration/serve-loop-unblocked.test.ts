@@ -11,7 +11,7 @@ import { startServe, type RunningServe } from '../../src/serve/index';
 import { connectUnix, quietLog } from '../helpers/nbd-client';
 import { shortTempDir } from '../helpers/process';
 import {
-  DISK_BYTES, holdWriteLock, makeServedCatalog, readLatencies, serversAndLeases,
+  DISK_BYTES, captureLog, holdWriteLock, makeServedCatalog, readLatencies, serversAndLeases,
 } from '../helpers/serve-catalog';
 
 const LOCK_HOLD_MS = 2000;
@@ -19,11 +19,11 @@ const LOCK_HOLD_MS = 2000;
 const LATENCY_MAX_MS = 500;
 const READS_MAX = 20_000;
 
-async function serve(t: Test, catalogPath: string, heartbeatMs: number):
+async function serve(t: Test, catalogPath: string, heartbeatMs: number, log = quietLog):
   Promise<{ running: RunningServe; socket: string }> {
   const socket = path.join(shortTempDir(t), 'nbd.sock');
   const running = await startServe({ catalogPath, tcp: [], sockets: [socket], isStdio: false,
-    tls: { mode: 'off' }, log: quietLog, heartbeatMs });
+    tls: { mode: 'off' }, log, heartbeatMs });
   t.teardown(() => running.stop());
   return { running, socket };
 }
@@ -37,14 +37,20 @@ function assertPromptly(t: Test, latencies: number[]): void {
 
 t.test('a heartbeat waiting for the catalog write lock does not stall READs', async (t) => {
   const catalogPath = await makeServedCatalog(t.testdir(), 1);
-  const { running, socket } = await serve(t, catalogPath, 100);
+  const { log, lines } = captureLog();
+  const { running, socket } = await serve(t, catalogPath, 100, log);
   const client = await connectUnix(socket);
   const { size } = await client.handshake({ name: '1/xvda' });
   t.equal(size, BigInt(DISK_BYTES));
   await readLatencies(client, new Promise((resolve) => setTimeout(resolve, 300)), 100);
   const lock = holdWriteLock(catalogPath, LOCK_HOLD_MS);
   await lock.locked;
+  const skippedBefore = lines.filter((line) => line.msg.startsWith('heartbeat skipped')).length;
   assertPromptly(t, await readLatencies(client, lock.released, READS_MAX));
+  const skipped = lines.filter((line) => line.msg.startsWith('heartbeat skipped')).length;
+  t.ok(skipped > skippedBefore, `the heartbeat waited for the lock: ${skipped - skippedBefore} `
+    + 'ticks skipped meanwhile, not queued');
+  t.notOk(lines.some((line) => line.msg === 'heartbeat failed'), 'and then committed');
   client.end();
   await running.stop();
   t.same(serversAndLeases(catalogPath), { servers: [], leases: [] },
