@@ -3,8 +3,10 @@
  * dist/): an export opened, closed and reopened in quick succession, and opened by several
  * clients at once, leaves exactly the leases it should (one while any client is connected, none
  * after the last one left); `xvd check` finds nothing wrong; SIGTERM releases every lease and
- * unregisters the server.
+ * unregisters the server. A serve that cannot listen exits at once (its writer thread closed),
+ * registered nowhere.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { runXvd, startServeOnSocket } from '../helpers/cli';
@@ -82,4 +84,17 @@ t.test('open, close and reopen in quick succession leave exactly the leases expe
     t.same(serversAndLeases(catalog), { servers: [], leases: [] },
       'stop released every lease and unregistered');
     await checkClean(t, catalog, 'after stop');
+  });
+
+t.test('a serve that cannot listen exits with its usage error and leaves no server behind',
+  async (t) => {
+    const catalog = await makeServedCatalog(t.testdir(), 1);
+    const notSocket = path.join(shortTempDir(t), 'file');
+    fs.writeFileSync(notSocket, 'not a socket');
+    const started = Date.now();
+    const served = await runXvd(['serve', '--socket', notSocket], { catalog, timeoutMs: 20_000 });
+    t.equal(served.code, 2, `exit 2: ${served.stderr}`);
+    t.match(served.stderr, /exists and is not a socket/);
+    t.ok(Date.now() - started < 15_000, 'promptly: nothing kept the process alive');
+    t.same(serversAndLeases(catalog), { servers: [], leases: [] }, 'registered nowhere');
   });
