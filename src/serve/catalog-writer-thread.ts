@@ -33,9 +33,10 @@ import {
   type WriterRequest,
 } from './catalog-writer';
 
-/** A request as sent, without its id. */
-type Request = WriterRequest extends infer R ? R extends { id: number } ? Omit<R, 'id'> : never
-  : never;
+/** Each member of a union without its id (Omit on the union itself would merge them). */
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+/** A request as the caller gives it; request() numbers it. */
+type Request = WithoutId<WriterRequest>;
 
 interface Pending {
   resolve(lease: Lease | null): void;
