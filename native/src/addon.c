@@ -185,6 +185,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "blkGetSectorSize", xvd_blk_get_sector_size);
   set_fn(env, exports, "blkGetDiscardZeroes", xvd_blk_get_discard_zeroes);
   set_fn(env, exports, "preadNoWait", xvd_pread_nowait);
+  set_fn(env, exports, "pwriteBatch", xvd_pwrite_batch);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
   set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);
   napi_value constants;

@@ -46,6 +46,9 @@ int xvd_fallocate(int fd, int mode, int64_t offset, int64_t length);
 /* pread-nowait.c: synchronous preadv2(RWF_NOWAIT); bytes or -errno */
 napi_value xvd_pread_nowait(napi_env env, napi_callback_info info);
 
+/* pwrite-batch.c: every piece of one request in one pool job; callback(error, index) */
+napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info);
+
 /* sockopt.c: synchronous int socket options; 0/value or -errno */
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);

@@ -35,6 +35,12 @@ export interface Backing {
   readonly sectorSize: number;
   /** whether trim does anything on this backing (learned; may turn false) */
   readonly canTrim: boolean;
+  /**
+   * A writable descriptor the engine may hand to sys.pwriteBatch (every piece of a request in one
+   * pool job) instead of calling write() per piece; -1 when writes must go through write()
+   * (memory, read-only, fault injection). Valid until close().
+   */
+  readonly batchFd: number;
 
   /** pread: `callback(error, bytesRead)`; a short count means EOF for files */
   read(

@@ -31,6 +31,10 @@ export abstract class FdBacking implements Backing {
   private canReadInline = sys.isNative;
   private closing: Promise<void> | null = null;
 
+  get batchFd(): number {
+    return this.isWritable && this.closing === null ? this.fd : -1;
+  }
+
   constructor(path: string, fd: number, isWritable: boolean) {
     assert(Number.isInteger(fd) && fd >= 0);
     this.path = path;

@@ -15,6 +15,7 @@ function errnoError(code: string, syscall: string, message: string): NodeJS.Errn
 export class MemoryBacking implements Backing {
   readonly kind = 'memory' as const;
   readonly sectorSize = 1;
+  readonly batchFd = -1;
   readonly canTrim: boolean;
   readonly path: string;
   readonly isWritable: boolean;

@@ -32,6 +32,7 @@ import { IoError } from '../errors';
 import { LIMITS } from '../limits';
 import type { BackingPool, BackingMode, PooledBacking } from '../backing/pool';
 import { FileBacking } from '../backing/file-backing';
+import { BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch } from '../backing/batch';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
 import type { Export, ReadPiece, StatusRun, WriteFlags, ZeroFlags } from './export';
 
@@ -50,6 +51,8 @@ interface EngineState {
   /** entries[i] backs map.paths[i] */
   readonly entries: readonly PooledBacking[];
   readonly size: number;
+  /** batchFds[i]: entries[i]'s descriptor for writeBatch; null when one of them has none */
+  readonly batchFds: readonly number[] | null;
 }
 
 /** What a Job reports to when it settles: the export's in-flight count. */
@@ -197,6 +200,72 @@ function visitWrite(
   writePiece(job, entry, job.bufferBase + offsetRequest, length, offsetBacking, 0);
 }
 
+/** writeBatch's pieces for the request being issued (the call copies them: one array serves). */
+let batchPieces = new Float64Array(BATCH_PIECE_FIELDS * 64);
+let batchCount = 0;
+
+/**
+ * Issues a write as one writeBatch job (one pool hand-off for all its pieces). False when the
+ * request has more pieces than one batch takes: the caller then issues them one by one.
+ */
+function issueBatch(job: Job, offset: number, length: number): boolean {
+  batchCount = 0;
+  visitSafely(job, offset, length, visitBatch);
+  if (job.error !== null || batchCount === 0) return true;
+  if (batchCount > BATCH_PIECES_MAX) {
+    job.touched = null;
+    return false;
+  }
+  job.pending++;
+  writeBatch(job.buffer, batchPieces.subarray(0, BATCH_PIECE_FIELDS * batchCount),
+    (error, index) => finishBatch(job, error, index));
+  return true;
+}
+
+function visitBatch(
+  job: Job,
+  backingIndex: number,
+  offsetBacking: number,
+  length: number,
+  offsetRequest: number,
+): void {
+  const fds = job.state.batchFds;
+  const entry = job.state.entries[backingIndex];
+  assert(fds !== null && entry !== undefined);
+  if (batchCount < BATCH_PIECES_MAX) {
+    let at = BATCH_PIECE_FIELDS * batchCount;
+    if (at + BATCH_PIECE_FIELDS > batchPieces.length) {
+      const grown = new Float64Array(2 * batchPieces.length);
+      grown.set(batchPieces);
+      batchPieces = grown;
+    }
+    batchPieces[at++] = fds[backingIndex]!;
+    batchPieces[at++] = job.bufferBase + offsetRequest;
+    batchPieces[at++] = length;
+    batchPieces[at] = offsetBacking;
+  }
+  batchCount++;
+  job.touch(entry);
+}
+
+function finishBatch(job: Job, error: NodeJS.ErrnoException | null, index: number): void {
+  forEachTouched(job.touched, (entry) => entry.markDirty());
+  if (error !== null) {
+    job.error ??= pieceError(error, 'write');
+  } else if (index >= 0) {
+    job.error ??= new IoError('EIO', 'write', `write: EIO: short write of piece ${index}`);
+  }
+  finishWrite(job);
+}
+
+function forEachTouched(
+  touched: PooledBacking | PooledBacking[] | null, visit: (entry: PooledBacking) => void,
+): void {
+  if (touched === null) return;
+  if (Array.isArray(touched)) touched.forEach(visit);
+  else visit(touched);
+}
+
 async function settleAll(runs: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(runs);
   for (const result of results) {
@@ -259,7 +328,9 @@ export class ExtentExport implements Export, JobOwner {
       assert(entry !== undefined);
       return entry;
     });
-    return { map, entries, size };
+    const fds = entries.map((entry) => entry.backing.batchFd);
+    const batchFds = fds.every((fd) => fd >= 0) ? fds : null;
+    return { map, entries, size, batchFds };
   }
 
   get size(): number {
@@ -365,7 +436,9 @@ export class ExtentExport implements Export, JobOwner {
         : resolve;
       const job: Job = new Job(this, state, data, 0, length, done, reject);
       job.isFua = flags.fua;
-      visitSafely(job, offset, length, visitWrite);
+      if (state.batchFds === null || !issueBatch(job, offset, length)) {
+        visitSafely(job, offset, length, visitWrite);
+      }
       finishWrite(job);
     });
   }

@@ -3,7 +3,8 @@
  * of the layers above). Every optional method answers EOPNOTSUPP so callers fall back to portable
  * methods (writing zeros, no block status).
  */
-import type { NativeBinding } from './index';
+import fs from 'node:fs';
+import type { BatchCallback, NativeBinding } from './index';
 
 function unsupported(syscall: string): Error {
   const error = new Error(`${syscall}: EOPNOTSUPP: not supported without the native addon`);
@@ -27,6 +28,7 @@ export const fallbackBinding: NativeBinding = {
     throw unsupported('ioctl(BLKDISCARDZEROES)');
   },
   preadNoWait: () => -95, // -EOPNOTSUPP: callers use fs.read
+  pwriteBatch,
   setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
   getSockOptInt: () => -95,
   constants: {
@@ -42,3 +44,24 @@ export const fallbackBinding: NativeBinding = {
     SO_RCVLOWAT: 18,
   },
 };
+
+/** pwriteBatch with fs.write, piece after piece (same contract as the addon's). */
+function pwriteBatch(buffer: Buffer, pieces: Float64Array, callback: BatchCallback): void {
+  const copy = Float64Array.from(pieces);
+  const count = copy.length / 4;
+  const writePiece = (index: number, done: number): void => {
+    if (index === count) {
+      callback(null, -1);
+      return;
+    }
+    const at = 4 * index;
+    const [fd, offset, length, position] = [copy[at]!, copy[at + 1]!, copy[at + 2]!, copy[at + 3]!];
+    fs.write(fd, buffer, offset + done, length - done, position + done, (error, bytes) => {
+      if (error !== null) callback(error, index);
+      else if (bytes === 0) callback(null, index);
+      else if (done + bytes < length) writePiece(index, done + bytes);
+      else writePiece(index + 1, 0);
+    });
+  };
+  writePiece(0, 0);
+}

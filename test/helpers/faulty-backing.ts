@@ -38,6 +38,8 @@ export class FaultyBacking implements Backing {
   get sizeBytes(): number { return this.inner.sizeBytes; }
   get sectorSize(): number { return this.inner.sectorSize; }
   get canTrim(): boolean { return this.inner.canTrim; }
+  /** -1: every write goes through write(), where faults are injected */
+  readonly batchFd = -1;
 
   /** The next `count` calls of `op` fail with `fault`. */
   failNext(op: FaultOp, fault: Fault, count = 1): void {

@@ -1,0 +1,149 @@
+/* pwrite-batch.c: pwriteBatch(buffer, pieces, callback): every piece of one request written by
+ * one job on the libuv pool. pieces is a Float64Array of (fd, bufferOffset, length, position)
+ * quadruples, copied at the call; the pieces are written in order, each to the end (EINTR and
+ * short counts retried), and the first failure stops the job. callback(error, index) runs on the
+ * JS thread: (null, -1) when all are written; (Error with code/errno/syscall, i) when piece i
+ * failed; (null, i) when piece i's pwrite returned 0 (a short write: the caller reports it).
+ *
+ * Why: a request that a fragmented VD maps onto N extents cost N pool jobs through fs.write, and
+ * on this project's machines each job's hand-off (wake a pool thread, then wake the JS thread
+ * with the result) costs more than the copy of a 256 KiB piece into the page cache. One job per
+ * request makes N pieces cost one hand-off. The buffer is held by a reference until the callback;
+ * the caller keeps the descriptors open until then (the engine closes backings only when no
+ * request is in flight). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ops.h"
+
+/** Pieces per call: a request spans at most this many extents (checked by the caller too). */
+#define PIECES_MAX 4096
+
+struct piece {
+  int fd;
+  int64_t buffer_offset;
+  int64_t length;
+  int64_t position;
+};
+
+struct batch {
+  napi_async_work work;
+  napi_ref buffer_ref;
+  napi_ref callback_ref;
+  uint8_t *base;
+  size_t count;
+  size_t failed; /* index of the failed piece, or count */
+  int err;       /* errno of the failure; 0 with failed < count: pwrite returned 0 */
+  struct piece pieces[];
+};
+
+static void batch_execute(napi_env env, void *data) {
+  (void)env;
+  struct batch *b = data;
+  b->failed = b->count;
+  for (size_t i = 0; i < b->count; i++) {
+    const struct piece *p = &b->pieces[i];
+    int64_t done = 0;
+    while (done < p->length) {
+      ssize_t wrote = pwrite(p->fd, b->base + p->buffer_offset + done,
+                             (size_t)(p->length - done), (off_t)(p->position + done));
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) {
+        b->err = wrote < 0 ? errno : 0;
+        b->failed = i;
+        return;
+      }
+      done += wrote;
+    }
+  }
+}
+
+static void batch_complete(napi_env env, napi_status status, void *data) {
+  struct batch *b = data;
+  napi_value callback, global, argv[2];
+  napi_get_reference_value(env, b->callback_ref, &callback);
+  napi_get_global(env, &global);
+  if (status != napi_ok) {
+    argv[0] = xvd_make_errno_error(env, ECANCELED, "pwrite");
+    napi_create_int32(env, 0, &argv[1]);
+  } else if (b->failed < b->count && b->err != 0) {
+    argv[0] = xvd_make_errno_error(env, b->err, "pwrite");
+    napi_create_int32(env, (int32_t)b->failed, &argv[1]);
+  } else {
+    napi_get_null(env, &argv[0]);
+    napi_create_int32(env, b->failed < b->count ? (int32_t)b->failed : -1, &argv[1]);
+  }
+  napi_delete_reference(env, b->buffer_ref);
+  napi_delete_reference(env, b->callback_ref);
+  napi_delete_async_work(env, b->work);
+  free(b);
+  napi_value ignored;
+  napi_call_function(env, global, callback, 2, argv, &ignored);
+}
+
+/* Copies and checks the pieces: integral, non-negative, inside the buffer, fd < 2^31. */
+static int read_pieces(const double *values, size_t count, size_t buffer_length,
+                       struct piece *out) {
+  for (size_t i = 0; i < count; i++) {
+    const double *v = &values[4 * i];
+    for (int k = 0; k < 4; k++) {
+      if (!(v[k] >= 0 && v[k] <= 9007199254740991.0) || (double)(int64_t)v[k] != v[k]) return -1;
+    }
+    if (v[0] > 0x7fffffff || v[2] == 0) return -1;
+    out[i].fd = (int)v[0];
+    out[i].buffer_offset = (int64_t)v[1];
+    out[i].length = (int64_t)v[2];
+    out[i].position = (int64_t)v[3];
+    if ((uint64_t)out[i].buffer_offset + (uint64_t)out[i].length > buffer_length) return -1;
+  }
+  return 0;
+}
+
+napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void *data = NULL, *values = NULL;
+  size_t data_length = 0, element_count = 0;
+  napi_typedarray_type type;
+  napi_valuetype callback_type;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_buffer_info(env, argv[0], &data, &data_length) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &element_count, &values, NULL, NULL) !=
+        napi_ok ||
+      type != napi_float64_array || napi_typeof(env, argv[2], &callback_type) != napi_ok ||
+      callback_type != napi_function) {
+    napi_throw_type_error(env, NULL, "pwriteBatch(buffer, Float64Array pieces, callback)");
+    return NULL;
+  }
+  size_t count = element_count / 4;
+  if (count == 0 || count > PIECES_MAX || element_count % 4 != 0) {
+    napi_throw_range_error(env, NULL, "pwriteBatch: 1 to 4096 pieces of 4 numbers");
+    return NULL;
+  }
+  struct batch *b = calloc(1, sizeof *b + count * sizeof(struct piece));
+  if (b == NULL) {
+    xvd_throw_errno(env, ENOMEM, "pwrite");
+    return NULL;
+  }
+  if (read_pieces(values, count, data_length, b->pieces) != 0) {
+    free(b);
+    napi_throw_range_error(env, NULL, "pwriteBatch: a piece is outside the buffer or invalid");
+    return NULL;
+  }
+  b->base = data;
+  b->count = count;
+  napi_value name;
+  napi_create_string_utf8(env, "pwriteBatch", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[0], 1, &b->buffer_ref) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &b->callback_ref) != napi_ok ||
+      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) !=
+        napi_ok ||
+      napi_queue_async_work(env, b->work) != napi_ok) {
+    napi_throw_error(env, NULL, "pwriteBatch: could not queue the work");
+    return NULL; /* leaks b on a failing N-API: only when the environment is tearing down */
+  }
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  return undefined;
+}
