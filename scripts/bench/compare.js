@@ -185,6 +185,27 @@ async function warm(files) {
   await shell(files.map((file) => `cat ${quote(file)} >/dev/null`).join(' && '));
 }
 
+/**
+ * Gives every backing file the same page cache: synced, dropped (dd iflag=nocache: posix_fadvise
+ * DONTNEED) and read back sequentially. On Linux 6.18's ext4 the folio sizes of a file's cache
+ * are set when its pages enter the cache (by the write or read that brought them in), and they
+ * change write costs several-fold: in `npm run bench:engine`, 4 KiB random writes run about 7x
+ * faster on a cache built by 4 KiB writes than on one built by readahead, while 256 KiB writes
+ * into large folios cost about twice what 1 MiB writes do. The shared image comes from dd with
+ * 4 MiB writes and xvd's members from an nbdcopy fill, so without this step each server would be
+ * measured on a differently built cache. Returns false when dd could not drop a cache.
+ */
+async function equalizeCaches(files) {
+  let isDropped = true;
+  for (const file of files) {
+    const dropped = await proc.run('sh', ['-c',
+      `sync ${quote(file)} && dd if=${quote(file)} iflag=nocache count=0 status=none`]);
+    if (dropped.code !== 0) isDropped = false;
+  }
+  await warm(files);
+  return isDropped;
+}
+
 async function makeBacking(ctx) {
   log('writing 1 GiB of random data and a copy for nbdcopy');
   await shell(`dd if=/dev/urandom of=${quote(ctx.image)} bs=4M count=${SIZE_BYTES / 4194304} ` +
@@ -516,6 +537,9 @@ async function main() {
     ctx.run.servers.local = { describe: 'fio io_uring on the file itself (ceiling)', reasons: [] };
   }
   for (const server of SERVERS) if (selected(server.name)) await startServer(ctx, server);
+  ctx.run.cachesEqualized = await equalizeCaches(ctx.backingFiles);
+  log(ctx.run.cachesEqualized ? 'page caches of all backing files rebuilt by one sequential read'
+    : 'could not drop the page caches: each file keeps the cache its setup built');
   for (let round = 0; round < timing.rounds; round += 1) await runRound(ctx, round);
   await stopServers(ctx);
   summarizeSamples(ctx);
