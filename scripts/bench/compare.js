@@ -186,20 +186,23 @@ async function warm(files) {
 }
 
 /**
- * Gives every backing file the same page cache: synced, dropped (dd iflag=nocache: posix_fadvise
- * DONTNEED) and read back sequentially. On Linux 6.18's ext4 the folio sizes of a file's cache
- * are set when its pages enter the cache (by the write or read that brought them in), and they
- * change write costs several-fold: in `npm run bench:engine`, 4 KiB random writes run about 7x
- * faster on a cache built by 4 KiB writes than on one built by readahead, while 256 KiB writes
- * into large folios cost about twice what 1 MiB writes do. The shared image comes from dd with
- * 4 MiB writes and xvd's members from an nbdcopy fill, so without this step each server would be
- * measured on a differently built cache. Returns false when dd could not drop a cache.
+ * Rebuilds the page cache of `files` the same way before every cell: dropped (they are synced
+ * first, by syncBacking; dd iflag=nocache is posix_fadvise DONTNEED) and read back sequentially,
+ * about 0.35 s per GiB here. On Linux 6.18's ext4 the folio sizes of a file's cache are set when
+ * its pages enter the cache and change write costs several-fold (`npm run bench:engine`: 4 KiB
+ * random writes about 7x faster on a cache built by 4 KiB writes than on one built by readahead;
+ * 256 KiB writes into large folios about twice the cost of 1 MiB writes), and random writes
+ * change them as a run goes on: the image nbdkit, qemu-nbd, nbd-server and the local ceiling
+ * share took 4 KiB random writes 2-6x faster by round 3 than in round 1, while xvd's own files,
+ * written by one server, stayed slow. So each cell starts from the same cache, built by one
+ * sequential read (as after a copy or a backup read). Returns false when a cache could not be
+ * dropped.
  */
-async function equalizeCaches(files) {
+async function resetCaches(files) {
   let isDropped = true;
   for (const file of files) {
     const dropped = await proc.run('sh', ['-c',
-      `sync ${quote(file)} && dd if=${quote(file)} iflag=nocache count=0 status=none`]);
+      `dd if=${quote(file)} iflag=nocache count=0 status=none`]);
     if (dropped.code !== 0) isDropped = false;
   }
   await warm(files);
@@ -254,11 +257,22 @@ async function syncBacking(ctx) {
   return Number(process.hrtime.bigint() - started) / 1e6;
 }
 
+/**
+ * Before a cell: every backing file synced (clean pages everywhere), then the cache of the
+ * measured server's files rebuilt (resetCaches). Returns the ms the sync took.
+ */
+async function prepareCell(ctx, name) {
+  const syncMs = await syncBacking(ctx);
+  const files = ctx.filesOf.get(name) ?? [];
+  if (!(await resetCaches(files))) ctx.run.cacheResetFailed = true;
+  return syncMs;
+}
+
 /** Runs one cell and notes the 1-minute load average after it (other work on the machine). */
 async function runCell(ctx, job, target, pid) {
   const cell = job.rw !== undefined
     ? await clients.runFio(job, target, pid, ctx.timing, ctx.dir)
-    : await clients.runCopy(job, target, pid, ctx, () => syncBacking(ctx));
+    : await clients.runCopy(job, target, pid, ctx, () => prepareCell(ctx, target.server));
   cell.load1 = os.loadavg()[0];
   return cell;
 }
@@ -338,6 +352,7 @@ async function startServer(ctx, server) {
     return;
   }
   if (prepared !== null) ctx.backingFiles.push(...prepared.files);
+  ctx.filesOf.set(server.name, prepared === null ? [ctx.image] : prepared.files);
   ctx.instances.set(server.name, instances);
 }
 
@@ -361,8 +376,9 @@ async function runRoundCell(ctx, name, transport, job, where) {
   if (instance !== null && !proc.isAlive(instance.pid)) {
     cell = { error: 'server died' };
   } else {
-    const syncMs = await syncBacking(ctx);
-    const target = instance === null ? { file: ctx.image } : { uri: instance.uri };
+    const syncMs = await prepareCell(ctx, name);
+    const target = instance === null ? { file: ctx.image, server: name }
+      : { uri: instance.uri, server: name };
     cell = await runCell(ctx, job, target, instance === null ? null : instance.pid);
     cell.syncMs = syncMs;
   }
@@ -519,11 +535,14 @@ async function main() {
       options.transports.length !== TRANSPORTS.length || options.runtimeS !== null,
     run: null,
     backingFiles: [],
+    /** server name → the backing files it serves ('local' and the peers: the one image) */
+    filesOf: new Map(),
     instances: new Map(),
     samples: new Map(),
     hasLocal: false,
   };
   ctx.backingFiles.push(ctx.image, ctx.copySource);
+  ctx.filesOf.set('local', [ctx.image]);
   installExitHandlers(ctx);
   ctx.run = {
     version: 2, startedAt: new Date().toISOString(), machine: machineInfo(), timing,
@@ -537,9 +556,6 @@ async function main() {
     ctx.run.servers.local = { describe: 'fio io_uring on the file itself (ceiling)', reasons: [] };
   }
   for (const server of SERVERS) if (selected(server.name)) await startServer(ctx, server);
-  ctx.run.cachesEqualized = await equalizeCaches(ctx.backingFiles);
-  log(ctx.run.cachesEqualized ? 'page caches of all backing files rebuilt by one sequential read'
-    : 'could not drop the page caches: each file keeps the cache its setup built');
   for (let round = 0; round < timing.rounds; round += 1) await runRound(ctx, round);
   await stopServers(ctx);
   summarizeSamples(ctx);
