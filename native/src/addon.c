@@ -186,6 +186,9 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "blkGetDiscardZeroes", xvd_blk_get_discard_zeroes);
   set_fn(env, exports, "preadNoWait", xvd_pread_nowait);
   set_fn(env, exports, "pwriteBatch", xvd_pwrite_batch);
+  set_fn(env, exports, "createWriter", xvd_create_writer);
+  set_fn(env, exports, "writerSubmit", xvd_writer_submit);
+  set_fn(env, exports, "closeWriter", xvd_close_writer);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
   set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);
   napi_value constants;

@@ -47,7 +47,31 @@ int xvd_fallocate(int fd, int mode, int64_t offset, int64_t length);
 napi_value xvd_pread_nowait(napi_env env, napi_callback_info info);
 
 /* pwrite-batch.c: every piece of one request in one pool job; callback(error, index) */
+struct xvd_piece {
+  int fd;
+  int64_t buffer_offset;
+  int64_t length;
+  int64_t position;
+};
+struct xvd_batch {
+  uint8_t *base; /* the buffer's bytes, kept alive by the caller's reference */
+  size_t count;
+  size_t failed; /* index of the failed piece, or count */
+  int err;       /* errno of the failure; 0 with failed < count: pwrite returned 0 */
+  struct xvd_piece pieces[];
+};
 napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info);
+/* args: (buffer, pieces, callback); throws and returns -1 when malformed */
+int xvd_batch_count(napi_env env, napi_value *args, size_t *count);
+int xvd_batch_init(napi_env env, napi_value *args, size_t count, struct xvd_batch *b);
+void xvd_batch_execute(struct xvd_batch *b);
+/* argv[0..1] = (error or null, index) */
+void xvd_batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv);
+
+/* writer.c: a writer thread per backing file; same contract as pwriteBatch */
+napi_value xvd_create_writer(napi_env env, napi_callback_info info);
+napi_value xvd_writer_submit(napi_env env, napi_callback_info info);
+napi_value xvd_close_writer(napi_env env, napi_callback_info info);
 
 /* sockopt.c: synchronous int socket options; 0/value or -errno */
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);

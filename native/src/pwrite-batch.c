@@ -20,30 +20,18 @@
 /** Pieces per call: a request spans at most this many extents (checked by the caller too). */
 #define PIECES_MAX 4096
 
-struct piece {
-  int fd;
-  int64_t buffer_offset;
-  int64_t length;
-  int64_t position;
-};
-
-struct batch {
+/* One request on the libuv pool. */
+struct pool_batch {
   napi_async_work work;
   napi_ref buffer_ref;
   napi_ref callback_ref;
-  uint8_t *base;
-  size_t count;
-  size_t failed; /* index of the failed piece, or count */
-  int err;       /* errno of the failure; 0 with failed < count: pwrite returned 0 */
-  struct piece pieces[];
+  struct xvd_batch batch;
 };
 
-static void batch_execute(napi_env env, void *data) {
-  (void)env;
-  struct batch *b = data;
+void xvd_batch_execute(struct xvd_batch *b) {
   b->failed = b->count;
   for (size_t i = 0; i < b->count; i++) {
-    const struct piece *p = &b->pieces[i];
+    const struct xvd_piece *p = &b->pieces[i];
     int64_t done = 0;
     while (done < p->length) {
       ssize_t wrote = pwrite(p->fd, b->base + p->buffer_offset + done,
@@ -59,89 +47,123 @@ static void batch_execute(napi_env env, void *data) {
   }
 }
 
-static void batch_complete(napi_env env, napi_status status, void *data) {
-  struct batch *b = data;
-  napi_value callback, global, argv[2];
-  napi_get_reference_value(env, b->callback_ref, &callback);
-  napi_get_global(env, &global);
-  if (status != napi_ok) {
-    argv[0] = xvd_make_errno_error(env, ECANCELED, "pwrite");
-    napi_create_int32(env, 0, &argv[1]);
-  } else if (b->failed < b->count && b->err != 0) {
+void xvd_batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv) {
+  if (b->failed < b->count && b->err != 0) {
     argv[0] = xvd_make_errno_error(env, b->err, "pwrite");
     napi_create_int32(env, (int32_t)b->failed, &argv[1]);
   } else {
     napi_get_null(env, &argv[0]);
     napi_create_int32(env, b->failed < b->count ? (int32_t)b->failed : -1, &argv[1]);
   }
-  napi_delete_reference(env, b->buffer_ref);
-  napi_delete_reference(env, b->callback_ref);
-  napi_delete_async_work(env, b->work);
-  free(b);
+}
+
+static void pool_execute(napi_env env, void *data) {
+  (void)env;
+  struct pool_batch *job = data;
+  xvd_batch_execute(&job->batch);
+}
+
+static void pool_complete(napi_env env, napi_status status, void *data) {
+  struct pool_batch *job = data;
+  napi_value callback, global, argv[2];
+  napi_get_reference_value(env, job->callback_ref, &callback);
+  napi_get_global(env, &global);
+  if (status != napi_ok) {
+    argv[0] = xvd_make_errno_error(env, ECANCELED, "pwrite");
+    napi_create_int32(env, 0, &argv[1]);
+  } else {
+    xvd_batch_result(env, &job->batch, argv);
+  }
+  napi_delete_reference(env, job->buffer_ref);
+  napi_delete_reference(env, job->callback_ref);
+  napi_delete_async_work(env, job->work);
+  free(job);
   napi_value ignored;
   napi_call_function(env, global, callback, 2, argv, &ignored);
 }
 
-/* Copies and checks the pieces: integral, non-negative, inside the buffer, fd < 2^31. */
-static int read_pieces(const double *values, size_t count, size_t buffer_length,
-                       struct piece *out) {
-  for (size_t i = 0; i < count; i++) {
-    const double *v = &values[4 * i];
-    for (int k = 0; k < 4; k++) {
-      if (!(v[k] >= 0 && v[k] <= 9007199254740991.0) || (double)(int64_t)v[k] != v[k]) return -1;
-    }
-    if (v[0] > 0x7fffffff || v[2] == 0) return -1;
-    out[i].fd = (int)v[0];
-    out[i].buffer_offset = (int64_t)v[1];
-    out[i].length = (int64_t)v[2];
-    out[i].position = (int64_t)v[3];
-    if ((uint64_t)out[i].buffer_offset + (uint64_t)out[i].length > buffer_length) return -1;
+int xvd_batch_count(napi_env env, napi_value *args, size_t *count) {
+  void *data = NULL, *values = NULL;
+  size_t data_length = 0, element_count = 0;
+  napi_typedarray_type type;
+  napi_valuetype callback_type;
+  if (napi_get_buffer_info(env, args[0], &data, &data_length) != napi_ok ||
+      napi_get_typedarray_info(env, args[1], &type, &element_count, &values, NULL, NULL) !=
+        napi_ok ||
+      type != napi_float64_array || napi_typeof(env, args[2], &callback_type) != napi_ok ||
+      callback_type != napi_function) {
+    napi_throw_type_error(env, NULL, "(buffer, Float64Array pieces, callback) expected");
+    return -1;
   }
+  *count = element_count / 4;
+  if (*count == 0 || *count > PIECES_MAX || element_count % 4 != 0) {
+    napi_throw_range_error(env, NULL, "pwriteBatch: 1 to 4096 pieces of 4 numbers");
+    return -1;
+  }
+  return 0;
+}
+
+/* Copies and checks the pieces: integral, non-negative, inside the buffer, fd < 2^31. */
+int xvd_batch_init(napi_env env, napi_value *args, size_t count, struct xvd_batch *b) {
+  void *data = NULL, *values = NULL;
+  size_t data_length = 0, element_count = 0;
+  napi_typedarray_type type;
+  napi_get_buffer_info(env, args[0], &data, &data_length);
+  napi_get_typedarray_info(env, args[1], &type, &element_count, &values, NULL, NULL);
+  const double *all = values;
+  for (size_t i = 0; i < count; i++) {
+    const double *v = &all[4 * i];
+    int ok = 1;
+    for (int k = 0; k < 4; k++) {
+      if (!(v[k] >= 0 && v[k] <= 9007199254740991.0) || (double)(int64_t)v[k] != v[k]) ok = 0;
+    }
+    if (ok && (v[0] > 0x7fffffff || v[2] == 0)) ok = 0;
+    if (ok) {
+      b->pieces[i].fd = (int)v[0];
+      b->pieces[i].buffer_offset = (int64_t)v[1];
+      b->pieces[i].length = (int64_t)v[2];
+      b->pieces[i].position = (int64_t)v[3];
+      if ((uint64_t)b->pieces[i].buffer_offset + (uint64_t)b->pieces[i].length > data_length) {
+        ok = 0;
+      }
+    }
+    if (!ok) {
+      napi_throw_range_error(env, NULL, "pwriteBatch: a piece is outside the buffer or invalid");
+      return -1;
+    }
+  }
+  b->base = data;
+  b->count = count;
   return 0;
 }
 
 napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  void *data = NULL, *values = NULL;
-  size_t data_length = 0, element_count = 0;
-  napi_typedarray_type type;
-  napi_valuetype callback_type;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_buffer_info(env, argv[0], &data, &data_length) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &type, &element_count, &values, NULL, NULL) !=
-        napi_ok ||
-      type != napi_float64_array || napi_typeof(env, argv[2], &callback_type) != napi_ok ||
-      callback_type != napi_function) {
+  size_t count = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
     napi_throw_type_error(env, NULL, "pwriteBatch(buffer, Float64Array pieces, callback)");
     return NULL;
   }
-  size_t count = element_count / 4;
-  if (count == 0 || count > PIECES_MAX || element_count % 4 != 0) {
-    napi_throw_range_error(env, NULL, "pwriteBatch: 1 to 4096 pieces of 4 numbers");
-    return NULL;
-  }
-  struct batch *b = calloc(1, sizeof *b + count * sizeof(struct piece));
-  if (b == NULL) {
+  if (xvd_batch_count(env, argv, &count) != 0) return NULL;
+  struct pool_batch *job = calloc(1, sizeof *job + count * sizeof(struct xvd_piece));
+  if (job == NULL) {
     xvd_throw_errno(env, ENOMEM, "pwrite");
     return NULL;
   }
-  if (read_pieces(values, count, data_length, b->pieces) != 0) {
-    free(b);
-    napi_throw_range_error(env, NULL, "pwriteBatch: a piece is outside the buffer or invalid");
+  if (xvd_batch_init(env, argv, count, &job->batch) != 0) {
+    free(job);
     return NULL;
   }
-  b->base = data;
-  b->count = count;
   napi_value name;
   napi_create_string_utf8(env, "pwriteBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[0], 1, &b->buffer_ref) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &b->callback_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) !=
+  if (napi_create_reference(env, argv[0], 1, &job->buffer_ref) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &job->callback_ref) != napi_ok ||
+      napi_create_async_work(env, NULL, name, pool_execute, pool_complete, job, &job->work) !=
         napi_ok ||
-      napi_queue_async_work(env, b->work) != napi_ok) {
+      napi_queue_async_work(env, job->work) != napi_ok) {
     napi_throw_error(env, NULL, "pwriteBatch: could not queue the work");
-    return NULL; /* leaks b on a failing N-API: only when the environment is tearing down */
+    return NULL; /* leaks the job on a failing N-API: only when the environment is tearing down */
   }
   napi_value undefined;
   napi_get_undefined(env, &undefined);

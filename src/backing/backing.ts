@@ -13,6 +13,8 @@
  * the backing cannot discard, trim is a no-op (NBD trim is advisory) and `canTrim` is false.
  */
 
+import type { BatchCallback } from '../sys/index';
+
 export type BackingKind = 'file' | 'device' | 'memory';
 
 export type ByteCountCallback = (error: NodeJS.ErrnoException | null, bytes: number) => void;
@@ -41,6 +43,13 @@ export interface Backing {
    * (memory, read-only, fault injection). Valid until close().
    */
   readonly batchFd: number;
+  /**
+   * Writes one request's pieces (pwriteBatch quadruples, every fd this backing's batchFd) in
+   * order on this backing's own writer thread, with pwriteBatch's callback contract; present
+   * where batchFd is not -1. One writer per file: buffered writes never contend for its inode
+   * lock (native/src/writer.c).
+   */
+  writeBatch?(buffer: Buffer, pieces: Float64Array, callback: BatchCallback): void;
 
   /** pread: `callback(error, bytesRead)`; a short count means EOF for files */
   read(

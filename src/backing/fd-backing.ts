@@ -31,8 +31,17 @@ export abstract class FdBacking implements Backing {
   private canReadInline = sys.isNative;
   private closing: Promise<void> | null = null;
 
+  /** the writer thread of writeBatch, started by the first batched write */
+  private writer: sys.NativeWriter | null = null;
+
   get batchFd(): number {
     return this.isWritable && this.closing === null ? this.fd : -1;
+  }
+
+  writeBatch(buffer: Buffer, pieces: Float64Array, callback: sys.BatchCallback): void {
+    assert(this.isWritable && this.closing === null);
+    this.writer ??= sys.createWriter();
+    sys.writerSubmit(this.writer, buffer, pieces, callback);
   }
 
   constructor(path: string, fd: number, isWritable: boolean) {
@@ -103,6 +112,10 @@ export abstract class FdBacking implements Backing {
   close(): Promise<void> {
     if (this.closing === null) {
       const fd = this.fd;
+      // nothing is pending (the engine closes a backing only when no request is in flight):
+      // the thread exits at once, and no queued write can reach a closed descriptor number
+      if (this.writer !== null) sys.closeWriter(this.writer);
+      this.writer = null;
       this.closing = new Promise((resolve, reject) => {
         fs.close(fd, (error) => {
           if (error === null) resolve();

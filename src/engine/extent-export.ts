@@ -32,7 +32,9 @@ import { IoError } from '../errors';
 import { LIMITS } from '../limits';
 import type { BackingPool, BackingMode, PooledBacking } from '../backing/pool';
 import { FileBacking } from '../backing/file-backing';
-import { BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch } from '../backing/batch';
+import {
+  BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch, type BatchCallback,
+} from '../backing/batch';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
 import type { Export, ReadPiece, StatusRun, WriteFlags, ZeroFlags } from './export';
 
@@ -200,16 +202,20 @@ function visitWrite(
   writePiece(job, entry, job.bufferBase + offsetRequest, length, offsetBacking, 0);
 }
 
-/** writeBatch's pieces for the request being issued (the call copies them: one array serves). */
+/** The pieces of the request being issued (the calls copy them: one array serves). */
 let batchPieces = new Float64Array(BATCH_PIECE_FIELDS * 64);
 let batchCount = 0;
+/** the backing index of every piece so far, or -1 once two differ */
+let batchBacking = -1;
 
 /**
- * Issues a write as one writeBatch job (one pool hand-off for all its pieces). False when the
- * request has more pieces than one batch takes: the caller then issues them one by one.
+ * Issues a write as one batch: on its backing's writer thread when every piece is on one
+ * backing (the usual case), else as one pool job (writeBatch). False when the request has more
+ * pieces than one batch takes: the caller then issues them one by one.
  */
 function issueBatch(job: Job, offset: number, length: number): boolean {
   batchCount = 0;
+  batchBacking = -2;
   visitSafely(job, offset, length, visitBatch);
   if (job.error !== null || batchCount === 0) return true;
   if (batchCount > BATCH_PIECES_MAX) {
@@ -217,8 +223,11 @@ function issueBatch(job: Job, offset: number, length: number): boolean {
     return false;
   }
   job.pending++;
-  writeBatch(job.buffer, batchPieces.subarray(0, BATCH_PIECE_FIELDS * batchCount),
-    (error, index) => finishBatch(job, error, index));
+  const pieces = batchPieces.subarray(0, BATCH_PIECE_FIELDS * batchCount);
+  const done: BatchCallback = (error, index) => finishBatch(job, error, index);
+  const backing = batchBacking >= 0 ? job.state.entries[batchBacking]?.backing : undefined;
+  if (backing?.writeBatch !== undefined) backing.writeBatch(job.buffer, pieces, done);
+  else writeBatch(job.buffer, pieces, done);
   return true;
 }
 
@@ -245,6 +254,7 @@ function visitBatch(
     batchPieces[at] = offsetBacking;
   }
   batchCount++;
+  batchBacking = batchBacking === -2 || batchBacking === backingIndex ? backingIndex : -1;
   job.touch(entry);
 }
 

@@ -29,6 +29,9 @@ export const fallbackBinding: NativeBinding = {
   },
   preadNoWait: () => -95, // -EOPNOTSUPP: callers use fs.read
   pwriteBatch,
+  createWriter: () => ({}),
+  writerSubmit: (_writer, buffer, pieces, callback) => pwriteBatch(buffer, pieces, callback),
+  closeWriter: () => undefined,
   setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
   getSockOptInt: () => -95,
   constants: {

@@ -16,6 +16,11 @@ import { fallbackBinding } from './fallback';
  */
 export type BatchCallback = (error: NodeJS.ErrnoException | null, index: number) => void;
 
+/** A writer thread's handle (native/src/writer.c); opaque. */
+export interface NativeWriter {
+  readonly __brand?: 'NativeWriter';
+}
+
 export interface NativeBinding {
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
@@ -29,6 +34,11 @@ export interface NativeBinding {
     fd: number, buffer: Buffer, bufferOffset: number, length: number, position: number,
   ): number;
   pwriteBatch(buffer: Buffer, pieces: Float64Array, callback: BatchCallback): void;
+  createWriter(): NativeWriter;
+  writerSubmit(
+    writer: NativeWriter, buffer: Buffer, pieces: Float64Array, callback: BatchCallback,
+  ): void;
+  closeWriter(writer: NativeWriter): void;
   setSockOptInt(fd: number, level: number, name: number, value: number): number;
   getSockOptInt(fd: number, level: number, name: number): number;
   constants: {
@@ -146,6 +156,29 @@ export function pwriteBatch(buffer: Buffer, pieces: Float64Array, callback: Batc
   assert(pieces.length > 0 && pieces.length % BATCH_PIECE_FIELDS === 0);
   assert(pieces.length / BATCH_PIECE_FIELDS <= BATCH_PIECES_MAX);
   binding.pwriteBatch(buffer, pieces, callback);
+}
+
+/**
+ * A writer thread for one backing file (native/src/writer.c): requests queued with writerSubmit
+ * are written in order by that thread alone, with pwriteBatch's contract, so buffered writes to
+ * one file never contend for its inode lock. closeWriter drains the queue and joins the thread
+ * (call it when nothing is pending, before closing the descriptor). Without the addon the
+ * requests go through fs.write.
+ */
+export function createWriter(): NativeWriter {
+  return binding.createWriter();
+}
+
+export function writerSubmit(
+  writer: NativeWriter, buffer: Buffer, pieces: Float64Array, callback: BatchCallback,
+): void {
+  assert(pieces.length > 0 && pieces.length % BATCH_PIECE_FIELDS === 0);
+  assert(pieces.length / BATCH_PIECE_FIELDS <= BATCH_PIECES_MAX);
+  binding.writerSubmit(writer, buffer, pieces, callback);
+}
+
+export function closeWriter(writer: NativeWriter): void {
+  binding.closeWriter(writer);
 }
 
 /** setsockopt(fd, level, name, int value), synchronous: 0, or -errno (-EOPNOTSUPP without the

@@ -1,6 +1,8 @@
-// pwriteBatch: one request's pieces in one pool job (native/src/pwrite-batch.c), and the
-// fs.write stand-in used without the addon (src/sys/fallback.ts) held to the same contract.
+// pwriteBatch: one request's pieces in one pool job (native/src/pwrite-batch.c); the writer
+// thread per backing file (native/src/writer.c) with the same contract; and the fs.write
+// stand-in used without the addon (src/sys/fallback.ts), held to it too.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as sys from '../../src/sys/index';
@@ -9,8 +11,13 @@ import type { BatchCallback } from '../../src/sys/index';
 
 type Batch = (buffer: Buffer, pieces: Float64Array, callback: BatchCallback) => void;
 
+/** One writer thread for the whole file's tests; closed at the end (it must then refuse). */
+const writer = sys.createWriter();
+
 const IMPLEMENTATIONS: [string, Batch][] = [
   ['addon', sys.pwriteBatch],
+  ['writer thread', (buffer, pieces, callback) =>
+    sys.writerSubmit(writer, buffer, pieces, callback)],
   ['fallback', fallbackBinding.pwriteBatch],
 ];
 
@@ -98,4 +105,57 @@ t.test('addon: the pieces are copied at the call (the caller may reuse its array
   pieces.fill(0); // would write at position 0 of fd 0 if the addon read the array later
   t.same(await done, [null, -1]);
   t.ok(fs.readFileSync(file).subarray(8192).equals(data));
+});
+
+t.test('writer thread: requests are written in the order they were queued', async (t) => {
+  const file = path.join(t.testdir(), 'a');
+  const fd = fs.openSync(file, 'w+');
+  t.teardown(() => fs.closeSync(fd));
+  const rounds = 200;
+  const settled: Promise<[Error | null, number]>[] = [];
+  for (let round = 0; round < rounds; round++) {
+    // every request overwrites the same 64 KiB with its own byte: the last queued must win
+    const data = Buffer.alloc(65536, round & 0xff);
+    settled.push(new Promise((resolve) => sys.writerSubmit(writer, data,
+      Float64Array.from([fd, 0, 65536, 0]), (error, index) => resolve([error, index]))));
+  }
+  const results = await Promise.all(settled);
+  t.ok(results.every(([error, index]) => error === null && index === -1), 'all written');
+  t.ok(fs.readFileSync(file).equals(Buffer.alloc(65536, (rounds - 1) & 0xff)), 'the last wins');
+});
+
+t.test('writer thread: a closed writer refuses work; closing twice is harmless', async (t) => {
+  const own = sys.createWriter();
+  sys.closeWriter(own);
+  sys.closeWriter(own);
+  t.throws(() => sys.writerSubmit(own, Buffer.alloc(1), Float64Array.from([1, 0, 1, 0]),
+    () => t.fail('no callback')), /closed/);
+  t.throws(() => sys.writerSubmit({}, Buffer.alloc(1), Float64Array.from([1, 0, 1, 0]),
+    () => t.fail('no callback')), /not a writer/);
+});
+
+t.test('writer thread: a pending write keeps the process alive, an idle writer does not',
+  async (t) => {
+    const file = path.join(t.testdir(), 'a');
+    const sysModule = path.join(__dirname, '..', '..', 'src', 'sys', 'index.ts');
+    const script = `
+      const fs = require('node:fs');
+      const sys = require(${JSON.stringify(sysModule)});
+      const idle = sys.createWriter(); // never used, never closed: must not hold the process
+      const fd = fs.openSync(${JSON.stringify(file)}, 'w+');
+      const w = sys.createWriter();
+      sys.writerSubmit(w, Buffer.alloc(1 << 20, 7), Float64Array.from([fd, 0, 1 << 20, 0]),
+        (error, index) => { process.stdout.write('done ' + index); });
+    `;
+    const child = spawnSync(process.execPath, [...process.execArgv, '-e', script],
+      { encoding: 'utf8', timeout: 30_000 });
+    t.equal(child.status, 0, child.stderr);
+    t.equal(child.stdout, 'done -1', 'the callback ran before the process exited');
+    t.equal(fs.statSync(file).size, 1 << 20);
+  });
+
+t.test('writer thread: closed at the end of the file', async (t) => {
+  sys.closeWriter(writer);
+  t.throws(() => sys.writerSubmit(writer, Buffer.alloc(1), Float64Array.from([1, 0, 1, 0]),
+    () => t.fail('no callback')), /closed/);
 });
