@@ -205,8 +205,8 @@ function visitWrite(
 /** The pieces of the request being issued (the calls copy them: one array serves). */
 let batchPieces = new Float64Array(BATCH_PIECE_FIELDS * 64);
 let batchCount = 0;
-/** the backing index of every piece so far, or -1 once two differ */
-let batchBacking = -1;
+/** the backing index of every piece so far: -2 before the first piece, -1 once two differ */
+let batchBacking = -2;
 
 /**
  * Issues a write as one batch: on its backing's writer thread when every piece is on one
