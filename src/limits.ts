@@ -126,6 +126,11 @@ export const LIMITS = {
    * against 0.72 over TCP (medians of 4, scripts/bench/profile.js); a 1 MiB copy holds the loop
    * about 0.1 ms. */
   backingReadInlineMax: 1024 * 1024,
+  /**
+   * backing: writer threads (one per written writable file, native/src/writer.c) alive at once;
+   * files past it write through the libuv pool, one job per request.
+   */
+  backingWriterThreadsMax: 64,
   /** backing/file-backing: data runs mapped at open (2 lseeks each); a pool member has about one
    * per extent. Past this, unmapped ranges take the block-status path. */
   fileDataRunsLearnMax: 4096,

@@ -164,7 +164,7 @@ napi_value xvd_create_writer(napi_env env, napi_callback_info info) {
   box->writer = w;
   box->env = env;
   box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
-  if (napi_create_external(env, box, box_finalize, NULL, &handle) != napi_ok) {
+  if (!box->is_hooked || napi_create_external(env, box, box_finalize, NULL, &handle) != napi_ok) {
     box_finalize(env, box, NULL);
     napi_throw_error(env, NULL, "createWriter: no handle");
     return NULL;

@@ -20,6 +20,9 @@ import type { Backing, BackingKind, BackingRun, ByteCountCallback } from './back
 /** -errno answers that mean RWF_NOWAIT cannot work on this descriptor: stop trying. */
 const NOWAIT_UNSUPPORTED = new Set([-95 /* EOPNOTSUPP */, -22 /* EINVAL */, -38 /* ENOSYS */]);
 
+/** Writer threads alive in this process (LIMITS.backingWriterThreadsMax). */
+let writersLive = 0;
+
 export abstract class FdBacking implements Backing {
   abstract readonly kind: BackingKind;
   abstract readonly sizeBytes: number;
@@ -33,6 +36,7 @@ export abstract class FdBacking implements Backing {
 
   /** the writer thread of writeBatch, started by the first batched write */
   private writer: sys.NativeWriter | null = null;
+  private canStartWriter = true;
 
   get batchFd(): number {
     return this.isWritable && this.closing === null ? this.fd : -1;
@@ -40,8 +44,20 @@ export abstract class FdBacking implements Backing {
 
   writeBatch(buffer: Buffer, pieces: Float64Array, callback: sys.BatchCallback): void {
     assert(this.isWritable && this.closing === null);
-    this.writer ??= sys.createWriter();
-    sys.writerSubmit(this.writer, buffer, pieces, callback);
+    if (this.writer === null && this.canStartWriter) this.startWriter();
+    if (this.writer === null) sys.pwriteBatch(buffer, pieces, callback);
+    else sys.writerSubmit(this.writer, buffer, pieces, callback);
+  }
+
+  /** A writer thread, unless LIMITS.backingWriterThreadsMax are running or one cannot start. */
+  private startWriter(): void {
+    if (writersLive >= LIMITS.backingWriterThreadsMax) return;
+    try {
+      this.writer = sys.createWriter();
+      writersLive++;
+    } catch {
+      this.canStartWriter = false; // e.g. EAGAIN from pthread_create: the pool writes instead
+    }
   }
 
   constructor(path: string, fd: number, isWritable: boolean) {
@@ -114,7 +130,10 @@ export abstract class FdBacking implements Backing {
       const fd = this.fd;
       // nothing is pending (the engine closes a backing only when no request is in flight):
       // the thread exits at once, and no queued write can reach a closed descriptor number
-      if (this.writer !== null) sys.closeWriter(this.writer);
+      if (this.writer !== null) {
+        sys.closeWriter(this.writer);
+        writersLive--;
+      }
       this.writer = null;
       this.closing = new Promise((resolve, reject) => {
         fs.close(fd, (error) => {

@@ -222,12 +222,16 @@ function issueBatch(job: Job, offset: number, length: number): boolean {
     job.touched = null;
     return false;
   }
-  job.pending++;
   const pieces = batchPieces.subarray(0, BATCH_PIECE_FIELDS * batchCount);
   const done: BatchCallback = (error, index) => finishBatch(job, error, index);
   const backing = batchBacking >= 0 ? job.state.entries[batchBacking]?.backing : undefined;
-  if (backing?.writeBatch !== undefined) backing.writeBatch(job.buffer, pieces, done);
-  else writeBatch(job.buffer, pieces, done);
+  try {
+    if (backing?.writeBatch !== undefined) backing.writeBatch(job.buffer, pieces, done);
+    else writeBatch(job.buffer, pieces, done);
+    job.pending++; // submitted: `done` will run once
+  } catch (error) {
+    job.error ??= pieceError(error, 'write'); // nothing was queued, nothing written
+  }
   return true;
 }
 
