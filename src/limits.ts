@@ -134,6 +134,8 @@ export const LIMITS = {
   /** backing/file-backing: data runs mapped at open (2 lseeks each); a pool member has about one
    * per extent. Past this, unmapped ranges take the block-status path. */
   fileDataRunsLearnMax: 4096,
+  /** backing/file-backing: files whose data runs are kept after close for the next open */
+  fileRunsRememberedMax: 256,
   /** A zero run shorter than this is sent as data inside OFFSET_DATA rather than as a hole. */
   nbdSparseHoleMin: 4096,
   /** Grace for close(): requests in flight get this long to finish before sockets are cut. */

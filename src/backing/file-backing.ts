@@ -13,10 +13,20 @@
  * block status answers "data" without any syscall, and isAllData() says so synchronously (the
  * engine then skips sparse-read work; a pool member holding many VDs has one run per extent).
  * This backing's own zero/trim removes the range it touched from the known runs (only that range
- * may have become holes); writes into holes are not learned (those ranges keep the slow path).
+ * may have become holes). Every data run a block-status query finds with SEEK_DATA/SEEK_HOLE is
+ * learned too (up to LIMITS.fileDataRunsLearnMax runs), so a region written after open, such as
+ * a new VD's zeroed extents once a client has filled them, costs its lseeks once rather than on
+ * every READ; writes themselves are not learned.
  * Reporting data where another process later punched a hole is still correct (data that reads as
- * zeros), so the shortcut is safe; only a stale "hole" answer would not be.
+ * zeros), so the shortcut is safe; only a stale "hole" answer would not be. The runs also
+ * outlive the descriptor: at close they are kept by the file's dev:ino with its ctime (the last
+ * LIMITS.fileRunsRememberedMax files), and the next open of that file starts from them instead
+ * of mapping it again when its ctime is unchanged (nothing wrote, punched or truncated it
+ * meanwhile, and it is not another file on a reused inode). A VD on a pool member of 1 024
+ * extent runs costs 2 048 lseeks to map, and every client that reconnects after the last one
+ * left (every nbdcopy, say) reopened it.
  */
+import fs from 'node:fs';
 import { IoError } from '../errors';
 import { LIMITS } from '../limits';
 import { log } from '../log';
@@ -24,6 +34,9 @@ import * as sys from '../sys/index';
 import { isUnsupported, type BackingRun } from './backing';
 import { FdBacking } from './fd-backing';
 import { writeZeros } from './write-zeros';
+
+/** Data runs of files this process closed, by `dev:ino`, oldest first (see the header). */
+const runsOfClosed = new Map<string, { starts: number[]; ends: number[]; ctimeMs: number }>();
 
 export class FileBacking extends FdBacking {
   readonly kind = 'file' as const;
@@ -36,9 +49,17 @@ export class FileBacking extends FdBacking {
   private dataStarts: number[] = [];
   private dataEnds: number[] = [];
 
-  constructor(path: string, fd: number, isWritable: boolean, sizeBytes: number) {
+  /** `dev:ino` and ctime at open: the key its data runs are kept under; null: not kept */
+  private readonly identity: { key: string; ctimeMs: number } | null;
+  private isRemembered = false;
+
+  constructor(
+    path: string, fd: number, isWritable: boolean, sizeBytes: number,
+    identity: { key: string; ctimeMs: number } | null = null,
+  ) {
     super(path, fd, isWritable);
     this.sizeBytes = sizeBytes;
+    this.identity = identity;
   }
 
   /** false only while the file is known to have no hole inside [0, sizeBytes) */
@@ -63,6 +84,37 @@ export class FileBacking extends FdBacking {
       else high = middle - 1;
     }
     return high >= 0 && offset < (this.dataEnds[high] as number) ? high : -1;
+  }
+
+  /**
+   * Adds [start, end), just seen to hold data, to the known runs, merged with any run it touches;
+   * skipped when it would be a new run past LIMITS.fileDataRunsLearnMax.
+   */
+  private learnData(start: number, end: number): void {
+    if (end <= start) return;
+    // first run ending at or after start, last run starting at or before end: the ones to merge
+    let low = 0;
+    let high = this.dataEnds.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((this.dataEnds[middle] as number) < start) low = middle + 1;
+      else high = middle;
+    }
+    const first = low;
+    let last = first - 1;
+    while (last + 1 < this.dataStarts.length && (this.dataStarts[last + 1] as number) <= end) {
+      last++;
+    }
+    if (last < first) {
+      if (this.dataStarts.length >= LIMITS.fileDataRunsLearnMax) return;
+      this.dataStarts.splice(first, 0, start);
+      this.dataEnds.splice(first, 0, end);
+      return;
+    }
+    const mergedStart = Math.min(start, this.dataStarts[first] as number);
+    const mergedEnd = Math.max(end, this.dataEnds[last] as number);
+    this.dataStarts.splice(first, last - first + 1, mergedStart);
+    this.dataEnds.splice(first, last - first + 1, mergedEnd);
   }
 
   /** Our own zero/trim of [offset, offset+length) may make holes there: forget that range. */
@@ -94,9 +146,18 @@ export class FileBacking extends FdBacking {
     return this.canPunchHole && this.isWritable;
   }
 
-  /** Maps the data runs once, at open (see the header). */
+  /** Maps the data runs once, at open, or takes those kept at the last close (see the header). */
   async learnHoles(): Promise<void> {
     if (!this.canSeek || this.sizeBytes === 0) return;
+    if (this.identity !== null) {
+      const kept = runsOfClosed.get(this.identity.key);
+      runsOfClosed.delete(this.identity.key);
+      if (kept !== undefined && kept.ctimeMs === this.identity.ctimeMs) {
+        this.dataStarts = kept.starts;
+        this.dataEnds = kept.ends;
+        return;
+      }
+    }
     try {
       let cursor = 0;
       while (cursor < this.sizeBytes && this.dataStarts.length < LIMITS.fileDataRunsLearnMax) {
@@ -112,6 +173,33 @@ export class FileBacking extends FdBacking {
     } catch (error) {
       if (!(error instanceof IoError) || !isUnsupported(error.errno)) throw error;
       this.canSeek = false;
+    }
+  }
+
+  /** Keeps the known data runs for the next open of this file, then closes (see the header). */
+  override close(): Promise<void> {
+    if (!this.isRemembered && this.identity !== null && this.dataStarts.length > 0) {
+      this.isRemembered = true;
+      const ctimeMs = this.ctimeNow();
+      runsOfClosed.delete(this.identity.key);
+      if (ctimeMs !== null) {
+        runsOfClosed.set(this.identity.key,
+          { starts: this.dataStarts, ends: this.dataEnds, ctimeMs });
+      }
+      for (const key of runsOfClosed.keys()) {
+        if (runsOfClosed.size <= LIMITS.fileRunsRememberedMax) break;
+        runsOfClosed.delete(key);
+      }
+    }
+    return super.close();
+  }
+
+  /** The file's ctime now (after this backing's own writes), or null when fstat fails. */
+  private ctimeNow(): number | null {
+    try {
+      return fs.fstatSync(this.fd).ctimeMs;
+    } catch {
+      return null;
     }
   }
 
@@ -162,6 +250,7 @@ export class FileBacking extends FdBacking {
           if (runs.length === runsMax) break;
         }
         const hole = await sys.seekHole(this.fd, data);
+        this.learnData(data, hole === -1 ? this.sizeBytes : Math.min(hole, this.sizeBytes));
         const dataEnd = hole === -1 || hole > end ? end : hole;
         runs.push({ length: dataEnd - data, isHole: false, isZero: false });
         cursor = dataEnd;

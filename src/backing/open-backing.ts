@@ -76,7 +76,8 @@ export async function openBacking(path: string, mode: BackingMode): Promise<Back
   try {
     if (stats.isBlockDevice()) return new DeviceBacking(path, fd, isWritable, stats.rdev);
     if (stats.isFile()) {
-      const file = new FileBacking(path, fd, isWritable, stats.size);
+      const file = new FileBacking(path, fd, isWritable, stats.size,
+        { key: `${stats.dev}:${stats.ino}`, ctimeMs: stats.ctimeMs });
       await file.learnHoles();
       return file;
     }

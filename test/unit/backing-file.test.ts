@@ -125,3 +125,112 @@ t.test('a fully allocated file answers block status as data; its own trim brings
     t.teardown(() => sparse.close());
     t.equal(sparse.mayHaveHoles, true);
   });
+
+t.test('data runs found by block status are learned; holes and own trims stay exact', async (t) => {
+  const file = path.join(t.testdir(), 'fresh');
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, 4 * MiB);
+  const backing = (await openBacking(file, 'w')) as FileBacking;
+  t.teardown(() => backing.close());
+  // written after open (as a client fills a new VD): not known yet
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.alloc(MiB, 7), 0, MiB, MiB);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  t.equal(backing.isAllData(MiB, 65536), false, 'unknown before a query');
+  t.same(await backing.blockStatus(MiB, 65536, 8), [{ length: 65536, isHole: false,
+    isZero: false }]);
+  t.equal(backing.isAllData(MiB, MiB), true, 'the whole run up to the hole is learned');
+  t.equal(backing.isAllData(2 * MiB - 4096, 8192), false, 'not past the hole');
+  t.same(await backing.blockStatus(0, 4 * MiB, 8), [
+    { length: MiB, isHole: true, isZero: true },
+    { length: MiB, isHole: false, isZero: false },
+    { length: 2 * MiB, isHole: true, isZero: true },
+  ], 'holes are still reported');
+  await backing.trim(MiB + 65536, 65536);
+  t.equal(backing.isAllData(MiB + 65536, 4096), false, 'an own trim forgets its range');
+  t.equal(backing.isAllData(MiB, 65536), true, 'and only its range');
+  t.same(await backing.blockStatus(MiB, 3 * 65536, 8), [
+    { length: 65536, isHole: false, isZero: false },
+    { length: 65536, isHole: true, isZero: true },
+    { length: 65536, isHole: false, isZero: false },
+  ]);
+});
+
+t.test('learned data runs match a model under random learn and punch', async (t) => {
+  const fc = (await import('fast-check')).default;
+  const dir = t.testdir();
+  let files = 0;
+  const op = fc.record({ isLearn: fc.boolean(), start: fc.nat(63), length: fc.integer({ min: 1,
+    max: 20 }) });
+  await fc.assert(fc.asyncProperty(fc.array(op, { maxLength: 40 }), async (ops) => {
+    const file = path.join(dir, `model-${files++}`); // its own inode: no runs kept from before
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, 64);
+    const backing = (await openBacking(file, 'r')) as FileBacking;
+    const internals = backing as unknown as {
+      learnData(start: number, end: number): void;
+      mayPunch(offset: number, length: number): void;
+      dataStarts: number[];
+      dataEnds: number[];
+    };
+    try {
+      const model = new Array<boolean>(64).fill(false);
+      for (const { isLearn, start, length } of ops) {
+        const end = Math.min(64, start + length);
+        if (isLearn) internals.learnData(start, end);
+        else internals.mayPunch(start, end - start);
+        for (let i = start; i < end; i++) model[i] = isLearn;
+      }
+      for (let i = 0; i < 64; i++) {
+        if (backing.isAllData(i, 1) !== model[i]) return false;
+      }
+      // sorted, disjoint, non-empty runs, and touching runs merged (after learns)
+      const { dataStarts: starts, dataEnds: ends } = internals;
+      return starts.every((start, i) => start < (ends[i] as number) &&
+        (i === 0 || (ends[i - 1] as number) <= start));
+    } finally {
+      await backing.close();
+    }
+  }), { numRuns: 300 });
+  t.pass('model held');
+});
+
+t.test('data runs outlive a close while the file is unchanged', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'kept');
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, 4 * MiB);
+  const write = (offset: number): void => {
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.alloc(MiB, 3), 0, MiB, offset);
+    fs.closeSync(fd);
+  };
+  const learn = (backing: FileBacking, start: number, end: number): void =>
+    (backing as unknown as { learnData(s: number, e: number): void }).learnData(start, end);
+  write(0);
+  const first = (await openBacking(file, 'w')) as FileBacking;
+  t.equal(first.isAllData(0, MiB), true, 'mapped at the first open');
+  // data it writes itself is learned by block status, and kept at close with the ctime after it
+  await new Promise((resolve) => first.write(Buffer.alloc(MiB, 4), 0, MiB, 2 * MiB, resolve));
+  await first.blockStatus(2 * MiB, 4096, 4);
+  learn(first, 3 * MiB, 4 * MiB); // a claim no scan would make: shows whether runs were kept
+  await first.close();
+  const second = (await openBacking(file, 'r')) as FileBacking;
+  t.equal(second.isAllData(2 * MiB, MiB), true, 'its own write, learned');
+  t.equal(second.isAllData(3 * MiB, MiB), true, 'the kept runs were taken, not a new scan');
+  await second.close();
+  write(MiB); // written while closed: the ctime moved, so the file is mapped afresh
+  const rescanned = (await openBacking(file, 'r')) as FileBacking;
+  t.equal(rescanned.isAllData(MiB, MiB), true, 'a changed file is mapped again');
+  t.equal(rescanned.isAllData(3 * MiB, MiB), false, 'and the old runs are dropped');
+  await rescanned.close();
+  // another file at the same path (a new inode) is mapped afresh
+  const replacement = path.join(dir, 'new');
+  fs.writeFileSync(replacement, '');
+  fs.truncateSync(replacement, 4 * MiB);
+  fs.renameSync(replacement, file);
+  const third = (await openBacking(file, 'r')) as FileBacking;
+  t.teardown(() => third.close());
+  t.equal(third.isAllData(0, MiB), false, 'a new inode does not inherit the old runs');
+});
