@@ -158,22 +158,8 @@ export class FileBacking extends FdBacking {
         return;
       }
     }
-    try {
-      let cursor = 0;
-      while (cursor < this.sizeBytes && this.dataStarts.length < LIMITS.fileDataRunsLearnMax) {
-        const data = await sys.seekData(this.fd, cursor);
-        if (data === -1 || data >= this.sizeBytes) break;
-        const hole = await sys.seekHole(this.fd, data);
-        const end = hole === -1 ? this.sizeBytes : Math.min(hole, this.sizeBytes);
-        if (end <= data) break;
-        this.dataStarts.push(data);
-        this.dataEnds.push(end);
-        cursor = end;
-      }
-    } catch (error) {
-      if (!(error instanceof IoError) || !isUnsupported(error.errno)) throw error;
-      this.canSeek = false;
-    }
+    // block status learns every data run it finds: at most the cap's runs, each after a hole
+    await this.blockStatus(0, this.sizeBytes, 2 * LIMITS.fileDataRunsLearnMax + 1);
   }
 
   /** Keeps the known data runs for the next open of this file, then closes (see the header). */
