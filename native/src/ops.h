@@ -61,9 +61,16 @@ struct xvd_batch {
   struct xvd_piece pieces[];
 };
 napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info);
-/* args: (buffer, pieces, callback); throws and returns -1 when malformed */
-int xvd_batch_count(napi_env env, napi_value *args, size_t *count);
-int xvd_batch_init(napi_env env, napi_value *args, size_t count, struct xvd_batch *b);
+/* (buffer, pieces, callback) read once: the buffer's bytes, the pieces array, their count */
+struct xvd_batch_args {
+  uint8_t *data;
+  size_t data_length;
+  const double *values;
+  size_t count;
+};
+/* both throw and return -1 when malformed; init copies and checks args->count pieces into b */
+int xvd_batch_parse(napi_env env, napi_value *args, struct xvd_batch_args *out);
+int xvd_batch_init(napi_env env, const struct xvd_batch_args *args, struct xvd_batch *b);
 void xvd_batch_execute(struct xvd_batch *b);
 /* argv[0..1] = (error or null, index) */
 void xvd_batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv);

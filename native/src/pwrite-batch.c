@@ -82,12 +82,12 @@ static void pool_complete(napi_env env, napi_status status, void *data) {
   napi_call_function(env, global, callback, 2, argv, &ignored);
 }
 
-int xvd_batch_count(napi_env env, napi_value *args, size_t *count) {
+int xvd_batch_parse(napi_env env, napi_value *args, struct xvd_batch_args *out) {
   void *data = NULL, *values = NULL;
-  size_t data_length = 0, element_count = 0;
+  size_t element_count = 0;
   napi_typedarray_type type;
   napi_valuetype callback_type;
-  if (napi_get_buffer_info(env, args[0], &data, &data_length) != napi_ok ||
+  if (napi_get_buffer_info(env, args[0], &data, &out->data_length) != napi_ok ||
       napi_get_typedarray_info(env, args[1], &type, &element_count, &values, NULL, NULL) !=
         napi_ok ||
       type != napi_float64_array || napi_typeof(env, args[2], &callback_type) != napi_ok ||
@@ -95,8 +95,10 @@ int xvd_batch_count(napi_env env, napi_value *args, size_t *count) {
     napi_throw_type_error(env, NULL, "(buffer, Float64Array pieces, callback) expected");
     return -1;
   }
-  *count = element_count / 4;
-  if (*count == 0 || *count > PIECES_MAX || element_count % 4 != 0) {
+  out->data = data;
+  out->values = values;
+  out->count = element_count / 4;
+  if (out->count == 0 || out->count > PIECES_MAX || element_count % 4 != 0) {
     napi_throw_range_error(env, NULL, "pwriteBatch: 1 to 4096 pieces of 4 numbers");
     return -1;
   }
@@ -104,15 +106,9 @@ int xvd_batch_count(napi_env env, napi_value *args, size_t *count) {
 }
 
 /* Copies and checks the pieces: integral, non-negative, inside the buffer, fd < 2^31. */
-int xvd_batch_init(napi_env env, napi_value *args, size_t count, struct xvd_batch *b) {
-  void *data = NULL, *values = NULL;
-  size_t data_length = 0, element_count = 0;
-  napi_typedarray_type type;
-  napi_get_buffer_info(env, args[0], &data, &data_length);
-  napi_get_typedarray_info(env, args[1], &type, &element_count, &values, NULL, NULL);
-  const double *all = values;
-  for (size_t i = 0; i < count; i++) {
-    const double *v = &all[4 * i];
+int xvd_batch_init(napi_env env, const struct xvd_batch_args *args, struct xvd_batch *b) {
+  for (size_t i = 0; i < args->count; i++) {
+    const double *v = &args->values[4 * i];
     int ok = 1;
     for (int k = 0; k < 4; k++) {
       if (!(v[k] >= 0 && v[k] <= 9007199254740991.0) || (double)(int64_t)v[k] != v[k]) ok = 0;
@@ -123,7 +119,8 @@ int xvd_batch_init(napi_env env, napi_value *args, size_t count, struct xvd_batc
       b->pieces[i].buffer_offset = (int64_t)v[1];
       b->pieces[i].length = (int64_t)v[2];
       b->pieces[i].position = (int64_t)v[3];
-      if ((uint64_t)b->pieces[i].buffer_offset + (uint64_t)b->pieces[i].length > data_length) {
+      if ((uint64_t)b->pieces[i].buffer_offset + (uint64_t)b->pieces[i].length >
+          args->data_length) {
         ok = 0;
       }
     }
@@ -132,26 +129,26 @@ int xvd_batch_init(napi_env env, napi_value *args, size_t count, struct xvd_batc
       return -1;
     }
   }
-  b->base = data;
-  b->count = count;
+  b->base = args->data;
+  b->count = args->count;
   return 0;
 }
 
 napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  size_t count = 0;
+  struct xvd_batch_args args;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
     napi_throw_type_error(env, NULL, "pwriteBatch(buffer, Float64Array pieces, callback)");
     return NULL;
   }
-  if (xvd_batch_count(env, argv, &count) != 0) return NULL;
-  struct pool_batch *job = calloc(1, sizeof *job + count * sizeof(struct xvd_piece));
+  if (xvd_batch_parse(env, argv, &args) != 0) return NULL;
+  struct pool_batch *job = calloc(1, sizeof *job + args.count * sizeof(struct xvd_piece));
   if (job == NULL) {
     xvd_throw_errno(env, ENOMEM, "pwrite");
     return NULL;
   }
-  if (xvd_batch_init(env, argv, count, &job->batch) != 0) {
+  if (xvd_batch_init(env, &args, &job->batch) != 0) {
     free(job);
     return NULL;
   }

@@ -195,14 +195,14 @@ napi_value xvd_writer_submit(napi_env env, napi_callback_info info) {
                                             : "writerSubmit: the writer is closed");
     return NULL;
   }
-  size_t count = 0;
-  if (xvd_batch_count(env, argv + 1, &count) != 0) return NULL;
-  struct job *job = calloc(1, sizeof *job + count * sizeof(struct xvd_piece));
+  struct xvd_batch_args args;
+  if (xvd_batch_parse(env, argv + 1, &args) != 0) return NULL;
+  struct job *job = calloc(1, sizeof *job + args.count * sizeof(struct xvd_piece));
   if (job == NULL) {
     xvd_throw_errno(env, ENOMEM, "pwrite");
     return NULL;
   }
-  if (xvd_batch_init(env, argv + 1, count, &job->batch) != 0) {
+  if (xvd_batch_init(env, &args, &job->batch) != 0) {
     free(job);
     return NULL;
   }
