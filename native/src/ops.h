@@ -60,20 +60,23 @@ struct xvd_batch {
   int err;       /* errno of the failure; 0 with failed < count: pwrite returned 0 */
   struct xvd_piece pieces[];
 };
-napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info);
-/* (buffer, pieces, callback) read once: the buffer's bytes, the pieces array, their count */
-struct xvd_batch_args {
-  uint8_t *data;
-  size_t data_length;
-  const double *values;
-  size_t count;
+/* One request's pieces and its JS callback; `next` queues it on a writer, `work` on the pool. */
+struct xvd_batch_job {
+  struct xvd_batch_job *next;
+  napi_async_work work;
+  napi_ref buffer_ref;
+  napi_ref callback_ref;
+  struct xvd_batch batch;
 };
-/* both throw and return -1 when malformed; init copies and checks args->count pieces into b */
-int xvd_batch_parse(napi_env env, napi_value *args, struct xvd_batch_args *out);
-int xvd_batch_init(napi_env env, const struct xvd_batch_args *args, struct xvd_batch *b);
+napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info);
+/* args: (buffer, pieces, callback); copies and checks the pieces and holds the buffer and the
+ * callback; NULL after throwing */
+struct xvd_batch_job *xvd_batch_job_new(napi_env env, napi_value *args);
+/* off the JS thread: writes the pieces in order, stopping at the first failure */
 void xvd_batch_execute(struct xvd_batch *b);
-/* argv[0..1] = (error or null, index) */
-void xvd_batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv);
+/* on the JS thread: callback(error or null, index) with the result (ECANCELED when
+ * cancelled), then frees the job */
+void xvd_batch_job_finish(napi_env env, struct xvd_batch_job *job, int is_cancelled);
 
 /* writer.c: a writer thread per backing file; same contract as pwriteBatch */
 napi_value xvd_create_writer(napi_env env, napi_callback_info info);

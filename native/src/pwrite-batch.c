@@ -20,12 +20,12 @@
 /** Pieces per call: a request spans at most this many extents (checked by the caller too). */
 #define PIECES_MAX 4096
 
-/* One request on the libuv pool. */
-struct pool_batch {
-  napi_async_work work;
-  napi_ref buffer_ref;
-  napi_ref callback_ref;
-  struct xvd_batch batch;
+/* (buffer, pieces, callback) read once: the buffer's bytes, the pieces array, their count */
+struct batch_args {
+  uint8_t *data;
+  size_t data_length;
+  const double *values;
+  size_t count;
 };
 
 void xvd_batch_execute(struct xvd_batch *b) {
@@ -47,7 +47,8 @@ void xvd_batch_execute(struct xvd_batch *b) {
   }
 }
 
-void xvd_batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv) {
+/* argv[0..1] = (error or null, index) */
+static void batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv) {
   if (b->failed < b->count && b->err != 0) {
     argv[0] = xvd_make_errno_error(env, b->err, "pwrite");
     napi_create_int32(env, (int32_t)b->failed, &argv[1]);
@@ -59,30 +60,33 @@ void xvd_batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv)
 
 static void pool_execute(napi_env env, void *data) {
   (void)env;
-  struct pool_batch *job = data;
+  struct xvd_batch_job *job = data;
   xvd_batch_execute(&job->batch);
 }
 
 static void pool_complete(napi_env env, napi_status status, void *data) {
-  struct pool_batch *job = data;
-  napi_value callback, global, argv[2];
+  struct xvd_batch_job *job = data;
+  napi_delete_async_work(env, job->work);
+  xvd_batch_job_finish(env, job, status != napi_ok);
+}
+
+void xvd_batch_job_finish(napi_env env, struct xvd_batch_job *job, int is_cancelled) {
+  napi_value callback, global, argv[2], ignored;
   napi_get_reference_value(env, job->callback_ref, &callback);
   napi_get_global(env, &global);
-  if (status != napi_ok) {
+  if (is_cancelled) {
     argv[0] = xvd_make_errno_error(env, ECANCELED, "pwrite");
     napi_create_int32(env, 0, &argv[1]);
   } else {
-    xvd_batch_result(env, &job->batch, argv);
+    batch_result(env, &job->batch, argv);
   }
   napi_delete_reference(env, job->buffer_ref);
   napi_delete_reference(env, job->callback_ref);
-  napi_delete_async_work(env, job->work);
   free(job);
-  napi_value ignored;
   napi_call_function(env, global, callback, 2, argv, &ignored);
 }
 
-int xvd_batch_parse(napi_env env, napi_value *args, struct xvd_batch_args *out) {
+static int batch_parse(napi_env env, napi_value *args, struct batch_args *out) {
   void *data = NULL, *values = NULL;
   size_t element_count = 0;
   napi_typedarray_type type;
@@ -106,7 +110,7 @@ int xvd_batch_parse(napi_env env, napi_value *args, struct xvd_batch_args *out) 
 }
 
 /* Copies and checks the pieces: integral, non-negative, inside the buffer, fd < 2^31. */
-int xvd_batch_init(napi_env env, const struct xvd_batch_args *args, struct xvd_batch *b) {
+static int batch_init(napi_env env, const struct batch_args *args, struct xvd_batch *b) {
   for (size_t i = 0; i < args->count; i++) {
     const double *v = &args->values[4 * i];
     int ok = 1;
@@ -134,29 +138,44 @@ int xvd_batch_init(napi_env env, const struct xvd_batch_args *args, struct xvd_b
   return 0;
 }
 
-napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  struct xvd_batch_args args;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
-    napi_throw_type_error(env, NULL, "pwriteBatch(buffer, Float64Array pieces, callback)");
-    return NULL;
-  }
-  if (xvd_batch_parse(env, argv, &args) != 0) return NULL;
-  struct pool_batch *job = calloc(1, sizeof *job + args.count * sizeof(struct xvd_piece));
+struct xvd_batch_job *xvd_batch_job_new(napi_env env, napi_value *args) {
+  struct batch_args parsed;
+  if (batch_parse(env, args, &parsed) != 0) return NULL;
+  struct xvd_batch_job *job = calloc(1, sizeof *job + parsed.count * sizeof(struct xvd_piece));
   if (job == NULL) {
     xvd_throw_errno(env, ENOMEM, "pwrite");
     return NULL;
   }
-  if (xvd_batch_init(env, &args, &job->batch) != 0) {
+  if (batch_init(env, &parsed, &job->batch) != 0) {
     free(job);
     return NULL;
   }
+  if (napi_create_reference(env, args[0], 1, &job->buffer_ref) != napi_ok) {
+    free(job);
+    napi_throw_error(env, NULL, "pwriteBatch: cannot hold the buffer");
+    return NULL;
+  }
+  if (napi_create_reference(env, args[2], 1, &job->callback_ref) != napi_ok) {
+    napi_delete_reference(env, job->buffer_ref);
+    free(job);
+    napi_throw_error(env, NULL, "pwriteBatch: cannot hold the callback");
+    return NULL;
+  }
+  return job;
+}
+
+napi_value xvd_pwrite_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
+    napi_throw_type_error(env, NULL, "pwriteBatch(buffer, Float64Array pieces, callback)");
+    return NULL;
+  }
+  struct xvd_batch_job *job = xvd_batch_job_new(env, argv);
+  if (job == NULL) return NULL;
   napi_value name;
   napi_create_string_utf8(env, "pwriteBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[0], 1, &job->buffer_ref) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &job->callback_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, name, pool_execute, pool_complete, job, &job->work) !=
+  if (napi_create_async_work(env, NULL, name, pool_execute, pool_complete, job, &job->work) !=
         napi_ok ||
       napi_queue_async_work(env, job->work) != napi_ok) {
     napi_throw_error(env, NULL, "pwriteBatch: could not queue the work");

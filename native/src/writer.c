@@ -22,18 +22,11 @@
 #include <unistd.h>
 #include "ops.h"
 
-struct job {
-  struct job *next;
-  napi_ref buffer_ref;
-  napi_ref callback_ref;
-  struct xvd_batch batch;
-};
-
 struct writer {
   pthread_t thread;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
-  struct job *head, *tail; /* guarded by mutex */
+  struct xvd_batch_job *head, *tail; /* guarded by mutex */
   int is_stopping;         /* guarded by mutex */
   napi_threadsafe_function done;
   size_t pending; /* JS thread only */
@@ -51,12 +44,12 @@ static void *writer_main(void *data) {
   for (;;) {
     pthread_mutex_lock(&w->mutex);
     while (w->head == NULL && !w->is_stopping) pthread_cond_wait(&w->wake, &w->mutex);
-    struct job *job = w->head;
+    struct xvd_batch_job *job = w->head;
     w->head = w->tail = NULL;
     pthread_mutex_unlock(&w->mutex);
     if (job == NULL) break; /* stopping, queue empty */
     while (job != NULL) {
-      struct job *next = job->next;
+      struct xvd_batch_job *next = job->next;
       xvd_batch_execute(&job->batch);
       napi_call_threadsafe_function(w->done, job, napi_tsfn_blocking);
       job = next;
@@ -70,21 +63,13 @@ static void *writer_main(void *data) {
 static void writer_complete(napi_env env, napi_value js_callback, void *context, void *data) {
   (void)js_callback;
   struct writer *w = context;
-  struct job *job = data;
+  struct xvd_batch_job *job = data;
   if (env == NULL) {
     free(job);
     return;
   }
-  napi_value callback, global, argv[2];
-  napi_get_reference_value(env, job->callback_ref, &callback);
-  napi_get_global(env, &global);
-  xvd_batch_result(env, &job->batch, argv);
-  napi_delete_reference(env, job->buffer_ref);
-  napi_delete_reference(env, job->callback_ref);
-  free(job);
   if (--w->pending == 0) napi_unref_threadsafe_function(env, w->done);
-  napi_value ignored;
-  napi_call_function(env, global, callback, 2, argv, &ignored);
+  xvd_batch_job_finish(env, job, 0);
 }
 
 static void writer_finalize(napi_env env, void *data, void *hint) {
@@ -195,19 +180,8 @@ napi_value xvd_writer_submit(napi_env env, napi_callback_info info) {
                                             : "writerSubmit: the writer is closed");
     return NULL;
   }
-  struct xvd_batch_args args;
-  if (xvd_batch_parse(env, argv + 1, &args) != 0) return NULL;
-  struct job *job = calloc(1, sizeof *job + args.count * sizeof(struct xvd_piece));
-  if (job == NULL) {
-    xvd_throw_errno(env, ENOMEM, "pwrite");
-    return NULL;
-  }
-  if (xvd_batch_init(env, &args, &job->batch) != 0) {
-    free(job);
-    return NULL;
-  }
-  napi_create_reference(env, argv[1], 1, &job->buffer_ref);
-  napi_create_reference(env, argv[3], 1, &job->callback_ref);
+  struct xvd_batch_job *job = xvd_batch_job_new(env, argv + 1);
+  if (job == NULL) return NULL;
   struct writer *w = box->writer;
   if (w->pending++ == 0) napi_ref_threadsafe_function(env, w->done);
   pthread_mutex_lock(&w->mutex);
