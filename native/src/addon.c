@@ -189,6 +189,9 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "createWriter", xvd_create_writer);
   set_fn(env, exports, "writerSubmit", xvd_writer_submit);
   set_fn(env, exports, "closeWriter", xvd_close_writer);
+  set_fn(env, exports, "createSender", xvd_create_sender);
+  set_fn(env, exports, "senderSubmit", xvd_sender_submit);
+  set_fn(env, exports, "closeSender", xvd_close_sender);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
   set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);
   napi_value constants;

@@ -83,6 +83,11 @@ napi_value xvd_create_writer(napi_env env, napi_callback_info info);
 napi_value xvd_writer_submit(napi_env env, napi_callback_info info);
 napi_value xvd_close_writer(napi_env env, napi_callback_info info);
 
+/* sender.c: a sender thread per connection (sendfile or pread+send); see the file's header */
+napi_value xvd_create_sender(napi_env env, napi_callback_info info);
+napi_value xvd_sender_submit(napi_env env, napi_callback_info info);
+napi_value xvd_close_sender(napi_env env, napi_callback_info info);
+
 /* sockopt.c: synchronous int socket options; 0/value or -errno */
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);

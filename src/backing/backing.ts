@@ -44,6 +44,12 @@ export interface Backing {
    */
   readonly batchFd: number;
   /**
+   * A descriptor another thread may read with pread or sendfile (a connection's sender thread,
+   * native/src/sender.c) while the engine holds the backing open; -1 when reads must go through
+   * read() (memory, fault injection, closing).
+   */
+  readonly sendFd: number;
+  /**
    * Writes one request's pieces (pwriteBatch quadruples, every fd this backing's batchFd) in
    * order on this backing's own writer thread, with pwriteBatch's callback contract; present
    * where batchFd is not -1. One writer per file: buffered writes never contend for its inode

@@ -42,6 +42,10 @@ export abstract class FdBacking implements Backing {
     return this.isWritable && this.closing === null ? this.fd : -1;
   }
 
+  get sendFd(): number {
+    return this.closing === null ? this.fd : -1;
+  }
+
   writeBatch(buffer: Buffer, pieces: Float64Array, callback: sys.BatchCallback): void {
     assert(this.isWritable && this.closing === null);
     if (this.writer === null && this.canStartWriter) this.startWriter();

@@ -16,6 +16,7 @@ export class MemoryBacking implements Backing {
   readonly kind = 'memory' as const;
   readonly sectorSize = 1;
   readonly batchFd = -1;
+  readonly sendFd = -1;
   readonly canTrim: boolean;
   readonly path: string;
   readonly isWritable: boolean;

@@ -39,6 +39,17 @@ export interface ZeroFlags extends WriteFlags {
   fastOnly: boolean;
 }
 
+/**
+ * A READ that a connection's sender thread sends straight from backing descriptors
+ * (native/src/sender.c): `pieces` are (fd, position, length) triples tiling the range in order.
+ * The descriptors stay open, and the read counts as in flight (close() waits for it), until
+ * done() runs; call it exactly once, after the sender finished with the pieces.
+ */
+export interface ReadPlan {
+  readonly pieces: Float64Array;
+  done(): void;
+}
+
 export interface Export {
   /** NBD export name, `DOMAIN/DEVICE` */
   readonly name: string;
@@ -68,6 +79,12 @@ export interface Export {
    */
   readSparse?(offset: number, length: number, target: Buffer, targetOffset: number,
   ): Promise<ReadPiece[]>;
+  /**
+   * Optional: a ReadPlan for [offset, offset+length), or null when this read cannot be sent
+   * from descriptors (a backing without one, the export closed) or, with `requireData`, when
+   * the range may hold holes (a sparse reply would describe them). Never throws.
+   */
+  planRead?(offset: number, length: number, requireData: boolean): ReadPlan | null;
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, flags: WriteFlags): Promise<void>;

@@ -36,7 +36,7 @@ import {
   BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch, type BatchCallback,
 } from '../backing/batch';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
-import type { Export, ReadPiece, StatusRun, WriteFlags, ZeroFlags } from './export';
+import type { Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags } from './export';
 
 export interface OpenExportOptions {
   name: string;
@@ -55,6 +55,8 @@ interface EngineState {
   readonly size: number;
   /** batchFds[i]: entries[i]'s descriptor for writeBatch; null when one of them has none */
   readonly batchFds: readonly number[] | null;
+  /** sendFds[i]: entries[i]'s descriptor for a sender thread; null when one of them has none */
+  readonly sendFds: readonly number[] | null;
 }
 
 /** What a Job reports to when it settles: the export's in-flight count. */
@@ -344,7 +346,9 @@ export class ExtentExport implements Export, JobOwner {
     });
     const fds = entries.map((entry) => entry.backing.batchFd);
     const batchFds = fds.every((fd) => fd >= 0) ? fds : null;
-    return { map, entries, size, batchFds };
+    const sends = entries.map((entry) => entry.backing.sendFd);
+    const sendFds = sends.every((fd) => fd >= 0) ? sends : null;
+    return { map, entries, size, batchFds, sendFds };
   }
 
   get size(): number {
@@ -424,6 +428,31 @@ export class ExtentExport implements Export, JobOwner {
       throw error;
     }
     return pieces;
+  }
+
+  planRead(offset: number, length: number, requireData: boolean): ReadPlan | null {
+    const state = this.state;
+    if (this.isClosed || state.sendFds === null || !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) || offset < 0 || length <= 0 || offset + length > state.size) {
+      return null;
+    }
+    if (requireData && !isAllData(state, offset, length)) return null;
+    const plan: PlanContext = { fds: state.sendFds, pieces: [] };
+    try {
+      state.map.visit(offset, length, planPiece, plan);
+    } catch {
+      return null; // a broken map (a bug): read() reports it
+    }
+    this.inflight++;
+    let isDone = false;
+    return {
+      pieces: Float64Array.from(plan.pieces),
+      done: (): void => {
+        if (isDone) return;
+        isDone = true;
+        this.leave();
+      },
+    };
   }
 
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void> {
@@ -627,6 +656,16 @@ function probePiece(
     ? backing.isAllData(offsetBacking, length)
     : backing?.kind === 'device';
   if (!isData) probe.isAllData = false;
+}
+
+interface PlanContext {
+  readonly fds: readonly number[];
+  readonly pieces: number[];
+}
+
+function planPiece(plan: PlanContext, backingIndex: number, offsetBacking: number,
+  length: number): void {
+  plan.pieces.push(plan.fds[backingIndex]!, offsetBacking, length);
 }
 
 function syncTouched(touched: PooledBacking | PooledBacking[] | null): Promise<void> {

@@ -47,6 +47,7 @@ import { encodeGreeting, encodeOptionReply } from './wire-writer';
 import { LIMITS } from '../limits';
 import { Framer, type Payload, type Receiver } from './framer';
 import type { ArenaReceiver } from './arena-receiver';
+import { ReplySender, senderModeOf } from './reply-sender';
 
 export const PHASE = {
   CLIENT_FLAGS: 'client-flags',
@@ -158,6 +159,9 @@ export class Connection implements OptionSession, TransmissionContext {
   private isCorked = false;
   private isPumping = false;
   private isWaitingDrain = false;
+  /** the sender thread for large READ replies (reply-sender.ts); made by the first one */
+  private sender: ReplySender | null = null;
+  private isSenderDecided = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
   readonly stats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
 
@@ -282,6 +286,15 @@ export class Connection implements OptionSession, TransmissionContext {
       if (onWritten !== undefined) onWritten(); // dropped: nothing holds the buffer
       return;
     }
+    if (this.sender !== null && this.sender.pending > 0) {
+      // the sender owns the stream until its queue is empty (reply-sender.ts)
+      this.stats.bytesWritten += frame.length;
+      this.sender.submit(frame, null, (error) => {
+        if (onWritten !== undefined) onWritten();
+        if (error !== null) this.closeHard(error, `send: ${error.message}`);
+      });
+      return;
+    }
     if (!this.isCorked) {
       this.isCorked = true;
       this.output.cork();
@@ -292,6 +305,60 @@ export class Connection implements OptionSession, TransmissionContext {
       this.isWaitingDrain = true;
       this.output.once('drain', this.onDrain);
     }
+  }
+
+  /** TransmissionContext.sendPlanned: a READ reply from descriptors on the sender thread. */
+  sendPlanned(header: Buffer, pieces: Float64Array): Promise<void> | null {
+    if (this.phase === PHASE.CLOSED) return null;
+    const sender = this.sender ?? this.makeSender();
+    if (sender === null || !sender.isUsable ||
+      (sender.pending === 0 && this.output.writableLength > 0)) {
+      return null;
+    }
+    return new Promise((resolve, reject) => {
+      const isQueued = sender.submit(header, pieces, (error, isIntact) => {
+        if (error === null) {
+          resolve();
+          return;
+        }
+        if (!isIntact) this.closeHard(error, `send: ${error.message}`);
+        reject(error);
+      });
+      if (!isQueued) {
+        reject(new Error('sendPlanned: the sender is closed')); // unreachable: checked above
+        return;
+      }
+      let bytes = header.length;
+      for (let at = 2; at < pieces.length; at += 3) bytes += pieces[at]!;
+      this.stats.bytesWritten += bytes;
+    });
+  }
+
+  private makeSender(): ReplySender | null {
+    if (this.isSenderDecided) return null;
+    this.isSenderDecided = true;
+    const socket = this.socket;
+    if (socket === null || this.output !== socket || this.isTls) return null;
+    const mode = senderModeOf(socket);
+    if (mode === null) return null;
+    const sender = new ReplySender(socket, mode, this.onSenderSettled);
+    if (!sender.isUsable) return null;
+    this.sender = sender;
+    return sender;
+  }
+
+  private readonly onSenderSettled = (): void => {
+    const pending = this.sender?.pending ?? 0;
+    if (this.phase === PHASE.CLOSING) {
+      if (pending === 0 && this.inflight === 0) this.finishClosing();
+    } else if (this.phase !== PHASE.CLOSED && pending === this.senderPendingMax - 1) {
+      this.pump(); // reading stopped at the cap (isReadBlocked)
+    }
+  };
+
+  /** Replies queued on the sender beyond which reading stops (a client not reading replies). */
+  private get senderPendingMax(): number {
+    return 2 * this.limits.inflightMax;
   }
 
   sendv(frames: readonly Buffer[], onWritten?: () => void): void {
@@ -329,7 +396,8 @@ export class Connection implements OptionSession, TransmissionContext {
         return true;
       case PHASE.REQUEST_HEADER:
         return this.inflight >= this.limits.inflightMax ||
-          this.inflightBytes >= this.limits.inflightBytesMax || this.isWaitingDrain;
+          this.inflightBytes >= this.limits.inflightBytesMax || this.isWaitingDrain ||
+          (this.sender !== null && this.sender.pending >= this.senderPendingMax);
       default:
         return false;
     }
@@ -699,6 +767,7 @@ export class Connection implements OptionSession, TransmissionContext {
 
   private finishClosing(): void {
     if (this.phase === PHASE.CLOSED) return;
+    if (this.sender !== null && this.sender.pending > 0) return; // onSenderSettled calls again
     if (this.isCorked) this.uncork();
     const output = this.output;
     const input = this.input;
@@ -719,6 +788,8 @@ export class Connection implements OptionSession, TransmissionContext {
 
   private markClosed(error: unknown, reason: string): void {
     this.phase = PHASE.CLOSED;
+    // graceful: the queue is empty; hard: what is queued completes with ECANCELED
+    if (this.sender !== null) this.sender.close(this.sender.pending > 0);
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     this.detachStreams();

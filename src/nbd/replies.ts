@@ -101,6 +101,32 @@ export function simpleReply(errno: number, cookieHigh: number, cookieLow: number
 }
 
 /**
+ * The success header of a READ reply of `length` bytes alone (the data follows from elsewhere:
+ * reply-sender.ts): a simple reply, or an OFFSET_DATA chunk flagged DONE with its offset.
+ */
+export function readReplyHeader(
+  isStructured: boolean, cookieHigh: number, cookieLow: number, offset: number, length: number,
+): Buffer {
+  const header = Buffer.allocUnsafe(isStructured ? READ_DATA_OFFSET_STRUCTURED
+    : READ_DATA_OFFSET_SIMPLE);
+  writeReadReplyHeader(header, isStructured, cookieHigh, cookieLow, offset, length);
+  return header;
+}
+
+function writeReadReplyHeader(
+  frame: Buffer, isStructured: boolean, cookieHigh: number, cookieLow: number, offset: number,
+  length: number,
+): void {
+  if (!isStructured) {
+    writeSimpleReply(frame, 0, 0, cookieHigh, cookieLow);
+    return;
+  }
+  writeChunkHeader(frame, 0, NBD_REPLY_FLAG.DONE, NBD_REPLY_TYPE.OFFSET_DATA,
+    cookieHigh, cookieLow, 8 + length);
+  writeU64(frame, offset, CHUNK_HEADER_LENGTH);
+}
+
+/**
  * Allocates a READ reply with its success header written; data goes at the returned offset.
  * Structured: one OFFSET_DATA chunk flagged DONE. With `storage` (at least the frame's length,
  * e.g. from bufferPool) the frame is a view of it; else a new Buffer.
@@ -114,13 +140,7 @@ export function readReplyBuffer(
   const frame = storage === undefined
     ? Buffer.allocUnsafe(frameLength)
     : storage.subarray(0, frameLength);
-  if (!isStructured) {
-    writeSimpleReply(frame, 0, 0, cookieHigh, cookieLow);
-    return frame;
-  }
-  writeChunkHeader(frame, 0, NBD_REPLY_FLAG.DONE, NBD_REPLY_TYPE.OFFSET_DATA,
-    cookieHigh, cookieLow, 8 + length);
-  writeU64(frame, offset, CHUNK_HEADER_LENGTH);
+  writeReadReplyHeader(frame, isStructured, cookieHigh, cookieLow, offset, length);
   return frame;
 }
 

@@ -26,6 +26,7 @@ import {
   errorChunk,
   fillSmallZeroPieces,
   readReplyBuffer,
+  readReplyHeader,
   simpleReply,
   sparseReadChunks,
 } from './replies';
@@ -40,6 +41,13 @@ export interface TransmissionContext {
   /** Queues a frame; onWritten runs once the output no longer needs it (or it was dropped). */
   send(frame: Buffer, onWritten?: () => void): void;
   sendv(frames: readonly Buffer[], onWritten?: () => void): void;
+  /**
+   * Optional: sends `header` then the file pieces of a ReadPlan on the connection's sender
+   * thread (reply-sender.ts); resolves once all of it was sent. Null when the output cannot take
+   * it now: the caller sends the reply from a buffer. A rejection with `isIntact` false means the
+   * connection is ending (a reply may have been cut short).
+   */
+  sendPlanned?(header: Buffer, pieces: Float64Array): Promise<void> | null;
 }
 
 /** Sends an error for `request` in the form its command needs (ERROR chunk or simple reply). */
@@ -57,7 +65,37 @@ function hasFlag(request: Request, flag: number): boolean {
   return (request.flags & flag) !== 0;
 }
 
+function isSparseRead(context: TransmissionContext, request: Request): boolean {
+  return context.isStructured && context.export.readSparse !== undefined &&
+    request.length >= LIMITS.nbdSparseReadMin && !hasFlag(request, NBD_CMD_FLAG.DF);
+}
+
+/**
+ * A large READ sent from the backing descriptors by the sender thread; null when it cannot be
+ * (no sender, a backing without a descriptor, holes a sparse reply should describe).
+ */
+function sendPlanned(context: TransmissionContext, request: Request): Promise<void> | null {
+  const exp = context.export;
+  if (context.sendPlanned === undefined || exp.planRead === undefined ||
+    request.length < LIMITS.nbdSenderReadMin) {
+    return null;
+  }
+  const { offset, length, cookieHigh, cookieLow } = request;
+  const plan = exp.planRead(offset, length, isSparseRead(context, request));
+  if (plan === null) return null;
+  let sent: Promise<void> | null = null;
+  try {
+    sent = context.sendPlanned(
+      readReplyHeader(context.isStructured, cookieHigh, cookieLow, offset, length), plan.pieces);
+  } finally {
+    if (sent === null) plan.done();
+  }
+  return sent === null ? null : sent.finally(plan.done);
+}
+
 async function serveRead(context: TransmissionContext, request: Request): Promise<void> {
+  const planned = sendPlanned(context, request);
+  if (planned !== null) return planned;
   const { offset, length, cookieHigh, cookieLow } = request;
   const storage = context.canReuseBuffers
     ? bufferPool.acquire(READ_DATA_OFFSET_STRUCTURED + length)
@@ -80,8 +118,7 @@ async function readInto(
   const exp = context.export;
   const frame = readReplyBuffer(context.isStructured, cookieHigh, cookieLow, offset, length,
     storage);
-  const isSparse = context.isStructured && exp.readSparse !== undefined &&
-    length >= LIMITS.nbdSparseReadMin && !hasFlag(request, NBD_CMD_FLAG.DF);
+  const isSparse = isSparseRead(context, request);
   if (!isSparse || exp.readSparse === undefined) {
     await exp.read(offset, length, frame, frame.length - length);
     context.send(frame, release);

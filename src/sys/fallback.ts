@@ -32,6 +32,13 @@ export const fallbackBinding: NativeBinding = {
   createWriter: () => ({}),
   writerSubmit: (_writer, buffer, pieces, callback) => pwriteBatch(buffer, pieces, callback),
   closeWriter: () => undefined,
+  createSender: () => {
+    throw unsupported('createSender');
+  },
+  senderSubmit: () => {
+    throw unsupported('senderSubmit');
+  },
+  closeSender: () => undefined,
   setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
   getSockOptInt: () => -95,
   constants: {

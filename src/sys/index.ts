@@ -21,6 +21,25 @@ export interface NativeWriter {
   readonly __brand?: 'NativeWriter';
 }
 
+/** A connection's sender thread (native/src/sender.c); opaque. */
+export interface NativeSender {
+  readonly __brand?: 'NativeSender';
+}
+
+/** How a sender thread sends file pieces: sendfile(2), or pread into its buffer and send. */
+export const SENDER_MODE = { sendfile: 0, copy: 1 } as const;
+export type SenderMode = keyof typeof SENDER_MODE;
+
+/**
+ * A sender job's result: error null when every byte went out; else `isIntact` is true only when
+ * the pieces could not be read and nothing of the job was sent (copy mode): the stream is whole.
+ * Any other failure may have cut a reply short.
+ */
+export type SendCallback = (error: NodeJS.ErrnoException | null, isIntact: boolean) => void;
+
+/** Fields per piece in senderSubmit's Float64Array: fd, position, length. */
+export const SEND_PIECE_FIELDS = 3;
+
 export interface NativeBinding {
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
@@ -39,6 +58,11 @@ export interface NativeBinding {
     writer: NativeWriter, buffer: Buffer, pieces: Float64Array, callback: BatchCallback,
   ): void;
   closeWriter(writer: NativeWriter): void;
+  createSender(socketFd: number, mode: number): NativeSender;
+  senderSubmit(
+    sender: NativeSender, bytes: Buffer, pieces: Float64Array | null, callback: SendCallback,
+  ): void;
+  closeSender(sender: NativeSender, abort: boolean): void;
   setSockOptInt(fd: number, level: number, name: number, value: number): number;
   getSockOptInt(fd: number, level: number, name: number): number;
   constants: {
@@ -179,6 +203,30 @@ export function writerSubmit(
 
 export function closeWriter(writer: NativeWriter): void {
   binding.closeWriter(writer);
+}
+
+/**
+ * A sender thread for one connection's socket (native/src/sender.c): each job sends `bytes` and
+ * then the file pieces ((fd, position, length) triples, copied at the call), whole and in
+ * submission order, by sendfile(2) or by pread and send (`mode`). The thread sends through its
+ * own dup of `socketFd`. closeSender(abort = false) lets the queue drain first; abort = true
+ * cancels what is queued (ECANCELED) and wakes a send waiting for room. Both join the thread.
+ * Throws without the addon (sys.isNative is false): callers send from JS instead.
+ */
+export function createSender(socketFd: number, mode: SenderMode): NativeSender {
+  assert(Number.isInteger(socketFd) && socketFd >= 0);
+  return binding.createSender(socketFd, SENDER_MODE[mode]);
+}
+
+export function senderSubmit(
+  sender: NativeSender, bytes: Buffer, pieces: Float64Array | null, callback: SendCallback,
+): void {
+  assert(pieces === null || pieces.length % SEND_PIECE_FIELDS === 0);
+  binding.senderSubmit(sender, bytes, pieces, callback);
+}
+
+export function closeSender(sender: NativeSender, abort: boolean): void {
+  binding.closeSender(sender, abort);
 }
 
 /** setsockopt(fd, level, name, int value), synchronous: 0, or -errno (-EOPNOTSUPP without the

@@ -40,6 +40,7 @@ export class FaultyBacking implements Backing {
   get canTrim(): boolean { return this.inner.canTrim; }
   /** -1: every write goes through write(), where faults are injected */
   readonly batchFd = -1;
+  readonly sendFd = -1;
 
   /** The next `count` calls of `op` fail with `fault`. */
   failNext(op: FaultOp, fault: Fault, count = 1): void {

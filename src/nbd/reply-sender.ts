@@ -1,0 +1,92 @@
+/**
+ * nbd/reply-sender: a connection's sender thread (native/src/sender.c) for large READ replies,
+ * sent from the backing descriptors instead of through a reply buffer on the JS thread.
+ *
+ * Why: from JS a READ reply costs two copies on the one JS thread (file to reply buffer, buffer
+ * to socket), and that thread is what limits nbdcopy and 1 MiB reads. On a unix socket the
+ * sender sends the pieces with sendfile(2), which hands page-cache pages to the peer: one copy
+ * less in all and none on a server thread. On TCP loopback this kernel takes sendfile slower
+ * than pread+send, so a TCP connection's sender preads into its own buffer and sends that: the
+ * same copies, on the second core. (See the README's Design section for the figures.)
+ *
+ * One byte stream, two writers: the JS socket and the sender thread write the same socket, so
+ * a reply must never interleave with another. The rule (Connection keeps it): the sender takes
+ * a job only while the JS side has nothing queued on the socket (writableLength 0, nothing
+ * corked), and while the sender has jobs pending every reply, small ones too, goes through it.
+ * So at any moment one side owns the stream, and order within each side is submission order.
+ *
+ * Failures: the sender sends every job whole or breaks the stream (a job cut short: the peer
+ * cannot resync). The callback says which: `isIntact` only when the pieces could not be read
+ * before any byte was sent (copy mode), where the caller answers with an error reply; otherwise
+ * the connection must end. XVD_SENDER (off, sendfile, copy, auto) overrides the choice for
+ * experiments.
+ */
+import type net from 'node:net';
+import { LIMITS } from '../limits';
+import * as sys from '../sys/index';
+import { socketFdOf } from './user-buffer-socket';
+
+export type SendDone = (error: NodeJS.ErrnoException | null, isIntact: boolean) => void;
+
+/** The mode for `socket`'s sender, or null when replies stay on the JS thread. */
+export function senderModeOf(socket: net.Socket): sys.SenderMode | null {
+  if (!sys.isNative || socketFdOf(socket) === null) return null;
+  const choice = process.env.XVD_SENDER ?? 'auto';
+  if (choice === 'off') return null;
+  if (choice === 'sendfile' || choice === 'copy') return choice;
+  return typeof socket.remotePort === 'number' ? LIMITS.nbdSenderModeTcp : 'sendfile';
+}
+
+export class ReplySender {
+  /** jobs submitted and not yet completed */
+  pending = 0;
+  private native: sys.NativeSender | null = null;
+  private isStartable = true;
+
+  constructor(private readonly socket: net.Socket, private readonly mode: sys.SenderMode,
+    private readonly onSettled: () => void) {}
+
+  /** False when no sender thread can run (it could not start, or closed): send from JS. */
+  get isUsable(): boolean {
+    return this.native !== null || this.start();
+  }
+
+  /** Queues `bytes` then `pieces` ((fd, position, length) triples); false when not usable. */
+  submit(bytes: Buffer, pieces: Float64Array | null, done: SendDone): boolean {
+    if (!this.isUsable || this.native === null) return false;
+    sys.senderSubmit(this.native, bytes, pieces, (error, isIntact) => {
+      this.pending--;
+      try {
+        done(error, isIntact);
+      } finally {
+        this.onSettled();
+      }
+    });
+    this.pending++;
+    return true;
+  }
+
+  /**
+   * Stops the thread and joins it: after the queue when `abort` is false (call it with nothing
+   * pending), else at once, the queued jobs completing with ECANCELED. Later submits fail.
+   */
+  close(abort: boolean): void {
+    this.isStartable = false;
+    const native = this.native;
+    this.native = null;
+    if (native !== null) sys.closeSender(native, abort);
+  }
+
+  private start(): boolean {
+    if (!this.isStartable) return false;
+    const fd = socketFdOf(this.socket);
+    try {
+      if (fd === null) throw new Error('no descriptor');
+      this.native = sys.createSender(fd, this.mode);
+      return true;
+    } catch {
+      this.isStartable = false; // e.g. EAGAIN from pthread_create: replies stay on the JS thread
+      return false;
+    }
+  }
+}
