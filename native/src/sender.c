@@ -8,8 +8,8 @@
  * buffer (preadv2) and that buffer into the socket. Mode "sendfile" sends the pieces with
  * sendfile(2): on a unix socket the kernel hands the page-cache pages to the peer, which is one
  * copy less in all and none on any server thread. Mode "copy" preads the pieces into the
- * thread's own buffer and sends that (on this kernel, loopback TCP takes sendfile slower than
- * pread+send): the same copies as from JS, but on a second core.
+ * thread's own buffer (up to SCRATCH_MAX at a time) and sends that (on this kernel, loopback TCP
+ * takes sendfile slower than pread+send): the same copies as from JS, but on a second core.
  *
  * The thread owns a dup of the socket, so the descriptor stays valid whatever the JS side does
  * with its own; the socket is non-blocking (one open file description), so the thread waits in
@@ -17,8 +17,8 @@
  *
  * Ordering and failure: jobs are sent in submission order, whole. A job whose bytes were partly
  * sent and then failed leaves the stream broken: the sender sends nothing more and every later
- * job completes with ECANCELED (the caller ends the connection). In copy mode a pread failure is
- * found before anything of the job is sent: the job completes with the error and
+ * job completes with ECANCELED (the caller ends the connection). In copy mode a pread failure in
+ * the job's first SCRATCH_MAX bytes is found before anything of the job is sent: the job completes with the error and
  * isIntact = true (the stream is whole: the caller can send an error reply). A piece that ends early (EOF) is padded with
  * zeros, as reads past the end of a file are.
  *
@@ -155,61 +155,91 @@ static int send_file_piece(struct sender *s, const struct send_piece *piece, int
   return 0;
 }
 
-/* Copy mode: every piece into the scratch buffer (zeros past EOF); nothing is sent here. */
-static int read_pieces(struct sender *s, struct send_job *job, size_t total) {
-  if (s->scratch_size < total) {
-    free(s->scratch);
-    s->scratch = malloc(total);
-    s->scratch_size = s->scratch == NULL ? 0 : total;
-    if (s->scratch == NULL) return ENOMEM;
-  }
-  uint8_t *at = s->scratch;
-  for (size_t i = 0; i < job->count; i++) {
-    const struct send_piece *piece = &job->pieces[i];
-    int64_t done = 0;
-    while (done < piece->length) {
-      ssize_t n = pread(piece->fd, at + done, (size_t)(piece->length - done),
-                        (off_t)(piece->position + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno;
-      if (n == 0) {
-        memset(at + done, 0, (size_t)(piece->length - done));
-        break;
-      }
-      done += n;
+/* Copy mode reads at most this much ahead of the socket: the scratch buffer a connection keeps
+ * (a reply up to it is read whole before its first byte is sent; see the header). */
+#define SCRATCH_MAX ((size_t)4 << 20)
+
+/* pread of exactly `length` bytes (zeros past EOF) */
+static int pread_full(int fd, uint8_t *at, size_t length, int64_t position) {
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = pread(fd, at + done, length - done, (off_t)position + (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) {
+      memset(at + done, 0, length - done);
+      break;
     }
-    at += piece->length;
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+/* Copy mode: the bytes, then the pieces read into the scratch buffer a window at a time. A
+ * failure reading the first window leaves nothing sent (is_intact); a later one breaks the
+ * stream. */
+static int send_copied(struct sender *s, struct send_job *job) {
+  size_t total = 0;
+  for (size_t i = 0; i < job->count; i++) total += (size_t)job->pieces[i].length;
+  size_t want = total < SCRATCH_MAX ? total : SCRATCH_MAX;
+  if (s->scratch_size < want) {
+    free(s->scratch);
+    s->scratch = malloc(want);
+    s->scratch_size = s->scratch == NULL ? 0 : want;
+    if (s->scratch == NULL) {
+      job->is_intact = 1;
+      return ENOMEM;
+    }
+  }
+  size_t piece = 0;
+  int64_t within = 0;
+  int is_first = 1;
+  while (piece < job->count) {
+    size_t filled = 0;
+    while (piece < job->count && filled < s->scratch_size) {
+      const struct send_piece *p = &job->pieces[piece];
+      size_t room = s->scratch_size - filled;
+      size_t take = p->length - within < (int64_t)room ? (size_t)(p->length - within) : room;
+      int err = pread_full(p->fd, s->scratch + filled, take, p->position + within);
+      if (err != 0) {
+        job->is_intact = is_first;
+        return err;
+      }
+      filled += take;
+      within += (int64_t)take;
+      if (within == p->length) {
+        piece++;
+        within = 0;
+      }
+    }
+    struct iovec iov[2] = {{.iov_base = (void *)job->bytes, .iov_len = job->bytes_length},
+                           {.iov_base = s->scratch, .iov_len = filled}};
+    int err = is_first ? send_iov(s, iov, 2, piece < job->count)
+                       : send_iov(s, iov + 1, 1, piece < job->count);
+    if (err != 0) return err;
+    is_first = 0;
   }
   return 0;
 }
 
 static void execute(struct sender *s, struct send_job *job) {
-  int err = 0;
   if (s->is_broken || is_aborted(s)) {
     job->err = ECANCELED;
     return;
   }
-  struct iovec iov[2] = {{.iov_base = (void *)job->bytes, .iov_len = job->bytes_length}};
+  int err;
   if (s->mode == SENDER_MODE_COPY && job->count > 0) {
-    size_t total = 0;
-    for (size_t i = 0; i < job->count; i++) total += (size_t)job->pieces[i].length;
-    err = read_pieces(s, job, total);
-    if (err != 0) {
-      job->err = err;
-      job->is_intact = 1; /* the caller can still send an error reply */
-      return;
-    }
-    iov[1].iov_base = s->scratch;
-    iov[1].iov_len = total;
-    err = send_iov(s, iov, 2, 0);
+    err = send_copied(s, job);
   } else {
-    err = send_iov(s, iov, 1, job->count > 0);
+    struct iovec iov = {.iov_base = (void *)job->bytes, .iov_len = job->bytes_length};
+    err = send_iov(s, &iov, 1, job->count > 0);
     for (size_t i = 0; err == 0 && i < job->count; i++) {
       err = send_file_piece(s, &job->pieces[i], i + 1 < job->count);
     }
   }
   job->err = err;
-  if (err != 0) s->is_broken = 1; /* a reply may be cut short: nothing more is sendable */
+  /* a reply may be cut short: nothing more is sendable */
+  if (err != 0 && !job->is_intact) s->is_broken = 1;
 }
 
 static void *sender_main(void *data) {

@@ -7,7 +7,8 @@
  * sender sends the pieces with sendfile(2), which hands page-cache pages to the peer: one copy
  * less in all and none on a server thread. On TCP loopback this kernel takes sendfile slower
  * than pread+send, so a TCP connection's sender preads into its own buffer and sends that: the
- * same copies, on the second core. (See the README's Design section for the figures.)
+ * same copies, on the second core; its buffer is at most 4 MiB (SCRATCH_MAX in sender.c), so a
+ * connection holds at most that beyond what it held before. (Figures: README, Design.)
  *
  * One byte stream, two writers: the JS socket and the sender thread write the same socket, so
  * a reply must never interleave with another. The rule (Connection keeps it): the sender takes
