@@ -15,6 +15,10 @@
  * with its own; the socket is non-blocking (one open file description), so the thread waits in
  * poll() for room, together with an eventfd that closeSender(abort) signals.
  *
+ * A read error must not come after a reply's header went out (the reply could not report it):
+ * sendfile takes a job only when cachestat(2) finds all its pages in the page cache; other jobs
+ * are sent as in copy mode, which reads before it sends.
+ *
  * Ordering and failure: jobs are sent in submission order, whole. A job whose bytes were partly
  * sent and then failed leaves the stream broken: the sender sends nothing more and every later
  * job completes with ECANCELED (the caller ends the connection). In copy mode a pread failure in
@@ -33,6 +37,7 @@
 #include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include "ops.h"
@@ -222,13 +227,47 @@ static int send_copied(struct sender *s, struct send_job *job) {
   return 0;
 }
 
+#ifndef __NR_cachestat
+#define __NR_cachestat 451 /* Linux 6.5; the same number on every architecture */
+#endif
+struct xvd_cachestat_range {
+  uint64_t off;
+  uint64_t len;
+};
+struct xvd_cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* cachestat(2) is missing (kernel before 6.5): sendfile then goes uncached ranges too */
+static int has_no_cachestat;
+
+/* True when every page under the job's pieces is in the page cache, so sendfile cannot meet a
+ * read error (or EOF) after the reply's header went out; false when unsure. */
+static int is_cached(const struct send_job *job) {
+  long page = sysconf(_SC_PAGESIZE);
+  for (size_t i = 0; i < job->count; i++) {
+    const struct send_piece *p = &job->pieces[i];
+    uint64_t first = (uint64_t)p->position / (uint64_t)page;
+    uint64_t end = ((uint64_t)p->position + (uint64_t)p->length + (uint64_t)page - 1) /
+                   (uint64_t)page;
+    struct xvd_cachestat_range range = {.off = (uint64_t)p->position, .len = (uint64_t)p->length};
+    struct xvd_cachestat stat;
+    if (syscall(__NR_cachestat, p->fd, &range, &stat, 0) != 0) {
+      if (errno == ENOSYS) __atomic_store_n(&has_no_cachestat, 1, __ATOMIC_RELAXED);
+      return __atomic_load_n(&has_no_cachestat, __ATOMIC_RELAXED);
+    }
+    if (stat.nr_cache < end - first) return 0;
+  }
+  return 1;
+}
+
 static void execute(struct sender *s, struct send_job *job) {
   if (s->is_broken || is_aborted(s)) {
     job->err = ECANCELED;
     return;
   }
   int err;
-  if (s->mode == SENDER_MODE_COPY && job->count > 0) {
+  if (job->count > 0 && (s->mode == SENDER_MODE_COPY || !is_cached(job))) {
     err = send_copied(s, job);
   } else {
     struct iovec iov = {.iov_base = (void *)job->bytes, .iov_len = job->bytes_length};
