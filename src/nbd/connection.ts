@@ -47,7 +47,7 @@ import { encodeGreeting, encodeOptionReply } from './wire-writer';
 import { LIMITS } from '../limits';
 import { Framer, type Payload, type Receiver } from './framer';
 import type { ArenaReceiver } from './arena-receiver';
-import { ReplySender, senderModeOf } from './reply-sender';
+import { ReplySender, type SendDone, senderModeOf } from './reply-sender';
 
 export const PHASE = {
   CLIENT_FLAGS: 'client-flags',
@@ -289,10 +289,14 @@ export class Connection implements OptionSession, TransmissionContext {
     if (this.sender !== null && this.sender.pending > 0) {
       // the sender owns the stream until its queue is empty (reply-sender.ts)
       this.stats.bytesWritten += frame.length;
-      this.sender.submit(frame, null, (error) => {
+      const isQueued = this.sender.submit(frame, null, (error) => {
         if (onWritten !== undefined) onWritten();
         if (error !== null) this.closeHard(error, `send: ${error.message}`);
       });
+      if (!isQueued) {
+        if (onWritten !== undefined) onWritten();
+        this.closeHard(new Error('send: the sender refused a reply'), 'sender refused a reply');
+      }
       return;
     }
     if (!this.isCorked) {
@@ -315,23 +319,27 @@ export class Connection implements OptionSession, TransmissionContext {
       (sender.pending === 0 && this.output.writableLength > 0)) {
       return null;
     }
-    return new Promise((resolve, reject) => {
-      const isQueued = sender.submit(header, pieces, (error, isIntact) => {
+    let settle: SendDone = () => undefined;
+    const sent = new Promise<void>((resolve, reject) => {
+      settle = (error, isIntact): void => {
         if (error === null) {
           resolve();
           return;
         }
         if (!isIntact) this.closeHard(error, `send: ${error.message}`);
         reject(error);
-      });
-      if (!isQueued) {
-        reject(new Error('sendPlanned: the sender is closed')); // unreachable: checked above
-        return;
-      }
-      let bytes = header.length;
-      for (let at = 2; at < pieces.length; at += 3) bytes += pieces[at]!;
-      this.stats.bytesWritten += bytes;
+      };
     });
+    const wasIdle = sender.pending === 0;
+    if (!sender.submit(header, pieces, settle)) {
+      if (wasIdle) return null; // the stream is the JS side's: the caller sends the reply
+      this.closeHard(new Error('send: the sender refused a reply'), 'sender refused a reply');
+      return Promise.reject(new Error('send: the sender refused a reply'));
+    }
+    let bytes = header.length;
+    for (let at = 2; at < pieces.length; at += 3) bytes += pieces[at]!;
+    this.stats.bytesWritten += bytes;
+    return sent;
   }
 
   private makeSender(): ReplySender | null {

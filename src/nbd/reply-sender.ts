@@ -52,17 +52,24 @@ export class ReplySender {
     return this.native !== null || this.start();
   }
 
-  /** Queues `bytes` then `pieces` ((fd, position, length) triples); false when not usable. */
+  /**
+   * Queues `bytes` then `pieces` ((fd, position, length) triples); false when nothing was
+   * queued (no thread, or the submit failed, e.g. ENOMEM): `done` will not run.
+   */
   submit(bytes: Buffer, pieces: Float64Array | null, done: SendDone): boolean {
     if (!this.isUsable || this.native === null) return false;
-    sys.senderSubmit(this.native, bytes, pieces, (error, isIntact) => {
-      this.pending--;
-      try {
-        done(error, isIntact);
-      } finally {
-        this.onSettled();
-      }
-    });
+    try {
+      sys.senderSubmit(this.native, bytes, pieces, (error, isIntact) => {
+        this.pending--;
+        try {
+          done(error, isIntact);
+        } finally {
+          this.onSettled();
+        }
+      });
+    } catch {
+      return false;
+    }
     this.pending++;
     return true;
   }
