@@ -123,8 +123,6 @@ export const LIMITS = {
   /** nbd/reply-sender: READs of at least this many bytes go out on the connection's sender
    * thread (smaller ones cost less inline than the hand-off to a thread and back). */
   nbdSenderReadMin: 64 * 1024,
-  /** The sender's mode on TCP sockets (unix sockets use sendfile): see reply-sender.ts. */
-  nbdSenderModeTcp: 'copy' as 'copy' | 'sendfile' | null,
   /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT)
    * on the JS thread before the libuv pool; larger ones go to the pool. 1 MiB inline against
    * 64 KiB: 1 MiB reads cost 0.42 against 0.51 server CPU s/GiB over a unix socket, 0.55

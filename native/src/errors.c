@@ -31,6 +31,9 @@ const char *xvd_errno_name(int err) {
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case EDQUOT: return "EDQUOT";
     case EINTR: return "EINTR";
+    case ECANCELED: return "ECANCELED";
+    case EPIPE: return "EPIPE";
+    case ECONNRESET: return "ECONNRESET";
     default: return "EUNKNOWN";
   }
 }

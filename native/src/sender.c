@@ -15,9 +15,14 @@
  * with its own; the socket is non-blocking (one open file description), so the thread waits in
  * poll() for room, together with an eventfd that closeSender(abort) signals.
  *
- * A read error must not come after a reply's header went out (the reply could not report it):
+ * A read error should not come after a reply's header went out (the reply could not report it):
  * sendfile takes a job only when cachestat(2) finds all its pages in the page cache; other jobs
- * are sent as in copy mode, which reads before it sends.
+ * are sent as in copy mode, which reads a job's first SCRATCH_MAX bytes before it sends any
+ * (an error past them, in a READ of more than 4 MiB, still ends the connection).
+ *
+ * sendfile queues page-cache pages, not copies: a peer that has not read a reply yet receives
+ * what the pages hold when it reads, which may be bytes written after the job completed. That
+ * is why the server uses it only when asked (serve --sendfile).
  *
  * Ordering and failure: jobs are sent in submission order, whole. A job whose bytes were partly
  * sent and then failed leaves the stream broken: the sender sends nothing more and every later

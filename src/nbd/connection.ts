@@ -20,7 +20,7 @@ import assert from 'node:assert';
 import type { Readable, Writable } from 'node:stream';
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { ProtocolError } from '../errors';
+import { IoError, ProtocolError } from '../errors';
 import type { Export } from '../engine/export';
 import type { Logger } from '../log';
 import {
@@ -113,6 +113,8 @@ export interface ConnectionOptions {
   log: Logger;
   limits: ConnectionLimits;
   tls: TlsUpgrader | null;
+  /** large READ replies on unix sockets by sendfile(2) (server option; reply-sender.ts) */
+  isSendfile?: boolean;
   hooks: ConnectionHooks;
   isShuttingDown: () => boolean;
 }
@@ -126,6 +128,7 @@ export class Connection implements OptionSession, TransmissionContext {
   private socket: Socket | null;
   private readonly limits: ConnectionLimits;
   private readonly tls: TlsUpgrader | null;
+  private readonly isSendfile: boolean;
   private readonly hooks: ConnectionHooks;
   private readonly isServerShuttingDown: () => boolean;
   private readonly framer: Receiver;
@@ -174,6 +177,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.log = options.log;
     this.limits = options.limits;
     this.tls = options.tls;
+    this.isSendfile = options.isSendfile === true;
     this.hooks = options.hooks;
     this.isServerShuttingDown = options.isShuttingDown;
     const receiver = options.receiver ?? null;
@@ -326,8 +330,14 @@ export class Connection implements OptionSession, TransmissionContext {
           resolve();
           return;
         }
-        if (!isIntact) this.closeHard(error, `send: ${error.message}`);
-        reject(error);
+        if (isIntact) {
+          reject(error); // nothing of this reply was sent: an error reply follows
+          return;
+        }
+        this.closeHard(error, `send: ${error.message}`);
+        // the connection is gone: no reply can follow (logged once, by closeHard)
+        reject(new IoError('ESHUTDOWN', 'send', `send: ESHUTDOWN: ${error.message}`,
+          { cause: error }));
       };
     });
     const wasIdle = sender.pending === 0;
@@ -347,7 +357,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.isSenderDecided = true;
     const socket = this.socket;
     if (socket === null || this.output !== socket || this.isTls) return null;
-    const mode = senderModeOf(socket);
+    const mode = senderModeOf(socket, this.isSendfile);
     if (mode === null) return null;
     const sender = new ReplySender(socket, mode, this.onSenderSettled);
     if (!sender.isUsable) return null;

@@ -4,11 +4,18 @@
  *
  * Why: from JS a READ reply costs two copies on the one JS thread (file to reply buffer, buffer
  * to socket), and that thread is what limits nbdcopy and 1 MiB reads. On a unix socket the
- * sender sends the pieces with sendfile(2), which hands page-cache pages to the peer: one copy
- * less in all and none on a server thread. On TCP loopback this kernel takes sendfile slower
- * than pread+send, so a TCP connection's sender preads into its own buffer and sends that: the
- * same copies, on the second core; its buffer is at most 4 MiB (SCRATCH_MAX in sender.c), so a
- * connection holds at most that beyond what it held before. (Figures: README, Design.)
+ * sender can send the pieces with sendfile(2), which hands page-cache pages to the peer: one
+ * copy less in all and none on a server thread (1 MiB reads 6.5 against 2.9-3.7 GB/s).
+ *
+ * Off by default (serve --sendfile turns it on): the kernel queues the pages, not their bytes,
+ * so a client that has not read a reply yet receives what the pages hold when it reads. That
+ * can be bytes written after the reply was sent, even after the connection was fenced and the
+ * extents passed to another VD (unless zeroing on reuse punched them out of the page cache).
+ * Copying instead (mode "copy": pread into the thread's buffer, at most 4 MiB, then send) is
+ * safe but measured no better than replying from JS on this machine (the hand-offs to the
+ * thread and back cost what the copies saved: nbdcopy to null: over a unix socket 1361-1532
+ * against 1603-1772 MiB/s), and loopback TCP takes sendfile slower than pread+send; so without
+ * --sendfile every reply stays on the JS thread.
  *
  * One byte stream, two writers: the JS socket and the sender thread write the same socket, so
  * a reply must never interleave with another. The rule (Connection keeps it): the sender takes
@@ -23,19 +30,31 @@
  * experiments.
  */
 import type net from 'node:net';
-import { LIMITS } from '../limits';
 import * as sys from '../sys/index';
 import { socketFdOf } from './user-buffer-socket';
 
 export type SendDone = (error: NodeJS.ErrnoException | null, isIntact: boolean) => void;
 
-/** The mode for `socket`'s sender, or null when replies stay on the JS thread. */
-export function senderModeOf(socket: net.Socket): sys.SenderMode | null {
+/**
+ * The mode for `socket`'s sender, or null when replies stay on the JS thread: sendfile on a unix
+ * socket when the server was asked for it (`isSendfile`), else none. XVD_SENDER overrides it
+ * for experiments: off, sendfile, copy, or on (sendfile on unix sockets, copy on TCP).
+ */
+export function senderModeOf(socket: net.Socket, isSendfile: boolean): sys.SenderMode | null {
   if (!sys.isNative || socketFdOf(socket) === null) return null;
-  const choice = process.env.XVD_SENDER ?? 'auto';
-  if (choice === 'off') return null;
-  if (choice === 'sendfile' || choice === 'copy') return choice;
-  return typeof socket.remotePort === 'number' ? LIMITS.nbdSenderModeTcp : 'sendfile';
+  const isTcp = typeof socket.remotePort === 'number';
+  switch (process.env['XVD_SENDER'] ?? 'auto') {
+    case 'off':
+      return null;
+    case 'sendfile':
+      return 'sendfile';
+    case 'copy':
+      return 'copy';
+    case 'on':
+      return isTcp ? 'copy' : 'sendfile';
+    default:
+      return isSendfile && !isTcp ? 'sendfile' : null;
+  }
 }
 
 export class ReplySender {

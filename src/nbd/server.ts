@@ -39,6 +39,12 @@ export interface NbdServerOptions {
    * 'stream' takes Node's 'data' chunks (the only way with TLS and for stream pairs).
    */
   receive?: 'arena' | 'stream';
+  /**
+   * READ replies of 64 KiB and more on unix sockets go out by sendfile(2) from a sender thread
+   * per connection (reply-sender.ts). Off by default: the kernel queues page-cache pages, not
+   * bytes, so a client that has not read a reply yet can receive bytes written after it was sent.
+   */
+  sendfile?: boolean;
 }
 
 export type ListenTarget = { host?: string; port?: number } | { path: string } | { fd: number };
@@ -78,6 +84,7 @@ export class NbdServer extends EventEmitter {
   private readonly log: Logger;
   private readonly tls: TlsUpgrader | null;
   private readonly isArenaReceive: boolean;
+  private readonly isSendfile: boolean;
   private readonly netServers: net.Server[] = [];
   private readonly connections = new Set<Connection>();
   private nextId = 1;
@@ -95,6 +102,7 @@ export class NbdServer extends EventEmitter {
     this.tls = options.tls === undefined ? null : createTlsUpgrader(options.tls);
     // STARTTLS swaps the stream under the connection: arenas only without TLS
     this.isArenaReceive = (options.receive ?? 'arena') === 'arena' && this.tls === null;
+    this.isSendfile = options.sendfile === true;
   }
 
   /** Connections open or still finishing requests. */
@@ -202,6 +210,7 @@ export class NbdServer extends EventEmitter {
       log: this.log.child({ conn: id }),
       limits: this.limits,
       tls: this.tls,
+      isSendfile: this.isSendfile,
       isShuttingDown: () => this.isShuttingDown,
       hooks: {
         onBound: () => undefined,

@@ -29,6 +29,8 @@ export interface ServeOptions {
   /** one connection on stdin/stdout, then exit */
   isStdio: boolean;
   tls: TlsOptions;
+  /** READ replies on unix sockets by sendfile(2) (nbd/reply-sender.ts; off by default) */
+  isSendfile?: boolean;
   /** the root logger unless a test passes its own */
   log?: Logger;
   /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
@@ -78,7 +80,8 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
   const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
-  const server = createServer({ provider, tls: options.tls, log: logger, receive });
+  const server = createServer({ provider, tls: options.tls, log: logger, receive,
+    sendfile: options.isSendfile === true });
   const addresses: (string | { address: string; port: number })[] = [];
   try {
     provider.start(server);

@@ -19,6 +19,7 @@ interface ServeFlags {
   tlsPsk?: string;
   tlsVerifyPeer?: boolean;
   threads?: string;
+  sendfile?: boolean;
 }
 
 /** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts. */
@@ -66,7 +67,7 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
   const tls = tlsOptionsOf(flags.tls, flags.tlsCertificates, flags.tlsPsk,
     flags.tlsVerifyPeer === true);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
-    isStdio: flags.stdio === true, tls });
+    isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true });
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -83,5 +84,8 @@ export function register(program: Command, context: Context): void {
     .option('--tls-verify-peer', 'demand a client certificate; its CN names the domain')
     .option('--tls-psk <file>', 'psktool file (identity:hexkey); the identity names the domain')
     .option('--threads <n>', `libuv pool threads (default ${LIMITS.serveThreadsDefault})`)
+    .option('--sendfile', 'unix sockets: READ replies by sendfile(2) from a thread per ' +
+      'connection (faster; a client that has not read a reply yet may get bytes written after ' +
+      'it was sent: trusted clients only)')
     .action((flags: ServeFlags) => context.run(() => serve(context, flags)));
 }
