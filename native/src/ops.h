@@ -88,6 +88,12 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info);
 napi_value xvd_sender_submit(napi_env env, napi_callback_info info);
 napi_value xvd_close_sender(napi_env env, napi_callback_info info);
 
+/* handle.c: externals tagged with their kind; get returns NULL for anything else. new owns
+ * `data` from the call, also when it fails (see handle.c). */
+napi_status xvd_handle_new(napi_env env, void *data, napi_finalize finalize,
+                           const napi_type_tag *tag, napi_value *result);
+void *xvd_handle_get(napi_env env, napi_value value, const napi_type_tag *tag);
+
 /* sockopt.c: synchronous int socket options; 0/value or -errno */
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);

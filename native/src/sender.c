@@ -90,6 +90,9 @@ struct box {
   int is_hooked;
 };
 
+/* the kind of this file's handles (handle.c) */
+static const napi_type_tag SENDER_TAG = {0x78766453656e6465ULL, 0x7254687265616402ULL};
+
 static int is_aborted(struct sender *s) {
   return __atomic_load_n(&s->is_aborted, __ATOMIC_ACQUIRE);
 }
@@ -441,22 +444,20 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info) {
   box->sender = s;
   box->env = env;
   box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
-  if (!box->is_hooked || napi_create_external(env, box, box_finalize, NULL, &handle) != napi_ok) {
+  if (!box->is_hooked) {
     box_finalize(env, box, NULL);
-    napi_throw_error(env, NULL, "createSender: no handle");
+    napi_throw_error(env, NULL, "createSender: no cleanup hook");
+    return NULL;
+  }
+  if (xvd_handle_new(env, box, box_finalize, &SENDER_TAG, &handle) != napi_ok) {
+    napi_throw_error(env, NULL, "createSender: no handle"); /* the box is finalized by then */
     return NULL;
   }
   return handle;
 }
 
 static struct box *get_box(napi_env env, napi_value value) {
-  void *data = NULL;
-  napi_valuetype type;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, value, &data) != napi_ok) {
-    return NULL;
-  }
-  return data;
+  return xvd_handle_get(env, value, &SENDER_TAG);
 }
 
 /* Reads and checks (fd, position, length) triples; NULL after throwing. */

@@ -39,6 +39,9 @@ struct box {
   int is_hooked; /* the environment cleanup hook is registered */
 };
 
+/* the kind of this file's handles (handle.c) */
+static const napi_type_tag WRITER_TAG = {0x7876645772697465ULL, 0x7254687265616401ULL};
+
 static void *writer_main(void *data) {
   struct writer *w = data;
   for (;;) {
@@ -149,22 +152,20 @@ napi_value xvd_create_writer(napi_env env, napi_callback_info info) {
   box->writer = w;
   box->env = env;
   box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
-  if (!box->is_hooked || napi_create_external(env, box, box_finalize, NULL, &handle) != napi_ok) {
+  if (!box->is_hooked) {
     box_finalize(env, box, NULL);
-    napi_throw_error(env, NULL, "createWriter: no handle");
+    napi_throw_error(env, NULL, "createWriter: no cleanup hook");
+    return NULL;
+  }
+  if (xvd_handle_new(env, box, box_finalize, &WRITER_TAG, &handle) != napi_ok) {
+    napi_throw_error(env, NULL, "createWriter: no handle"); /* the box is finalized by then */
     return NULL;
   }
   return handle;
 }
 
 static struct box *get_box(napi_env env, napi_value value) {
-  void *data = NULL;
-  napi_valuetype type;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, value, &data) != napi_ok) {
-    return NULL;
-  }
-  return data;
+  return xvd_handle_get(env, value, &WRITER_TAG);
 }
 
 napi_value xvd_writer_submit(napi_env env, napi_callback_info info) {

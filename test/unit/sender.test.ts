@@ -628,6 +628,18 @@ t.test('bad arguments are refused at the call, without a callback', async (t) =>
     'callback' as unknown as sys.SendCallback), TypeError, 'no callback function');
   t.throws(() => sys.senderSubmit({}, bytes, null, noCall), /not a sender/);
   t.throws(() => sys.closeSender({} as sys.NativeSender, true), TypeError);
+  // handles carry their kind: a writer's handle is refused, not read as a sender (and back)
+  const writer = sys.createWriter();
+  t.teardown(() => sys.closeWriter(writer));
+  t.throws(() => sys.senderSubmit(writer as unknown as sys.NativeSender, bytes, null, noCall),
+    /not a sender/, "a writer's handle is not a sender");
+  t.throws(() => sys.closeSender(writer as unknown as sys.NativeSender, true), TypeError,
+    "closeSender refuses a writer's handle");
+  t.throws(() => sys.writerSubmit(sender as unknown as sys.NativeWriter, bytes,
+    Float64Array.from([3, 0, 1, 0]), () => t.fail('no call')), /not a writer/,
+  "a sender's handle is not a writer");
+  t.throws(() => sys.closeWriter(sender as unknown as sys.NativeWriter), TypeError,
+    "closeWriter refuses a sender's handle");
   // the refused calls queued nothing: the sender still works and sends only this
   const sink = new Sink(pair.client);
   const ok = await bounded(submit(sender, Buffer.from('ok'), null), WAIT_MS, 'a good job');
