@@ -120,6 +120,9 @@ export const LIMITS = {
    * (nbd/user-buffer-socket.ts ReceiveLowWater). */
   nbdRecvLowWaterMin: 256 * 1024,
   nbdRecvLowWaterMax: 1024 * 1024,
+  /** A fenced connection whose replies wait on its sender thread (the client is not reading)
+   * is closed after this long, so a fence never waits on a client (connection.ts fence()). */
+  nbdFenceSenderWaitMs: 2000,
   /** nbd/reply-sender: READs of at least this many bytes go out on the connection's sender
    * thread (smaller ones cost less inline than the hand-off to a thread and back). */
   nbdSenderReadMin: 64 * 1024,

@@ -31,6 +31,14 @@
  * isIntact = true (the stream is whole: the caller can send an error reply). A piece that ends early (EOF) is padded with
  * zeros, as reads past the end of a file are.
  *
+ * Limits and caveats: cachestat needs the caller to own the file or be root for an O_RDONLY
+ * descriptor (EPERM otherwise), and pages can be evicted between the check and sendfile: either
+ * way the job is read first (correct, slower) or, in the race, a late read error ends the
+ * connection. closeSender(abort) joins the thread, so it waits for a pread or sendfile already
+ * under way (one of at most SCRATCH_MAX bytes from the page cache or the disk). sendfile has no
+ * MSG_NOSIGNAL: like every socket write in Node, it relies on Node ignoring SIGPIPE. A
+ * connection keeps its copy-mode scratch buffer (at most SCRATCH_MAX) until it closes.
+ *
  * Completions: callback(error or null, isIntact) on the JS thread, through a thread-safe
  * function ref'd only while jobs are pending (as writer.c). */
 #include <errno.h>
@@ -487,6 +495,7 @@ static struct send_job *job_new(napi_env env, napi_value pieces_value) {
     return NULL;
   }
   job->count = count;
+  double total = 0;
   for (size_t i = 0; i < count; i++) {
     double fd = triples[3 * i], position = triples[3 * i + 1], length = triples[3 * i + 2];
     if (!(fd >= 0 && fd <= 2147483647.0 && fd == (double)(int)fd) ||
@@ -494,6 +503,12 @@ static struct send_job *job_new(napi_env env, napi_value pieces_value) {
         !(length > 0 && length <= 9007199254740991.0 && length == (double)(int64_t)length)) {
       free(job);
       napi_throw_range_error(env, NULL, "senderSubmit: a piece is not (fd, position, length)");
+      return NULL;
+    }
+    total += length;
+    if (total > 2147483647.0) { /* 2 GiB: far past any NBD request; keeps size_t sums exact */
+      free(job);
+      napi_throw_range_error(env, NULL, "senderSubmit: the pieces add up to more than 2 GiB");
       return NULL;
     }
     job->pieces[i].fd = (int)fd;

@@ -7,8 +7,10 @@
  * bytes allow. Options run one at a time (the socket is paused meanwhile); requests are decoded,
  * validated (validate.ts) and executed concurrently (transmission.ts), answered in completion
  * order. Reading stops (socket paused) while the connection has LIMITS.nbdInflightMax requests or
- * nbdInflightBytesMax bytes in flight, or while the socket's write buffer needs draining: that is
- * the only memory a client can make the server hold. Replies written in one event-loop turn are
+ * nbdInflightBytesMax bytes in flight, while replies not yet written out hold nbdInflightBytesMax
+ * bytes (a settled READ's pooled buffer stays allocated until its write callback), or while the
+ * socket's write buffer needs draining: that is the only memory a client can make the server
+ * hold (at most twice nbdInflightBytesMax plus one request). Replies written in one event-loop turn are
  * corked and sent together on setImmediate.
  *
  * Closing: DISC or close() stop reading, let requests in flight finish, then end the stream.
@@ -164,6 +166,11 @@ export class Connection implements OptionSession, TransmissionContext {
   private isWaitingDrain = false;
   /** the sender thread for large READ replies (reply-sender.ts); made by the first one */
   private sender: ReplySender | null = null;
+  /**
+   * Bytes held for replies not yet written out (pooled READ buffers until their write callback,
+   * frames queued on the sender); planned READs count in inflightBytes instead.
+   */
+  private replyBytes = 0;
   private isSenderDecided = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
   readonly stats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
@@ -285,19 +292,29 @@ export class Connection implements OptionSession, TransmissionContext {
     return this.output instanceof net.Socket;
   }
 
-  send(frame: Buffer, onWritten?: () => void): void {
+  /**
+   * Queues a frame. `heldBytes` (default: the frame's length) is what stays allocated until
+   * onWritten runs, e.g. a whole pooled READ buffer behind a few small chunks: those bytes count
+   * against inflightBytesMax (isReadBlocked) until then, since the request itself has settled.
+   */
+  send(frame: Buffer, onWritten?: () => void, heldBytes?: number): void {
     if (this.phase === PHASE.CLOSED) {
       if (onWritten !== undefined) onWritten(); // dropped: nothing holds the buffer
       return;
     }
+    this.stats.bytesWritten += frame.length;
     if (this.sender !== null && this.sender.pending > 0) {
-      // the sender owns the stream until its queue is empty (reply-sender.ts)
-      this.stats.bytesWritten += frame.length;
+      // the sender owns the stream until its queue is empty (reply-sender.ts); it holds even
+      // an unpooled frame until it is sent
+      const held = onWritten === undefined ? frame.length : heldBytes ?? frame.length;
+      this.replyBytes += held;
       const isQueued = this.sender.submit(frame, null, (error) => {
+        this.releaseReplyBytes(held);
         if (onWritten !== undefined) onWritten();
-        if (error !== null) this.closeHard(error, `send: ${error.message}`);
+        if (error !== null) this.onSenderFailed(error);
       });
       if (!isQueued) {
+        this.releaseReplyBytes(held);
         if (onWritten !== undefined) onWritten();
         this.closeHard(new Error('send: the sender refused a reply'), 'sender refused a reply');
       }
@@ -308,10 +325,28 @@ export class Connection implements OptionSession, TransmissionContext {
       this.output.cork();
       setImmediate(this.uncork);
     }
-    this.stats.bytesWritten += frame.length;
-    if (!this.output.write(frame, onWritten) && !this.isWaitingDrain) {
+    let done = onWritten;
+    if (onWritten !== undefined) {
+      const held = heldBytes ?? frame.length;
+      this.replyBytes += held;
+      done = (): void => {
+        this.releaseReplyBytes(held);
+        onWritten();
+      };
+    }
+    if (!this.output.write(frame, done) && !this.isWaitingDrain) {
       this.isWaitingDrain = true;
       this.output.once('drain', this.onDrain);
+    }
+  }
+
+  /** Bytes of replies not yet written out went down: reading may resume (isReadBlocked). */
+  private releaseReplyBytes(bytes: number): void {
+    const wasFull = this.replyBytes >= this.limits.inflightBytesMax;
+    this.replyBytes -= bytes;
+    if (wasFull && this.replyBytes < this.limits.inflightBytesMax &&
+      this.phase !== PHASE.CLOSED && this.phase !== PHASE.CLOSING) {
+      this.pump();
     }
   }
 
@@ -334,8 +369,8 @@ export class Connection implements OptionSession, TransmissionContext {
           reject(error); // nothing of this reply was sent: an error reply follows
           return;
         }
-        this.closeHard(error, `send: ${error.message}`);
-        // the connection is gone: no reply can follow (logged once, by closeHard)
+        this.onSenderFailed(error);
+        // the connection is gone: no reply can follow (logged once, by onSenderFailed)
         reject(new IoError('ESHUTDOWN', 'send', `send: ESHUTDOWN: ${error.message}`,
           { cause: error }));
       };
@@ -369,19 +404,37 @@ export class Connection implements OptionSession, TransmissionContext {
     const pending = this.sender?.pending ?? 0;
     if (this.phase === PHASE.CLOSING) {
       if (pending === 0 && this.inflight === 0) this.finishClosing();
-    } else if (this.phase !== PHASE.CLOSED && pending === this.senderPendingMax - 1) {
-      this.pump(); // reading stopped at the cap (isReadBlocked)
+    } else if (this.phase !== PHASE.CLOSED) {
+      this.pump(); // reading may have stopped at the sender's caps (isReadBlocked)
     }
   };
+
+  /**
+   * A reply on the sender failed part-way: the stream is broken, the connection ends. A client
+   * that left is routine (info); anything else, such as a read error after a reply's first
+   * 4 MiB went out, is logged as an error.
+   */
+  private onSenderFailed(error: NodeJS.ErrnoException): void {
+    if (this.phase === PHASE.CLOSED) return;
+    const code = error.code ?? '';
+    if (['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(code)) {
+      this.closeHard(null, `client gone (${code})`);
+      return;
+    }
+    this.log.error({ err: error }, 'a reply was cut short: ending the connection');
+    this.closeHard(null, `reply cut short (${code})`);
+  }
 
   /** Replies queued on the sender beyond which reading stops (a client not reading replies). */
   private get senderPendingMax(): number {
     return 2 * this.limits.inflightMax;
   }
 
-  sendv(frames: readonly Buffer[], onWritten?: () => void): void {
+  sendv(frames: readonly Buffer[], onWritten?: () => void, heldBytes?: number): void {
     const last = frames.length - 1;
-    frames.forEach((frame, index) => this.send(frame, index === last ? onWritten : undefined));
+    frames.forEach((frame, index) => index === last
+      ? this.send(frame, onWritten, heldBytes)
+      : this.send(frame));
   }
 
   sendRaw(frame: Buffer): void {
@@ -415,6 +468,7 @@ export class Connection implements OptionSession, TransmissionContext {
       case PHASE.REQUEST_HEADER:
         return this.inflight >= this.limits.inflightMax ||
           this.inflightBytes >= this.limits.inflightBytesMax || this.isWaitingDrain ||
+          this.replyBytes >= this.limits.inflightBytesMax ||
           (this.sender !== null && this.sender.pending >= this.senderPendingMax);
       default:
         return false;
@@ -766,7 +820,16 @@ export class Connection implements OptionSession, TransmissionContext {
   fence(): Promise<void> {
     if (!this.isFenced) this.log.info('export fenced');
     this.isFenced = true;
-    return this.whenIdle();
+    const idle = this.whenIdle();
+    if (this.sender === null || this.inflight === 0) return idle;
+    // a READ on the sender stays in flight until the client takes its bytes; one that does not
+    // read must not hold the fence (and with it the catalog's reconcile) for ever
+    const timer = setTimeout(() => {
+      if (this.inflight > 0 && this.sender !== null && this.sender.pending > 0) {
+        this.closeHard(null, 'fenced while the client was not taking replies');
+      }
+    }, LIMITS.nbdFenceSenderWaitMs);
+    return idle.finally(() => clearTimeout(timer));
   }
 
   // --- closing ---

@@ -125,7 +125,10 @@ export class NbdServer extends EventEmitter {
   /** Starts a listener; resolves with its address (port for TCP, path for Unix). */
   async listen(target: ListenTarget = {}): Promise<net.AddressInfo | string> {
     // paused: an accepted socket must not read before accept() chose how it reads
-    const listener = net.createServer({ noDelay: true, pauseOnConnect: true },
+    // allowHalfOpen: a client's FIN ends only its side; the connection finishes the requests
+    // in flight and sends their replies before it ends ours (Connection.onEnd)
+    const listener = net.createServer(
+      { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
       (socket) => this.accept(socket));
     listener.on('error', (error) => this.log.error({ err: error }, 'listener error'));
     if ('path' in target) removeStaleSocket(target.path);

@@ -38,9 +38,13 @@ export interface TransmissionContext {
   readonly log: Logger;
   /** true when a buffer may be reused once send's onWritten ran (the output copied it) */
   readonly canReuseBuffers: boolean;
-  /** Queues a frame; onWritten runs once the output no longer needs it (or it was dropped). */
-  send(frame: Buffer, onWritten?: () => void): void;
-  sendv(frames: readonly Buffer[], onWritten?: () => void): void;
+  /**
+   * Queues a frame; onWritten runs once the output no longer needs it (or it was dropped).
+   * `heldBytes`: what stays allocated until then (a pooled buffer behind the frame), counted
+   * against the connection's bytes in flight.
+   */
+  send(frame: Buffer, onWritten?: () => void, heldBytes?: number): void;
+  sendv(frames: readonly Buffer[], onWritten?: () => void, heldBytes?: number): void;
   /**
    * Optional: sends `header` then the file pieces of a ReadPlan on the connection's sender
    * thread (reply-sender.ts); resolves once all of it was sent. Null when the output cannot take
@@ -121,7 +125,7 @@ async function readInto(
   const isSparse = isSparseRead(context, request);
   if (!isSparse || exp.readSparse === undefined) {
     await exp.read(offset, length, frame, frame.length - length);
-    context.send(frame, release);
+    context.send(frame, release, storage?.length);
     return;
   }
   const pieces = await exp.readSparse(offset, length, frame, READ_DATA_OFFSET_STRUCTURED);
@@ -133,7 +137,7 @@ async function readInto(
     sendError(context, request, NBD_E.EIO, 'internal error');
     return;
   }
-  context.sendv(chunks, release);
+  context.sendv(chunks, release, storage?.length);
 }
 
 async function serveBlockStatus(context: TransmissionContext, request: Request): Promise<void> {

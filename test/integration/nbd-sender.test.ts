@@ -21,6 +21,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { BackingPool } from '../../src/backing/pool';
+import { LIMITS } from '../../src/limits';
 import { openExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 import { createServer, type NbdServer } from '../../src/nbd/index';
@@ -814,3 +815,75 @@ for (const transport of TRANSPORTS) {
       }
     });
 }
+
+for (const transport of TRANSPORTS) {
+  for (const setting of ['on', 'off']) {
+    // a client's FIN ends only its side: every reply still comes, from the sender too
+    t.test(`${transport}, XVD_SENDER=${setting}: a client that half-closes after its READs ` +
+      'gets every reply', async (t) => {
+      senderEnv(t, setting);
+      const fixture = await startFileServer(t);
+      const { client, socket } = await connect(t, fixture, transport, false);
+      const requests: Request[] = [];
+      for (let index = 0; index < 8; index++) {
+        requests.push({ type: CMD.READ, cookie: BigInt(index), offset: index * 3 * MiB + 7,
+          length: MiB });
+      }
+      for (const request of requests) send(client, request);
+      socket.end();
+      verify(t, fixture, false, requests, await collect(client, false, requests));
+      t.equal(await client.waitClosed(), true, 'the server closed after the last reply');
+    });
+  }
+}
+
+t.test('fencing a connection whose client takes no replies ends it within the bound',
+  async (t) => {
+    senderEnv(t, 'on');
+    const fixture = await startFileServer(t);
+    const { client, socket } = await connect(t, fixture, 'unix', false);
+    socket.pause(); // the READs below fill the socket and wait on the sender
+    for (let index = 0; index < 8; index++) {
+      send(client, { type: CMD.READ, cookie: BigInt(index), offset: index * 4 * MiB,
+        length: 4 * MiB });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    await bounded(fixture.server.fenceExport('disk'), LIMITS.nbdFenceSenderWaitMs + 5000,
+      'fenceExport');
+    const elapsed = Date.now() - started;
+    t.ok(elapsed >= LIMITS.nbdFenceSenderWaitMs - 100 &&
+      elapsed < LIMITS.nbdFenceSenderWaitMs + 3000, `fence resolved in ${elapsed} ms`);
+    socket.resume();
+    t.equal(await client.waitClosed(), true, 'the connection was ended');
+    t.ok(await checkHealthy(fixture.port, 'disk'), 'the server serves new clients');
+  });
+
+t.test('a client that takes no replies cannot make the server hold more than the limits',
+  async (t) => {
+    senderEnv(t, 'on');
+    const fixture = await startFileServer(t);
+    const { client, socket } = await connect(t, fixture, 'unix', true);
+    // a hole at the start: structured READs over it are not planned (sparse replies from JS)
+    const hole = [{ type: CMD.TRIM, cookie: 1n, offset: 0, length: MiB }] as Request[];
+    send(client, hole[0]!);
+    t.equal((await collect(client, true, hole)).get(1n)?.errno, 0);
+    socket.pause();
+    const before = process.memoryUsage().arrayBuffers;
+    for (let index = 0; index < 4; index++) { // planned: the sender blocks on the full socket
+      send(client, { type: CMD.READ, cookie: BigInt(10 + index), offset: 8 * MiB + index * 4 * MiB,
+        length: 4 * MiB });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (let index = 0; index < 24; index++) { // each holds a 32 MiB reply buffer until sent
+      send(client, { type: CMD.READ, cookie: BigInt(100 + index), offset: 0, length: READ_MAX });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const grown = process.memoryUsage().arrayBuffers - before;
+    // bytes in flight plus reply bytes held, each capped at inflightBytesMax (24 x 32 MiB asked)
+    const bound = 2 * LIMITS.nbdInflightBytesMax + 2 * READ_MAX;
+    t.ok(grown <= bound, `buffers grew by ${Math.round(grown / MiB)} MiB ` +
+      `(bound ${Math.round(bound / MiB)} MiB)`);
+    socket.destroy();
+    t.ok(await checkHealthy(fixture.port, 'disk'), 'the server serves new clients');
+  });
