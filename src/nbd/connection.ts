@@ -10,8 +10,8 @@
  * nbdInflightBytesMax bytes in flight, while replies not yet written out hold nbdInflightBytesMax
  * bytes (a settled READ's pooled buffer stays allocated until its write callback), or while the
  * socket's write buffer needs draining: that is the only memory a client can make the server
- * hold (at most twice nbdInflightBytesMax plus one request). Replies written in one event-loop turn are
- * corked and sent together on setImmediate.
+ * hold (at most twice nbdInflightBytesMax plus one request). Replies written in one event-loop
+ * turn are corked and sent together on setImmediate.
  *
  * Closing: DISC or close() stop reading, let requests in flight finish, then end the stream.
  * A hard close (protocol violation, socket error) destroys the stream at once; requests in
