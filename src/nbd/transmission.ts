@@ -10,8 +10,11 @@
  * A READ reply is one Buffer that the Export fills in place; when the context says the output
  * is done with a buffer once its write callback runs (a socket), that Buffer comes from
  * bufferPool and goes back in the callback, or at once when the read fails (then no payload is
- * sent: only the error). executeRequest never rejects: every failure becomes an error reply
- * (errno.ts), so one bad request never ends the connection.
+ * sent: only the error). With a sender thread (serve --sendfile, reply-sender.ts) a READ of
+ * LIMITS.nbdSenderReadMin or more from descriptors is a header plus the export's ReadPlan, sent
+ * by that thread; the plan is released once it is sent. executeRequest never rejects: every
+ * failure becomes an error reply (errno.ts), so one bad request never ends the connection (a
+ * reply the sender cut short ends it: see reply-sender.ts).
  */
 import type { Export } from '../engine/export';
 import type { Logger } from '../log';
