@@ -91,10 +91,28 @@ export class ScriptedClient {
         };
       });
     }
-    const all = Buffer.concat(this.buffered);
-    this.buffered = [all.subarray(n)];
+    if (n === 0) return Buffer.alloc(0);
+    // take from the chunk list: re-joining everything buffered per read is quadratic for
+    // replies of many MiB
+    const first = this.buffered[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.buffered.shift();
+      else this.buffered[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      for (let at = 0; at < n;) {
+        const chunk = this.buffered[0]!;
+        const take = Math.min(chunk.length, n - at);
+        chunk.copy(out, at, 0, take);
+        at += take;
+        if (take === chunk.length) this.buffered.shift();
+        else this.buffered[0] = chunk.subarray(take);
+      }
+    }
     this.length -= n;
-    return all.subarray(0, n);
+    return out;
   }
 
   /** Resolves true when the server closes the stream within the timeout (remaining data read). */

@@ -18,7 +18,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { BackingPool } from '../../src/backing/pool';
 import { LIMITS } from '../../src/limits';
@@ -26,12 +25,9 @@ import { openExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 import { createServer, type NbdServer } from '../../src/nbd/index';
 import {
-  ScriptedClient, checkHealthy, createFixedProvider, hasTool, quietLog, runTool, type Chunk,
-  type SimpleReply,
+  ScriptedClient, checkHealthy, createFixedProvider, hasTool, quietLog, runTool,
 } from '../helpers/nbd-client';
-import {
-  CMD, REPLY_TYPE, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, requestFrame, type RequestSpec,
-} from '../helpers/wire';
+import { CMD, REPLY_TYPE } from '../helpers/wire';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -41,8 +37,6 @@ const READ_MAX = 32 * MiB;
 /** the tail of the export that the mixed tests write; their reads stay below it */
 const WRITE_AREA = 4 * MiB;
 const FLAG_DONE = 1;
-/** every wait for the server is bounded by this */
-const WAIT_MS = 20_000;
 /** server.close() must finish within this */
 const CLOSE_BOUND_MS = 8000;
 
@@ -170,130 +164,11 @@ async function connectSocket(t: Test, fixture: Fixture, transport: Transport,
   return socket;
 }
 
-/**
- * A client for replies of many MiB: ScriptedClient does the handshake (over a PassThrough fed
- * from the socket), then reads come from a chunk list without re-joining what is buffered.
- */
-class WireClient {
-  private chunks: Buffer[] = [];
-  bufferedLength = 0;
-  isEnded = false;
-  private waiter: (() => void) | null = null;
-  private handshakeInput: PassThrough | null = new PassThrough();
-
-  constructor(private readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      if (this.handshakeInput !== null) {
-        this.handshakeInput.write(chunk);
-        return;
-      }
-      this.chunks.push(chunk);
-      this.bufferedLength += chunk.length;
-      this.wake();
-    });
-    const end = (): void => {
-      this.isEnded = true;
-      this.wake();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
-  }
-
-  async handshake(structured: boolean): Promise<void> {
-    const input = this.handshakeInput!;
-    const scripted = new ScriptedClient(input, this.socket);
-    await scripted.handshake({ structured });
-    if (scripted.bufferedLength !== 0) throw new Error('bytes after the handshake');
-    this.handshakeInput = null;
-  }
-
-  private wake(): void {
-    const waiter = this.waiter;
-    this.waiter = null;
-    waiter?.();
-  }
-
-  private async until(done: () => boolean, timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (!done() && !this.isEnded && Date.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-        this.waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-    return done();
-  }
-
-  request(spec: RequestSpec): void {
-    if (!this.socket.destroyed) this.socket.write(requestFrame(spec));
-  }
-
-  end(): void {
-    this.socket.end();
-  }
-
-  /** Exactly n bytes; rejects on EOF or timeout. */
-  async read(n: number, timeoutMs = WAIT_MS): Promise<Buffer> {
-    if (!await this.until(() => this.bufferedLength >= n, timeoutMs)) {
-      throw new Error(`${this.isEnded ? 'EOF' : 'timeout'} after ${this.bufferedLength} of ` +
-        `${n} bytes`);
-    }
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let at = 0;
-      while (at < n) {
-        const chunk = this.chunks[0]!;
-        const take = Math.min(chunk.length, n - at);
-        chunk.copy(out, at, 0, take);
-        at += take;
-        if (take === chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(take);
-      }
-    }
-    this.bufferedLength -= n;
-    return out;
-  }
-
-  async waitClosed(timeoutMs = WAIT_MS): Promise<boolean> {
-    return this.until(() => this.isEnded, timeoutMs);
-  }
-
-  async readSimpleReply(): Promise<SimpleReply> {
-    const header = await this.read(16);
-    if (header.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC) throw new Error('bad simple reply magic');
-    return { errno: header.readUInt32BE(4), cookie: header.readBigUInt64BE(8) };
-  }
-
-  async readAnyReply(): Promise<{ simple?: SimpleReply; chunk?: Chunk }> {
-    const magic = (await this.read(4)).readUInt32BE(0);
-    if (magic === SIMPLE_REPLY_MAGIC) {
-      const rest = await this.read(12);
-      return { simple: { errno: rest.readUInt32BE(0), cookie: rest.readBigUInt64BE(4) } };
-    }
-    if (magic !== STRUCTURED_REPLY_MAGIC) {
-      throw new Error(`bad reply magic 0x${magic.toString(16)}`);
-    }
-    const rest = await this.read(16);
-    return { chunk: { flags: rest.readUInt16BE(0), type: rest.readUInt16BE(2),
-      cookie: rest.readBigUInt64BE(4), payload: await this.read(rest.readUInt32BE(12)) } };
-  }
-}
-
 async function connect(t: Test, fixture: Fixture, transport: Transport, structured: boolean,
-): Promise<{ client: WireClient; socket: net.Socket }> {
+): Promise<{ client: ScriptedClient; socket: net.Socket }> {
   const socket = await connectSocket(t, fixture, transport);
-  const client = new WireClient(socket);
-  await client.handshake(structured);
+  const client = new ScriptedClient(socket, socket);
+  await client.handshake({ structured });
   return { client, socket };
 }
 
@@ -357,14 +232,14 @@ interface Outcome {
   isAllOffsetData: boolean;
 }
 
-function send(client: WireClient, request: Request): void {
+function send(client: ScriptedClient, request: Request): void {
   const { type, cookie, offset, length, payload } = request;
   client.request(payload === undefined ? { type, cookie, offset, length }
     : { type, cookie, offset, length, payload });
 }
 
 /** Reads replies until every request has its final one; replies may come in any order. */
-async function collect(client: WireClient, structured: boolean, requests: Request[],
+async function collect(client: ScriptedClient, structured: boolean, requests: Request[],
 ): Promise<Map<bigint, Outcome>> {
   const byCookie = new Map(requests.map((request) => [request.cookie, request]));
   const outcomes = new Map<bigint, Outcome>();
@@ -458,7 +333,7 @@ function largeReads(fixture: Fixture, firstCookie: number): Request[] {
     cookie: BigInt(firstCookie + index), offset, length }));
 }
 
-async function readOneByOne(client: WireClient, structured: boolean, requests: Request[],
+async function readOneByOne(client: ScriptedClient, structured: boolean, requests: Request[],
 ): Promise<Map<bigint, Outcome>> {
   const outcomes = new Map<bigint, Outcome>();
   for (const request of requests) {
