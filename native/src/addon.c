@@ -192,6 +192,10 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "createSender", xvd_create_sender);
   set_fn(env, exports, "senderSubmit", xvd_sender_submit);
   set_fn(env, exports, "closeSender", xvd_close_sender);
+  set_fn(env, exports, "createDatapath", xvd_create_datapath);
+  set_fn(env, exports, "datapathSubmit", xvd_datapath_submit);
+  set_fn(env, exports, "datapathControl", xvd_datapath_control);
+  set_fn(env, exports, "datapathStats", xvd_datapath_stats);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
   set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);
   napi_value constants;

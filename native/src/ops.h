@@ -88,6 +88,12 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info);
 napi_value xvd_sender_submit(napi_env env, napi_callback_info info);
 napi_value xvd_close_sender(napi_env env, napi_callback_info info);
 
+/* datapath.c: a thread per connection serving plain READ/WRITE itself; see the file's header */
+napi_value xvd_create_datapath(napi_env env, napi_callback_info info);
+napi_value xvd_datapath_submit(napi_env env, napi_callback_info info);
+napi_value xvd_datapath_control(napi_env env, napi_callback_info info);
+napi_value xvd_datapath_stats(napi_env env, napi_callback_info info);
+
 /* handle.c: externals tagged with their kind; get returns NULL for anything else. new owns
  * `data` from the call, also when it fails (see handle.c). */
 napi_status xvd_handle_new(napi_env env, void *data, napi_finalize finalize,

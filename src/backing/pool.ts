@@ -33,7 +33,11 @@ export class PooledBacking {
   readonly backing: Backing;
   readonly key: string;
   refs = 0;
-  private isDirty = false;
+  /**
+   * 1 when a write completed since the last sync began; shared memory, so a connection's
+   * data-path thread (native/src/datapath.c) sets it too, before its WRITE's reply goes out.
+   */
+  readonly dirtyFlag = new Int32Array(new SharedArrayBuffer(4));
   private syncing: Promise<void> | null = null;
   private syncError: IoError | null = null;
 
@@ -48,14 +52,13 @@ export class PooledBacking {
   }
 
   markDirty(): void {
-    this.isDirty = true;
+    Atomics.store(this.dirtyFlag, 0, 1);
   }
 
   /** Makes every write completed before this call durable; sticky failure (see header). */
   sync(): Promise<void> {
     if (this.syncError !== null) return Promise.reject(this.syncError);
-    if (!this.isDirty) return this.syncing ?? Promise.resolve();
-    this.isDirty = false;
+    if (Atomics.exchange(this.dirtyFlag, 0, 0) === 0) return this.syncing ?? Promise.resolve();
     const run = this.backing.sync().catch((cause: unknown) => {
       const error = cause instanceof IoError ? cause : IoError.fromSystem(cause, 'fdatasync');
       this.syncError ??= error;

@@ -39,6 +39,16 @@ export interface ZeroFlags extends WriteFlags {
   fastOnly: boolean;
 }
 
+/** An export's map for a data-path thread (sys.DatapathSpec without the connection's part). */
+export interface DatapathMap {
+  /** (startVirtual, length, fd, offsetBacking, backingIndex, isDevice) per extent, in order */
+  readonly extents: Float64Array;
+  readonly size: number;
+  readonly isWritable: boolean;
+  /** the pool entries' dirty flags, by backing index */
+  readonly dirty: Int32Array[];
+}
+
 /**
  * A READ that a connection's sender thread sends straight from backing descriptors
  * (native/src/sender.c): `pieces` are (fd, position, length) triples tiling the range in order.
@@ -85,6 +95,14 @@ export interface Export {
    * the range may hold holes (a sparse reply would describe them). Never throws.
    */
   planRead?(offset: number, length: number, requireData: boolean): ReadPlan | null;
+  /**
+   * Optional: the map as a connection's data-path thread takes it (native/src/datapath.c), or
+   * null when a backing has no descriptor or the export is closed. Its descriptors stay open as
+   * long as the export does.
+   */
+  datapathMap?(): DatapathMap | null;
+  /** Optional: calls `listener` when requests starting later use another map; unsubscribes. */
+  onMapReplaced?(listener: () => void): () => void;
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, flags: WriteFlags): Promise<void>;

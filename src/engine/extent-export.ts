@@ -35,8 +35,11 @@ import { FileBacking } from '../backing/file-backing';
 import {
   BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch, type BatchCallback,
 } from '../backing/batch';
+import { DATAPATH_EXTENT_FIELDS } from '../sys/index';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
-import type { Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags } from './export';
+import type {
+  DatapathMap, Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags,
+} from './export';
 
 export interface OpenExportOptions {
   name: string;
@@ -314,6 +317,8 @@ export class ExtentExport implements Export, JobOwner {
   private inflight = 0;
   private onDrained: (() => void) | null = null;
   private scratch: Buffer | null = null;
+  /** onMapReplaced() listeners: connections whose data-path thread holds the old map */
+  private readonly mapListeners = new Set<() => void>();
 
   /** Use openExport(); the entries are already acquired and owned by the export from here on. */
   constructor(options: OpenExportOptions, map: ExtentMap, held: Map<string, PooledBacking>) {
@@ -377,6 +382,7 @@ export class ExtentExport implements Export, JobOwner {
     }
     await checkExtentsFit(map, this.held);
     this.state = ExtentExport.makeState(map, this.held, size);
+    for (const listener of [...this.mapListeners]) listener();
   }
 
   read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
@@ -453,6 +459,28 @@ export class ExtentExport implements Export, JobOwner {
         this.leave();
       },
     };
+  }
+
+  datapathMap(): DatapathMap | null {
+    const state = this.state;
+    if (this.isClosed || state.sendFds === null) return null;
+    const { map, entries } = state;
+    const indexOf = new Map(map.paths.map((path, index) => [path, index]));
+    const extents = new Float64Array(DATAPATH_EXTENT_FIELDS * map.count);
+    for (let index = 0; index < map.count; index++) {
+      const extent = map.at(index);
+      const backingIndex = indexOf.get(extent.path)!;
+      extents.set([extent.startVirtual, extent.endVirtual - extent.startVirtual,
+        state.sendFds[backingIndex]!, extent.offsetBacking, backingIndex,
+        entries[backingIndex]!.backing.kind === 'device' ? 1 : 0], DATAPATH_EXTENT_FIELDS * index);
+    }
+    return { extents, size: state.size, isWritable: !this.isReadOnly,
+      dirty: entries.map((entry) => entry.dirtyFlag) };
+  }
+
+  onMapReplaced(listener: () => void): () => void {
+    this.mapListeners.add(listener);
+    return () => this.mapListeners.delete(listener);
   }
 
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void> {

@@ -50,6 +50,7 @@ import { LIMITS } from '../limits';
 import { Framer, type Payload, type Receiver } from './framer';
 import type { ArenaReceiver } from './arena-receiver';
 import { ReplySender, type SendDone, senderModeOf } from './reply-sender';
+import { Datapath, isDatapathWanted } from './datapath';
 
 export const PHASE = {
   CLIENT_FLAGS: 'client-flags',
@@ -133,9 +134,16 @@ export class Connection implements OptionSession, TransmissionContext {
   private readonly isSendfile: boolean;
   private readonly hooks: ConnectionHooks;
   private readonly isServerShuttingDown: () => boolean;
-  private readonly framer: Receiver;
+  private framer: Receiver;
   /** bytes arrive through onSocketRead() rather than 'data' events */
   private readonly isSelfReading: boolean;
+  /**
+   * The data-path thread (datapath.ts), from the start of transmission when it can run: it
+   * reads and writes the socket, serves plain READ/WRITE itself and forwards the rest here.
+   * Kept after it stopped until the connection is finalized (its descriptors' users are done).
+   */
+  private datapath: Datapath | null = null;
+  private unsubscribeMap: (() => void) | null = null;
 
   phase: Phase = PHASE.CLIENT_FLAGS;
   domain: Domain = null;
@@ -173,7 +181,16 @@ export class Connection implements OptionSession, TransmissionContext {
   private replyBytes = 0;
   private isSenderDecided = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
-  readonly stats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
+  private readonly counts = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
+
+  /** Requests, refusals and bytes so far, the data-path thread's included. */
+  get stats(): { requests: number; errors: number; bytesRead: number; bytesWritten: number } {
+    if (this.datapath === null) return { ...this.counts };
+    const [requests, bytesRead, bytesWritten] = this.datapath.stats();
+    return { requests: this.counts.requests + requests!, errors: this.counts.errors,
+      bytesRead: this.counts.bytesRead + bytesRead!,
+      bytesWritten: this.counts.bytesWritten + bytesWritten! };
+  }
 
   constructor(options: ConnectionOptions) {
     this.id = options.id;
@@ -245,15 +262,15 @@ export class Connection implements OptionSession, TransmissionContext {
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    this.stats.bytesRead += chunk.length;
+    this.counts.bytesRead += chunk.length;
     (this.framer as Framer).push(chunk);
     this.pump();
   };
 
   /** The socket's onread callback: `length` bytes landed in the receiver's tail `target`. */
   onSocketRead(length: number, target: Buffer): void {
-    if (this.phase === PHASE.CLOSED) return;
-    this.stats.bytesRead += length;
+    if (this.phase === PHASE.CLOSED || this.datapath !== null) return;
+    this.counts.bytesRead += length;
     (this.framer as ArenaReceiver).received(length, target);
     this.pump();
   }
@@ -302,7 +319,11 @@ export class Connection implements OptionSession, TransmissionContext {
       if (onWritten !== undefined) onWritten(); // dropped: nothing holds the buffer
       return;
     }
-    this.stats.bytesWritten += frame.length;
+    if (this.datapath !== null) {
+      this.sendThroughDatapath(this.datapath, frame, onWritten, heldBytes);
+      return;
+    }
+    this.counts.bytesWritten += frame.length;
     if (this.sender !== null && this.sender.pending > 0) {
       // the sender owns the stream until its queue is empty (reply-sender.ts); it holds even
       // an unpooled frame until it is sent
@@ -340,6 +361,24 @@ export class Connection implements OptionSession, TransmissionContext {
     }
   }
 
+  /** send() while the data-path thread owns the socket (it counts the bytes it sends). */
+  private sendThroughDatapath(datapath: Datapath, frame: Buffer, onWritten?: () => void,
+    heldBytes?: number): void {
+    const held = onWritten === undefined ? frame.length : heldBytes ?? frame.length;
+    this.replyBytes += held;
+    try {
+      datapath.submit(frame, () => {
+        // a failed frame: the thread reports the broken stream itself (onDatapathError)
+        this.releaseReplyBytes(held);
+        if (onWritten !== undefined) onWritten();
+      });
+    } catch (error) {
+      this.releaseReplyBytes(held);
+      if (onWritten !== undefined) onWritten();
+      this.closeHard(error, 'data path refused a reply');
+    }
+  }
+
   /** Bytes of replies not yet written out went down: reading may resume (isReadBlocked). */
   private releaseReplyBytes(bytes: number): void {
     const wasFull = this.replyBytes >= this.limits.inflightBytesMax;
@@ -352,7 +391,7 @@ export class Connection implements OptionSession, TransmissionContext {
 
   /** TransmissionContext.sendPlanned: a READ reply from descriptors on the sender thread. */
   sendPlanned(header: Buffer, pieces: Float64Array): Promise<void> | null {
-    if (this.phase === PHASE.CLOSED) return null;
+    if (this.phase === PHASE.CLOSED || this.datapath !== null) return null;
     const sender = this.sender ?? this.makeSender();
     if (sender === null || !sender.isUsable ||
       (sender.pending === 0 && this.output.writableLength > 0)) {
@@ -383,7 +422,7 @@ export class Connection implements OptionSession, TransmissionContext {
     }
     let bytes = header.length;
     for (let at = 2; at < pieces.length; at += 3) bytes += pieces[at]!;
-    this.stats.bytesWritten += bytes;
+    this.counts.bytesWritten += bytes;
     return sent;
   }
 
@@ -431,6 +470,14 @@ export class Connection implements OptionSession, TransmissionContext {
   }
 
   sendv(frames: readonly Buffer[], onWritten?: () => void, heldBytes?: number): void {
+    if (this.datapath !== null && frames.length > 1) {
+      // one piece: the thread sends its own replies between two submitted frames, and a
+      // chunk's header and its data may be two of them
+      const whole = Buffer.concat(frames);
+      if (onWritten !== undefined) onWritten(); // nothing refers to the frames any more
+      this.send(whole);
+      return;
+    }
     const last = frames.length - 1;
     frames.forEach((frame, index) => index === last
       ? this.send(frame, onWritten, heldBytes)
@@ -486,7 +533,9 @@ export class Connection implements OptionSession, TransmissionContext {
       this.isPumping = false;
     }
     if (this.isClosed()) return;
-    if (this.isReadBlocked()) this.input.pause();
+    // with a data-path thread the socket stays paused: the thread reads it
+    if (this.datapath !== null) this.datapath.setPaused(this.isReadBlocked());
+    else if (this.isReadBlocked()) this.input.pause();
     else this.input.resume();
   }
 
@@ -601,6 +650,7 @@ export class Connection implements OptionSession, TransmissionContext {
         break;
       case 'transmission':
         this.setPhase(PHASE.REQUEST_HEADER);
+        this.startDatapath();
         break;
       case 'abort':
         this.beginClosing('NBD_OPT_ABORT');
@@ -640,6 +690,72 @@ export class Connection implements OptionSession, TransmissionContext {
     'export negotiated');
     this.hooks.onBound(this);
   }
+
+  // --- the data-path thread ---
+
+  /**
+   * At the start of transmission: hands the socket to a data-path thread when one can run (a
+   * socket read into arenas, so pausing it stops libuv reading; no TLS; an export whose
+   * backings all have descriptors). Bytes already received go to the thread first.
+   */
+  private startDatapath(): void {
+    const socket = this.socket;
+    if (!this.isSelfReading || socket === null || this.output !== socket || this.isTls ||
+      this.isFenced || this.sender !== null || !isDatapathWanted(socket, this.isSendfile)) {
+      return;
+    }
+    const exp = this.export;
+    const map = exp.datapathMap?.() ?? null;
+    if (map === null) return;
+    const buffered = this.framer.length;
+    const initial = buffered > 0 ? Buffer.from(this.framer.take(buffered)) : null;
+    const datapath = Datapath.start(socket, {
+      extents: map.extents, size: map.size, isWritable: map.isWritable && !exp.isReadOnly,
+      isStructured: this.isStructured, blockSizeMin: this.blockSizeMin, dirty: map.dirty,
+      isTcp: process.env['XVD_DP_LOWAT'] === '1' && typeof socket.remotePort === 'number',
+    }, initial, {
+      onForward: this.onDatapathForward,
+      onEof: this.onEnd,
+      onError: this.onDatapathError,
+      onStopped: this.onDatapathStopped,
+    });
+    if (datapath === null) {
+      if (initial === null) return; // the JS path goes on as it was
+      // the bytes it had are gone with the receiver: the stream cannot be resumed here
+      this.closeHard(new Error('data path: no thread'), 'no data-path thread');
+      return;
+    }
+    this.input.pause();
+    this.framer.dispose();
+    this.framer = new Framer();
+    this.datapath = datapath;
+    this.unsubscribeMap = exp.onMapReplaced?.(() => datapath.handOff()) ?? null;
+  }
+
+  private readonly onDatapathForward = (bytes: Buffer): void => {
+    if (this.phase === PHASE.CLOSED) return;
+    (this.framer as Framer).push(bytes);
+    this.pump();
+  };
+
+  private readonly onDatapathError = (code: string): void => {
+    if (this.phase === PHASE.CLOSED) return;
+    if (['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(code)) {
+      this.closeHard(null, `client gone (${code})`);
+      return;
+    }
+    this.log.error({ code }, 'data path: socket failed: ending the connection');
+    this.closeHard(null, `socket failed (${code})`);
+  };
+
+  /** The thread was joined: nothing of it touches the export's descriptors any more. */
+  private readonly onDatapathStopped = (): void => {
+    if (this.unsubscribeMap !== null) this.unsubscribeMap();
+    this.unsubscribeMap = null;
+    if (this.phase === PHASE.CLOSING) this.finishClosing();
+    else if (this.phase === PHASE.CLOSED) this.finalizeIfIdle();
+    else this.closeHard(null, 'data path stopped'); // not reached: it stops only when asked
+  };
 
   // --- TLS ---
 
@@ -695,7 +811,7 @@ export class Connection implements OptionSession, TransmissionContext {
   private stepRequestHeader(): boolean {
     if (this.framer.length < REQUEST_LENGTH) return false;
     const request = this.decodeRequest(this.framer.take(REQUEST_LENGTH));
-    this.stats.requests += 1;
+    this.counts.requests += 1;
     if (request.type === NBD_CMD.DISC) {
       this.beginClosing('NBD_CMD_DISC');
       return false;
@@ -754,7 +870,7 @@ export class Connection implements OptionSession, TransmissionContext {
   }
 
   private refuse(request: Request, errno: number): void {
-    this.stats.errors += 1;
+    this.counts.errors += 1;
     this.log.debug({ command: nameOf(NBD_CMD, request.type), flags: request.flags,
       offset: request.offset, length: request.length, errno }, 'request refused');
     sendError(this, request, errno, 'request refused');
@@ -820,6 +936,11 @@ export class Connection implements OptionSession, TransmissionContext {
   fence(): Promise<void> {
     if (!this.isFenced) this.log.info('export fenced');
     this.isFenced = true;
+    if (this.datapath !== null) {
+      // its I/O ends first; the requests it forwards from then on are refused here
+      const datapath = this.datapath;
+      return datapath.fence().then(() => this.whenIdle());
+    }
     const idle = this.whenIdle();
     if (this.sender === null || this.inflight === 0) return idle;
     // a READ on the sender stays in flight until the client takes its bytes; one that does not
@@ -841,6 +962,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.closeReason = reason;
     this.setPhase(PHASE.CLOSING);
     this.input.pause();
+    this.datapath?.setPaused(true);
     if (this.inflight === 0) this.finishClosing();
   }
 
@@ -849,6 +971,10 @@ export class Connection implements OptionSession, TransmissionContext {
   private finishClosing(): void {
     if (this.phase === PHASE.CLOSED) return;
     if (this.sender !== null && this.sender.pending > 0) return; // onSenderSettled calls again
+    if (this.datapath !== null && !this.datapath.isStopped) {
+      this.datapath.stop(false); // sends what is queued, then onDatapathStopped calls again
+      return;
+    }
     if (this.isCorked) this.uncork();
     const output = this.output;
     const input = this.input;
@@ -871,6 +997,8 @@ export class Connection implements OptionSession, TransmissionContext {
     this.phase = PHASE.CLOSED;
     // graceful: the queue is empty; hard: what is queued completes with ECANCELED
     if (this.sender !== null) this.sender.close(this.sender.pending > 0);
+    // graceful: stopped already; hard: stops at once (onDatapathStopped finalizes)
+    if (this.datapath !== null) this.datapath.stop(true);
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     this.detachStreams();
@@ -889,6 +1017,7 @@ export class Connection implements OptionSession, TransmissionContext {
   /** Once closed and idle: release the export handle and leave the server's registry. */
   private finalizeIfIdle(): void {
     if (this.phase !== PHASE.CLOSED || this.inflight > 0) return;
+    if (this.datapath !== null && !this.datapath.isStopped) return; // it may still do I/O
     if (this.isOptionBusy) return; // an option handler may still bind; afterOption finalizes
     if (this.handle !== null) {
       const handle = this.handle;

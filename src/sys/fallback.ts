@@ -39,6 +39,14 @@ export const fallbackBinding: NativeBinding = {
     throw unsupported('senderSubmit');
   },
   closeSender: () => undefined,
+  createDatapath: () => {
+    throw unsupported('createDatapath');
+  },
+  datapathSubmit: () => {
+    throw unsupported('datapathSubmit');
+  },
+  datapathControl: () => 0,
+  datapathStats: () => new Float64Array(3),
   setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
   getSockOptInt: () => -95,
   constants: {

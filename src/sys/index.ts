@@ -40,6 +40,36 @@ export type SendCallback = (error: NodeJS.ErrnoException | null, isIntact: boole
 /** Fields per piece in senderSubmit's Float64Array: fd, position, length. */
 export const SEND_PIECE_FIELDS = 3;
 
+/** A connection's data-path thread (native/src/datapath.c); opaque. */
+export interface NativeDatapath {
+  readonly __brand?: 'NativeDatapath';
+}
+
+/** Fields per extent in createDatapath's Float64Array. */
+export const DATAPATH_EXTENT_FIELDS = 6;
+export const DATAPATH_OPTION = { structured: 1, writable: 2, tcp: 4 } as const;
+export const DATAPATH_EVENT = {
+  forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5,
+} as const;
+const DATAPATH_OP = { pause: 1, fence: 2, stop: 3 } as const;
+
+/** A data-path event on the JS thread: `bytes` for forward, `value` (errno) for error. */
+export type DatapathEventHandler = (kind: number, bytes: Buffer | null, value: number) => void;
+
+/** What createDatapath needs (see native/src/datapath.c). */
+export interface DatapathSpec {
+  /** (startVirtual, length, fd, offsetBacking, backingIndex, isDevice) per extent, in order */
+  extents: Float64Array;
+  size: number;
+  isStructured: boolean;
+  isWritable: boolean;
+  /** a TCP socket: SO_RCVLOWAT follows large WRITE payloads */
+  isTcp: boolean;
+  blockSizeMin: number;
+  /** one flag per backing index, set to 1 by the thread before a WRITE's reply */
+  dirty: Int32Array[];
+}
+
 export interface NativeBinding {
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
@@ -63,6 +93,16 @@ export interface NativeBinding {
     sender: NativeSender, bytes: Buffer, pieces: Float64Array | null, callback: SendCallback,
   ): void;
   closeSender(sender: NativeSender, abort: boolean): void;
+  createDatapath(
+    socketFd: number, extents: Float64Array, size: number, options: number,
+    blockSizeMin: number, dirty: Int32Array[], initial: Buffer | null,
+    onEvent: DatapathEventHandler,
+  ): NativeDatapath;
+  datapathSubmit(
+    datapath: NativeDatapath, bytes: Buffer, callback: ((error: Error | null) => void) | null,
+  ): void;
+  datapathControl(datapath: NativeDatapath, op: number, value: number): number;
+  datapathStats(datapath: NativeDatapath): Float64Array;
   setSockOptInt(fd: number, level: number, name: number, value: number): number;
   getSockOptInt(fd: number, level: number, name: number): number;
   constants: {
@@ -227,6 +267,52 @@ export function senderSubmit(
 
 export function closeSender(sender: NativeSender, abort: boolean): void {
   binding.closeSender(sender, abort);
+}
+
+/**
+ * Starts `socketFd`'s data-path thread: from now on it reads the socket (keep the JS socket
+ * paused) and writes it (send every reply with datapathSubmit). `initial`: bytes already read.
+ * Throws without the addon.
+ */
+export function createDatapath(
+  socketFd: number, spec: DatapathSpec, initial: Buffer | null, onEvent: DatapathEventHandler,
+): NativeDatapath {
+  assert(Number.isInteger(socketFd) && socketFd >= 0);
+  assert(spec.extents.length % DATAPATH_EXTENT_FIELDS === 0);
+  const options = (spec.isStructured ? DATAPATH_OPTION.structured : 0) |
+    (spec.isWritable ? DATAPATH_OPTION.writable : 0) | (spec.isTcp ? DATAPATH_OPTION.tcp : 0);
+  return binding.createDatapath(socketFd, spec.extents, spec.size, options, spec.blockSizeMin,
+    spec.dirty, initial, onEvent);
+}
+
+/** Queues a whole frame; `callback(error)` once sent (or failed, or cancelled). */
+export function datapathSubmit(
+  datapath: NativeDatapath, bytes: Buffer, callback: ((error: Error | null) => void) | null,
+): void {
+  binding.datapathSubmit(datapath, bytes, callback);
+}
+
+/** Stops (true) or resumes (false) reading the socket. */
+export function datapathPause(datapath: NativeDatapath, isPaused: boolean): void {
+  binding.datapathControl(datapath, DATAPATH_OP.pause, isPaused ? 1 : 0);
+}
+
+/**
+ * No more I/O on the backings: every later byte is forwarded. True when none is under way;
+ * else a `fenced` event follows once it ended.
+ */
+export function datapathFence(datapath: NativeDatapath): boolean {
+  return binding.datapathControl(datapath, DATAPATH_OP.fence, 0) === 1;
+}
+
+/** Asks the thread to stop (after the queued frames, or at once); a `stopped` event follows. */
+export function datapathStop(datapath: NativeDatapath, abort: boolean): void {
+  binding.datapathControl(datapath, DATAPATH_OP.stop, abort ? 1 : 0);
+}
+
+/** [requests served by the thread, bytes it received, bytes it sent]. */
+export function datapathStats(datapath: NativeDatapath): Float64Array {
+  return binding.datapathStats(datapath);
 }
 
 /** setsockopt(fd, level, name, int value), synchronous: 0, or -errno (-EOPNOTSUPP without the

@@ -29,6 +29,9 @@ import {
 } from '../helpers/nbd-client';
 import { CMD, REPLY_TYPE } from '../helpers/wire';
 
+// this file is about the sender thread and the JS path: no data-path thread takes the socket
+process.env['XVD_DATAPATH'] = 'off';
+
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_BYTES = 20 * MiB;

@@ -1,0 +1,1012 @@
+/* datapath.c: a thread per NBD connection that reads the client's requests itself and serves
+ * plain READs and WRITEs straight from and to the backing descriptors; every other request goes
+ * to the JS connection as the bytes it came in.
+ *
+ * Why: from JS every request costs hand-offs (the socket's wake-up, a thread-pool job or a
+ * writer thread for the I/O, its completion, the reply's write) and the one JS thread does all
+ * the copies. nbdcopy and 1 MiB writes were limited by it. Here one thread per connection does
+ * what nbdkit's file plugin does: recv, pread or pwrite, send, with no hand-off in between, and
+ * several replies go out in one sendmsg.
+ *
+ * createDatapath(socketFd, extents, size, options, blockSizeMin, dirty, initial, onEvent):
+ *   extents    Float64Array of (startVirtual, length, fd, offsetBacking, backingIndex, isDevice)
+ *   size       the export's size in bytes
+ *   options    DP_STRUCTURED (READ replies as one OFFSET_DATA chunk), DP_WRITABLE
+ *   dirty      an Array of Int32Array (one per backing index): set to 1 before a WRITE's reply
+ *              goes out, the pool entry's dirty flag (pool.ts), so a FLUSH on any connection
+ *              syncs what this thread wrote
+ *   initial    bytes the JS side had already received (or null)
+ *   onEvent(kind, bytes, value) on the JS thread: DP_EV_FORWARD (bytes: stream bytes the JS
+ *              side must handle, in stream order), DP_EV_EOF, DP_EV_ERROR (value: errno),
+ *              DP_EV_FENCED, DP_EV_STOPPED (last; the thread is joined)
+ * datapathSubmit(dp, bytes, callback|null): a reply frame from JS, sent whole; callback(error)
+ * datapathControl(dp, op, value): DP_PAUSE (value 1/0: stop/resume reading), DP_FENCE (returns
+ *   1 when no I/O is under way, else DP_EV_FENCED follows once it ended; from then on every byte
+ *   is forwarded), DP_STOP (value 1: abort; 0: after the frames queued; DP_EV_STOPPED follows)
+ * datapathStats(dp) -> Float64Array [requests served here, bytes received, bytes sent here]
+ *
+ * What is served here: a READ or WRITE with no flags, 0 < length <= DP_PAYLOAD_MAX, inside the
+ * export, aligned to blockSizeMin, a WRITE only on a writable export. A READ is read with
+ * RWF_NOWAIT: a page not in the page cache, a short read or any error forwards the request (JS
+ * reads it on its thread pool, so a disk read never stalls the connection, and reports errors
+ * as it always did). A structured READ of DP_SPARSE_MIN bytes or more is forwarded when
+ * SEEK_HOLE finds a hole under it (JS then answers with hole chunks); a device has none. A WRITE
+ * whose pwrite fails is forwarded whole: JS writes it again and reports the error. Anything
+ * else (other commands, flags, bad ranges) is forwarded; a bad magic, an oversized WRITE, DISC
+ * and a fence switch to forwarding every later byte as it comes ("raw"), since the JS side then
+ * owns the stream's framing.
+ *
+ * One writer: all bytes to the socket go out from this thread, JS frames included, each whole.
+ * The socket is non-blocking (one open file description with Node's, which stays paused): the
+ * thread waits in poll() with an eventfd that submit, resume, fence and stop signal. Forwarded
+ * bytes not yet delivered to JS are bounded by DP_FORWARD_MAX (reading stops above it).
+ * A send failure breaks the stream: DP_EV_ERROR, later frames complete with ECANCELED.
+ * The thread joins when DP_EV_STOPPED is delivered, so stopping never blocks the JS thread;
+ * the environment's cleanup hook and the handle's finalizer abort and join synchronously.
+ * Caveat: an I/O call under way (a pwrite on a failing disk) delays stopping until it returns. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "ops.h"
+
+#define REQUEST_LENGTH 28
+#define REQUEST_MAGIC 0x25609513u
+#define SIMPLE_REPLY_MAGIC 0x67446698u
+#define STRUCTURED_REPLY_MAGIC 0x668e33efu
+#define SIMPLE_REPLY_LENGTH 16
+#define CHUNK_READ_HEADER_LENGTH 28 /* chunk header (20) and the data's offset (8) */
+#define CMD_READ 0
+#define CMD_WRITE 1
+#define CMD_DISC 2
+#define REPLY_FLAG_DONE 1
+#define REPLY_TYPE_OFFSET_DATA 1
+
+#define DP_PAYLOAD_MAX ((size_t)32 << 20)      /* LIMITS.nbdPayloadMax */
+#define DP_SPARSE_MIN ((uint64_t)64 << 10)     /* LIMITS.nbdSparseReadMin */
+#define DP_RECV_MIN ((size_t)256 << 10)        /* receive buffer to start with */
+#define DP_SEND_BATCH ((size_t)1 << 20)        /* replies gathered before a send */
+#define DP_FORWARD_MAX ((int64_t)64 << 20)     /* forwarded bytes not yet taken by JS */
+#define DP_FRAMES_IOV 64
+#define DP_LOWAT_MIN ((size_t)256 << 10) /* LIMITS.nbdRecvLowWaterMin */
+#define DP_LOWAT_MAX ((size_t)1 << 20)   /* LIMITS.nbdRecvLowWaterMax */
+
+enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4 };
+enum { DP_EV_FORWARD = 1, DP_EV_EOF = 2, DP_EV_ERROR = 3, DP_EV_FENCED = 4, DP_EV_STOPPED = 5,
+       DP_EV_FRAMES = 6 };
+enum { DP_PAUSE = 1, DP_FENCE = 2, DP_STOP = 3 };
+
+struct dp_extent {
+  int64_t start, length, offset;
+  int fd, backing, is_device;
+};
+
+struct dp_frame {
+  struct dp_frame *next;
+  napi_ref bytes_ref, callback_ref;
+  const uint8_t *bytes;
+  size_t length;
+  int err;
+};
+
+struct dp_event {
+  int kind;
+  int value;
+  uint8_t *bytes;
+  size_t length;
+  struct dp_frame *frames; /* DP_EV_FRAMES: completed frames */
+};
+
+struct datapath {
+  pthread_t thread;
+  pthread_mutex_t mutex;
+  struct dp_frame *head, *tail; /* guarded by mutex */
+  int stop_mode;                /* guarded: 0 running, 1 after the queue, 2 abort */
+  int is_aborted;               /* atomic */
+  int is_paused;                /* atomic */
+  int is_fenced;                /* atomic */
+  int is_op_active;             /* atomic: an I/O on a backing is under way */
+  int64_t unacked;              /* atomic: forwarded bytes not yet delivered */
+  uint64_t stat_requests, stat_received, stat_sent; /* atomic */
+  int sock, wake_fd;
+  int options;
+  int64_t size, block_min;
+  struct dp_extent *extents;
+  size_t extent_count;
+  int32_t **dirty;
+  size_t dirty_count;
+  int64_t *data_from, *data_to; /* per backing: a range SEEK_HOLE found to hold no hole */
+  /* thread only */
+  uint8_t *rbuf;
+  size_t rcap, rstart, rend, fstart; /* [fstart, rstart) is to be forwarded */
+  uint8_t *sbuf;
+  size_t scap, sused;
+  int is_raw, is_receiving, is_broken, is_fence_told;
+  int is_woken; /* wait_writable took a wake-up the main loop has not acted on */
+  int lowat;    /* SO_RCVLOWAT set on a TCP socket; 0: unknown */
+  /* JS thread only */
+  napi_threadsafe_function tsfn;
+  napi_ref *dirty_refs;
+  napi_ref on_event;
+  int is_joined;
+  struct dp_box *box;
+};
+
+struct dp_box {
+  struct datapath *dp;
+  napi_env env;
+  int is_hooked;
+};
+
+static const napi_type_tag DATAPATH_TAG = {0x7876644461746170ULL, 0x6174685468726403ULL};
+
+static void put_u16(uint8_t *at, uint16_t value) {
+  at[0] = (uint8_t)(value >> 8);
+  at[1] = (uint8_t)value;
+}
+static void put_u32(uint8_t *at, uint32_t value) {
+  put_u16(at, (uint16_t)(value >> 16));
+  put_u16(at + 2, (uint16_t)value);
+}
+static void put_u64(uint8_t *at, uint64_t value) {
+  put_u32(at, (uint32_t)(value >> 32));
+  put_u32(at + 4, (uint32_t)value);
+}
+static uint16_t get_u16(const uint8_t *at) { return (uint16_t)(at[0] << 8 | at[1]); }
+static uint32_t get_u32(const uint8_t *at) {
+  return (uint32_t)get_u16(at) << 16 | get_u16(at + 2);
+}
+static uint64_t get_u64(const uint8_t *at) { return (uint64_t)get_u32(at) << 32 | get_u32(at + 4); }
+
+static int load(int *at) { return __atomic_load_n(at, __ATOMIC_SEQ_CST); }
+static void store(int *at, int value) { __atomic_store_n(at, value, __ATOMIC_SEQ_CST); }
+
+static void wake(struct datapath *dp) {
+  uint64_t one = 1;
+  ssize_t rc = write(dp->wake_fd, &one, sizeof one);
+  (void)rc; /* the counter cannot overflow from these writes */
+}
+
+static void post(struct datapath *dp, int kind, int value, uint8_t *bytes, size_t length,
+                 struct dp_frame *frames) {
+  struct dp_event *event = calloc(1, sizeof *event);
+  if (event == NULL) { /* nothing can be told: the connection cannot go on */
+    free(bytes);
+    store(&dp->is_aborted, 1);
+    return;
+  }
+  event->kind = kind;
+  event->value = value;
+  event->bytes = bytes;
+  event->length = length;
+  event->frames = frames;
+  napi_call_threadsafe_function(dp->tsfn, event, napi_tsfn_blocking);
+}
+
+/* Waits until the socket takes more bytes; ECANCELED once aborted. */
+static int wait_writable(struct datapath *dp) {
+  struct pollfd fds[2] = {{.fd = dp->sock, .events = POLLOUT},
+                          {.fd = dp->wake_fd, .events = POLLIN}};
+  for (;;) {
+    if (load(&dp->is_aborted)) return ECANCELED;
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (fds[1].revents != 0) {
+      /* taken here, so noted: the main loop then looks at the queue and flags before polling */
+      uint64_t count;
+      ssize_t rc = read(dp->wake_fd, &count, sizeof count);
+      (void)rc;
+      dp->is_woken = 1;
+      if (load(&dp->is_aborted)) return ECANCELED;
+    }
+    if (fds[0].revents != 0) return 0; /* writable, or an error the next send reports */
+  }
+}
+
+/* Sends every byte of iov[0..count), advancing it. */
+static int send_all(struct datapath *dp, struct iovec *iov, int count) {
+  while (count > 0) {
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)count};
+    ssize_t n = sendmsg(dp->sock, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
+      int err = wait_writable(dp);
+      if (err != 0) return err;
+      continue;
+    }
+    __atomic_add_fetch(&dp->stat_sent, (uint64_t)n, __ATOMIC_RELAXED);
+    size_t left = (size_t)n;
+    while (count > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++;
+      count--;
+    }
+    if (count > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + left;
+      iov->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+static void break_stream(struct datapath *dp, int err) {
+  if (dp->is_broken) return;
+  dp->is_broken = 1;
+  dp->is_receiving = 0;
+  post(dp, DP_EV_ERROR, err, NULL, 0, NULL);
+}
+
+/* Sends the gathered fast replies. */
+static void flush_replies(struct datapath *dp) {
+  if (dp->sused == 0) return;
+  size_t used = dp->sused;
+  dp->sused = 0;
+  if (dp->is_broken) return;
+  struct iovec iov = {.iov_base = dp->sbuf, .iov_len = used};
+  int err = send_all(dp, &iov, 1);
+  if (err != 0) break_stream(dp, err);
+}
+
+/* Sends the frames JS queued, in order, and hands them back completed. */
+static void send_frames(struct datapath *dp) {
+  pthread_mutex_lock(&dp->mutex);
+  struct dp_frame *frames = dp->head;
+  dp->head = dp->tail = NULL;
+  pthread_mutex_unlock(&dp->mutex);
+  if (frames == NULL) return;
+  flush_replies(dp);
+  struct dp_frame *frame = frames;
+  while (frame != NULL) {
+    struct iovec iov[DP_FRAMES_IOV];
+    struct dp_frame *first = frame;
+    int count = 0;
+    for (; frame != NULL && count < DP_FRAMES_IOV; frame = frame->next) {
+      iov[count].iov_base = (void *)frame->bytes;
+      iov[count].iov_len = frame->length;
+      count++;
+    }
+    int err = dp->is_broken || load(&dp->is_aborted) ? ECANCELED : send_all(dp, iov, count);
+    if (err != 0) {
+      for (struct dp_frame *f = first; f != frame; f = f->next) f->err = err;
+      if (err != ECANCELED) break_stream(dp, err);
+    }
+  }
+  post(dp, DP_EV_FRAMES, 0, NULL, 0, frames);
+}
+
+/* Hands [fstart, rstart) of the receive buffer to JS. */
+static void flush_forward(struct datapath *dp) {
+  size_t length = dp->rstart - dp->fstart;
+  if (length == 0) return;
+  uint8_t *bytes = malloc(length);
+  if (bytes == NULL) {
+    store(&dp->is_aborted, 1);
+    return;
+  }
+  memcpy(bytes, dp->rbuf + dp->fstart, length);
+  dp->fstart = dp->rstart;
+  __atomic_add_fetch(&dp->unacked, (int64_t)length, __ATOMIC_SEQ_CST);
+  post(dp, DP_EV_FORWARD, 0, bytes, length, NULL);
+}
+
+/* Index of the extent holding `offset` (inside the export). */
+static size_t extent_of(const struct datapath *dp, int64_t offset) {
+  size_t low = 0, high = dp->extent_count;
+  while (high - low > 1) {
+    size_t middle = low + (high - low) / 2;
+    if (dp->extents[middle].start <= offset) low = middle;
+    else high = middle;
+  }
+  return low;
+}
+
+/* False when a hole may lie under [position, position+length) of the extent's file. */
+static int is_data(struct datapath *dp, const struct dp_extent *e, int64_t position,
+                   int64_t length) {
+  if (e->is_device) return 1;
+  int b = e->backing;
+  if (position >= dp->data_from[b] && position + length <= dp->data_to[b]) return 1;
+  off_t hole = lseek(e->fd, (off_t)position, SEEK_HOLE);
+  if (hole < 0) return errno == EINVAL; /* no SEEK_HOLE here: all data (as file-backing.ts) */
+  if (hole < position + length) return 0;
+  dp->data_from[b] = position;
+  dp->data_to[b] = (int64_t)hole;
+  return 1;
+}
+
+/* Reads [offset, offset+length) into `target` from the page cache only: 0, or -1 to forward. */
+static int read_cached(struct datapath *dp, int64_t offset, size_t length, uint8_t *target,
+                       int check_holes) {
+  size_t index = extent_of(dp, offset);
+  size_t done = 0;
+  while (done < length) {
+    if (index >= dp->extent_count) return -1;
+    const struct dp_extent *e = &dp->extents[index];
+    int64_t within = offset + (int64_t)done - e->start;
+    size_t take = length - done;
+    if ((int64_t)take > e->length - within) take = (size_t)(e->length - within);
+    int64_t position = e->offset + within;
+    if (check_holes && !is_data(dp, e, position, (int64_t)take)) return -1;
+    size_t got = 0;
+    while (got < take) {
+      struct iovec iov = {.iov_base = target + done + got, .iov_len = take - got};
+      ssize_t n = preadv2(e->fd, &iov, 1, (off_t)(position + (int64_t)got), RWF_NOWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return -1; /* not cached (EAGAIN), an error, or EOF: JS does it */
+      got += (size_t)n;
+    }
+    done += take;
+    index++;
+  }
+  return 0;
+}
+
+/* Writes [offset, offset+length) from `source`; marks each backing dirty. 0, or -1 to forward. */
+static int write_through(struct datapath *dp, int64_t offset, size_t length,
+                         const uint8_t *source) {
+  size_t index = extent_of(dp, offset);
+  size_t done = 0;
+  while (done < length) {
+    if (index >= dp->extent_count) return -1;
+    const struct dp_extent *e = &dp->extents[index];
+    int64_t within = offset + (int64_t)done - e->start;
+    size_t take = length - done;
+    if ((int64_t)take > e->length - within) take = (size_t)(e->length - within);
+    int64_t position = e->offset + within;
+    size_t put = 0;
+    while (put < take) {
+      ssize_t n = pwrite(e->fd, source + done + put, take - put, (off_t)(position + (int64_t)put));
+      if (n < 0 && errno == EINTR) continue;
+      /* marked even on failure: part may have reached the page cache (as extent-export.ts) */
+      if ((size_t)e->backing < dp->dirty_count) {
+        __atomic_store_n(dp->dirty[e->backing], 1, __ATOMIC_SEQ_CST);
+      }
+      if (n <= 0) return -1;
+      put += (size_t)n;
+    }
+    done += take;
+    index++;
+  }
+  return 0;
+}
+
+/* Room for `bytes` more in the reply batch; false on ENOMEM. */
+static int reserve_reply(struct datapath *dp, size_t bytes) {
+  if (dp->scap - dp->sused >= bytes) return 1;
+  flush_replies(dp);
+  if (dp->scap >= bytes) return 1;
+  uint8_t *grown = realloc(dp->sbuf, bytes);
+  if (grown == NULL) return 0;
+  dp->sbuf = grown;
+  dp->scap = bytes;
+  return 1;
+}
+
+static void tell_fenced(struct datapath *dp) {
+  if (dp->is_fence_told) return;
+  dp->is_fence_told = 1;
+  post(dp, DP_EV_FENCED, 0, NULL, 0, NULL);
+}
+
+/* Starts I/O on a backing unless fenced (then every later byte is forwarded). */
+static int begin_op(struct datapath *dp) {
+  store(&dp->is_op_active, 1);
+  if (!load(&dp->is_fenced)) return 1;
+  store(&dp->is_op_active, 0);
+  tell_fenced(dp);
+  return 0;
+}
+
+static void end_op(struct datapath *dp) {
+  store(&dp->is_op_active, 0);
+  if (load(&dp->is_fenced)) tell_fenced(dp);
+}
+
+/* Serves one request here; 0 when it must be forwarded instead. */
+static int serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offset,
+                 size_t length) {
+  int is_structured = (dp->options & DP_STRUCTURED) != 0;
+  size_t head = is_structured ? CHUNK_READ_HEADER_LENGTH : SIMPLE_REPLY_LENGTH;
+  /* room first: a send that waits for the client is no I/O on a backing (a fence need not wait) */
+  if (!reserve_reply(dp, type == CMD_READ ? head + length : SIMPLE_REPLY_LENGTH)) return 0;
+  if (!begin_op(dp)) {
+    dp->is_raw = 1;
+    return 0;
+  }
+  int is_served = 0;
+  if (type == CMD_READ) {
+    {
+      uint8_t *at = dp->sbuf + dp->sused;
+      int check_holes = is_structured && length >= DP_SPARSE_MIN;
+      if (read_cached(dp, (int64_t)offset, length, at + head, check_holes) == 0) {
+        if (is_structured) {
+          put_u32(at, STRUCTURED_REPLY_MAGIC);
+          put_u16(at + 4, REPLY_FLAG_DONE);
+          put_u16(at + 6, REPLY_TYPE_OFFSET_DATA);
+          memcpy(at + 8, header + 8, 8);
+          put_u32(at + 16, (uint32_t)(8 + length));
+          put_u64(at + 20, offset);
+        } else {
+          put_u32(at, SIMPLE_REPLY_MAGIC);
+          put_u32(at + 4, 0);
+          memcpy(at + 8, header + 8, 8);
+        }
+        dp->sused += head + length;
+        is_served = 1;
+      }
+    }
+  } else if (write_through(dp, (int64_t)offset, length, header + REQUEST_LENGTH) == 0) {
+    uint8_t *at = dp->sbuf + dp->sused;
+    put_u32(at, SIMPLE_REPLY_MAGIC);
+    put_u32(at + 4, 0);
+    memcpy(at + 8, header + 8, 8);
+    dp->sused += SIMPLE_REPLY_LENGTH;
+    is_served = 1;
+  }
+  end_op(dp);
+  if (is_served) __atomic_add_fetch(&dp->stat_requests, 1, __ATOMIC_RELAXED);
+  return is_served;
+}
+
+/* Makes room for a request of `need` bytes starting at rstart (forwarding what precedes it). */
+static int make_room(struct datapath *dp, size_t need) {
+  flush_forward(dp);
+  if (dp->rstart > 0) {
+    memmove(dp->rbuf, dp->rbuf + dp->rstart, dp->rend - dp->rstart);
+    dp->rend -= dp->rstart;
+    dp->fstart = dp->rstart = 0;
+  }
+  if (dp->rcap >= need) return 1;
+  uint8_t *grown = realloc(dp->rbuf, need);
+  if (grown == NULL) return 0;
+  dp->rbuf = grown;
+  dp->rcap = need;
+  return 1;
+}
+
+/* TCP: poll() reports the socket readable only once `remaining` bytes of a large frame are
+ * queued (fewer, larger reads; the JS path does the same, user-buffer-socket.ts); 1 between
+ * frames, since a 28-byte header must wake the thread. Never more than the frame still needs, so
+ * it cannot stall. A non-blocking recv still returns what is there. */
+static void set_lowat(struct datapath *dp, size_t remaining) {
+  if ((dp->options & DP_TCP) == 0) return;
+  int want = remaining >= DP_LOWAT_MIN ? (int)(remaining < DP_LOWAT_MAX ? remaining : DP_LOWAT_MAX)
+                                       : 1;
+  if (want == dp->lowat) return;
+  if (setsockopt(dp->sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0) dp->lowat = want;
+  else dp->options &= ~DP_TCP; /* keeps what it had */
+}
+
+/* Serves or marks for forwarding every whole request in the receive buffer. */
+static void process(struct datapath *dp) {
+  while (!dp->is_raw && !load(&dp->is_aborted)) {
+    size_t available = dp->rend - dp->rstart;
+    if (available < REQUEST_LENGTH) break;
+    const uint8_t *header = dp->rbuf + dp->rstart;
+    uint16_t flags = get_u16(header + 4);
+    uint16_t type = get_u16(header + 6);
+    uint64_t offset = get_u64(header + 16);
+    size_t length = get_u32(header + 24);
+    if (get_u32(header) != REQUEST_MAGIC || type == CMD_DISC ||
+        (type == CMD_WRITE && length > DP_PAYLOAD_MAX) || load(&dp->is_fenced)) {
+      dp->is_raw = 1; /* JS frames every later byte */
+      break;
+    }
+    size_t need = REQUEST_LENGTH + (type == CMD_WRITE ? length : 0);
+    if (available < need) {
+      if (dp->rcap - dp->rstart < need && !make_room(dp, need)) store(&dp->is_aborted, 1);
+      set_lowat(dp, need - available);
+      break;
+    }
+    int is_fast = flags == 0 && (type == CMD_READ ||
+                                 (type == CMD_WRITE && (dp->options & DP_WRITABLE) != 0)) &&
+                  length > 0 && length <= DP_PAYLOAD_MAX && offset <= (uint64_t)dp->size &&
+                  (uint64_t)length <= (uint64_t)dp->size - offset &&
+                  offset % (uint64_t)dp->block_min == 0 && length % (uint64_t)dp->block_min == 0;
+    if (is_fast) {
+      flush_forward(dp); /* what came before goes to JS first */
+      if (serve(dp, header, type, offset, length)) {
+        dp->rstart += need;
+        dp->fstart = dp->rstart;
+        continue;
+      }
+      if (dp->is_raw) break;
+    }
+    dp->rstart += need; /* forwarded with its neighbours */
+  }
+  if (dp->is_raw || dp->rend - dp->rstart < REQUEST_LENGTH) set_lowat(dp, 0);
+  if (dp->is_raw) dp->rstart = dp->rend;
+  flush_forward(dp);
+  if (dp->rstart == dp->rend) dp->rstart = dp->rend = dp->fstart = 0;
+}
+
+/* One recv into the receive buffer, then process(); false when there is nothing more now. */
+static int receive(struct datapath *dp) {
+  if (dp->rcap - dp->rend < DP_RECV_MIN / 4 && dp->rstart > 0 && !make_room(dp, 0)) {
+    store(&dp->is_aborted, 1);
+    return 0;
+  }
+  if (dp->rend == dp->rcap && !make_room(dp, 2 * dp->rcap)) {
+    store(&dp->is_aborted, 1);
+    return 0;
+  }
+  ssize_t n = recv(dp->sock, dp->rbuf + dp->rend, dp->rcap - dp->rend, 0);
+  if (n > 0) {
+    __atomic_add_fetch(&dp->stat_received, (uint64_t)n, __ATOMIC_RELAXED);
+    dp->rend += (size_t)n;
+    process(dp);
+    return 1;
+  }
+  if (n < 0 && errno == EINTR) return 1;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  int err = n == 0 ? 0 : errno;
+  dp->rstart = dp->rend; /* a request cut short goes to JS as it is */
+  flush_forward(dp);
+  dp->is_receiving = 0;
+  post(dp, err == 0 ? DP_EV_EOF : DP_EV_ERROR, err, NULL, 0, NULL);
+  return 0;
+}
+
+static void *datapath_main(void *data) {
+  struct datapath *dp = data;
+  process(dp); /* what the JS side had received */
+  for (;;) {
+    if (load(&dp->is_aborted)) break;
+    dp->is_woken = 0; /* everything below is looked at afresh */
+    send_frames(dp);
+    pthread_mutex_lock(&dp->mutex);
+    int stop_mode = dp->stop_mode;
+    int has_frames = dp->head != NULL;
+    pthread_mutex_unlock(&dp->mutex);
+    if (stop_mode == 2 || (stop_mode == 1 && !has_frames)) break;
+    if (has_frames) continue;
+    int want_in = stop_mode == 0 && dp->is_receiving && !dp->is_broken &&
+                  !load(&dp->is_paused) &&
+                  __atomic_load_n(&dp->unacked, __ATOMIC_SEQ_CST) < DP_FORWARD_MAX;
+    if (want_in && receive(dp)) continue;
+    flush_replies(dp); /* nothing more to read now: the gathered replies go out */
+    if (dp->is_woken) { /* a wake-up was taken while sending: look again first */
+      dp->is_woken = 0;
+      continue;
+    }
+    want_in = want_in && dp->is_receiving && !dp->is_broken;
+    struct pollfd fds[2] = {{.fd = want_in ? dp->sock : -1, .events = POLLIN},
+                            {.fd = dp->wake_fd, .events = POLLIN}};
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno != EINTR) {
+      break_stream(dp, errno);
+      break;
+    }
+    if (n > 0 && fds[1].revents != 0) {
+      uint64_t count;
+      ssize_t rc = read(dp->wake_fd, &count, sizeof count);
+      (void)rc; /* EAGAIN: another loop took it */
+    }
+  }
+  if (!load(&dp->is_aborted)) flush_replies(dp);
+  else dp->sused = 0;
+  /* frames still queued (an abort) complete with ECANCELED */
+  store(&dp->is_aborted, 1);
+  send_frames(dp);
+  close(dp->sock);
+  dp->sock = -1;
+  free(dp->rbuf);
+  dp->rbuf = NULL;
+  free(dp->sbuf);
+  dp->sbuf = NULL;
+  post(dp, DP_EV_STOPPED, 0, NULL, 0, NULL);
+  napi_release_threadsafe_function(dp->tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+static void frame_free(napi_env env, struct dp_frame *frame) {
+  if (env != NULL) {
+    if (frame->bytes_ref != NULL) napi_delete_reference(env, frame->bytes_ref);
+    if (frame->callback_ref != NULL) napi_delete_reference(env, frame->callback_ref);
+  }
+  free(frame);
+}
+
+static void join(struct datapath *dp) {
+  if (dp->is_joined) return;
+  dp->is_joined = 1;
+  pthread_join(dp->thread, NULL);
+}
+
+static void call(napi_env env, napi_value callback, size_t argc, napi_value *argv) {
+  napi_value global, ignored;
+  napi_get_global(env, &global);
+  napi_call_function(env, global, callback, argc, argv, &ignored);
+}
+
+/* On the JS thread: one event. env is NULL while the environment is torn down. */
+static void datapath_deliver(napi_env env, napi_value on_event, void *context, void *data) {
+  struct datapath *dp = context;
+  struct dp_event *event = data;
+  struct dp_frame *frame = event->frames;
+  if (env == NULL) {
+    while (frame != NULL) {
+      struct dp_frame *next = frame->next;
+      frame_free(NULL, frame);
+      frame = next;
+    }
+    free(event->bytes);
+    free(event);
+    return;
+  }
+  napi_value argv[3];
+  if (event->kind == DP_EV_FRAMES) {
+    while (frame != NULL) {
+      struct dp_frame *next = frame->next;
+      napi_value callback = NULL;
+      if (frame->callback_ref != NULL) napi_get_reference_value(env, frame->callback_ref, &callback);
+      if (frame->err == 0) napi_get_null(env, &argv[0]);
+      else argv[0] = xvd_make_errno_error(env, frame->err, "send");
+      frame_free(env, frame);
+      if (callback != NULL) call(env, callback, 1, argv);
+      frame = next;
+    }
+    free(event);
+    return;
+  }
+  if (event->kind == DP_EV_STOPPED) join(dp);
+  napi_create_int32(env, event->kind, &argv[0]);
+  if (event->bytes != NULL) {
+    napi_create_buffer_copy(env, event->length, event->bytes, NULL, &argv[1]);
+    free(event->bytes);
+    int64_t before = __atomic_fetch_sub(&dp->unacked, (int64_t)event->length, __ATOMIC_SEQ_CST);
+    if (before >= DP_FORWARD_MAX && before - (int64_t)event->length < DP_FORWARD_MAX &&
+        !dp->is_joined) {
+      wake(dp);
+    }
+  } else {
+    napi_get_null(env, &argv[1]);
+  }
+  napi_create_int32(env, event->value, &argv[2]);
+  free(event);
+  call(env, on_event, 3, argv);
+}
+
+static void datapath_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  struct datapath *dp = data;
+  if (dp->box != NULL) dp->box->dp = NULL;
+  for (size_t i = 0; env != NULL && i < dp->dirty_count; i++) {
+    if (dp->dirty_refs[i] != NULL) napi_delete_reference(env, dp->dirty_refs[i]);
+  }
+  if (dp->wake_fd >= 0) close(dp->wake_fd);
+  pthread_mutex_destroy(&dp->mutex);
+  free(dp->extents);
+  free(dp->dirty);
+  free(dp->dirty_refs);
+  free(dp->data_from);
+  free(dp->data_to);
+  free(dp->rbuf);
+  free(dp->sbuf);
+  free(dp);
+}
+
+/* Asks the thread to stop: after the queued frames, or at once (abort). */
+static void request_stop(struct datapath *dp, int abort) {
+  pthread_mutex_lock(&dp->mutex);
+  if (dp->stop_mode < (abort ? 2 : 1)) dp->stop_mode = abort ? 2 : 1;
+  pthread_mutex_unlock(&dp->mutex);
+  if (abort) store(&dp->is_aborted, 1);
+  wake(dp);
+}
+
+/* Synchronous: abort and join (environment teardown, a collected handle). */
+static void box_stop(struct dp_box *box) {
+  struct datapath *dp = box->dp;
+  if (dp == NULL) return;
+  request_stop(dp, 1);
+  join(dp);
+}
+
+static void box_cleanup_hook(void *data) {
+  struct dp_box *box = data;
+  box->is_hooked = 0;
+  box_stop(box);
+}
+
+static void box_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct dp_box *box = data;
+  if (box->is_hooked) napi_remove_env_cleanup_hook(box->env, box_cleanup_hook, box);
+  box->is_hooked = 0;
+  box_stop(box);
+  if (box->dp != NULL) box->dp->box = NULL;
+  free(box);
+}
+
+static int is_whole(double value, double max) {
+  return value >= 0 && value <= max && value == (double)(int64_t)value;
+}
+
+/* Reads the extent list and dirty flags into dp; a message when they are not usable. */
+static const char *read_map(napi_env env, struct datapath *dp, napi_value extents_value,
+                            napi_value dirty_value) {
+  bool is_typed = false, is_array = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_is_typedarray(env, extents_value, &is_typed);
+  if (!is_typed || napi_get_typedarray_info(env, extents_value, &type, &length, &data, NULL,
+                                            NULL) != napi_ok ||
+      type != napi_float64_array || length == 0 || length % 6 != 0) {
+    return "extents must be a Float64Array of 6-tuples";
+  }
+  uint32_t dirty_count = 0;
+  napi_is_array(env, dirty_value, &is_array);
+  if (!is_array || napi_get_array_length(env, dirty_value, &dirty_count) != napi_ok ||
+      dirty_count == 0) {
+    return "dirty must be an Array of Int32Array";
+  }
+  dp->extent_count = length / 6;
+  dp->extents = calloc(dp->extent_count, sizeof *dp->extents);
+  dp->dirty_count = dirty_count;
+  dp->dirty = calloc(dirty_count, sizeof *dp->dirty);
+  dp->dirty_refs = calloc(dirty_count, sizeof *dp->dirty_refs);
+  dp->data_from = calloc(dirty_count, sizeof *dp->data_from);
+  dp->data_to = calloc(dirty_count, sizeof *dp->data_to);
+  if (dp->extents == NULL || dp->dirty == NULL || dp->dirty_refs == NULL ||
+      dp->data_from == NULL || dp->data_to == NULL) {
+    return "out of memory";
+  }
+  const double *tuples = data;
+  int64_t next = 0;
+  for (size_t i = 0; i < dp->extent_count; i++) {
+    const double *t = tuples + 6 * i;
+    if (!is_whole(t[0], 9007199254740991.0) || !(t[1] > 0) || !is_whole(t[1], 9007199254740991.0) ||
+        !is_whole(t[2], 2147483647.0) || !is_whole(t[3], 9007199254740991.0) ||
+        !is_whole(t[4], (double)dirty_count - 1) || !(t[5] == 0 || t[5] == 1) ||
+        (int64_t)t[0] != next) {
+      return "an extent is not (start, length, fd, offset, backing, isDevice) in order";
+    }
+    struct dp_extent *e = &dp->extents[i];
+    e->start = (int64_t)t[0];
+    e->length = (int64_t)t[1];
+    e->fd = (int)t[2];
+    e->offset = (int64_t)t[3];
+    e->backing = (int)t[4];
+    e->is_device = t[5] == 1;
+    next = e->start + e->length;
+  }
+  if (dp->size > next) return "size is past the extents";
+  for (uint32_t i = 0; i < dirty_count; i++) {
+    napi_value word;
+    napi_get_element(env, dirty_value, i, &word);
+    is_typed = false;
+    napi_is_typedarray(env, word, &is_typed);
+    if (!is_typed || napi_get_typedarray_info(env, word, &type, &length, &data, NULL, NULL) !=
+                         napi_ok ||
+        type != napi_int32_array || length < 1 ||
+        napi_create_reference(env, word, 1, &dp->dirty_refs[i]) != napi_ok) {
+      return "dirty must be an Array of Int32Array";
+    }
+    dp->dirty[i] = data;
+  }
+  return NULL;
+}
+
+napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8], name, handle;
+  int32_t fd = -1, options = 0;
+  double size = -1, block_min = 0;
+  napi_valuetype callback_type = napi_undefined, initial_type = napi_undefined;
+  bool is_buffer = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 8 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_double(env, argv[2], &size) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &options) != napi_ok ||
+      napi_get_value_double(env, argv[4], &block_min) != napi_ok || fd < 0 ||
+      !is_whole(size, 9007199254740991.0) || !is_whole(block_min, 1 << 30) || block_min < 1 ||
+      (options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP)) != 0 ||
+      napi_typeof(env, argv[6], &initial_type) != napi_ok ||
+      napi_typeof(env, argv[7], &callback_type) != napi_ok || callback_type != napi_function ||
+      (initial_type != napi_null && (napi_is_buffer(env, argv[6], &is_buffer) != napi_ok ||
+                                     !is_buffer))) {
+    napi_throw_type_error(env, NULL, "createDatapath(socketFd, extents, size, options, "
+                                     "blockSizeMin, dirty, initial, onEvent)");
+    return NULL;
+  }
+  struct datapath *dp = calloc(1, sizeof *dp);
+  struct dp_box *box = calloc(1, sizeof *box);
+  if (dp == NULL || box == NULL) {
+    free(dp);
+    free(box);
+    xvd_throw_errno(env, ENOMEM, "createDatapath");
+    return NULL;
+  }
+  pthread_mutex_init(&dp->mutex, NULL);
+  dp->sock = -1;
+  dp->wake_fd = -1;
+  dp->size = (int64_t)size;
+  dp->block_min = (int64_t)block_min;
+  dp->options = options;
+  dp->is_receiving = 1;
+  const char *problem = read_map(env, dp, argv[1], argv[5]);
+  size_t initial_length = 0;
+  void *initial = NULL;
+  if (initial_type != napi_null) napi_get_buffer_info(env, argv[6], &initial, &initial_length);
+  dp->rcap = initial_length > DP_RECV_MIN ? initial_length : DP_RECV_MIN;
+  dp->scap = DP_SEND_BATCH;
+  if (problem == NULL) {
+    dp->rbuf = malloc(dp->rcap);
+    dp->sbuf = malloc(dp->scap);
+    if (dp->rbuf == NULL || dp->sbuf == NULL) problem = "out of memory";
+  }
+  if (problem != NULL) {
+    datapath_finalize(env, dp, NULL);
+    free(box);
+    napi_throw_range_error(env, NULL, problem);
+    return NULL;
+  }
+  if (initial_length > 0) memcpy(dp->rbuf, initial, initial_length);
+  dp->rend = initial_length;
+  dp->sock = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  dp->wake_fd = dp->sock < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (dp->sock < 0 || dp->wake_fd < 0) {
+    int err = errno;
+    const char *syscall = dp->sock < 0 ? "dup" : "eventfd";
+    if (dp->sock >= 0) close(dp->sock);
+    datapath_finalize(env, dp, NULL);
+    free(box);
+    xvd_throw_errno(env, err, syscall);
+    return NULL;
+  }
+  napi_create_string_utf8(env, "xvd datapath", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[7], NULL, name, 0, 1, dp, datapath_finalize, dp,
+                                      datapath_deliver, &dp->tsfn) != napi_ok) {
+    close(dp->sock);
+    datapath_finalize(env, dp, NULL);
+    free(box);
+    napi_throw_error(env, NULL, "createDatapath: no thread-safe function");
+    return NULL;
+  }
+  /* ref'd until the thread released it: the JS socket is paused, so this keeps the loop alive */
+  int err = pthread_create(&dp->thread, NULL, datapath_main, dp);
+  if (err != 0) {
+    close(dp->sock);
+    napi_release_threadsafe_function(dp->tsfn, napi_tsfn_release); /* finalizes: frees dp */
+    free(box);
+    xvd_throw_errno(env, err, "pthread_create");
+    return NULL;
+  }
+  box->dp = dp;
+  box->env = env;
+  dp->box = box;
+  box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
+  if (!box->is_hooked) {
+    box_finalize(env, box, NULL);
+    napi_throw_error(env, NULL, "createDatapath: no cleanup hook");
+    return NULL;
+  }
+  if (xvd_handle_new(env, box, box_finalize, &DATAPATH_TAG, &handle) != napi_ok) {
+    napi_throw_error(env, NULL, "createDatapath: no handle"); /* the box is finalized by then */
+    return NULL;
+  }
+  return handle;
+}
+
+/* The running datapath of argv[0]; NULL after throwing. */
+static struct datapath *get_running(napi_env env, napi_value value) {
+  struct dp_box *box = xvd_handle_get(env, value, &DATAPATH_TAG);
+  if (box == NULL || box->dp == NULL || box->dp->is_joined) {
+    napi_throw_error(env, NULL, box == NULL ? "not a datapath" : "the datapath has stopped");
+    return NULL;
+  }
+  return box->dp;
+}
+
+napi_value xvd_datapath_submit(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], undefined;
+  napi_get_undefined(env, &undefined);
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
+    napi_throw_type_error(env, NULL, "datapathSubmit(datapath, bytes, callback)");
+    return NULL;
+  }
+  struct datapath *dp = get_running(env, argv[0]);
+  if (dp == NULL) return NULL;
+  bool is_buffer = false;
+  napi_valuetype callback_type;
+  napi_is_buffer(env, argv[1], &is_buffer);
+  napi_typeof(env, argv[2], &callback_type);
+  if (!is_buffer || (callback_type != napi_function && callback_type != napi_null)) {
+    napi_throw_type_error(env, NULL, "datapathSubmit: bytes must be a Buffer, callback a "
+                                     "function or null");
+    return NULL;
+  }
+  struct dp_frame *frame = calloc(1, sizeof *frame);
+  if (frame == NULL) {
+    xvd_throw_errno(env, ENOMEM, "datapathSubmit");
+    return NULL;
+  }
+  void *bytes = NULL;
+  napi_get_buffer_info(env, argv[1], &bytes, &frame->length);
+  frame->bytes = bytes;
+  if (napi_create_reference(env, argv[1], 1, &frame->bytes_ref) != napi_ok ||
+      (callback_type == napi_function &&
+       napi_create_reference(env, argv[2], 1, &frame->callback_ref) != napi_ok)) {
+    frame_free(env, frame);
+    napi_throw_error(env, NULL, "datapathSubmit: no reference");
+    return NULL;
+  }
+  pthread_mutex_lock(&dp->mutex);
+  int was_empty = dp->tail == NULL;
+  if (was_empty) dp->head = dp->tail = frame;
+  else {
+    dp->tail->next = frame;
+    dp->tail = frame;
+  }
+  pthread_mutex_unlock(&dp->mutex);
+  if (was_empty) wake(dp);
+  return undefined;
+}
+
+napi_value xvd_datapath_control(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], result;
+  int32_t op = 0, value = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_int32(env, argv[1], &op) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &value) != napi_ok || op < DP_PAUSE || op > DP_STOP) {
+    napi_throw_type_error(env, NULL, "datapathControl(datapath, op 1|2|3, value)");
+    return NULL;
+  }
+  struct datapath *dp = get_running(env, argv[0]);
+  if (dp == NULL) return NULL;
+  int out = 0;
+  switch (op) {
+    case DP_PAUSE:
+      store(&dp->is_paused, value != 0);
+      if (value == 0) wake(dp);
+      break;
+    case DP_FENCE:
+      store(&dp->is_fenced, 1);
+      out = !load(&dp->is_op_active);
+      wake(dp);
+      break;
+    default:
+      request_stop(dp, value != 0);
+      break;
+  }
+  napi_create_int32(env, out, &result);
+  return result;
+}
+
+napi_value xvd_datapath_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], buffer, array;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
+    napi_throw_type_error(env, NULL, "datapathStats(datapath)");
+    return NULL;
+  }
+  struct dp_box *box = xvd_handle_get(env, argv[0], &DATAPATH_TAG);
+  if (box == NULL) {
+    napi_throw_error(env, NULL, "not a datapath");
+    return NULL;
+  }
+  double *values = NULL;
+  if (napi_create_arraybuffer(env, 3 * sizeof(double), (void **)&values, &buffer) != napi_ok ||
+      napi_create_typedarray(env, napi_float64_array, 3, buffer, 0, &array) != napi_ok) {
+    napi_throw_error(env, NULL, "datapathStats: no array");
+    return NULL;
+  }
+  struct datapath *dp = box->dp;
+  values[0] = dp == NULL ? 0 : (double)__atomic_load_n(&dp->stat_requests, __ATOMIC_RELAXED);
+  values[1] = dp == NULL ? 0 : (double)__atomic_load_n(&dp->stat_received, __ATOMIC_RELAXED);
+  values[2] = dp == NULL ? 0 : (double)__atomic_load_n(&dp->stat_sent, __ATOMIC_RELAXED);
+  return array;
+}

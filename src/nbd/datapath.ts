@@ -1,0 +1,172 @@
+/**
+ * nbd/datapath: a connection's data-path thread (native/src/datapath.c), which reads the
+ * client's requests itself, serves plain READs and WRITEs from the backing descriptors, and
+ * hands every other request to the connection as the bytes it came in ("forwarded").
+ *
+ * Why: on the JS path every request costs hand-offs between the socket, the JS thread and the
+ * I/O threads, and the one JS thread does every copy; nbdcopy and 1 MiB writes were limited by
+ * that. The thread does what nbdkit's file plugin does per connection: recv, pread or pwrite,
+ * send, with several replies gathered into one sendmsg.
+ *
+ * Ownership: from start() the thread reads the socket (the JS socket stays paused, which in
+ * onread mode stops libuv reading it) and is the only writer: every JS reply goes through
+ * submit(), whole. Forwarded bytes go into the connection's Framer in stream order, so the
+ * connection's phase machine, validation and error replies run as before for them.
+ *
+ * Consistency: a WRITE sets its pool entries' dirty flags (shared memory) before its reply, so
+ * a FLUSH on any connection covers it (multi-conn). fence() stops I/O on the backings (later
+ * requests are forwarded, and the connection refuses them) and resolves once none is under way;
+ * a replaced map (enlarge) hands everything to JS the same way. The thread stops when the
+ * connection closes: gracefully after the frames queued (bounded by LIMITS.nbdFenceSenderWaitMs
+ * against a client that takes no replies), or at once; `onStopped` runs once it has been joined,
+ * and only then may the export's descriptors be released.
+ *
+ * XVD_DATAPATH=off keeps every request on the JS path (for comparisons); so does a sender mode
+ * (serve --sendfile, XVD_SENDER), which needs the JS path's READs.
+ */
+import type net from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import { LIMITS } from '../limits';
+import * as sys from '../sys/index';
+import { senderModeOf } from './reply-sender';
+import { socketFdOf } from './user-buffer-socket';
+
+export interface DatapathHandlers {
+  /** stream bytes the connection must handle itself, in order */
+  onForward(bytes: Buffer): void;
+  /** the client closed its side */
+  onEof(): void;
+  /** the socket failed (errno name): the stream is broken */
+  onError(code: string): void;
+  /** the thread was joined: [requests it served, bytes it received, bytes it sent] */
+  onStopped(stats: Float64Array): void;
+}
+
+/** Whether connections on `socket` get a data-path thread (see the header). */
+export function isDatapathWanted(socket: net.Socket, isSendfile: boolean): boolean {
+  return sys.isNative && process.env['XVD_DATAPATH'] !== 'off' && socketFdOf(socket) !== null &&
+    senderModeOf(socket, isSendfile) === null;
+}
+
+export class Datapath {
+  /** frames submitted and not yet sent */
+  pending = 0;
+  isStopped = false;
+  private isStopping = false;
+  private isFenced = false;
+  private fenceWaiters: (() => void)[] = [];
+  private stopTimer: NodeJS.Timeout | null = null;
+  private lastStats: Float64Array = new Float64Array(3);
+
+  private constructor(private readonly native: sys.NativeDatapath) {}
+
+  /** Starts the thread on `socket`; null when it cannot run (nothing was taken from `initial`). */
+  static start(socket: net.Socket, spec: sys.DatapathSpec, initial: Buffer | null,
+    handlers: DatapathHandlers): Datapath | null {
+    const fd = socketFdOf(socket);
+    if (fd === null) return null;
+    let datapath: Datapath | null = null;
+    const onEvent: sys.DatapathEventHandler = (kind, bytes, value) => {
+      datapath?.deliver(kind, bytes, value, handlers);
+    };
+    try {
+      datapath = new Datapath(sys.createDatapath(fd, spec, initial, onEvent));
+    } catch {
+      return null; // e.g. EAGAIN from pthread_create: the JS path serves the connection
+    }
+    return datapath;
+  }
+
+  private deliver(kind: number, bytes: Buffer | null, value: number,
+    handlers: DatapathHandlers): void {
+    switch (kind) {
+      case sys.DATAPATH_EVENT.forward:
+        if (bytes !== null) handlers.onForward(bytes);
+        return;
+      case sys.DATAPATH_EVENT.eof:
+        handlers.onEof();
+        return;
+      case sys.DATAPATH_EVENT.error:
+        handlers.onError(value > 0 ? getSystemErrorName(-value) : `errno ${value}`);
+        return;
+      case sys.DATAPATH_EVENT.fenced:
+        this.releaseFence();
+        return;
+      case sys.DATAPATH_EVENT.stopped:
+        this.lastStats = sys.datapathStats(this.native);
+        this.isStopped = true;
+        if (this.stopTimer !== null) clearTimeout(this.stopTimer);
+        this.stopTimer = null;
+        this.releaseFence();
+        handlers.onStopped(this.lastStats);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** [requests served by the thread, bytes received, bytes sent] so far. */
+  stats(): Float64Array {
+    return this.isStopped ? this.lastStats : sys.datapathStats(this.native);
+  }
+
+  /** Queues a whole frame; `done(error)` once it was sent or could not be. */
+  submit(frame: Buffer, done: (error: Error | null) => void): void {
+    sys.datapathSubmit(this.native, frame, (error) => {
+      this.pending--;
+      done(error);
+    });
+    this.pending++;
+  }
+
+  setPaused(isPaused: boolean): void {
+    if (!this.isStopped) sys.datapathPause(this.native, isPaused);
+  }
+
+  /**
+   * No more I/O on the backings from the thread (every later request is forwarded); resolves
+   * once none is under way. The thread tells once when an I/O it was doing ended (`fenced`).
+   */
+  fence(): Promise<void> {
+    if (this.isStopped || this.isFenced) return Promise.resolve();
+    if (sys.datapathFence(this.native)) {
+      this.isFenced = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.fenceWaiters.push(resolve));
+  }
+
+  /** The export's map changed: every later request goes to the JS path (which has the new one). */
+  handOff(): void {
+    if (!this.isStopped) sys.datapathFence(this.native);
+  }
+
+  private releaseFence(): void {
+    this.isFenced = true;
+    const waiters = this.fenceWaiters;
+    this.fenceWaiters = [];
+    for (const waiter of waiters) waiter();
+  }
+
+  /**
+   * Stops the thread: at once (`abort`: queued frames fail with ECANCELED), or after the queued
+   * frames, turning into an abort after LIMITS.nbdFenceSenderWaitMs (a client taking no replies
+   * must not hold the connection open). onStopped follows either way.
+   */
+  stop(abort: boolean): void {
+    if (this.isStopped) return;
+    if (abort) {
+      if (this.stopTimer !== null) clearTimeout(this.stopTimer);
+      this.stopTimer = null;
+      sys.datapathStop(this.native, true);
+      return;
+    }
+    if (this.isStopping) return;
+    this.isStopping = true;
+    sys.datapathStop(this.native, false);
+    this.stopTimer = setTimeout(() => {
+      this.stopTimer = null;
+      if (!this.isStopped) sys.datapathStop(this.native, true);
+    }, LIMITS.nbdFenceSenderWaitMs);
+  }
+}
