@@ -123,6 +123,12 @@ export const LIMITS = {
   /** A fenced connection whose replies wait on its sender thread (the client is not reading)
    * is closed after this long, so a fence never waits on a client (connection.ts fence()). */
   nbdFenceSenderWaitMs: 2000,
+  /** nbd/datapath: forwarded bytes the JS side has not taken yet beyond which the thread stops
+   * reading (native/src/datapath.c DP_FORWARD_MAX; the thread also mirrors nbdPayloadMax,
+   * nbdSparseReadMin and nbdRecvLowWater*, and test/unit/sys.test.ts keeps them equal). */
+  nbdDatapathForwardMax: 64 * 1024 * 1024,
+  /** nbd/datapath: replies gathered into one send (a larger READ reply goes alone). */
+  nbdDatapathSendBatch: 1024 * 1024,
   /** nbd/reply-sender: READs of at least this many bytes go out on the connection's sender
    * thread (smaller ones cost less inline than the hand-off to a thread and back). */
   nbdSenderReadMin: 64 * 1024,

@@ -210,6 +210,7 @@ NAPI_MODULE_INIT() {
   set_int(env, constants, "SO_RCVBUF", SO_RCVBUF);
   set_int(env, constants, "SO_SNDBUFFORCE", SO_SNDBUFFORCE);
   set_int(env, constants, "SO_RCVLOWAT", SO_RCVLOWAT);
+  xvd_datapath_constants(env, constants);
   napi_set_named_property(env, exports, "constants", constants);
   return exports;
 }

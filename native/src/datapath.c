@@ -1010,3 +1010,23 @@ napi_value xvd_datapath_stats(napi_env env, napi_callback_info info) {
   values[2] = dp == NULL ? 0 : (double)__atomic_load_n(&dp->stat_sent, __ATOMIC_RELAXED);
   return array;
 }
+
+/* The bounds above, for the test that keeps them equal to src/limits.ts. */
+void xvd_datapath_constants(napi_env env, napi_value constants) {
+  const struct {
+    const char *name;
+    double value;
+  } all[] = {
+      {"DATAPATH_PAYLOAD_MAX", (double)DP_PAYLOAD_MAX},
+      {"DATAPATH_SPARSE_MIN", (double)DP_SPARSE_MIN},
+      {"DATAPATH_LOWAT_MIN", (double)DP_LOWAT_MIN},
+      {"DATAPATH_LOWAT_MAX", (double)DP_LOWAT_MAX},
+      {"DATAPATH_FORWARD_MAX", (double)DP_FORWARD_MAX},
+      {"DATAPATH_SEND_BATCH", (double)DP_SEND_BATCH},
+  };
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+    napi_value value;
+    napi_create_double(env, all[i].value, &value);
+    napi_set_named_property(env, constants, all[i].name, value);
+  }
+}

@@ -93,6 +93,7 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_submit(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_control(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_stats(napi_env env, napi_callback_info info);
+void xvd_datapath_constants(napi_env env, napi_value constants);
 
 /* handle.c: externals tagged with their kind; get returns NULL for anything else. new owns
  * `data` from the call, also when it fails (see handle.c). */

@@ -116,6 +116,13 @@ export interface NativeBinding {
     SO_RCVBUF: number;
     SO_SNDBUFFORCE: number;
     SO_RCVLOWAT: number;
+    /** native/src/datapath.c's bounds (a test keeps them equal to LIMITS) */
+    DATAPATH_PAYLOAD_MAX?: number;
+    DATAPATH_SPARSE_MIN?: number;
+    DATAPATH_LOWAT_MIN?: number;
+    DATAPATH_LOWAT_MAX?: number;
+    DATAPATH_FORWARD_MAX?: number;
+    DATAPATH_SEND_BATCH?: number;
   };
 }
 

@@ -1,10 +1,21 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
+import { LIMITS } from '../../src/limits';
 import * as sys from '../../src/sys/index';
 
 t.test('the native addon is loaded on Linux', async (t) => {
   t.equal(sys.isNative, true);
+});
+
+t.test('the data-path thread\'s bounds are the ones in LIMITS', async (t) => {
+  const C = sys.constants;
+  t.equal(C.DATAPATH_PAYLOAD_MAX, LIMITS.nbdPayloadMax);
+  t.equal(C.DATAPATH_SPARSE_MIN, LIMITS.nbdSparseReadMin);
+  t.equal(C.DATAPATH_LOWAT_MIN, LIMITS.nbdRecvLowWaterMin);
+  t.equal(C.DATAPATH_LOWAT_MAX, LIMITS.nbdRecvLowWaterMax);
+  t.equal(C.DATAPATH_FORWARD_MAX, LIMITS.nbdDatapathForwardMax);
+  t.equal(C.DATAPATH_SEND_BATCH, LIMITS.nbdDatapathSendBatch);
 });
 
 t.test('punchHole makes a written range read as zeros and SEEK_DATA skips it', async (t) => {
