@@ -17,6 +17,14 @@
  * A hard close (protocol violation, socket error) destroys the stream at once; requests in
  * flight still finish against the Export, their replies are dropped, and the export handle is
  * released only when none is in flight. fence() makes every later request fail with ESHUTDOWN.
+ *
+ * Data-path thread (datapath.ts): when transmission starts on a socket read into arenas (no
+ * TLS, no sender mode, an export with descriptors), a native thread takes the socket. It serves
+ * plain READs and WRITEs itself and forwards every other request's bytes into a Framer here,
+ * so the phase machine above runs for those as before; every reply from here goes out through
+ * the thread (send()), and pump() pauses the thread instead of the socket. Closing stops the
+ * thread first (gracefully once nothing is in flight here, or at once on a hard close), and
+ * the export handle is released only after the thread was joined.
  */
 import assert from 'node:assert';
 import type { Readable, Writable } from 'node:stream';
