@@ -74,6 +74,8 @@
 #define DP_SEND_BATCH ((size_t)1 << 20)        /* replies gathered before a send */
 #define DP_FORWARD_MAX ((int64_t)64 << 20)     /* forwarded bytes not yet taken by JS */
 #define DP_FRAMES_IOV 64
+#define DP_SHRINK_AFTER_MS 1000 /* idle this long: grown buffers shrink (a connection keeps
+                                   at most DP_RECV_MIN + DP_SEND_BATCH while idle) */
 #define DP_LOWAT_MIN ((size_t)256 << 10) /* LIMITS.nbdRecvLowWaterMin */
 #define DP_LOWAT_MAX ((size_t)1 << 20)   /* LIMITS.nbdRecvLowWaterMax */
 
@@ -130,6 +132,8 @@ struct datapath {
   int is_raw, is_receiving, is_broken, is_fence_told;
   int is_woken; /* wait_writable took a wake-up the main loop has not acted on */
   int lowat;    /* SO_RCVLOWAT set on a TCP socket; 0: unknown */
+  int failure;  /* errno that made the thread stop on its own (fail()) */
+  int is_closed; /* guarded by mutex: the last frames were taken; submit refuses */
   /* JS thread only */
   napi_threadsafe_function tsfn;
   napi_ref *dirty_refs;
@@ -167,6 +171,12 @@ static uint64_t get_u64(const uint8_t *at) { return (uint64_t)get_u32(at) << 32 
 static int load(int *at) { return __atomic_load_n(at, __ATOMIC_SEQ_CST); }
 static void store(int *at, int value) { __atomic_store_n(at, value, __ATOMIC_SEQ_CST); }
 
+/* The thread cannot go on (out of memory): it stops, and JS hears DP_EV_ERROR at the end. */
+static void fail(struct datapath *dp, int err) {
+  if (dp->failure == 0) dp->failure = err;
+  store(&dp->is_aborted, 1);
+}
+
 static void wake(struct datapath *dp) {
   uint64_t one = 1;
   ssize_t rc = write(dp->wake_fd, &one, sizeof one);
@@ -178,7 +188,7 @@ static void post(struct datapath *dp, int kind, int value, uint8_t *bytes, size_
   struct dp_event *event = calloc(1, sizeof *event);
   if (event == NULL) { /* nothing can be told: the connection cannot go on */
     free(bytes);
-    store(&dp->is_aborted, 1);
+    fail(dp, ENOMEM);
     return;
   }
   event->kind = kind;
@@ -288,7 +298,7 @@ static void flush_forward(struct datapath *dp) {
   if (length == 0) return;
   uint8_t *bytes = malloc(length);
   if (bytes == NULL) {
-    store(&dp->is_aborted, 1);
+    fail(dp, ENOMEM);
     return;
   }
   memcpy(bytes, dp->rbuf + dp->fstart, length);
@@ -487,7 +497,7 @@ static void set_lowat(struct datapath *dp, size_t remaining) {
 
 /* Serves or marks for forwarding every whole request in the receive buffer. */
 static void process(struct datapath *dp) {
-  while (!dp->is_raw && !load(&dp->is_aborted)) {
+  while (!dp->is_raw && !dp->is_broken && !load(&dp->is_aborted)) {
     size_t available = dp->rend - dp->rstart;
     if (available < REQUEST_LENGTH) break;
     const uint8_t *header = dp->rbuf + dp->rstart;
@@ -502,7 +512,7 @@ static void process(struct datapath *dp) {
     }
     size_t need = REQUEST_LENGTH + (type == CMD_WRITE ? length : 0);
     if (available < need) {
-      if (dp->rcap - dp->rstart < need && !make_room(dp, need)) store(&dp->is_aborted, 1);
+      if (dp->rcap - dp->rstart < need && !make_room(dp, need)) fail(dp, ENOMEM);
       set_lowat(dp, need - available);
       break;
     }
@@ -531,11 +541,11 @@ static void process(struct datapath *dp) {
 /* One recv into the receive buffer, then process(); false when there is nothing more now. */
 static int receive(struct datapath *dp) {
   if (dp->rcap - dp->rend < DP_RECV_MIN / 4 && dp->rstart > 0 && !make_room(dp, 0)) {
-    store(&dp->is_aborted, 1);
+    fail(dp, ENOMEM);
     return 0;
   }
   if (dp->rend == dp->rcap && !make_room(dp, 2 * dp->rcap)) {
-    store(&dp->is_aborted, 1);
+    fail(dp, ENOMEM);
     return 0;
   }
   ssize_t n = recv(dp->sock, dp->rbuf + dp->rend, dp->rcap - dp->rend, 0);
@@ -553,6 +563,25 @@ static int receive(struct datapath *dp) {
   dp->is_receiving = 0;
   post(dp, err == 0 ? DP_EV_EOF : DP_EV_ERROR, err, NULL, 0, NULL);
   return 0;
+}
+
+/* Idle for DP_SHRINK_AFTER_MS: buffers grown for large requests go back to their first size. */
+static void shrink(struct datapath *dp) {
+  if (dp->sused == 0 && dp->scap > DP_SEND_BATCH) {
+    uint8_t *smaller = realloc(dp->sbuf, DP_SEND_BATCH);
+    if (smaller != NULL) {
+      dp->sbuf = smaller;
+      dp->scap = DP_SEND_BATCH;
+    }
+  }
+  if (dp->rstart == dp->rend && dp->rcap > DP_RECV_MIN) {
+    uint8_t *smaller = realloc(dp->rbuf, DP_RECV_MIN);
+    if (smaller != NULL) {
+      dp->rbuf = smaller;
+      dp->rcap = DP_RECV_MIN;
+      dp->rstart = dp->rend = dp->fstart = 0;
+    }
+  }
 }
 
 static void *datapath_main(void *data) {
@@ -580,11 +609,13 @@ static void *datapath_main(void *data) {
     want_in = want_in && dp->is_receiving && !dp->is_broken;
     struct pollfd fds[2] = {{.fd = want_in ? dp->sock : -1, .events = POLLIN},
                             {.fd = dp->wake_fd, .events = POLLIN}};
-    int n = poll(fds, 2, -1);
+    int is_grown = dp->scap > DP_SEND_BATCH || dp->rcap > DP_RECV_MIN;
+    int n = poll(fds, 2, is_grown ? DP_SHRINK_AFTER_MS : -1);
     if (n < 0 && errno != EINTR) {
       break_stream(dp, errno);
       break;
     }
+    if (n == 0) shrink(dp);
     if (n > 0 && fds[1].revents != 0) {
       uint64_t count;
       ssize_t rc = read(dp->wake_fd, &count, sizeof count);
@@ -593,9 +624,13 @@ static void *datapath_main(void *data) {
   }
   if (!load(&dp->is_aborted)) flush_replies(dp);
   else dp->sused = 0;
-  /* frames still queued (an abort) complete with ECANCELED */
+  /* frames still queued (an abort) complete with ECANCELED; later submits are refused */
   store(&dp->is_aborted, 1);
+  pthread_mutex_lock(&dp->mutex);
+  dp->is_closed = 1;
+  pthread_mutex_unlock(&dp->mutex);
   send_frames(dp);
+  if (dp->failure != 0) break_stream(dp, dp->failure);
   close(dp->sock);
   dp->sock = -1;
   free(dp->rbuf);
@@ -613,6 +648,12 @@ static void frame_free(napi_env env, struct dp_frame *frame) {
     if (frame->callback_ref != NULL) napi_delete_reference(env, frame->callback_ref);
   }
   free(frame);
+}
+
+static void free_bytes(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
 }
 
 static void join(struct datapath *dp) {
@@ -660,8 +701,11 @@ static void datapath_deliver(napi_env env, napi_value on_event, void *context, v
   if (event->kind == DP_EV_STOPPED) join(dp);
   napi_create_int32(env, event->kind, &argv[0]);
   if (event->bytes != NULL) {
-    napi_create_buffer_copy(env, event->length, event->bytes, NULL, &argv[1]);
-    free(event->bytes);
+    if (napi_create_external_buffer(env, event->length, event->bytes, free_bytes, NULL,
+                                    &argv[1]) != napi_ok) {
+      napi_create_buffer_copy(env, event->length, event->bytes, NULL, &argv[1]);
+      free(event->bytes);
+    }
     int64_t before = __atomic_fetch_sub(&dp->unacked, (int64_t)event->length, __ATOMIC_SEQ_CST);
     if (before >= DP_FORWARD_MAX && before - (int64_t)event->length < DP_FORWARD_MAX &&
         !dp->is_joined) {
@@ -699,7 +743,13 @@ static void request_stop(struct datapath *dp, int abort) {
   pthread_mutex_lock(&dp->mutex);
   if (dp->stop_mode < (abort ? 2 : 1)) dp->stop_mode = abort ? 2 : 1;
   pthread_mutex_unlock(&dp->mutex);
-  if (abort) store(&dp->is_aborted, 1);
+  if (abort) {
+    store(&dp->is_aborted, 1);
+    /* the peer sees the end now, not when a pwrite under way returns; the thread closes it */
+    pthread_mutex_lock(&dp->mutex);
+    if (!dp->is_closed) shutdown(dp->sock, SHUT_RDWR);
+    pthread_mutex_unlock(&dp->mutex);
+  }
   wake(dp);
 }
 
@@ -944,13 +994,21 @@ napi_value xvd_datapath_submit(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_lock(&dp->mutex);
+  int is_closed = dp->is_closed;
   int was_empty = dp->tail == NULL;
-  if (was_empty) dp->head = dp->tail = frame;
-  else {
+  if (is_closed) {
+  } else if (was_empty) {
+    dp->head = dp->tail = frame;
+  } else {
     dp->tail->next = frame;
     dp->tail = frame;
   }
   pthread_mutex_unlock(&dp->mutex);
+  if (is_closed) {
+    frame_free(env, frame);
+    napi_throw_error(env, NULL, "datapathSubmit: the datapath has stopped");
+    return NULL;
+  }
   if (was_empty) wake(dp);
   return undefined;
 }

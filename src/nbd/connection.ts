@@ -709,12 +709,16 @@ export class Connection implements OptionSession, TransmissionContext {
   private startDatapath(): void {
     const socket = this.socket;
     if (!this.isSelfReading || socket === null || this.output !== socket || this.isTls ||
-      this.isFenced || this.sender !== null || !isDatapathWanted(socket, this.isSendfile)) {
+      this.isFenced || this.sender !== null || !isDatapathWanted(socket, this.isSendfile) ||
+      this.limits.writeDiscardMax < LIMITS.nbdPayloadMax) { // the thread serves up to that
       return;
     }
     const exp = this.export;
     const map = exp.datapathMap?.() ?? null;
     if (map === null) return;
+    // the handshake's last reply goes out before the thread writes anything
+    if (this.isCorked) this.uncork();
+    if (this.output.writableLength > 0) return;
     const buffered = this.framer.length;
     const initial = buffered > 0 ? Buffer.from(this.framer.take(buffered)) : null;
     const datapath = Datapath.start(socket, {
@@ -726,6 +730,7 @@ export class Connection implements OptionSession, TransmissionContext {
       onEof: this.onEnd,
       onError: this.onDatapathError,
       onStopped: this.onDatapathStopped,
+      onStartFailed: (error) => this.log.error({ err: error }, 'data path: no thread'),
     });
     if (datapath === null) {
       if (initial === null) return; // the JS path goes on as it was
@@ -760,9 +765,15 @@ export class Connection implements OptionSession, TransmissionContext {
   private readonly onDatapathStopped = (): void => {
     if (this.unsubscribeMap !== null) this.unsubscribeMap();
     this.unsubscribeMap = null;
-    if (this.phase === PHASE.CLOSING) this.finishClosing();
-    else if (this.phase === PHASE.CLOSED) this.finalizeIfIdle();
-    else this.closeHard(null, 'data path stopped'); // not reached: it stops only when asked
+    if (this.phase === PHASE.CLOSING) {
+      // stopped when asked (nothing in flight) or on its own (a failure: an error came first)
+      if (this.inflight === 0) this.finishClosing();
+      else this.closeHard(null, 'data path stopped');
+    } else if (this.phase === PHASE.CLOSED) {
+      this.finalizeIfIdle();
+    } else {
+      this.closeHard(null, 'data path stopped'); // on its own: its error was reported first
+    }
   };
 
   // --- TLS ---

@@ -40,6 +40,8 @@ export interface DatapathHandlers {
   onError(code: string): void;
   /** the thread was joined: [requests it served, bytes it received, bytes it sent] */
   onStopped(stats: Float64Array): void;
+  /** start() could not start the thread (it returns null) */
+  onStartFailed(error: unknown): void;
 }
 
 /** Whether connections on `socket` get a data-path thread (see the header). */
@@ -57,6 +59,7 @@ export class Datapath {
   private fenceWaiters: (() => void)[] = [];
   private stopTimer: NodeJS.Timeout | null = null;
   private lastStats: Float64Array = new Float64Array(3);
+  private isPaused = false;
 
   private constructor(private readonly native: sys.NativeDatapath) {}
 
@@ -71,8 +74,9 @@ export class Datapath {
     };
     try {
       datapath = new Datapath(sys.createDatapath(fd, spec, initial, onEvent));
-    } catch {
-      return null; // e.g. EAGAIN from pthread_create: the JS path serves the connection
+    } catch (error) {
+      handlers.onStartFailed(error); // e.g. EAGAIN from pthread_create
+      return null;
     }
     return datapath;
   }
@@ -119,8 +123,11 @@ export class Datapath {
     this.pending++;
   }
 
+  /** Stops or resumes reading; the thread hears only changes (each one is a wake-up). */
   setPaused(isPaused: boolean): void {
-    if (!this.isStopped) sys.datapathPause(this.native, isPaused);
+    if (this.isStopped || isPaused === this.isPaused) return;
+    this.isPaused = isPaused;
+    sys.datapathPause(this.native, isPaused);
   }
 
   /**
@@ -149,9 +156,10 @@ export class Datapath {
   }
 
   /**
-   * Stops the thread: at once (`abort`: queued frames fail with ECANCELED), or after the queued
-   * frames, turning into an abort after LIMITS.nbdFenceSenderWaitMs (a client taking no replies
-   * must not hold the connection open). onStopped follows either way.
+   * Stops the thread: at once (`abort`: queued frames fail with ECANCELED, the socket is shut
+   * down), or after the queued frames, turning into an abort once LIMITS.nbdFenceSenderWaitMs
+   * pass without a byte sent (a client taking no replies must not hold the connection open; a
+   * slow one keeps it). onStopped follows either way.
    */
   stop(abort: boolean): void {
     if (this.isStopped) return;
@@ -164,9 +172,18 @@ export class Datapath {
     if (this.isStopping) return;
     this.isStopping = true;
     sys.datapathStop(this.native, false);
-    this.stopTimer = setTimeout(() => {
+    let sent = this.stats()[2];
+    const check = (): void => {
       this.stopTimer = null;
-      if (!this.isStopped) sys.datapathStop(this.native, true);
-    }, LIMITS.nbdFenceSenderWaitMs);
+      if (this.isStopped) return;
+      const now = this.stats()[2]!;
+      if (now === sent) {
+        sys.datapathStop(this.native, true);
+        return;
+      }
+      sent = now;
+      this.stopTimer = setTimeout(check, LIMITS.nbdFenceSenderWaitMs);
+    };
+    this.stopTimer = setTimeout(check, LIMITS.nbdFenceSenderWaitMs);
   }
 }
