@@ -724,7 +724,7 @@ export class Connection implements OptionSession, TransmissionContext {
     const datapath = Datapath.start(socket, {
       extents: map.extents, size: map.size, isWritable: map.isWritable && !exp.isReadOnly,
       isStructured: this.isStructured, blockSizeMin: this.blockSizeMin, dirty: map.dirty,
-      isTcp: process.env['XVD_DP_LOWAT'] === '1' && typeof socket.remotePort === 'number',
+      isTcp: typeof socket.remotePort === 'number',
     }, initial, {
       onForward: this.onDatapathForward,
       onEof: this.onEnd,
