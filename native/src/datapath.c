@@ -216,6 +216,8 @@ static int wait_writable(struct datapath *dp) {
       dp->is_woken = 1;
       if (load(&dp->is_aborted)) return ECANCELED;
     }
+    /* an abort shuts the socket down: that wakes this poll too, and is no socket error */
+    if (load(&dp->is_aborted)) return ECANCELED;
     if (fds[0].revents != 0) return 0; /* writable, or an error the next send reports */
   }
 }
@@ -227,6 +229,7 @@ static int send_all(struct datapath *dp, struct iovec *iov, int count) {
     ssize_t n = sendmsg(dp->sock, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (load(&dp->is_aborted)) return ECANCELED; /* EPIPE from our own shutdown */
       if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
       int err = wait_writable(dp);
       if (err != 0) return err;
@@ -558,6 +561,7 @@ static int receive(struct datapath *dp) {
   if (n < 0 && errno == EINTR) return 1;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   int err = n == 0 ? 0 : errno;
+  if (load(&dp->is_aborted)) return 0; /* our own shutdown: nothing to tell */
   dp->rstart = dp->rend; /* a request cut short goes to JS as it is */
   flush_forward(dp);
   dp->is_receiving = 0;
