@@ -36,6 +36,7 @@ import {
   CMD, CMD_FLAG, ERRNO, OPT, REP, REPLY_TYPE, goPayload, optionFrame, requestFrame,
   type RequestSpec,
 } from '../helpers/wire';
+import { bounded, duplicatedSockets, eventually } from '../helpers/waits';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -203,39 +204,6 @@ async function connect(t: Test, fixture: Fixture, transport: Transport,
   const client = new ScriptedClient(socket, socket);
   await client.handshake(options);
   return { client, socket };
-}
-
-/** Socket inodes of this process held by two descriptors or more: one per live thread. */
-function duplicatedSockets(): number {
-  const counts = new Map<string, number>();
-  for (const name of fs.readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = fs.readlinkSync(`/proc/self/fd/${name}`);
-    } catch {
-      continue; // the directory's own descriptor, already closed
-    }
-    if (target.startsWith('socket:')) counts.set(target, (counts.get(target) ?? 0) + 1);
-  }
-  return [...counts.values()].filter((count) => count > 1).length;
-}
-
-/** Polls `condition` every 20 ms for at most timeoutMs; its last answer. */
-async function eventually(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return condition();
-}
-
-function bounded<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done in ${timeoutMs} ms`)),
-      timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function firstDifference(a: Buffer, b: Buffer): number {

@@ -24,6 +24,7 @@ import {
   CMD, CMD_FLAG, REPLY_TYPE, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, requestFrame, u16, u32,
   u64, type RequestSpec,
 } from '../helpers/wire';
+import { bounded } from '../helpers/waits';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -327,15 +328,6 @@ function submit(rig: Rig, frame: Buffer, order?: number[], index?: number,
       resolve(error as NodeJS.ErrnoException | null);
     });
   });
-}
-
-function bounded<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not settled in ${timeoutMs} ms`)),
-      timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function read(cookie: bigint, offset: number, length: number, flags = 0): RequestSpec {

@@ -16,6 +16,7 @@ import path from 'node:path';
 import * as sys from '../../src/sys/index';
 import { socketFdOf } from '../../src/nbd/user-buffer-socket';
 import { shortTempDir } from '../helpers/process';
+import { bounded } from '../helpers/waits';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -141,16 +142,6 @@ function submit(sender: sys.NativeSender, bytes: Buffer, pieces: number[][] | nu
         resolve({ error, isIntact });
       });
   });
-}
-
-/** Rejects when `promise` does not settle within timeoutMs. */
-function bounded<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not settled in ${timeoutMs} ms`)),
-      timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 interface DataFile {

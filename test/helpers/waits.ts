@@ -1,0 +1,40 @@
+/**
+ * test/helpers/waits: bounded waiting for tests of threads and sockets: a promise raced against
+ * a deadline, a condition polled until a deadline, and the count of sockets this process holds
+ * twice (a native sender or data-path thread keeps a dup of its connection's socket).
+ */
+import fs from 'node:fs';
+
+/** `promise`, or a rejection naming `what` once timeoutMs passed. */
+export function bounded<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done in ${timeoutMs} ms`)),
+      timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `condition` every 20 ms for at most timeoutMs; its last answer. */
+export async function eventually(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition() && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return condition();
+}
+
+/** Socket inodes of this process held by two descriptors or more: one per live thread. */
+export function duplicatedSockets(): number {
+  const counts = new Map<string, number>();
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${name}`);
+    } catch {
+      continue; // the directory's own descriptor, already closed
+    }
+    if (target.startsWith('socket:')) counts.set(target, (counts.get(target) ?? 0) + 1);
+  }
+  return [...counts.values()].filter((count) => count > 1).length;
+}
