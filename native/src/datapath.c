@@ -335,58 +335,54 @@ static int is_data(struct datapath *dp, const struct dp_extent *e, int64_t posit
   return 1;
 }
 
-/* Reads [offset, offset+length) into `target` from the page cache only: 0, or -1 to forward. */
-static int read_cached(struct datapath *dp, int64_t offset, size_t length, uint8_t *target,
-                       int check_holes) {
+/* One piece of a request on one extent: `length` bytes at `position` of e's file and `at`. */
+typedef int (*piece_io)(struct datapath *dp, const struct dp_extent *e, int64_t position,
+                        uint8_t *at, size_t length, int check_holes);
+
+/* Runs `io` on every piece of [offset, offset+length) with buffer's matching bytes: 0, or -1
+ * (forward the request) as soon as one piece returns -1. */
+static int each_piece(struct datapath *dp, int64_t offset, size_t length, uint8_t *buffer,
+                      piece_io io, int check_holes) {
   size_t index = extent_of(dp, offset);
-  size_t done = 0;
-  while (done < length) {
+  for (size_t done = 0; done < length; index++) {
     if (index >= dp->extent_count) return -1;
     const struct dp_extent *e = &dp->extents[index];
     int64_t within = offset + (int64_t)done - e->start;
     size_t take = length - done;
     if ((int64_t)take > e->length - within) take = (size_t)(e->length - within);
-    int64_t position = e->offset + within;
-    if (check_holes && !is_data(dp, e, position, (int64_t)take)) return -1;
-    size_t got = 0;
-    while (got < take) {
-      struct iovec iov = {.iov_base = target + done + got, .iov_len = take - got};
-      ssize_t n = preadv2(e->fd, &iov, 1, (off_t)(position + (int64_t)got), RWF_NOWAIT);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return -1; /* not cached (EAGAIN), an error, or EOF: JS does it */
-      got += (size_t)n;
-    }
+    if (io(dp, e, e->offset + within, buffer + done, take, check_holes) != 0) return -1;
     done += take;
-    index++;
   }
   return 0;
 }
 
-/* Writes [offset, offset+length) from `source`; marks each backing dirty. 0, or -1 to forward. */
-static int write_through(struct datapath *dp, int64_t offset, size_t length,
-                         const uint8_t *source) {
-  size_t index = extent_of(dp, offset);
-  size_t done = 0;
-  while (done < length) {
-    if (index >= dp->extent_count) return -1;
-    const struct dp_extent *e = &dp->extents[index];
-    int64_t within = offset + (int64_t)done - e->start;
-    size_t take = length - done;
-    if ((int64_t)take > e->length - within) take = (size_t)(e->length - within);
-    int64_t position = e->offset + within;
-    size_t put = 0;
-    while (put < take) {
-      ssize_t n = pwrite(e->fd, source + done + put, take - put, (off_t)(position + (int64_t)put));
-      if (n < 0 && errno == EINTR) continue;
-      /* marked even on failure: part may have reached the page cache (as extent-export.ts) */
-      if ((size_t)e->backing < dp->dirty_count) {
-        __atomic_store_n(dp->dirty[e->backing], 1, __ATOMIC_SEQ_CST);
-      }
-      if (n <= 0) return -1;
-      put += (size_t)n;
+/* From the page cache only: not cached (EAGAIN), an error, EOF or a hole forwards it. */
+static int read_piece(struct datapath *dp, const struct dp_extent *e, int64_t position,
+                      uint8_t *at, size_t length, int check_holes) {
+  if (check_holes && !is_data(dp, e, position, (int64_t)length)) return -1;
+  for (size_t got = 0; got < length;) {
+    struct iovec iov = {.iov_base = at + got, .iov_len = length - got};
+    ssize_t n = preadv2(e->fd, &iov, 1, (off_t)(position + (int64_t)got), RWF_NOWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+/* Marks the backing dirty, even on failure: part may have reached the page cache (as
+ * extent-export.ts does); a failure forwards the request, and JS writes it again. */
+static int write_piece(struct datapath *dp, const struct dp_extent *e, int64_t position,
+                       uint8_t *at, size_t length, int check_holes) {
+  (void)check_holes;
+  for (size_t put = 0; put < length;) {
+    ssize_t n = pwrite(e->fd, at + put, length - put, (off_t)(position + (int64_t)put));
+    if (n < 0 && errno == EINTR) continue;
+    if ((size_t)e->backing < dp->dirty_count) {
+      __atomic_store_n(dp->dirty[e->backing], 1, __ATOMIC_SEQ_CST);
     }
-    done += take;
-    index++;
+    if (n <= 0) return -1;
+    put += (size_t)n;
   }
   return 0;
 }
@@ -439,7 +435,7 @@ static int serve(struct datapath *dp, const uint8_t *header, int type, uint64_t 
     {
       uint8_t *at = dp->sbuf + dp->sused;
       int check_holes = is_structured && length >= DP_SPARSE_MIN;
-      if (read_cached(dp, (int64_t)offset, length, at + head, check_holes) == 0) {
+      if (each_piece(dp, (int64_t)offset, length, at + head, read_piece, check_holes) == 0) {
         if (is_structured) {
           put_u32(at, STRUCTURED_REPLY_MAGIC);
           put_u16(at + 4, REPLY_FLAG_DONE);
@@ -456,7 +452,8 @@ static int serve(struct datapath *dp, const uint8_t *header, int type, uint64_t 
         is_served = 1;
       }
     }
-  } else if (write_through(dp, (int64_t)offset, length, header + REQUEST_LENGTH) == 0) {
+  } else if (each_piece(dp, (int64_t)offset, length, (uint8_t *)header + REQUEST_LENGTH,
+                        write_piece, 0) == 0) {
     uint8_t *at = dp->sbuf + dp->sused;
     put_u32(at, SIMPLE_REPLY_MAGIC);
     put_u32(at + 4, 0);
