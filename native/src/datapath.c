@@ -538,7 +538,9 @@ static void process(struct datapath *dp) {
   if (dp->rstart == dp->rend) dp->rstart = dp->rend = dp->fstart = 0;
 }
 
-/* One recv into the receive buffer, then process(); false when there is nothing more now. */
+/* One recv into the receive buffer, then process(): 1 when more may be queued, 2 when the
+ * recv took less than it had room for (the queue was drained: the next recv would most likely
+ * say EAGAIN, a syscall poll() makes unneeded), 0 when there was nothing. */
 static int receive(struct datapath *dp) {
   if (dp->rcap - dp->rend < DP_RECV_MIN / 4 && dp->rstart > 0 && !make_room(dp, 0)) {
     fail(dp, ENOMEM);
@@ -548,12 +550,13 @@ static int receive(struct datapath *dp) {
     fail(dp, ENOMEM);
     return 0;
   }
-  ssize_t n = recv(dp->sock, dp->rbuf + dp->rend, dp->rcap - dp->rend, 0);
+  size_t room = dp->rcap - dp->rend;
+  ssize_t n = recv(dp->sock, dp->rbuf + dp->rend, room, 0);
   if (n > 0) {
     __atomic_add_fetch(&dp->stat_received, (uint64_t)n, __ATOMIC_RELAXED);
     dp->rend += (size_t)n;
     process(dp);
-    return 1;
+    return (size_t)n < room ? 2 : 1;
   }
   if (n < 0 && errno == EINTR) return 1;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
@@ -601,7 +604,7 @@ static void *datapath_main(void *data) {
     int want_in = stop_mode == 0 && dp->is_receiving && !dp->is_broken &&
                   !load(&dp->is_paused) &&
                   __atomic_load_n(&dp->unacked, __ATOMIC_SEQ_CST) < DP_FORWARD_MAX;
-    if (want_in && receive(dp)) continue;
+    if (want_in && receive(dp) == 1) continue;
     flush_replies(dp); /* nothing more to read now: the gathered replies go out */
     if (dp->is_woken) { /* a wake-up was taken while sending: look again first */
       dp->is_woken = 0;
