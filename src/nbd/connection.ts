@@ -327,26 +327,26 @@ export class Connection implements OptionSession, TransmissionContext {
       if (onWritten !== undefined) onWritten(); // dropped: nothing holds the buffer
       return;
     }
-    if (this.datapath !== null) {
-      this.sendThroughDatapath(this.datapath, frame, onWritten, heldBytes);
+    const datapath = this.datapath;
+    if (datapath !== null) {
+      // the thread owns the socket and counts the bytes it sends; a failed frame: the thread
+      // reports the broken stream itself (onError)
+      this.sendOnThread(frame, onWritten, heldBytes, 'data path', (done) => {
+        try {
+          datapath.submit(frame, () => done(null));
+          return true;
+        } catch {
+          return false;
+        }
+      });
       return;
     }
     this.counts.bytesWritten += frame.length;
-    if (this.sender !== null && this.sender.pending > 0) {
-      // the sender owns the stream until its queue is empty (reply-sender.ts); it holds even
-      // an unpooled frame until it is sent
-      const held = onWritten === undefined ? frame.length : heldBytes ?? frame.length;
-      this.replyBytes += held;
-      const isQueued = this.sender.submit(frame, null, (error) => {
-        this.releaseReplyBytes(held);
-        if (onWritten !== undefined) onWritten();
-        if (error !== null) this.onSenderFailed(error);
-      });
-      if (!isQueued) {
-        this.releaseReplyBytes(held);
-        if (onWritten !== undefined) onWritten();
-        this.closeHard(new Error('send: the sender refused a reply'), 'sender refused a reply');
-      }
+    const sender = this.sender;
+    if (sender !== null && sender.pending > 0) {
+      // the sender owns the stream until its queue is empty (reply-sender.ts)
+      this.sendOnThread(frame, onWritten, heldBytes, 'sender',
+        (done) => sender.submit(frame, null, done));
       return;
     }
     if (!this.isCorked) {
@@ -369,21 +369,25 @@ export class Connection implements OptionSession, TransmissionContext {
     }
   }
 
-  /** send() while the data-path thread owns the socket (it counts the bytes it sends). */
-  private sendThroughDatapath(datapath: Datapath, frame: Buffer, onWritten?: () => void,
-    heldBytes?: number): void {
+  /**
+   * send() through a thread that owns the stream: `submit` queues the frame (false: refused,
+   * `done` will not run). The thread holds even an unpooled frame until it is sent, so its
+   * bytes count in replyBytes until then.
+   */
+  private sendOnThread(frame: Buffer, onWritten: (() => void) | undefined,
+    heldBytes: number | undefined, thread: string,
+    submit: (done: (error: NodeJS.ErrnoException | null) => void) => boolean): void {
     const held = onWritten === undefined ? frame.length : heldBytes ?? frame.length;
     this.replyBytes += held;
-    try {
-      datapath.submit(frame, () => {
-        // a failed frame: the thread reports the broken stream itself (onDatapathError)
-        this.releaseReplyBytes(held);
-        if (onWritten !== undefined) onWritten();
-      });
-    } catch (error) {
+    const isQueued = submit((error) => {
       this.releaseReplyBytes(held);
       if (onWritten !== undefined) onWritten();
-      this.closeHard(error, 'data path refused a reply');
+      if (error !== null) this.onStreamBroken(error.code ?? '', error);
+    });
+    if (!isQueued) {
+      this.releaseReplyBytes(held);
+      if (onWritten !== undefined) onWritten();
+      this.closeHard(new Error(`send: the ${thread} refused a reply`), `${thread} refused a reply`);
     }
   }
 
@@ -416,8 +420,8 @@ export class Connection implements OptionSession, TransmissionContext {
           reject(error); // nothing of this reply was sent: an error reply follows
           return;
         }
-        this.onSenderFailed(error);
-        // the connection is gone: no reply can follow (logged once, by onSenderFailed)
+        this.onStreamBroken(error.code ?? '', error);
+        // the connection is gone: no reply can follow (logged once, by onStreamBroken)
         reject(new IoError('ESHUTDOWN', 'send', `send: ESHUTDOWN: ${error.message}`,
           { cause: error }));
       };
@@ -457,19 +461,20 @@ export class Connection implements OptionSession, TransmissionContext {
   };
 
   /**
-   * A reply on the sender failed part-way: the stream is broken, the connection ends. A client
-   * that left is routine (info); anything else, such as a read error after a reply's first
-   * 4 MiB went out, is logged as an error.
+   * The stream a thread owns broke (errno name `code`; the sender's failed job, the data-path
+   * thread's failed send or recv): the connection ends. A client that left is routine (info);
+   * anything else, such as a read error after a reply's first 4 MiB went out on the sender, is
+   * logged as an error.
    */
-  private onSenderFailed(error: NodeJS.ErrnoException): void {
+  private onStreamBroken(code: string, error?: Error): void {
     if (this.phase === PHASE.CLOSED) return;
-    const code = error.code ?? '';
     if (['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(code)) {
       this.closeHard(null, `client gone (${code})`);
       return;
     }
-    this.log.error({ err: error }, 'a reply was cut short: ending the connection');
-    this.closeHard(null, `reply cut short (${code})`);
+    this.log.error(error === undefined ? { code } : { err: error },
+      'the stream broke: ending the connection');
+    this.closeHard(null, `stream broken (${code})`);
   }
 
   /** Replies queued on the sender beyond which reading stops (a client not reading replies). */
@@ -722,13 +727,12 @@ export class Connection implements OptionSession, TransmissionContext {
     const buffered = this.framer.length;
     const initial = buffered > 0 ? Buffer.from(this.framer.take(buffered)) : null;
     const datapath = Datapath.start(socket, {
-      extents: map.extents, size: map.size, isWritable: map.isWritable && !exp.isReadOnly,
-      isStructured: this.isStructured, blockSizeMin: this.blockSizeMin, dirty: map.dirty,
+      ...map, isStructured: this.isStructured, blockSizeMin: this.blockSizeMin,
       isTcp: typeof socket.remotePort === 'number',
     }, initial, {
       onForward: this.onDatapathForward,
       onEof: this.onEnd,
-      onError: this.onDatapathError,
+      onError: (code) => this.onStreamBroken(code),
       onStopped: this.onDatapathStopped,
       onStartFailed: (error) => this.log.error({ err: error }, 'data path: no thread'),
     });
@@ -751,15 +755,6 @@ export class Connection implements OptionSession, TransmissionContext {
     this.pump();
   };
 
-  private readonly onDatapathError = (code: string): void => {
-    if (this.phase === PHASE.CLOSED) return;
-    if (['EPIPE', 'ECONNRESET', 'ECANCELED'].includes(code)) {
-      this.closeHard(null, `client gone (${code})`);
-      return;
-    }
-    this.log.error({ code }, 'data path: socket failed: ending the connection');
-    this.closeHard(null, `socket failed (${code})`);
-  };
 
   /** The thread was joined: nothing of it touches the export's descriptors any more. */
   private readonly onDatapathStopped = (): void => {
