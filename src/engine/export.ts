@@ -7,6 +7,7 @@
  * `.errno`, such as 'EIO', 'ENOSPC', 'EPERM', 'ENOTSUP', 'ESHUTDOWN'); src/nbd/errno.ts maps those.
  * Implementations live in src/engine (extent-mapped backings) and test helpers (memory).
  */
+import type { DatapathMap } from '../sys/index';
 
 /** One run of a block-status answer (NBD base:allocation semantics). */
 export interface StatusRun {
@@ -37,16 +38,6 @@ export interface ZeroFlags extends WriteFlags {
   mayTrim: boolean;
   /** NBD_CMD_FLAG_FAST_ZERO: fail with ENOTSUP rather than fall back to a slow method */
   fastOnly: boolean;
-}
-
-/** An export's map for a data-path thread (sys.DatapathSpec without the connection's part). */
-export interface DatapathMap {
-  /** (startVirtual, length, fd, offsetBacking, backingIndex, isDevice) per extent, in order */
-  readonly extents: Float64Array;
-  readonly size: number;
-  readonly isWritable: boolean;
-  /** the pool entries' dirty flags, by backing index */
-  readonly dirty: Int32Array[];
 }
 
 /**

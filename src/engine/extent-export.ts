@@ -35,11 +35,9 @@ import { FileBacking } from '../backing/file-backing';
 import {
   BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch, type BatchCallback,
 } from '../backing/batch';
-import { DATAPATH_EXTENT_FIELDS } from '../sys/index';
+import { DATAPATH_EXTENT_FIELDS, type DatapathMap } from '../sys/index';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
-import type {
-  DatapathMap, Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags,
-} from './export';
+import type { Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags } from './export';
 
 export interface OpenExportOptions {
   name: string;

@@ -38,8 +38,8 @@ export interface DatapathHandlers {
   onEof(): void;
   /** the socket failed (errno name): the stream is broken */
   onError(code: string): void;
-  /** the thread was joined: [requests it served, bytes it received, bytes it sent] */
-  onStopped(stats: Float64Array): void;
+  /** the thread was joined (stats() keeps its last counts) */
+  onStopped(): void;
   /** start() could not start the thread (it returns null) */
   onStartFailed(error: unknown): void;
 }
@@ -51,8 +51,6 @@ export function isDatapathWanted(socket: net.Socket, isSendfile: boolean): boole
 }
 
 export class Datapath {
-  /** frames submitted and not yet sent */
-  pending = 0;
   isStopped = false;
   private isStopping = false;
   private isFenced = false;
@@ -99,10 +97,9 @@ export class Datapath {
       case sys.DATAPATH_EVENT.stopped:
         this.lastStats = sys.datapathStats(this.native);
         this.isStopped = true;
-        if (this.stopTimer !== null) clearTimeout(this.stopTimer);
-        this.stopTimer = null;
+        this.clearStopTimer();
         this.releaseFence();
-        handlers.onStopped(this.lastStats);
+        handlers.onStopped();
         return;
       default:
         return;
@@ -116,11 +113,7 @@ export class Datapath {
 
   /** Queues a whole frame; `done(error)` once it was sent or could not be. */
   submit(frame: Buffer, done: (error: Error | null) => void): void {
-    sys.datapathSubmit(this.native, frame, (error) => {
-      this.pending--;
-      done(error);
-    });
-    this.pending++;
+    sys.datapathSubmit(this.native, frame, done);
   }
 
   /** Stops or resumes reading; the thread hears only changes (each one is a wake-up). */
@@ -164,8 +157,7 @@ export class Datapath {
   stop(abort: boolean): void {
     if (this.isStopped) return;
     if (abort) {
-      if (this.stopTimer !== null) clearTimeout(this.stopTimer);
-      this.stopTimer = null;
+      this.clearStopTimer();
       sys.datapathStop(this.native, true);
       return;
     }
@@ -185,5 +177,10 @@ export class Datapath {
       this.stopTimer = setTimeout(check, LIMITS.nbdFenceSenderWaitMs);
     };
     this.stopTimer = setTimeout(check, LIMITS.nbdFenceSenderWaitMs);
+  }
+
+  private clearStopTimer(): void {
+    if (this.stopTimer !== null) clearTimeout(this.stopTimer);
+    this.stopTimer = null;
   }
 }

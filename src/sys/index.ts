@@ -56,18 +56,22 @@ const DATAPATH_OP = { pause: 1, fence: 2, stop: 3 } as const;
 /** A data-path event on the JS thread: `bytes` for forward, `value` (errno) for error. */
 export type DatapathEventHandler = (kind: number, bytes: Buffer | null, value: number) => void;
 
-/** What createDatapath needs (see native/src/datapath.c). */
-export interface DatapathSpec {
+/** An export's part of what createDatapath needs (ExtentExport.datapathMap). */
+export interface DatapathMap {
   /** (startVirtual, length, fd, offsetBacking, backingIndex, isDevice) per extent, in order */
-  extents: Float64Array;
-  size: number;
-  isStructured: boolean;
-  isWritable: boolean;
+  readonly extents: Float64Array;
+  readonly size: number;
+  readonly isWritable: boolean;
+  /** the pool entries' dirty flags by backing index, set to 1 before a WRITE's reply */
+  readonly dirty: Int32Array[];
+}
+
+/** What createDatapath needs (see native/src/datapath.c): the map and the connection's part. */
+export interface DatapathSpec extends DatapathMap {
+  readonly isStructured: boolean;
   /** a TCP socket: SO_RCVLOWAT follows large WRITE payloads */
-  isTcp: boolean;
-  blockSizeMin: number;
-  /** one flag per backing index, set to 1 by the thread before a WRITE's reply */
-  dirty: Int32Array[];
+  readonly isTcp: boolean;
+  readonly blockSizeMin: number;
 }
 
 export interface NativeBinding {
