@@ -387,16 +387,21 @@ static int write_piece(struct datapath *dp, const struct dp_extent *e, int64_t p
   return 0;
 }
 
+/* Sets a buffer's capacity (its bytes up to the new capacity kept); false on ENOMEM, the
+ * buffer unchanged. */
+static int resize(uint8_t **buffer, size_t *capacity, size_t size) {
+  uint8_t *moved = realloc(*buffer, size);
+  if (moved == NULL) return 0;
+  *buffer = moved;
+  *capacity = size;
+  return 1;
+}
+
 /* Room for `bytes` more in the reply batch; false on ENOMEM. */
 static int reserve_reply(struct datapath *dp, size_t bytes) {
   if (dp->scap - dp->sused >= bytes) return 1;
   flush_replies(dp);
-  if (dp->scap >= bytes) return 1;
-  uint8_t *grown = realloc(dp->sbuf, bytes);
-  if (grown == NULL) return 0;
-  dp->sbuf = grown;
-  dp->scap = bytes;
-  return 1;
+  return dp->scap >= bytes || resize(&dp->sbuf, &dp->scap, bytes);
 }
 
 static void tell_fenced(struct datapath *dp) {
@@ -430,38 +435,30 @@ static int serve(struct datapath *dp, const uint8_t *header, int type, uint64_t 
     dp->is_raw = 1;
     return 0;
   }
-  int is_served = 0;
+  uint8_t *at = dp->sbuf + dp->sused;
+  int is_served;
   if (type == CMD_READ) {
-    {
-      uint8_t *at = dp->sbuf + dp->sused;
-      int check_holes = is_structured && length >= DP_SPARSE_MIN;
-      if (each_piece(dp, (int64_t)offset, length, at + head, read_piece, check_holes) == 0) {
-        if (is_structured) {
-          put_u32(at, STRUCTURED_REPLY_MAGIC);
-          put_u16(at + 4, REPLY_FLAG_DONE);
-          put_u16(at + 6, REPLY_TYPE_OFFSET_DATA);
-          memcpy(at + 8, header + 8, 8);
-          put_u32(at + 16, (uint32_t)(8 + length));
-          put_u64(at + 20, offset);
-        } else {
-          put_u32(at, SIMPLE_REPLY_MAGIC);
-          put_u32(at + 4, 0);
-          memcpy(at + 8, header + 8, 8);
-        }
-        dp->sused += head + length;
-        is_served = 1;
-      }
-    }
-  } else if (each_piece(dp, (int64_t)offset, length, (uint8_t *)header + REQUEST_LENGTH,
-                        write_piece, 0) == 0) {
-    uint8_t *at = dp->sbuf + dp->sused;
+    int check_holes = is_structured && length >= DP_SPARSE_MIN;
+    is_served = each_piece(dp, (int64_t)offset, length, at + head, read_piece, check_holes) == 0;
+  } else {
+    is_served = each_piece(dp, (int64_t)offset, length, (uint8_t *)header + REQUEST_LENGTH,
+                           write_piece, 0) == 0;
+  }
+  end_op(dp);
+  if (is_served && type == CMD_READ && is_structured) {
+    put_u32(at, STRUCTURED_REPLY_MAGIC);
+    put_u16(at + 4, REPLY_FLAG_DONE);
+    put_u16(at + 6, REPLY_TYPE_OFFSET_DATA);
+    memcpy(at + 8, header + 8, 8); /* the cookie */
+    put_u32(at + 16, (uint32_t)(8 + length));
+    put_u64(at + 20, offset);
+    dp->sused += head + length;
+  } else if (is_served) {
     put_u32(at, SIMPLE_REPLY_MAGIC);
     put_u32(at + 4, 0);
     memcpy(at + 8, header + 8, 8);
-    dp->sused += SIMPLE_REPLY_LENGTH;
-    is_served = 1;
+    dp->sused += SIMPLE_REPLY_LENGTH + (type == CMD_READ ? length : 0);
   }
-  end_op(dp);
   if (is_served) __atomic_add_fetch(&dp->stat_requests, 1, __ATOMIC_RELAXED);
   return is_served;
 }
@@ -474,12 +471,7 @@ static int make_room(struct datapath *dp, size_t need) {
     dp->rend -= dp->rstart;
     dp->fstart = dp->rstart = 0;
   }
-  if (dp->rcap >= need) return 1;
-  uint8_t *grown = realloc(dp->rbuf, need);
-  if (grown == NULL) return 0;
-  dp->rbuf = grown;
-  dp->rcap = need;
-  return 1;
+  return dp->rcap >= need || resize(&dp->rbuf, &dp->rcap, need);
 }
 
 /* TCP: poll() reports the socket readable only once `remaining` bytes of a large frame are
@@ -571,20 +563,10 @@ static int receive(struct datapath *dp) {
 
 /* Idle for DP_SHRINK_AFTER_MS: buffers grown for large requests go back to their first size. */
 static void shrink(struct datapath *dp) {
-  if (dp->sused == 0 && dp->scap > DP_SEND_BATCH) {
-    uint8_t *smaller = realloc(dp->sbuf, DP_SEND_BATCH);
-    if (smaller != NULL) {
-      dp->sbuf = smaller;
-      dp->scap = DP_SEND_BATCH;
-    }
-  }
-  if (dp->rstart == dp->rend && dp->rcap > DP_RECV_MIN) {
-    uint8_t *smaller = realloc(dp->rbuf, DP_RECV_MIN);
-    if (smaller != NULL) {
-      dp->rbuf = smaller;
-      dp->rcap = DP_RECV_MIN;
-      dp->rstart = dp->rend = dp->fstart = 0;
-    }
+  if (dp->sused == 0 && dp->scap > DP_SEND_BATCH) resize(&dp->sbuf, &dp->scap, DP_SEND_BATCH);
+  if (dp->rstart == dp->rend && dp->rcap > DP_RECV_MIN &&
+      resize(&dp->rbuf, &dp->rcap, DP_RECV_MIN)) {
+    dp->rstart = dp->rend = dp->fstart = 0;
   }
 }
 
