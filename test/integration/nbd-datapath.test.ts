@@ -20,9 +20,8 @@ import t, { type Test } from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { openBacking } from '../../src/backing/open-backing';
 import { BackingPool } from '../../src/backing/pool';
 import { openExport, type ExtentExport } from '../../src/engine/extent-export';
@@ -37,6 +36,10 @@ import {
   type RequestSpec,
 } from '../helpers/wire';
 import { bounded, duplicatedSockets, eventually } from '../helpers/waits';
+import {
+  TRANSPORTS, type Transport, connectRaw, listenTcpAndUnix, seededRandom, withEnv,
+} from '../helpers/sockets';
+import { captureLog } from '../helpers/serve-catalog';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -48,9 +51,6 @@ const CLOSE_BOUND_MS = LIMITS.nbdFenceSenderWaitMs + 6000;
 /** every loop of requests stops after this many or this long */
 const LOOP_MAX = 20_000;
 const LOOP_MS = 20_000;
-
-type Transport = 'tcp' | 'unix';
-const TRANSPORTS: readonly Transport[] = ['tcp', 'unix'];
 
 /** Calls of the export's JS methods: a READ or WRITE the thread serves makes none. */
 interface Calls {
@@ -163,44 +163,19 @@ async function startFixture(t: Test, options: FixtureOptions = {}): Promise<Fixt
   const server = createServer({ provider: createFixedProvider([exp]), log: options.log ?? quietLog,
     receive: options.receive ?? 'arena', ...(options.limits === undefined ? {}
       : { limits: options.limits }) });
-  const address = await server.listen({ host: '127.0.0.1', port: 0 });
-  // a short path: sun_path holds 108 bytes and t.testdir() paths are longer
-  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-dp-'));
-  const socketPath = path.join(socketDir, 'nbd.sock');
-  await server.listen({ path: socketPath });
-  t.teardown(async () => {
-    await server.close({ graceMs: 2000 });
+  const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-dp-', async () => {
     await exp.close();
     await pool.close();
-    fs.rmSync(socketDir, { recursive: true, force: true });
   });
-  const port = typeof address === 'string' ? 0 : address.port;
   return { server, port, socketPath, exp, pool, dir, files, extents, size,
     image: readThrough(extents, 0, size), calls, syncs };
-}
-
-/** Sets XVD_DATAPATH (undefined: unset, the default) for this test's connections. */
-function datapathEnv(t: Test, value: string | undefined): void {
-  const before = process.env['XVD_DATAPATH'];
-  const set = (to: string | undefined): void => {
-    if (to === undefined) delete process.env['XVD_DATAPATH'];
-    else process.env['XVD_DATAPATH'] = to;
-  };
-  set(value);
-  t.teardown(() => set(before));
 }
 
 async function connect(t: Test, fixture: Fixture, transport: Transport,
   options: { structured?: boolean; meta?: boolean } = {},
 ): Promise<{ client: ScriptedClient; socket: net.Socket }> {
-  const socket = transport === 'tcp' ? net.connect(fixture.port, '127.0.0.1')
-    : net.connect(fixture.socketPath);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
+  const socket = await connectRaw(t, fixture, transport);
   socket.on('error', () => undefined);
-  t.teardown(() => socket.destroy());
   const client = new ScriptedClient(socket, socket);
   await client.handshake(options);
   return { client, socket };
@@ -211,15 +186,6 @@ function firstDifference(a: Buffer, b: Buffer): number {
   const length = Math.min(a.length, b.length);
   for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
   return length;
-}
-
-/** A small seeded generator, so a failing mix can be replayed. */
-function random(seed: number): (bound: number) => number {
-  let state = seed >>> 0;
-  return (bound) => {
-    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-    return Math.floor((state / 2 ** 32) * bound);
-  };
 }
 
 interface Request extends RequestSpec {
@@ -443,7 +409,7 @@ for (const transport of TRANSPORTS) {
     const totals: string[] = [];
     for (const [name, setting, receive, isServed] of settings) {
       await t.test(name, async (t) => {
-        datapathEnv(t, setting);
+        withEnv(t, 'XVD_DATAPATH', setting);
         const fixture = await startFixture(t, { receive });
         const baseline = duplicatedSockets();
         const { client } = await connect(t, fixture, transport);
@@ -490,7 +456,7 @@ for (const transport of TRANSPORTS) {
       const { client } = await connect(t, fixture, transport, { structured, meta: structured });
       t.equal(duplicatedSockets() - baseline, 1, 'served with a thread');
       const model = new DiskModel(fixture.image);
-      const next = random(structured ? 77 : 4242);
+      const next = seededRandom(structured ? 77 : 4242);
       let plain = 0;
       for (let round = 0; round < 6; round++) {
         const requests = mixedRound(next, fixture.size, 64, 1000 * (round + 1), structured);
@@ -875,22 +841,10 @@ for (const transport of TRANSPORTS) {
     });
 }
 
-/** A logger that keeps every line at warn and above. */
-function capturingLog(): { log: Logger; lines: { level: number; msg: string }[] } {
-  const lines: { level: number; msg: string }[] = [];
-  const log = pino({ level: 'warn' }, {
-    write: (line: string): void => {
-      const entry = JSON.parse(line) as { level: number; msg: string };
-      lines.push({ level: entry.level, msg: entry.msg });
-    },
-  });
-  return { log, lines };
-}
-
 for (const transport of TRANSPORTS) {
   t.test(`${transport}: a client that vanishes with large READs in flight: the thread ends, ` +
     'nothing is logged as an error, others get service', async (t) => {
-    const { log, lines } = capturingLog();
+    const { log, lines } = captureLog('warn');
     const fixture = await startFixture(t, { log });
     const baseline = duplicatedSockets();
     const { client, socket } = await connect(t, fixture, transport);

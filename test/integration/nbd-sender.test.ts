@@ -16,9 +16,8 @@ import t, { type Test } from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { BackingPool } from '../../src/backing/pool';
 import { LIMITS } from '../../src/limits';
 import { openExport } from '../../src/engine/extent-export';
@@ -29,6 +28,10 @@ import {
 } from '../helpers/nbd-client';
 import { CMD, REPLY_TYPE } from '../helpers/wire';
 import { bounded, duplicatedSockets, eventually } from '../helpers/waits';
+import {
+  TRANSPORTS, type Transport, connectRaw, listenTcpAndUnix, seededRandom, withEnv,
+} from '../helpers/sockets';
+import { captureLog } from '../helpers/serve-catalog';
 
 // this file is about the sender thread and the JS path: no data-path thread takes the socket
 process.env['XVD_DATAPATH'] = 'off';
@@ -43,9 +46,6 @@ const WRITE_AREA = 4 * MiB;
 const FLAG_DONE = 1;
 /** server.close() must finish within this */
 const CLOSE_BOUND_MS = 8000;
-
-type Transport = 'tcp' | 'unix';
-const TRANSPORTS: readonly Transport[] = ['tcp', 'unix'];
 
 interface Fixture {
   server: NbdServer;
@@ -88,18 +88,10 @@ async function startServerOver(t: Test, extents: ExtentSpec[], image: Buffer,
     size: image.length, extents, pool });
   const server = createServer({ provider: createFixedProvider([exp]), log,
     sendfile: isSendfile });
-  const address = await server.listen({ host: '127.0.0.1', port: 0 });
-  // a short path: sun_path holds 108 bytes and t.testdir() paths are longer
-  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-snd-'));
-  const socketPath = path.join(socketDir, 'nbd.sock');
-  await server.listen({ path: socketPath });
-  t.teardown(async () => {
-    await server.close({ graceMs: 2000 });
+  const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-snd-', async () => {
     await exp.close();
     await pool.close();
-    fs.rmSync(socketDir, { recursive: true, force: true });
   });
-  const port = typeof address === 'string' ? 0 : address.port;
   return { server, port, socketPath, image, size: image.length, boundaries, extents };
 }
 
@@ -132,57 +124,12 @@ function patternBytes(length: number, seed: number): Buffer {
   return bytes;
 }
 
-/** A logger that keeps every line at warn and above. */
-function capturingLog(): { log: Logger; lines: { level: number; msg: string }[] } {
-  const lines: { level: number; msg: string }[] = [];
-  const log = pino({ level: 'warn' }, {
-    write: (line: string): void => {
-      const entry = JSON.parse(line) as { level: number; msg: string };
-      lines.push({ level: entry.level, msg: entry.msg });
-    },
-  });
-  return { log, lines };
-}
-
-/** Sets XVD_SENDER (undefined: unset, the default "auto") for this test's connections. */
-function senderEnv(t: Test, value: string | undefined): void {
-  const before = process.env['XVD_SENDER'];
-  const set = (to: string | undefined): void => {
-    if (to === undefined) delete process.env['XVD_SENDER'];
-    else process.env['XVD_SENDER'] = to;
-  };
-  set(value);
-  t.teardown(() => set(before));
-}
-
-/** A raw socket to the server (no handshake yet), destroyed in teardown. */
-async function connectSocket(t: Test, fixture: Fixture, transport: Transport,
-): Promise<net.Socket> {
-  const socket = transport === 'tcp' ? net.connect(fixture.port, '127.0.0.1')
-    : net.connect(fixture.socketPath);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  t.teardown(() => socket.destroy());
-  return socket;
-}
-
 async function connect(t: Test, fixture: Fixture, transport: Transport, structured: boolean,
 ): Promise<{ client: ScriptedClient; socket: net.Socket }> {
-  const socket = await connectSocket(t, fixture, transport);
+  const socket = await connectRaw(t, fixture, transport);
   const client = new ScriptedClient(socket, socket);
   await client.handshake({ structured });
   return { client, socket };
-}
-
-/** A small seeded generator, so a failing mix can be replayed. */
-function random(seed: number): (bound: number) => number {
-  let state = seed >>> 0;
-  return (bound) => {
-    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-    return Math.floor((state / 2 ** 32) * bound);
-  };
 }
 
 interface Request {
@@ -344,7 +291,7 @@ for (const transport of TRANSPORTS) {
     const mode = structured ? 'structured' : 'simple';
     t.test(`${transport}, ${mode} replies: large READs are the file bytes, from the sender`,
       async (t) => {
-        senderEnv(t, 'on');
+        withEnv(t, 'XVD_SENDER', 'on');
         const fixture = await startFileServer(t);
         await checkLargeReads(t, fixture, transport, structured, true);
       });
@@ -361,7 +308,7 @@ t.test('the same READs under each XVD_SENDER setting: same bytes, sender only wh
     for (const [setting, isSent] of settings) {
       for (const transport of TRANSPORTS) {
         await t.test(`XVD_SENDER=${setting ?? '(unset)'} over ${transport}`, async (t) => {
-          senderEnv(t, setting);
+          withEnv(t, 'XVD_SENDER', setting);
           await checkLargeReads(t, fixture, transport, transport === 'unix', isSent, false);
         });
       }
@@ -377,7 +324,7 @@ t.test('the server option sendfile: the sender on unix sockets only, unless XVD_
     ];
     for (const [setting, transport, isSent] of cases) {
       await t.test(`XVD_SENDER=${setting ?? '(unset)'} over ${transport}`, async (t) => {
-        senderEnv(t, setting);
+        withEnv(t, 'XVD_SENDER', setting);
         await checkLargeReads(t, fixture, transport, transport === 'unix', isSent, false);
       });
     }
@@ -385,7 +332,7 @@ t.test('the server option sendfile: the sender on unix sockets only, unless XVD_
 
 t.test('a structured READ over a hole is not sent by the sender: it gets a sparse reply',
   async (t) => {
-    senderEnv(t, 'on');
+    withEnv(t, 'XVD_SENDER', 'on');
     const fixture = await startFileServer(t);
     const baseline = duplicatedSockets();
     const { client } = await connect(t, fixture, 'unix', true);
@@ -413,7 +360,7 @@ t.test('a structured READ over a hole is not sent by the sender: it gets a spars
   });
 
 t.test('an extent past the end of its file reads as zeros, from the sender too', async (t) => {
-  senderEnv(t, 'on');
+  withEnv(t, 'XVD_SENDER', 'on');
   const file = path.join(t.testdir(), 'short.img');
   const data = crypto.randomBytes(100 * KiB + 3);
   fs.writeFileSync(file, data);
@@ -438,7 +385,7 @@ t.test('an extent past the end of its file reads as zeros, from the sender too',
 
 /** A seeded mix: small and large READs below the write area, WRITEs into it, FLUSHes. */
 function mixedRequests(fixture: Fixture, seed: number, count: number): Request[] {
-  const next = random(seed);
+  const next = seededRandom(seed);
   const readEnd = fixture.size - WRITE_AREA;
   const writeStart = readEnd;
   const requests: Request[] = [];
@@ -470,7 +417,7 @@ for (const transport of TRANSPORTS) {
     const mode = structured ? 'structured' : 'simple';
     t.test(`${transport}, ${mode}: pipelined small and large READs, WRITEs and FLUSH`,
       async (t) => {
-        senderEnv(t, 'on');
+        withEnv(t, 'XVD_SENDER', 'on');
         const fixture = await startFileServer(t);
         const baseline = duplicatedSockets();
         const { client } = await connect(t, fixture, transport, structured);
@@ -524,8 +471,8 @@ async function checkServerAfter(t: Test, fixture: Fixture, transport: Transport,
 
 for (const transport of TRANSPORTS) {
   t.test(`${transport}: a client that vanishes with large READs in flight`, async (t) => {
-    senderEnv(t, 'on');
-    const { log, lines } = capturingLog();
+    withEnv(t, 'XVD_SENDER', 'on');
+    const { log, lines } = captureLog('warn');
     const fixture = await startFileServer(t, log);
     const baseline = duplicatedSockets();
     const { client, socket } = await connect(t, fixture, transport, false);
@@ -543,7 +490,7 @@ for (const transport of TRANSPORTS) {
   });
 
   t.test(`${transport}: a client that stops reading, then vanishes`, async (t) => {
-    senderEnv(t, 'on');
+    withEnv(t, 'XVD_SENDER', 'on');
     const fixture = await startFileServer(t);
     const baseline = duplicatedSockets();
     const { client, socket } = await connect(t, fixture, transport, true);
@@ -563,7 +510,7 @@ for (const transport of TRANSPORTS) {
 
   t.test(`${transport}: server.close() with a stalled client ends it promptly; complete ` +
     'replies before the cut are correct', async (t) => {
-    senderEnv(t, 'on');
+    withEnv(t, 'XVD_SENDER', 'on');
     const fixture = await startFileServer(t);
     const baseline = duplicatedSockets();
     const { client, socket } = await connect(t, fixture, transport, false);
@@ -600,7 +547,7 @@ for (const transport of TRANSPORTS) {
 
   t.test(`${transport}: bytes written to a backing after server.close() never reach a ` +
     'client whose READ reply was still queued', async (t) => {
-    senderEnv(t, undefined); // the server's default: replies are copied
+    withEnv(t, 'XVD_SENDER', undefined); // the server's default: replies are copied
     const fixture = await startFileServer(t);
     const { client, socket } = await connect(t, fixture, transport, false);
     socket.pause(); // past the stream's own buffer (64 KiB) the reply waits in the socket's
@@ -627,7 +574,7 @@ for (const transport of TRANSPORTS) {
 
   t.test(`${transport}: DISC with large READs in flight: every reply arrives, then the close`,
     async (t) => {
-      senderEnv(t, 'on');
+      withEnv(t, 'XVD_SENDER', 'on');
       const fixture = await startFileServer(t);
       const { client } = await connect(t, fixture, transport, transport === 'unix');
       const structured = transport === 'unix';
@@ -647,7 +594,7 @@ for (const transport of TRANSPORTS) {
 
   t.test(`${transport}: nbdcopy of the whole export matches the backing files`,
     { skip: hasTool('nbdcopy') ? false : 'nbdcopy missing' }, async (t) => {
-      senderEnv(t, 'on');
+      withEnv(t, 'XVD_SENDER', 'on');
       const fixture = await startFileServer(t);
       const uri = transport === 'tcp' ? `nbd://127.0.0.1:${fixture.port}/disk`
         : `nbd+unix:///disk?socket=${fixture.socketPath}`;
@@ -667,7 +614,7 @@ for (const transport of TRANSPORTS) {
     // a client's FIN ends only its side: every reply still comes, from the sender too
     t.test(`${transport}, XVD_SENDER=${setting}: a client that half-closes after its READs ` +
       'gets every reply', async (t) => {
-      senderEnv(t, setting);
+      withEnv(t, 'XVD_SENDER', setting);
       const fixture = await startFileServer(t);
       const { client, socket } = await connect(t, fixture, transport, false);
       const requests: Request[] = [];
@@ -685,7 +632,7 @@ for (const transport of TRANSPORTS) {
 
 t.test('fencing a connection whose client takes no replies ends it within the bound',
   async (t) => {
-    senderEnv(t, 'on');
+    withEnv(t, 'XVD_SENDER', 'on');
     const fixture = await startFileServer(t);
     const { client, socket } = await connect(t, fixture, 'unix', false);
     socket.pause(); // the READs below fill the socket and wait on the sender
@@ -707,7 +654,7 @@ t.test('fencing a connection whose client takes no replies ends it within the bo
 
 t.test('a client that takes no replies cannot make the server hold more than the limits',
   async (t) => {
-    senderEnv(t, 'on');
+    withEnv(t, 'XVD_SENDER', 'on');
     const fixture = await startFileServer(t);
     const { client, socket } = await connect(t, fixture, 'unix', true);
     // a hole at the start: structured READs over it are not planned (sparse replies from JS)

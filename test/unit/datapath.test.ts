@@ -17,7 +17,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { LIMITS } from '../../src/limits';
 import * as sys from '../../src/sys/index';
-import { socketFdOf } from '../../src/nbd/user-buffer-socket';
 import { ScriptedClient } from '../helpers/nbd-client';
 import { shortTempDir } from '../helpers/process';
 import {
@@ -25,6 +24,7 @@ import {
   u64, type RequestSpec,
 } from '../helpers/wire';
 import { bounded } from '../helpers/waits';
+import { type Transport, seededRandom, socketPair } from '../helpers/sockets';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -40,8 +40,9 @@ const PAYLOAD_MAX = LIMITS.nbdPayloadMax;
 const FILE_BYTES = 6 * MiB;
 const FLAG_DONE = 1;
 
-type Transport = 'unix' | 'tcp';
 const TRANSPORTS: readonly Transport[] = ['unix', 'tcp'];
+/** the thread reads the accepted socket's dup; the peer writes on after the server side ends */
+const PAIR = { prefix: 'xvd-dp-', pauseOnConnect: true, isPeerHalfOpen: true };
 
 /** An extent as the tests lay it out: [startVirtual, +length) at offsetBacking of file `file`. */
 interface Extent {
@@ -130,38 +131,6 @@ class Recorder {
   }
 }
 
-interface Pair {
-  /** the accepted side, never read by Node (pauseOnConnect): the thread reads a dup of it */
-  server: net.Socket;
-  fd: number;
-  peer: net.Socket;
-}
-
-/** A connected pair over 127.0.0.1 or a unix socket in a short temporary directory. */
-async function connectPair(t: Test, transport: Transport): Promise<Pair> {
-  const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
-  const accepted = new Promise<net.Socket>((resolve) => listener.once('connection', resolve));
-  const socketPath = transport === 'unix'
-    ? path.join(shortTempDir(t, 'xvd-dp-'), 's.sock')
-    : null;
-  await new Promise<void>((resolve, reject) => {
-    listener.once('error', reject);
-    if (socketPath !== null) listener.listen(socketPath, resolve);
-    else listener.listen(0, '127.0.0.1', resolve);
-  });
-  const address = listener.address();
-  const peer = socketPath !== null ? net.connect({ path: socketPath, allowHalfOpen: true })
-    : net.connect({ port: typeof address === 'object' && address !== null ? address.port : 0,
-      host: '127.0.0.1', allowHalfOpen: true, noDelay: true });
-  peer.on('error', () => undefined);
-  const server = await accepted;
-  server.on('error', () => undefined);
-  listener.close();
-  const fd = socketFdOf(server);
-  if (fd === null) throw new Error('the accepted socket has no descriptor');
-  return { server, fd, peer };
-}
-
 interface Backing {
   file: string;
   fd: number;
@@ -222,7 +191,7 @@ async function startRig(t: Test, options: RigOptions = {}): Promise<Rig> {
   }
   const dirty = backings.map(() => new Int32Array(new SharedArrayBuffer(4)));
   const transport = options.transport ?? 'unix';
-  const pair = await connectPair(t, transport);
+  const pair = await socketPair(t, transport, PAIR);
   const events = new Recorder();
   const datapath = sys.createDatapath(pair.fd, {
     // TCP: SO_RCVLOWAT follows large WRITEs (set_lowat), so the piecemeal tests cover it
@@ -500,21 +469,12 @@ for (const transport of TRANSPORTS) {
   });
 }
 
-/** A small seeded generator, so a failing stream can be replayed. */
-function random(seed: number): (bound: number) => number {
-  let state = seed >>> 0;
-  return (bound) => {
-    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-    return Math.floor((state / 2 ** 32) * bound);
-  };
-}
-
 for (const transport of TRANSPORTS) {
   t.test(`${transport}: a seeded stream of served and forwarded requests in random pieces: ` +
     'exact replies, exact forwarded bytes', async (t) => {
     const rig = await startRig(t, { transport, structured: transport === 'unix' });
     const structured = transport === 'unix';
-    const next = random(transport === 'tcp' ? 11 : 12);
+    const next = seededRandom(transport === 'tcp' ? 11 : 12);
     const model = readVirtual(rig, 0, SIZE);
     const frames: Buffer[] = [];
     const forwarded: Buffer[] = [];
@@ -1207,7 +1167,7 @@ for (const transport of TRANSPORTS) {
 
 t.test('bad arguments are refused at the call', async (t) => {
   const rig = await startRig(t);
-  const pair = await connectPair(t, 'unix');
+  const pair = await socketPair(t, 'unix', PAIR);
   t.teardown(() => {
     pair.peer.destroy();
     pair.server.destroy();

@@ -14,9 +14,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as sys from '../../src/sys/index';
-import { socketFdOf } from '../../src/nbd/user-buffer-socket';
 import { shortTempDir } from '../helpers/process';
 import { bounded } from '../helpers/waits';
+import { type SocketPair, type Transport, socketPair } from '../helpers/sockets';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -28,7 +28,6 @@ const ABORT_BOUND_MS = 5000;
 /** a job more than both socket buffers hold while the peer does not read */
 const BIG_BYTES = 24 * MiB;
 
-type Transport = 'unix' | 'tcp';
 const TRANSPORTS: readonly Transport[] = ['unix', 'tcp'];
 const MODES: readonly sys.SenderMode[] = ['sendfile', 'copy'];
 
@@ -91,41 +90,14 @@ class Sink {
   }
 }
 
-interface Pair {
-  /** the accepted socket: the sender writes through (a dup of) its descriptor */
-  server: net.Socket;
-  fd: number;
-  client: net.Socket;
-}
-
-/** A connected pair over 127.0.0.1 or a unix socket in a short temporary directory. */
-async function connectPair(t: Test, transport: Transport): Promise<Pair> {
-  // half-open: the accepted side never ends its writing by itself when the peer ends
-  const listener = net.createServer({ allowHalfOpen: true });
-  const accepted = new Promise<net.Socket>((resolve) => listener.once('connection', resolve));
-  const socketPath = transport === 'unix'
-    ? path.join(shortTempDir(t, 'xvd-sender-'), 's.sock')
-    : null;
-  await new Promise<void>((resolve, reject) => {
-    listener.once('error', reject);
-    if (socketPath !== null) listener.listen(socketPath, resolve);
-    else listener.listen(0, '127.0.0.1', resolve);
-  });
-  const address = listener.address();
-  const client = socketPath !== null ? net.connect(socketPath)
-    : net.connect(typeof address === 'object' && address !== null ? address.port : 0,
-      '127.0.0.1');
-  client.on('error', () => undefined);
-  const server = await accepted;
-  server.on('error', () => undefined);
-  listener.close();
+/** A connected pair; both sides destroyed in teardown. */
+async function connectPair(t: Test, transport: Transport): Promise<SocketPair> {
+  const pair = await socketPair(t, transport, { prefix: 'xvd-sender-' });
   t.teardown(() => {
-    client.destroy();
-    server.destroy();
+    pair.peer.destroy();
+    pair.server.destroy();
   });
-  const fd = socketFdOf(server);
-  if (fd === null) throw new Error('the accepted socket has no descriptor');
-  return { server, fd, client };
+  return pair;
 }
 
 interface Result {
@@ -197,7 +169,7 @@ for (const transport of TRANSPORTS) {
         const a = dataFile(t, dir, 'a', 12 * MiB + 333);
         const b = dataFile(t, dir, 'b', 3 * MiB + 5);
         const pair = await connectPair(t, transport);
-        const sink = new Sink(pair.client);
+        const sink = new Sink(pair.peer);
         const sender = startSender(t, pair.fd, mode);
         const jobs: [Buffer, [DataFile, number, number][] | null][] = [
           [crypto.randomBytes(16), [[a, 4097, 5 * MiB + 3], [b, 12345, 777], [a, 1, 1]]],
@@ -237,7 +209,7 @@ for (const transport of TRANSPORTS) {
         const dir = t.testdir();
         const short = dataFile(t, dir, 'short', 1000);
         const pair = await connectPair(t, transport);
-        const sink = new Sink(pair.client);
+        const sink = new Sink(pair.peer);
         const sender = startSender(t, pair.fd, mode);
         const jobs: [Buffer, [number, number][]][] = [
           // ends inside the file's last (cached) page: sendfile meets EOF and pads
@@ -269,7 +241,7 @@ for (const transport of TRANSPORTS) {
         const sender = startSender(t, pair.fd, mode);
         const closed = new Promise((resolve) => pair.server.once('end', resolve));
         pair.server.resume();
-        pair.client.destroy();
+        pair.peer.destroy();
         await bounded(closed, WAIT_MS, 'the peer closing');
         const broken = await bounded(submit(sender, Buffer.alloc(16, 1), [[a.fd, 0, 12 * MiB]]),
           WAIT_MS, 'the job to a closed peer');
@@ -292,7 +264,7 @@ for (const transport of TRANSPORTS) {
       const a = dataFile(t, dir, 'a', 2 * MiB);
       const dirFd = directoryFd(t, dir);
       const pair = await connectPair(t, transport);
-      const sink = new Sink(pair.client);
+      const sink = new Sink(pair.peer);
       const sender = startSender(t, pair.fd, mode);
       const first = crypto.randomBytes(16);
       const second = crypto.randomBytes(16);
@@ -322,7 +294,7 @@ for (const transport of TRANSPORTS) {
       const a = dataFile(t, dir, 'a', 12 * MiB);
       const dirFd = directoryFd(t, dir);
       const pair = await connectPair(t, transport);
-      const sink = new Sink(pair.client);
+      const sink = new Sink(pair.peer);
       const sender = startSender(t, pair.fd, mode);
       const first = crypto.randomBytes(16);
       const failedHeader = crypto.randomBytes(16);
@@ -363,7 +335,7 @@ for (const transport of TRANSPORTS) {
     const writeOnly = fs.openSync(path.join(dir, 'a'), fs.constants.O_WRONLY);
     t.teardown(() => fs.closeSync(writeOnly));
     const pair = await connectPair(t, transport);
-    const sink = new Sink(pair.client);
+    const sink = new Sink(pair.peer);
     const sender = startSender(t, pair.fd, 'copy');
     const failed = await bounded(submit(sender, Buffer.from('NOT-SENT'), [[writeOnly, 0, 4096]]),
       WAIT_MS, 'the failing job');
@@ -386,7 +358,7 @@ for (const transport of TRANSPORTS) {
     const writeOnly = fs.openSync(path.join(dir, 'a'), fs.constants.O_WRONLY);
     t.teardown(() => fs.closeSync(writeOnly));
     const pair = await connectPair(t, transport);
-    const sink = new Sink(pair.client);
+    const sink = new Sink(pair.peer);
     const sender = startSender(t, pair.fd, 'sendfile');
     const first = crypto.randomBytes(16);
     const failedHeader = crypto.randomBytes(16);
@@ -458,7 +430,7 @@ for (const transport of TRANSPORTS) {
           t.equal(settled[index]?.error?.errno, ECANCELED, `queued job ${index}: ECANCELED`);
         }
         // what reported success must be on the stream, in order, and nothing after the failure
-        const sink = new Sink(pair.client);
+        const sink = new Sink(pair.peer);
         pair.server.end();
         await sink.waitEnd();
         const sent = settled[0]?.error === null
@@ -487,7 +459,7 @@ for (const transport of TRANSPORTS) {
         const dir = t.testdir();
         const a = dataFile(t, dir, 'a', 64 * KiB);
         const pair = await connectPair(t, transport);
-        const sink = new Sink(pair.client);
+        const sink = new Sink(pair.peer);
         const sender = sys.createSender(pair.fd, mode);
         // small enough to fit in the socket buffers: closeSender blocks the JS thread (the
         // reader) until the queue drained
@@ -515,7 +487,7 @@ for (const transport of TRANSPORTS) {
     const dir = t.testdir();
     const a = dataFile(t, dir, 'a', 8 * MiB);
     const pair = await connectPair(t, transport);
-    const sink = new Sink(pair.client);
+    const sink = new Sink(pair.peer);
     const sender = sys.createSender(pair.fd, 'sendfile');
     const result = submit(sender, Buffer.from('dup'), [[a.fd, 0, 8 * MiB]]);
     pair.server.destroy(); // the JS side closes its descriptor while the job is being sent
@@ -549,7 +521,7 @@ for (const transport of TRANSPORTS) {
         WAIT_MS, 'the job');
       t.equal(result.error, null);
       fs.writeSync(fd, Buffer.alloc(64 * KiB, 0x02), 0, 64 * KiB, 0); // after completion
-      const sink = new Sink(pair.client);
+      const sink = new Sink(pair.peer);
       await sink.waitLength(1 + 64 * KiB);
       const data = sink.bytes.subarray(1);
       const changed = data.filter((byte) => byte !== 0x01).length;
@@ -563,7 +535,7 @@ t.test('the pieces are copied at the call; a Float64Array view is read from its 
     const dir = t.testdir();
     const a = dataFile(t, dir, 'a', 256 * KiB);
     const pair = await connectPair(t, 'unix');
-    const sink = new Sink(pair.client);
+    const sink = new Sink(pair.peer);
     const sender = startSender(t, pair.fd, 'copy');
     const backing = Float64Array.from([-5, -5, -5, a.fd, 1000, 5000, a.fd, 0, 10]);
     const view = backing.subarray(3); // byteOffset 24: the triple at -5 must not be read
@@ -632,7 +604,7 @@ t.test('bad arguments are refused at the call, without a callback', async (t) =>
   t.throws(() => sys.closeWriter(sender as unknown as sys.NativeWriter), TypeError,
     "closeWriter refuses a sender's handle");
   // the refused calls queued nothing: the sender still works and sends only this
-  const sink = new Sink(pair.client);
+  const sink = new Sink(pair.peer);
   const ok = await bounded(submit(sender, Buffer.from('ok'), null), WAIT_MS, 'a good job');
   t.equal(ok.error, null);
   await sink.waitLength(2);
