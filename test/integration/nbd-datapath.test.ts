@@ -522,13 +522,7 @@ for (const transport of TRANSPORTS) {
   t.test(`${transport}: requests sent with NBD_OPT_GO in one write are served (the bytes the ` +
     'JS side had go to the thread first)', async (t) => {
     const fixture = await startFixture(t);
-    const socket = transport === 'tcp' ? net.connect(fixture.port, '127.0.0.1')
-      : net.connect(fixture.socketPath);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    t.teardown(() => socket.destroy());
+    const socket = await connectRaw(t, fixture, transport);
     const client = new ScriptedClient(socket, socket);
     await client.start();
     const requests: Request[] = [
