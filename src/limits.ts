@@ -129,6 +129,14 @@ export const LIMITS = {
   nbdDatapathForwardMax: 64 * 1024 * 1024,
   /** nbd/datapath: replies gathered into one send (a larger READ reply goes alone). */
   nbdDatapathSendBatch: 1024 * 1024,
+  /** nbd/datapath: after its replies went out, a data-path thread whose client sent its last
+   * requests within this long tries recv for up to this long before it sleeps (busy-poll; it
+   * saves the sleep and wake-up of each round trip, the larger part of a small request's cost
+   * here). `serve --busy-poll` sets it, 0 turns it off; at most nbdDatapathSpinMaxUs. */
+  nbdDatapathSpinUs: 100,
+  nbdDatapathSpinMaxUs: 10_000,
+  /** nbd/datapath: ...and only after a request of at most this many bytes (datapath.c spin()) */
+  nbdDatapathSpinLengthMax: 64 * 1024,
   /** nbd/reply-sender: READs of at least this many bytes go out on the connection's sender
    * thread (smaller ones cost less inline than the hand-off to a thread and back). */
   nbdSenderReadMin: 64 * 1024,

@@ -4,7 +4,8 @@
 // and prints self time by function (top N) plus the server CPU seconds per GiB moved.
 // Usage: node scripts/bench/profile.js --catalog PATH [--job read-1m|write-1m|randread-4k|
 //   randwrite-4k|copy-to-null|copy-from-file] [--runtime S] [--copies N] [--source FILE] [--threads N] [--top N] [--export NAME] [--no-prof]
-//   [--tcp PORT] (TCP on 127.0.0.1:PORT instead of a Unix socket); XVD_MAIN=path/to/cli/main.js
+//   [--tcp PORT] (TCP on 127.0.0.1:PORT instead of a Unix socket) [--busy-poll US] (serve flag);
+//   XVD_MAIN=path/to/cli/main.js
 //   profiles another build (e.g. a worktree of an earlier commit) for A/B runs
 // A catalog with a VD attached as 1/xvda: `npm run bench -- --keep` leaves one under the temp dir.
 'use strict';
@@ -24,7 +25,7 @@ const COPY_JOBS = new Set(['copy-to-null', 'copy-from-file']);
 
 function parse(argv) {
   const o = { catalog: null, job: 'read-1m', runtime: 5, threads: null, top: 25,
-    exportName: '1/xvda', prof: true, tcpPort: null, copies: 3, source: null };
+    exportName: '1/xvda', prof: true, tcpPort: null, copies: 3, source: null, busyPoll: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--catalog') o.catalog = argv[++i];
@@ -37,6 +38,7 @@ function parse(argv) {
     else if (a === '--tcp') o.tcpPort = Number(argv[++i]);
     else if (a === '--copies') o.copies = Number(argv[++i]);
     else if (a === '--source') o.source = argv[++i];
+    else if (a === '--busy-poll') o.busyPoll = argv[++i];
     else throw new Error(`unknown argument ${a}`);
   }
   if (o.catalog === null) throw new Error('--catalog is required');
@@ -105,7 +107,8 @@ async function main() {
   const args = [...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []),
     (process.env.XVD_MAIN || path.join(__dirname, '../../dist/cli/main.js')), '--catalog', o.catalog, 'serve',
     ...(o.tcpPort ? ['--listen', `127.0.0.1:${o.tcpPort}`] : ['--socket', sock]),
-    ...(o.threads ? ['--threads', o.threads] : [])];
+    ...(o.threads ? ['--threads', o.threads] : []),
+    ...(o.busyPoll !== null ? ['--busy-poll', o.busyPoll] : [])];
   const server = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'ignore'] });
   try {
     let uri = `nbd+unix:///${o.exportName}?socket=${sock}`;

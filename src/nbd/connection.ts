@@ -95,6 +95,17 @@ export interface ConnectionLimits {
   inflightBytesMax: number;
   writeDiscardMax: number;
   handshakeTimeoutMs: number;
+  /** the data-path thread's busy-poll budget in microseconds, 0: off (datapath.c spin()) */
+  busyPollMicros: number;
+}
+
+export interface ConnectionStats {
+  requests: number;
+  errors: number;
+  bytesRead: number;
+  bytesWritten: number;
+  busyPollHits: number;
+  busyPollMisses: number;
 }
 
 /** What a connection needs for STARTTLS (server.ts builds it from TlsOptions). */
@@ -191,13 +202,15 @@ export class Connection implements OptionSession, TransmissionContext {
   private handshakeTimer: NodeJS.Timeout | null = null;
   private readonly counts = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
 
-  /** Requests, refusals and bytes so far, the data-path thread's included. */
-  get stats(): { requests: number; errors: number; bytesRead: number; bytesWritten: number } {
-    if (this.datapath === null) return { ...this.counts };
-    const [requests, bytesRead, bytesWritten] = this.datapath.stats();
+  /** Requests, refusals and bytes so far, the data-path thread's included, and its busy-polls
+   * (datapath.c spin()): those that found a request and those that found none. */
+  get stats(): ConnectionStats {
+    if (this.datapath === null) return { ...this.counts, busyPollHits: 0, busyPollMisses: 0 };
+    const [requests, bytesRead, bytesWritten, hits, misses] = this.datapath.stats();
     return { requests: this.counts.requests + requests!, errors: this.counts.errors,
       bytesRead: this.counts.bytesRead + bytesRead!,
-      bytesWritten: this.counts.bytesWritten + bytesWritten! };
+      bytesWritten: this.counts.bytesWritten + bytesWritten!, busyPollHits: hits!,
+      busyPollMisses: misses! };
   }
 
   constructor(options: ConnectionOptions) {
@@ -728,7 +741,7 @@ export class Connection implements OptionSession, TransmissionContext {
     const initial = buffered > 0 ? Buffer.from(this.framer.take(buffered)) : null;
     const datapath = Datapath.start(socket, {
       ...map, isStructured: this.isStructured, blockSizeMin: this.blockSizeMin,
-      isTcp: typeof socket.remotePort === 'number',
+      isTcp: typeof socket.remotePort === 'number', spinMicros: this.limits.busyPollMicros,
     }, initial, {
       onForward: this.onDatapathForward,
       onEof: this.onEnd,

@@ -38,7 +38,7 @@ export interface DatapathHandlers {
   onEof(): void;
   /** the socket failed (errno name): the stream is broken */
   onError(code: string): void;
-  /** the thread was joined (stats() keeps its last counts) */
+  /** the thread was joined */
   onStopped(): void;
   /** start() could not start the thread (it returns null) */
   onStartFailed(error: unknown): void;
@@ -56,7 +56,6 @@ export class Datapath {
   private isFenced = false;
   private fenceWaiters: (() => void)[] = [];
   private stopTimer: NodeJS.Timeout | null = null;
-  private lastStats: Float64Array = new Float64Array(3);
   private isPaused = false;
 
   private constructor(private readonly native: sys.NativeDatapath) {}
@@ -95,7 +94,6 @@ export class Datapath {
         this.releaseFence();
         return;
       case sys.DATAPATH_EVENT.stopped:
-        this.lastStats = sys.datapathStats(this.native);
         this.isStopped = true;
         this.clearStopTimer();
         this.releaseFence();
@@ -106,9 +104,10 @@ export class Datapath {
     }
   }
 
-  /** [requests served by the thread, bytes received, bytes sent] so far. */
+  /** sys.datapathStats: [requests served by the thread, bytes received, bytes sent, busy-polls
+   * that found a request, busy-polls that found none] so far (the last counts once stopped). */
   stats(): Float64Array {
-    return this.isStopped ? this.lastStats : sys.datapathStats(this.native);
+    return sys.datapathStats(this.native);
   }
 
   /** Queues a whole frame; `done(error)` once it was sent or could not be. */

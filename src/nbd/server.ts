@@ -20,7 +20,9 @@ import { EmuError, UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
 import { ArenaReceiver } from './arena-receiver';
-import { Connection, type ConnectionLimits, PHASE, type TlsUpgrader } from './connection';
+import {
+  Connection, PHASE, type ConnectionLimits, type ConnectionStats, type TlsUpgrader,
+} from './connection';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
 import { adoptWithUserBuffer, receiveLowWaterOf, tuneSocket } from './user-buffer-socket';
@@ -59,6 +61,9 @@ export interface NbdServerStats {
   requestErrors: number;
   bytesRead: number;
   bytesWritten: number;
+  /** data-path threads' busy-polls that found a request, and those that found none */
+  busyPollHits: number;
+  busyPollMisses: number;
 }
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -72,9 +77,22 @@ function limitsOf(overrides: Partial<NbdServerLimits> | undefined): NbdServerLim
     inflightBytesMax: LIMITS.nbdInflightBytesMax,
     writeDiscardMax: LIMITS.nbdWriteDiscardMax,
     handshakeTimeoutMs: LIMITS.nbdHandshakeTimeoutMs,
+    busyPollMicros: LIMITS.nbdDatapathSpinUs,
     connectionsMax: LIMITS.nbdConnectionsMax,
     ...overrides,
   };
+}
+
+type Totals = Pick<NbdServerStats, 'requests' | 'requestErrors' | 'bytesRead' | 'bytesWritten' |
+  'busyPollHits' | 'busyPollMisses'>;
+
+function addStats(totals: Totals, stats: ConnectionStats): void {
+  totals.requests += stats.requests;
+  totals.requestErrors += stats.errors;
+  totals.bytesRead += stats.bytesRead;
+  totals.bytesWritten += stats.bytesWritten;
+  totals.busyPollHits += stats.busyPollHits;
+  totals.busyPollMisses += stats.busyPollMisses;
 }
 
 /** Events: 'connection-open' (id), 'connection-close' (id), 'listening' (address). */
@@ -89,7 +107,8 @@ export class NbdServer extends EventEmitter {
   private readonly connections = new Set<Connection>();
   private nextId = 1;
   private isShuttingDown = false;
-  private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0 };
+  private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0,
+    busyPollHits: 0, busyPollMisses: 0 };
   private accepted = 0;
   private refused = 0;
   private acceptedArena = 0;
@@ -112,12 +131,7 @@ export class NbdServer extends EventEmitter {
 
   get stats(): NbdServerStats {
     const totals = { ...this.closedStats };
-    for (const connection of this.connections) {
-      totals.requests += connection.stats.requests;
-      totals.requestErrors += connection.stats.errors;
-      totals.bytesRead += connection.stats.bytesRead;
-      totals.bytesWritten += connection.stats.bytesWritten;
-    }
+    for (const connection of this.connections) addStats(totals, connection.stats);
     return { connectionsAccepted: this.accepted, connectionsRefused: this.refused,
       connectionsOpen: this.connections.size, connectionsArena: this.acceptedArena, ...totals };
   }
@@ -228,10 +242,7 @@ export class NbdServer extends EventEmitter {
 
   private forget(connection: Connection): void {
     if (!this.connections.delete(connection)) return;
-    this.closedStats.requests += connection.stats.requests;
-    this.closedStats.requestErrors += connection.stats.errors;
-    this.closedStats.bytesRead += connection.stats.bytesRead;
-    this.closedStats.bytesWritten += connection.stats.bytesWritten;
+    addStats(this.closedStats, connection.stats);
     this.emit('connection-close', connection.id);
   }
 

@@ -31,6 +31,8 @@ export interface ServeOptions {
   tls: TlsOptions;
   /** READ replies on unix sockets by sendfile(2) (nbd/reply-sender.ts; off by default) */
   isSendfile?: boolean;
+  /** data-path threads' busy-poll budget in microseconds (LIMITS.nbdDatapathSpinUs by default) */
+  busyPollMicros?: number;
   /** the root logger unless a test passes its own */
   log?: Logger;
   /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
@@ -81,7 +83,9 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
   const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
   const server = createServer({ provider, tls: options.tls, log: logger, receive,
-    sendfile: options.isSendfile === true });
+    sendfile: options.isSendfile === true,
+    ...(options.busyPollMicros === undefined ? {} : {
+      limits: { busyPollMicros: options.busyPollMicros } }) });
   const addresses: (string | { address: string; port: number })[] = [];
   try {
     provider.start(server);

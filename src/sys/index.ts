@@ -72,6 +72,8 @@ export interface DatapathSpec extends DatapathMap {
   /** a TCP socket: SO_RCVLOWAT follows large WRITE payloads */
   readonly isTcp: boolean;
   readonly blockSizeMin: number;
+  /** busy-poll budget in microseconds (0, the default: sleep in poll() at once) */
+  readonly spinMicros?: number;
 }
 
 export interface NativeBinding {
@@ -99,7 +101,7 @@ export interface NativeBinding {
   closeSender(sender: NativeSender, abort: boolean): void;
   createDatapath(
     socketFd: number, extents: Float64Array, size: number, options: number,
-    blockSizeMin: number, dirty: Int32Array[], initial: Buffer | null,
+    blockSizeMin: number, spinMicros: number, dirty: Int32Array[], initial: Buffer | null,
     onEvent: DatapathEventHandler,
   ): NativeDatapath;
   datapathSubmit(
@@ -127,6 +129,8 @@ export interface NativeBinding {
     DATAPATH_LOWAT_MAX?: number;
     DATAPATH_FORWARD_MAX?: number;
     DATAPATH_SEND_BATCH?: number;
+    DATAPATH_SPIN_MAX_US?: number;
+    DATAPATH_SPIN_LENGTH_MAX?: number;
   };
 }
 
@@ -293,7 +297,7 @@ export function createDatapath(
   const options = (spec.isStructured ? DATAPATH_OPTION.structured : 0) |
     (spec.isWritable ? DATAPATH_OPTION.writable : 0) | (spec.isTcp ? DATAPATH_OPTION.tcp : 0);
   return binding.createDatapath(socketFd, spec.extents, spec.size, options, spec.blockSizeMin,
-    spec.dirty, initial, onEvent);
+    spec.spinMicros ?? 0, spec.dirty, initial, onEvent);
 }
 
 /** Queues a whole frame; `callback(error)` once sent (or failed, or cancelled). */
@@ -321,7 +325,10 @@ export function datapathStop(datapath: NativeDatapath, abort: boolean): void {
   binding.datapathControl(datapath, DATAPATH_OP.stop, abort ? 1 : 0);
 }
 
-/** [requests served by the thread, bytes it received, bytes it sent]. */
+/**
+ * [requests served by the thread, bytes it received, bytes it sent, busy-polls that found a
+ * request, busy-polls that found none]; once the thread is gone, its last counts.
+ */
 export function datapathStats(datapath: NativeDatapath): Float64Array {
   return binding.datapathStats(datapath);
 }

@@ -79,6 +79,13 @@ const cases: Case[] = [
     pattern: /already exists/ },
   { name: 'import of a missing file', args: ({ dir }) => ['import', path.join(dir, 'none')],
     code: 1, pattern: /no such file/ },
+  // refused before the catalog is opened and before anything listens
+  { name: 'serve with a busy-poll that is not a number', args: () =>
+    ['serve', '--listen', '127.0.0.1:0', '--busy-poll', 'fast'], code: 2,
+    pattern: /--busy-poll: expected 0\.\.10000 microseconds, not fast/ },
+  { name: 'serve with a busy-poll past its bound', args: () =>
+    ['serve', '--listen', '127.0.0.1:0', '--busy-poll', '10001'], code: 2,
+    pattern: /--busy-poll: expected 0\.\.10000/ },
 ];
 
 t.test('each bad input is refused with one line and the catalog unchanged', async (t) => {

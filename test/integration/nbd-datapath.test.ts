@@ -919,3 +919,37 @@ for (const transport of TRANSPORTS) {
       t.equal(fixture.calls.read, 0, 'the threads served every READ');
     });
 }
+
+for (const transport of TRANSPORTS) {
+  t.test(`${transport}: the busy-poll budget is the server's limit: a client that answers at ` +
+    'once is caught by spins, none with 0; server.stats count them', async (t) => {
+    t.equal(createServer({ provider: createFixedProvider([]) }).limits.busyPollMicros,
+      LIMITS.nbdDatapathSpinUs, 'on by default');
+    for (const micros of [5000, 0]) {
+      await t.test(`busyPollMicros ${micros}`, async (t) => {
+        const fixture = await startFixture(t, { limits: { busyPollMicros: micros } });
+        const { client } = await connect(t, fixture, transport);
+        const model = new DiskModel(fixture.image);
+        let wrong = 0;
+        for (let index = 0; index < 40; index++) {
+          const request: Request = { type: CMD.READ, cookie: BigInt(index),
+            offset: index * 4096, length: 4096 };
+          send(client, request);
+          wrong += verifyRound(t, model, [request], await collect(client, [request]));
+        }
+        t.equal(wrong, 0, '40 READs one after the other, each as the model says');
+        const stats = fixture.server.stats;
+        if (micros === 0) {
+          t.same([stats.busyPollHits, stats.busyPollMisses], [0, 0], 'no spin');
+        } else {
+          t.ok(stats.busyPollHits >= 20, `spins found the next request (${stats.busyPollHits})`);
+        }
+        client.request({ type: CMD.DISC });
+        t.equal(await client.waitClosed(), true);
+        t.ok(await eventually(() => fixture.server.connectionCount === 0), 'connection gone');
+        const after = fixture.server.stats.busyPollHits;
+        t.ok(after >= stats.busyPollHits, `a closed connection's spins stay counted (${after})`);
+      });
+    }
+  });
+}

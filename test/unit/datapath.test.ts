@@ -150,6 +150,8 @@ interface RigOptions {
   isSparse?: boolean;
   /** open flags per backing file (default 'r+') */
   openFlags?: (string | number)[];
+  /** busy-poll budget (default 0: none) */
+  spinMicros?: number;
 }
 
 interface Rig {
@@ -198,7 +200,7 @@ async function startRig(t: Test, options: RigOptions = {}): Promise<Rig> {
     isTcp: transport === 'tcp',
     extents: extentsOf(layout, backings), size: options.size ?? SIZE,
     isStructured: options.structured ?? false, isWritable: options.writable ?? true,
-    blockSizeMin: options.blockSizeMin ?? 1, dirty,
+    blockSizeMin: options.blockSizeMin ?? 1, dirty, spinMicros: options.spinMicros ?? 0,
   }, options.initial ?? null, events.handler);
   events.datapath = datapath;
   t.teardown(async () => {
@@ -267,6 +269,11 @@ function firstDifference(a: Buffer, b: Buffer): number {
 function stats(rig: Rig): { requests: number; received: number; sent: number } {
   const [requests, received, sent] = sys.datapathStats(rig.datapath);
   return { requests: requests!, received: received!, sent: sent! };
+}
+
+function spins(rig: Rig): { hits: number; misses: number } {
+  const counts = sys.datapathStats(rig.datapath);
+  return { hits: counts[3]!, misses: counts[4]! };
 }
 
 function sleep(ms: number): Promise<void> {
@@ -1045,8 +1052,11 @@ t.test('stop(false) sends the queued frames, then reports stopped', async (t) =>
   t.throws(() => sys.datapathSubmit(rig.datapath, Buffer.from('x'), null), /stopped/,
     'no submit after it stopped');
   t.throws(() => sys.datapathFence(rig.datapath), /stopped/);
-  t.same(rig.events.statsAtStop, [0, 0, all.length],
-    'the counters, read when stopped is reported (as datapath.ts reads them)');
+  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0],
+    'the counters, read when stopped is reported');
+  await sleep(100); // the thread's state is freed by now
+  t.same([...sys.datapathStats(rig.datapath)], rig.events.statsAtStop,
+    'and the same counts once the thread is gone');
   rig.server.destroy(); // the thread closed its dup: this was the last descriptor
   t.equal(await rig.client.waitClosed(), true, 'the peer sees the end');
   t.equal(rig.client.bufferedLength, 0, 'nothing more');
@@ -1199,6 +1209,9 @@ t.test('bad arguments are refused at the call', async (t) => {
     ['a fractional blockSizeMin', { blockSizeMin: 1.5 }, TypeError],
     ['a negative size', { size: -1 }, TypeError],
     ['a NaN size', { size: NaN }, TypeError],
+    ['a negative spinMicros', { spinMicros: -1 }, TypeError],
+    ['a fractional spinMicros', { spinMicros: 0.5 }, TypeError],
+    ['spinMicros past its bound', { spinMicros: LIMITS.nbdDatapathSpinMaxUs + 1 }, TypeError],
     ['extents not a Float64Array', { extents: Float32Array.from([0, MiB, fd, 0, 0, 0]) as
       unknown as Float64Array }, RangeError],
   ];
@@ -1247,3 +1260,42 @@ t.test('the counters: requests served, bytes received, bytes sent (frames includ
     t.same(stats(rig), { requests: 3, received: stream.length,
       sent: replies.length + third.length + 77 });
   });
+
+/** `count` READs one after the other, each sent once the reply before it was read whole. */
+async function pingPong(t: Test, rig: Rig, count: number, length: number, gapMs = 0,
+): Promise<void> {
+  let isSame = true;
+  for (let index = 0; index < count; index++) {
+    const offset = (index * length) % (rig.size - length);
+    rig.client.write(requestFrame(read(BigInt(index), offset, length)));
+    const expected = readReply(rig, false, BigInt(index), offset, length);
+    isSame &&= firstDifference(await rig.client.read(expected.length), expected) === -1;
+    if (gapMs > 0) await sleep(gapMs);
+  }
+  t.ok(isSame, `${count} replies of ${length} bytes, each as expected`);
+  t.equal(stats(rig).requests, count, 'all served by the thread');
+}
+
+t.test('busy-poll: a client that answers each reply at once is caught by spinning', async (t) => {
+  // 5 ms: this test's client (a JS event loop on a shared machine) answers well within it
+  const rig = await startRig(t, { spinMicros: 5000 });
+  await pingPong(t, rig, 40, 4096);
+  const { hits, misses } = spins(rig);
+  t.ok(hits >= 20, `most waits for the next request were spins that found it (${hits} of 39)`);
+  t.ok(misses <= 5, `few spins found nothing (${misses})`);
+});
+
+t.test('busy-poll: none with a budget of 0, none after large requests, and a slow client ' +
+  'costs at most one spin', async (t) => {
+  const off = await startRig(t, { spinMicros: 0 });
+  await pingPong(t, off, 20, 4096);
+  t.same(spins(off), { hits: 0, misses: 0 }, 'budget 0: never');
+  const large = await startRig(t, { spinMicros: 5000 });
+  await pingPong(t, large, 20, LIMITS.nbdDatapathSpinLengthMax + 4096);
+  t.same(spins(large), { hits: 0, misses: 0 }, 'requests above nbdDatapathSpinLengthMax: never');
+  const slow = await startRig(t, { spinMicros: 1000 });
+  await pingPong(t, slow, 10, 4096, 30); // a request every 30 ms: each wait is longer than 1 ms
+  const counts = spins(slow);
+  t.equal(counts.hits, 0, 'a slow client: no spin finds a request');
+  t.ok(counts.misses <= 1, `and after one that found nothing it stops trying (${counts.misses})`);
+});

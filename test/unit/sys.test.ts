@@ -16,6 +16,8 @@ t.test('the data-path thread\'s bounds are the ones in LIMITS', async (t) => {
   t.equal(C.DATAPATH_LOWAT_MAX, LIMITS.nbdRecvLowWaterMax);
   t.equal(C.DATAPATH_FORWARD_MAX, LIMITS.nbdDatapathForwardMax);
   t.equal(C.DATAPATH_SEND_BATCH, LIMITS.nbdDatapathSendBatch);
+  t.equal(C.DATAPATH_SPIN_MAX_US, LIMITS.nbdDatapathSpinMaxUs);
+  t.equal(C.DATAPATH_SPIN_LENGTH_MAX, LIMITS.nbdDatapathSpinLengthMax);
 });
 
 t.test('punchHole makes a written range read as zeros and SEEK_DATA skips it', async (t) => {

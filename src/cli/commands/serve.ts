@@ -20,6 +20,7 @@ interface ServeFlags {
   tlsVerifyPeer?: boolean;
   threads?: string;
   sendfile?: boolean;
+  busyPoll?: string;
 }
 
 /** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts. */
@@ -50,6 +51,17 @@ function setThreads(threads: string | undefined): void {
   }
 }
 
+function busyPollOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const micros = Number(text);
+  if (text.trim() === '' || !Number.isInteger(micros) || micros < 0 ||
+    micros > LIMITS.nbdDatapathSpinMaxUs) {
+    throw new UsageError('ERR_USAGE',
+      `serve: --busy-poll: expected 0..${LIMITS.nbdDatapathSpinMaxUs} microseconds, not ${text}`);
+  }
+  return micros;
+}
+
 export function runServe(context: Context, options: { host: string; port: number },
 ): Promise<number> {
   setThreads(undefined);
@@ -59,6 +71,7 @@ export function runServe(context: Context, options: { host: string; port: number
 
 function serve(context: Context, flags: ServeFlags): Promise<number> {
   setThreads(flags.threads);
+  const busyPollMicros = busyPollOf(flags.busyPoll);
   const tcp = flags.listen.map(parseListen);
   const isInherited = process.env['LISTEN_FDS'] !== undefined;
   if (tcp.length === 0 && flags.socket.length === 0 && flags.stdio !== true && !isInherited) {
@@ -67,7 +80,8 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
   const tls = tlsOptionsOf(flags.tls, flags.tlsCertificates, flags.tlsPsk,
     flags.tlsVerifyPeer === true);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
-    isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true });
+    isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
+    ...(busyPollMicros === undefined ? {} : { busyPollMicros }) });
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -87,5 +101,7 @@ export function register(program: Command, context: Context): void {
     .option('--sendfile', 'unix sockets: READ replies by sendfile(2) from a thread per ' +
       'connection (faster; a client that has not read a reply yet may get bytes written after ' +
       'it was sent: trusted clients only)')
+    .option('--busy-poll <us>', 'after small requests a connection\'s thread tries to read ' +
+      `the next ones this long before it sleeps (default ${LIMITS.nbdDatapathSpinUs}; 0: off)`)
     .action((flags: ServeFlags) => context.run(() => serve(context, flags)));
 }
