@@ -131,6 +131,8 @@ export interface NativeBinding {
     DATAPATH_SEND_BATCH?: number;
     DATAPATH_SPIN_MAX_US?: number;
     DATAPATH_SPIN_LENGTH_MAX?: number;
+    /** connections that may spin at once (half the CPUs, at least one) */
+    DATAPATH_SPINNERS_MAX?: number;
   };
 }
 

@@ -1299,3 +1299,37 @@ t.test('busy-poll: none with a budget of 0, none after large requests, and a slo
   t.equal(counts.hits, 0, 'a slow client: no spin finds a request');
   t.ok(counts.misses <= 1, `and after one that found nothing it stops trying (${counts.misses})`);
 });
+
+t.test('busy-poll: with more hot connections than may spin none spins; idle ones do not count',
+  async (t) => {
+    const spinnersMax = sys.constants.DATAPATH_SPINNERS_MAX!;
+    t.ok(spinnersMax >= 1, `up to ${spinnersMax} at once`);
+    const rigs: Rig[] = [];
+    for (let index = 0; index <= spinnersMax; index++) {
+      rigs.push(await startRig(t, { spinMicros: 5000 }));
+    }
+    // each client sends its next READ once every reply of the round arrived: all of them
+    // come back within the budget, so every connection is hot
+    let isSame = true;
+    for (let round = 0; round < 40; round++) {
+      const expected = rigs.map((rig, index) => {
+        const offset = (round * 8192 + index * 4096) % (rig.size - 4096);
+        rig.client.write(requestFrame(read(BigInt(round), offset, 4096)));
+        return readReply(rig, false, BigInt(round), offset, 4096);
+      });
+      for (const [index, rig] of rigs.entries()) {
+        const reply = expected[index]!;
+        isSame &&= firstDifference(await rig.client.read(reply.length), reply) === -1;
+      }
+    }
+    t.ok(isSame, 'every reply as expected');
+    const hits = rigs.reduce((sum, rig) => sum + spins(rig).hits, 0);
+    t.ok(hits <= 10, `${rigs.length} hot connections: (almost) no spin found a request (${hits} ` +
+      `of ${40 * rigs.length - rigs.length})`);
+    // all of them now idle, still open (none spun at the end, so each is still hot): a
+    // connection with no request for DP_HOT_IDLE_MS (1 ms) is not hot any more
+    await sleep(50);
+    const alone = await startRig(t, { spinMicros: 5000 });
+    await pingPong(t, alone, 40, 4096);
+    t.ok(spins(alone).hits >= 20, `idle ones are not counted: it spins (${spins(alone).hits})`);
+  });
