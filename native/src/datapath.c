@@ -160,11 +160,11 @@ struct datapath {
 
 #define DP_STATS 5
 
+/* What the JS handle owns (handle.c): base.object is the datapath until its memory is freed
+ * (datapath_finalize), after the thread was joined. */
 struct dp_box {
-  struct datapath *dp;
-  napi_env env;
-  int is_hooked;
-  double last_stats[DP_STATS]; /* datapathStats once dp is gone */
+  struct xvd_thread_box base;
+  double last_stats[DP_STATS]; /* datapathStats once the datapath is gone */
 };
 
 static const napi_type_tag DATAPATH_TAG = {0x7876644461746170ULL, 0x6174685468726403ULL};
@@ -821,7 +821,7 @@ static void datapath_finalize(napi_env env, void *data, void *hint) {
   struct datapath *dp = data;
   if (dp->box != NULL) {
     read_stats(dp, dp->box->last_stats);
-    dp->box->dp = NULL;
+    dp->box->base.object = NULL;
   }
   for (size_t i = 0; env != NULL && i < dp->dirty_count; i++) {
     if (dp->dirty_refs[i] != NULL) napi_delete_reference(env, dp->dirty_refs[i]);
@@ -853,29 +853,20 @@ static void request_stop(struct datapath *dp, int abort) {
   wake(dp);
 }
 
-/* Synchronous: abort and join (environment teardown, a collected handle). */
-static void box_stop(struct dp_box *box) {
-  struct datapath *dp = box->dp;
+/* The box's stop (handle.c), synchronous: abort and join (environment teardown, a collected
+ * handle; a JS stop is datapathControl's DP_STOP). */
+static void box_stop(struct xvd_thread_box *base, int abort) {
+  (void)abort;
+  struct datapath *dp = base->object;
   if (dp == NULL) return;
   request_stop(dp, 1);
   join(dp);
 }
 
-static void box_cleanup_hook(void *data) {
-  struct dp_box *box = data;
-  box->is_hooked = 0;
-  box_stop(box);
-}
-
-static void box_finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  struct dp_box *box = data;
-  if (box->is_hooked) napi_remove_env_cleanup_hook(box->env, box_cleanup_hook, box);
-  box->is_hooked = 0;
-  box_stop(box);
-  if (box->dp != NULL) box->dp->box = NULL;
-  free(box);
+/* The box is freed next: the datapath, if still there, must not point at it. */
+static void box_release(struct xvd_thread_box *base) {
+  struct datapath *dp = base->object;
+  if (dp != NULL) dp->box = NULL;
 }
 
 static int is_whole(double value, double max) {
@@ -950,7 +941,7 @@ static const char *read_map(napi_env env, struct datapath *dp, napi_value extent
 
 napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
   size_t argc = 9;
-  napi_value argv[9], name, handle;
+  napi_value argv[9], name;
   int32_t fd = -1, options = 0;
   double size = -1, block_min = 0, spin_micros = -1;
   napi_valuetype callback_type = napi_undefined, initial_type = napi_undefined;
@@ -1037,30 +1028,22 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
     xvd_throw_errno(env, err, "pthread_create");
     return NULL;
   }
-  box->dp = dp;
-  box->env = env;
+  box->base.object = dp;
+  box->base.stop = box_stop;
+  box->base.release = box_release;
   dp->box = box;
-  box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
-  if (!box->is_hooked) {
-    box_finalize(env, box, NULL);
-    napi_throw_error(env, NULL, "createDatapath: no cleanup hook");
-    return NULL;
-  }
-  if (xvd_handle_new(env, box, box_finalize, &DATAPATH_TAG, &handle) != napi_ok) {
-    napi_throw_error(env, NULL, "createDatapath: no handle"); /* the box is finalized by then */
-    return NULL;
-  }
-  return handle;
+  return xvd_thread_handle_new(env, &box->base, &DATAPATH_TAG, "createDatapath");
 }
 
 /* The running datapath of argv[0]; NULL after throwing. */
 static struct datapath *get_running(napi_env env, napi_value value) {
   struct dp_box *box = xvd_handle_get(env, value, &DATAPATH_TAG);
-  if (box == NULL || box->dp == NULL || box->dp->is_joined) {
+  struct datapath *dp = box == NULL ? NULL : box->base.object;
+  if (dp == NULL || dp->is_joined) {
     napi_throw_error(env, NULL, box == NULL ? "not a datapath" : "the datapath has stopped");
     return NULL;
   }
-  return box->dp;
+  return dp;
 }
 
 napi_value xvd_datapath_submit(napi_env env, napi_callback_info info) {
@@ -1167,7 +1150,7 @@ napi_value xvd_datapath_stats(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "datapathStats: no array");
     return NULL;
   }
-  if (box->dp != NULL) read_stats(box->dp, values);
+  if (box->base.object != NULL) read_stats(box->base.object, values);
   else memcpy(values, box->last_stats, sizeof box->last_stats);
   return array;
 }

@@ -101,6 +101,28 @@ napi_status xvd_handle_new(napi_env env, void *data, napi_finalize finalize,
                            const napi_type_tag *tag, napi_value *result);
 void *xvd_handle_get(napi_env env, napi_value value, const napi_type_tag *tag);
 
+/* handle.c: what JS owns of a native object that runs a thread (writer.c, sender.c,
+ * datapath.c), usually embedded first in a larger box. stop(box, abort) stops the object's
+ * thread and joins it; it runs from close, from the environment's cleanup hook and from the
+ * handle's finalizer (both aborting), so after the first call it must do nothing. release(box),
+ * when set, runs just before the box is freed. */
+struct xvd_thread_box {
+  void *object;
+  napi_env env;
+  int is_hooked; /* the environment cleanup hook is registered */
+  void (*stop)(struct xvd_thread_box *box, int abort);
+  void (*release)(struct xvd_thread_box *box);
+};
+
+/* Once the object's thread runs: registers the cleanup hook that stops it at environment
+ * teardown and wraps the box (malloc'd, `object` and `stop` set) in a handle tagged `tag`.
+ * NULL after throwing ("<what>: no cleanup hook" or "no handle"); the thread is stopped and the
+ * box freed by then. */
+napi_value xvd_thread_handle_new(napi_env env, struct xvd_thread_box *box,
+                                 const napi_type_tag *tag, const char *what);
+/* Removes the cleanup hook, then stop(box, abort). */
+void xvd_thread_box_close(struct xvd_thread_box *box, int abort);
+
 /* sockopt.c: synchronous int socket options; 0/value or -errno */
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);

@@ -92,12 +92,6 @@ struct sender {
   size_t pending; /* JS thread only */
 };
 
-struct box {
-  struct sender *sender;
-  napi_env env;
-  int is_hooked;
-};
-
 /* the kind of this file's handles (handle.c) */
 static const napi_type_tag SENDER_TAG = {0x78766453656e6465ULL, 0x7254687265616402ULL};
 
@@ -360,11 +354,12 @@ static void sender_finalize(napi_env env, void *data, void *hint) {
   free(s);
 }
 
-/* Stops the thread (after its queue, or at once when aborting) and joins it. */
-static void sender_stop(struct box *box, int abort) {
-  struct sender *s = box->sender;
+/* The box's stop (handle.c): the thread ends after its queue, or at once when aborting, and is
+ * joined. `object` is NULL once closed. */
+static void sender_stop(struct xvd_thread_box *box, int abort) {
+  struct sender *s = box->object;
   if (s == NULL) return;
-  box->sender = NULL;
+  box->object = NULL;
   pthread_mutex_lock(&s->mutex);
   s->is_stopping = 1;
   if (abort) __atomic_store_n(&s->is_aborted, 1, __ATOMIC_RELEASE);
@@ -378,29 +373,9 @@ static void sender_stop(struct box *box, int abort) {
   pthread_join(s->thread, NULL);
 }
 
-static void box_cleanup_hook(void *data) {
-  struct box *box = data;
-  box->is_hooked = 0;
-  sender_stop(box, 1);
-}
-
-static void box_close(struct box *box, int abort) {
-  if (box->is_hooked) napi_remove_env_cleanup_hook(box->env, box_cleanup_hook, box);
-  box->is_hooked = 0;
-  sender_stop(box, abort);
-}
-
-static void box_finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  struct box *box = data;
-  box_close(box, 1);
-  free(box);
-}
-
 napi_value xvd_create_sender(napi_env env, napi_callback_info info) {
   size_t argc = 2;
-  napi_value argv[2], name, handle;
+  napi_value argv[2], name;
   int32_t fd = -1, mode = -1;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
       napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
@@ -410,7 +385,7 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sender *s = calloc(1, sizeof *s);
-  struct box *box = calloc(1, sizeof *box);
+  struct xvd_thread_box *box = calloc(1, sizeof *box);
   if (s == NULL || box == NULL) {
     free(s);
     free(box);
@@ -449,22 +424,12 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info) {
     xvd_throw_errno(env, err, "pthread_create");
     return NULL;
   }
-  box->sender = s;
-  box->env = env;
-  box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
-  if (!box->is_hooked) {
-    box_finalize(env, box, NULL);
-    napi_throw_error(env, NULL, "createSender: no cleanup hook");
-    return NULL;
-  }
-  if (xvd_handle_new(env, box, box_finalize, &SENDER_TAG, &handle) != napi_ok) {
-    napi_throw_error(env, NULL, "createSender: no handle"); /* the box is finalized by then */
-    return NULL;
-  }
-  return handle;
+  box->object = s;
+  box->stop = sender_stop;
+  return xvd_thread_handle_new(env, box, &SENDER_TAG, "createSender");
 }
 
-static struct box *get_box(napi_env env, napi_value value) {
+static struct xvd_thread_box *get_box(napi_env env, napi_value value) {
   return xvd_handle_get(env, value, &SENDER_TAG);
 }
 
@@ -525,8 +490,8 @@ napi_value xvd_sender_submit(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "senderSubmit(sender, bytes, pieces, callback)");
     return NULL;
   }
-  struct box *box = get_box(env, argv[0]);
-  if (box == NULL || box->sender == NULL) {
+  struct xvd_thread_box *box = get_box(env, argv[0]);
+  if (box == NULL || box->object == NULL) {
     napi_throw_error(env, NULL, box == NULL ? "senderSubmit: not a sender"
                                             : "senderSubmit: the sender is closed");
     return NULL;
@@ -550,7 +515,7 @@ napi_value xvd_sender_submit(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "senderSubmit: no reference");
     return NULL;
   }
-  struct sender *s = box->sender;
+  struct sender *s = box->object;
   if (s->pending++ == 0) napi_ref_threadsafe_function(env, s->done);
   pthread_mutex_lock(&s->mutex);
   if (s->tail == NULL) {
@@ -571,12 +536,12 @@ napi_value xvd_close_sender(napi_env env, napi_callback_info info) {
   napi_value argv[2], undefined;
   bool abort = true;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct box *box = argc < 1 ? NULL : get_box(env, argv[0]);
+  struct xvd_thread_box *box = argc < 1 ? NULL : get_box(env, argv[0]);
   if (box == NULL || (argc >= 2 && napi_get_value_bool(env, argv[1], &abort) != napi_ok)) {
     napi_throw_type_error(env, NULL, "closeSender(sender, abort)");
     return NULL;
   }
-  box_close(box, abort);
+  xvd_thread_box_close(box, abort);
   napi_get_undefined(env, &undefined);
   return undefined;
 }

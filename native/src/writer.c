@@ -14,7 +14,7 @@
  * thread with pwriteBatch's contract. The thread-safe function is ref'd only while requests are
  * pending, so an idle writer never keeps the process alive and a pending write always does. The
  * writer's memory is freed by the thread-safe function's finalizer, after the last completion has
- * been delivered; the JS handle owns only a small box pointing at it. */
+ * been delivered; the JS handle owns only a small box pointing at it (handle.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -30,13 +30,6 @@ struct writer {
   int is_stopping;         /* guarded by mutex */
   napi_threadsafe_function done;
   size_t pending; /* JS thread only */
-};
-
-/* What the JS handle owns: freed by its finalizer; `writer` is NULL once closed. */
-struct box {
-  struct writer *writer;
-  napi_env env;
-  int is_hooked; /* the environment cleanup hook is registered */
 };
 
 /* the kind of this file's handles (handle.c) */
@@ -84,11 +77,14 @@ static void writer_finalize(napi_env env, void *data, void *hint) {
   free(w);
 }
 
-/* Stops the thread once its queue is empty and joins it; the memory goes with the tsfn. */
-static void writer_stop(struct box *box) {
-  struct writer *w = box->writer;
+/* The box's stop (handle.c): the thread ends once its queue is empty (aborting too: a write
+ * under way or queued is not cut short) and is joined; the memory goes with the tsfn. `object`
+ * is NULL once closed. */
+static void writer_stop(struct xvd_thread_box *box, int abort) {
+  (void)abort;
+  struct writer *w = box->object;
   if (w == NULL) return;
-  box->writer = NULL;
+  box->object = NULL;
   pthread_mutex_lock(&w->mutex);
   w->is_stopping = 1;
   pthread_cond_signal(&w->wake);
@@ -96,34 +92,11 @@ static void writer_stop(struct box *box) {
   pthread_join(w->thread, NULL);
 }
 
-/* At environment teardown, before the thread-safe function's own cleanup (hooks run in reverse
- * order of registration, and this one is registered after the function was created): the thread
- * must have released the function before Node deletes it. */
-static void box_cleanup_hook(void *data) {
-  struct box *box = data;
-  box->is_hooked = 0;
-  writer_stop(box);
-}
-
-static void box_close(struct box *box) {
-  if (box->is_hooked) napi_remove_env_cleanup_hook(box->env, box_cleanup_hook, box);
-  box->is_hooked = 0;
-  writer_stop(box);
-}
-
-static void box_finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  struct box *box = data;
-  box_close(box);
-  free(box);
-}
-
 napi_value xvd_create_writer(napi_env env, napi_callback_info info) {
   (void)info;
   struct writer *w = calloc(1, sizeof *w);
-  struct box *box = calloc(1, sizeof *box);
-  napi_value name, handle;
+  struct xvd_thread_box *box = calloc(1, sizeof *box);
+  napi_value name;
   if (w == NULL || box == NULL) {
     free(w);
     free(box);
@@ -149,22 +122,12 @@ napi_value xvd_create_writer(napi_env env, napi_callback_info info) {
     xvd_throw_errno(env, err, "pthread_create");
     return NULL;
   }
-  box->writer = w;
-  box->env = env;
-  box->is_hooked = napi_add_env_cleanup_hook(env, box_cleanup_hook, box) == napi_ok;
-  if (!box->is_hooked) {
-    box_finalize(env, box, NULL);
-    napi_throw_error(env, NULL, "createWriter: no cleanup hook");
-    return NULL;
-  }
-  if (xvd_handle_new(env, box, box_finalize, &WRITER_TAG, &handle) != napi_ok) {
-    napi_throw_error(env, NULL, "createWriter: no handle"); /* the box is finalized by then */
-    return NULL;
-  }
-  return handle;
+  box->object = w;
+  box->stop = writer_stop;
+  return xvd_thread_handle_new(env, box, &WRITER_TAG, "createWriter");
 }
 
-static struct box *get_box(napi_env env, napi_value value) {
+static struct xvd_thread_box *get_box(napi_env env, napi_value value) {
   return xvd_handle_get(env, value, &WRITER_TAG);
 }
 
@@ -175,15 +138,15 @@ napi_value xvd_writer_submit(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "writerSubmit(writer, buffer, pieces, callback)");
     return NULL;
   }
-  struct box *box = get_box(env, argv[0]);
-  if (box == NULL || box->writer == NULL) {
+  struct xvd_thread_box *box = get_box(env, argv[0]);
+  if (box == NULL || box->object == NULL) {
     napi_throw_error(env, NULL, box == NULL ? "writerSubmit: not a writer"
                                             : "writerSubmit: the writer is closed");
     return NULL;
   }
   struct xvd_batch_job *job = xvd_batch_job_new(env, argv + 1);
   if (job == NULL) return NULL;
-  struct writer *w = box->writer;
+  struct writer *w = box->object;
   if (w->pending++ == 0) napi_ref_threadsafe_function(env, w->done);
   pthread_mutex_lock(&w->mutex);
   if (w->tail == NULL) {
@@ -203,12 +166,12 @@ napi_value xvd_close_writer(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], undefined;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct box *box = argc < 1 ? NULL : get_box(env, argv[0]);
+  struct xvd_thread_box *box = argc < 1 ? NULL : get_box(env, argv[0]);
   if (box == NULL) {
     napi_throw_type_error(env, NULL, "closeWriter(writer)");
     return NULL;
   }
-  box_close(box);
+  xvd_thread_box_close(box, 0);
   napi_get_undefined(env, &undefined);
   return undefined;
 }
