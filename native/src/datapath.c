@@ -256,16 +256,7 @@ static int send_all(struct datapath *dp, struct iovec *iov, int count) {
       continue;
     }
     __atomic_add_fetch(&dp->stat_sent, (uint64_t)n, __ATOMIC_RELAXED);
-    size_t left = (size_t)n;
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      iov++;
-      count--;
-    }
-    if (count > 0) {
-      iov->iov_base = (uint8_t *)iov->iov_base + left;
-      iov->iov_len -= left;
-    }
+    count = xvd_iov_advance(&iov, count, (size_t)n);
   }
   return 0;
 }

@@ -4,8 +4,27 @@
 #ifndef XVD_OPS_H
 #define XVD_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <node_api.h>
+
+/* After a send or write that took `done` bytes of iov[0..count): skips the iovecs taken whole
+ * (*iov moves past them), trims the first one left, and returns how many are left. */
+static inline int xvd_iov_advance(struct iovec **iov, int count, size_t done) {
+  struct iovec *at = *iov;
+  while (count > 0 && done >= at->iov_len) {
+    done -= at->iov_len;
+    at++;
+    count--;
+  }
+  if (count > 0) {
+    at->iov_base = (uint8_t *)at->iov_base + done;
+    at->iov_len -= done;
+  }
+  *iov = at;
+  return count;
+}
 
 enum xvd_op {
   XVD_OP_FALLOCATE = 1,

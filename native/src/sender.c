@@ -124,16 +124,7 @@ static int send_iov(struct sender *s, struct iovec *iov, int count, int more) {
       if (err != 0) return err;
       continue;
     }
-    size_t left = (size_t)n;
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      iov++;
-      count--;
-    }
-    if (count > 0) {
-      iov->iov_base = (uint8_t *)iov->iov_base + left;
-      iov->iov_len -= left;
-    }
+    count = xvd_iov_advance(&iov, count, (size_t)n);
   }
   return 0;
 }
