@@ -11,6 +11,7 @@ import { BackingPool } from '../../src/backing/pool';
 import { openExport, type ExtentExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 import { loopUnavailable } from '../helpers/process';
+import { firstDifference } from '../helpers/replies';
 
 const DEVICE_BYTES = 8 * 1024 * 1024;
 const FILL = [0xa5, 0x5a];
@@ -64,11 +65,6 @@ function expectedDevices(extents: ExtentSpec[], devices: string[], virtual: Buff
     cursor += e.length;
   }
   return images;
-}
-
-function firstDifference(a: Buffer, b: Buffer): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return -1;
 }
 
 /** Two pattern-filled loop devices and a writable export whose extents alternate between them. */

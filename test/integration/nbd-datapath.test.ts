@@ -32,19 +32,21 @@ import {
   PYTHON_LIBNBD, ScriptedClient, createFixedProvider, hasTool, quietLog, runTool,
 } from '../helpers/nbd-client';
 import {
-  CMD, CMD_FLAG, ERRNO, OPT, REP, REPLY_TYPE, goPayload, optionFrame, requestFrame,
-  type RequestSpec,
+  CMD, CMD_FLAG, ERRNO, OPT, REP, goPayload, optionFrame, requestFrame,
 } from '../helpers/wire';
 import { bounded, duplicatedSockets, eventually } from '../helpers/waits';
 import {
   TRANSPORTS, type Transport, connectRaw, listenTcpAndUnix, seededRandom, withEnv,
 } from '../helpers/sockets';
+import {
+  collectReplies as collect, describeRequest, firstDifference, succeeded, type Outcome,
+  type PipelinedRequest as Request,
+} from '../helpers/replies';
 import { captureLog } from '../helpers/serve-catalog';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_BYTES = 16 * MiB;
-const FLAG_DONE = 1;
 const STATE_ZERO = 2;
 /** server.close() must finish within this */
 const CLOSE_BOUND_MS = LIMITS.nbdFenceSenderWaitMs + 6000;
@@ -181,77 +183,8 @@ async function connect(t: Test, fixture: Fixture, transport: Transport,
   return { client, socket };
 }
 
-function firstDifference(a: Buffer, b: Buffer): number {
-  if (a.equals(b)) return -1;
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
-  return length;
-}
-
-interface Request extends RequestSpec {
-  cookie: bigint;
-  offset: number;
-  length: number;
-}
-
-interface Outcome {
-  errno: number;
-  /** READ: the data assembled from the reply (holes as zeros) */
-  data: Buffer | null;
-  /** BLOCK_STATUS: (length, flags) descriptors */
-  status: [number, number][];
-}
-
 function send(client: ScriptedClient, request: Request): void {
   client.request(request);
-}
-
-/** Reads replies until every request has its final one; replies may come in any order. */
-async function collect(client: ScriptedClient, requests: readonly Request[],
-): Promise<Map<bigint, Outcome>> {
-  const byCookie = new Map(requests.map((request) => [request.cookie, request]));
-  const outcomes = new Map<bigint, Outcome>();
-  const open = new Map<bigint, Outcome>();
-  const start = (request: Request): Outcome => ({ errno: 0, status: [],
-    data: request.type === CMD.READ ? Buffer.alloc(request.length) : null });
-  for (let count = 0; outcomes.size < requests.length && count < 64 * requests.length; count++) {
-    const reply = await client.readAnyReply();
-    if (reply.simple !== undefined) {
-      const request = byCookie.get(reply.simple.cookie);
-      if (request === undefined) throw new Error(`unknown cookie ${reply.simple.cookie}`);
-      const outcome = open.get(request.cookie) ?? start(request);
-      outcome.errno = reply.simple.errno;
-      if (request.type === CMD.READ && outcome.errno === 0) {
-        outcome.data = await client.read(request.length);
-      }
-      open.delete(request.cookie);
-      outcomes.set(request.cookie, outcome);
-      continue;
-    }
-    const chunk = reply.chunk!;
-    const request = byCookie.get(chunk.cookie);
-    if (request === undefined) throw new Error(`unknown cookie ${chunk.cookie}`);
-    const outcome = open.get(chunk.cookie) ?? start(request);
-    open.set(chunk.cookie, outcome);
-    if (chunk.type === REPLY_TYPE.OFFSET_DATA && outcome.data !== null) {
-      const at = Number(chunk.payload.readBigUInt64BE(0)) - request.offset;
-      chunk.payload.copy(outcome.data, at, 8);
-    } else if (chunk.type === REPLY_TYPE.OFFSET_HOLE && outcome.data !== null) {
-      const at = Number(chunk.payload.readBigUInt64BE(0)) - request.offset;
-      outcome.data.fill(0, at, at + chunk.payload.readUInt32BE(8));
-    } else if (chunk.type === REPLY_TYPE.BLOCK_STATUS) {
-      for (let at = 4; at + 8 <= chunk.payload.length; at += 8) {
-        outcome.status.push([chunk.payload.readUInt32BE(at), chunk.payload.readUInt32BE(at + 4)]);
-      }
-    } else if (chunk.type === REPLY_TYPE.ERROR) {
-      outcome.errno = chunk.payload.readUInt32BE(0);
-    }
-    if ((chunk.flags & FLAG_DONE) !== 0) {
-      open.delete(chunk.cookie);
-      outcomes.set(chunk.cookie, outcome);
-    }
-  }
-  return outcomes;
 }
 
 /**
@@ -359,14 +292,12 @@ function verifyRound(t: Test, model: DiskModel, requests: readonly Request[],
   outcomes: Map<bigint, Outcome>): number {
   let wrong = 0;
   for (const request of requests) {
-    const outcome = outcomes.get(request.cookie);
-    const what = `cookie ${request.cookie} type ${request.type} [${request.offset}, +` +
-      `${request.length})`;
-    if (outcome === undefined || outcome.errno !== 0) {
-      t.fail(`${what}: ${outcome === undefined ? 'no reply' : `errno ${outcome.errno}`}`);
+    const outcome = succeeded(t, request, outcomes.get(request.cookie));
+    if (outcome === null) {
       wrong += 1;
       continue;
     }
+    const what = describeRequest(request);
     if (request.type === CMD.READ) {
       const at = model.mismatch(request.offset, outcome.data!);
       if (at !== -1) {

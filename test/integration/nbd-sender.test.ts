@@ -26,11 +26,15 @@ import { createServer, type NbdServer } from '../../src/nbd/index';
 import {
   ScriptedClient, checkHealthy, createFixedProvider, hasTool, quietLog, runTool,
 } from '../helpers/nbd-client';
-import { CMD, REPLY_TYPE } from '../helpers/wire';
+import { CMD } from '../helpers/wire';
 import { bounded, duplicatedSockets, eventually } from '../helpers/waits';
 import {
   TRANSPORTS, type Transport, connectRaw, listenTcpAndUnix, seededRandom, withEnv,
 } from '../helpers/sockets';
+import {
+  collectReplies, describeRequest, firstDifference, succeeded, type Outcome,
+  type PipelinedRequest as Request,
+} from '../helpers/replies';
 import { captureLog } from '../helpers/serve-catalog';
 
 // this file is about the sender thread and the JS path: no data-path thread takes the socket
@@ -43,7 +47,6 @@ const EXTENT_COUNT = 16;
 const READ_MAX = 32 * MiB;
 /** the tail of the export that the mixed tests write; their reads stay below it */
 const WRITE_AREA = 4 * MiB;
-const FLAG_DONE = 1;
 /** server.close() must finish within this */
 const CLOSE_BOUND_MS = 8000;
 
@@ -132,77 +135,10 @@ async function connect(t: Test, fixture: Fixture, transport: Transport, structur
   return { client, socket };
 }
 
-interface Request {
-  type: number;
-  cookie: bigint;
-  offset: number;
-  length: number;
-  payload?: Buffer;
-}
-
-interface Outcome {
-  errno: number;
-  /** READ: the data assembled from the reply; null otherwise */
-  data: Buffer | null;
-  /** structured: chunks received (1 for a READ sent as one OFFSET_DATA chunk) */
-  chunkCount: number;
-  /** structured READ: every chunk was OFFSET_DATA */
-  isAllOffsetData: boolean;
-}
-
 function send(client: ScriptedClient, request: Request): void {
   const { type, cookie, offset, length, payload } = request;
   client.request(payload === undefined ? { type, cookie, offset, length }
     : { type, cookie, offset, length, payload });
-}
-
-/** Reads replies until every request has its final one; replies may come in any order. */
-async function collect(client: ScriptedClient, structured: boolean, requests: Request[],
-): Promise<Map<bigint, Outcome>> {
-  const byCookie = new Map(requests.map((request) => [request.cookie, request]));
-  const outcomes = new Map<bigint, Outcome>();
-  const open = new Map<bigint, Outcome>();
-  const start = (request: Request): Outcome => ({ errno: 0, chunkCount: 0,
-    isAllOffsetData: true, data: request.type === CMD.READ ? Buffer.alloc(request.length) : null });
-  for (let count = 0; outcomes.size < requests.length && count < 64 * requests.length; count++) {
-    const reply = await client.readAnyReply();
-    if (reply.simple !== undefined) {
-      const request = byCookie.get(reply.simple.cookie);
-      if (request === undefined) throw new Error(`unknown cookie ${reply.simple.cookie}`);
-      const outcome = start(request);
-      outcome.errno = reply.simple.errno;
-      if (request.type === CMD.READ && outcome.errno === 0) {
-        outcome.data = await client.read(request.length);
-      }
-      outcomes.set(request.cookie, outcome);
-      continue;
-    }
-    const chunk = reply.chunk!;
-    const request = byCookie.get(chunk.cookie);
-    if (request === undefined) throw new Error(`unknown cookie ${chunk.cookie}`);
-    const outcome = open.get(chunk.cookie) ?? start(request);
-    open.set(chunk.cookie, outcome);
-    outcome.chunkCount += 1;
-    if (chunk.type !== REPLY_TYPE.OFFSET_DATA) outcome.isAllOffsetData = false;
-    if (chunk.type === REPLY_TYPE.OFFSET_DATA && outcome.data !== null) {
-      const at = Number(chunk.payload.readBigUInt64BE(0)) - request.offset;
-      chunk.payload.copy(outcome.data, at, 8);
-    } else if (chunk.type === REPLY_TYPE.ERROR) {
-      outcome.errno = chunk.payload.readUInt32BE(0);
-    }
-    if ((chunk.flags & FLAG_DONE) !== 0) {
-      open.delete(chunk.cookie);
-      outcomes.set(chunk.cookie, outcome);
-    }
-  }
-  return outcomes;
-}
-
-function firstDifference(a: Buffer, b: Buffer): number {
-  if (a.equals(b)) return -1;
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? -1 : length;
 }
 
 /** Checks each request's outcome against the image (READs) or success (others). */
@@ -210,15 +146,13 @@ function verify(t: Test, fixture: Fixture, structured: boolean, requests: Reques
   outcomes: Map<bigint, Outcome>): void {
   let wrong = 0;
   for (const request of requests) {
-    const outcome = outcomes.get(request.cookie);
-    const what = `cookie ${request.cookie} type ${request.type} [${request.offset}, +` +
-      `${request.length})`;
-    if (outcome === undefined || outcome.errno !== 0) {
-      t.fail(`${what}: ${outcome === undefined ? 'no reply' : `errno ${outcome.errno}`}`);
+    const outcome = succeeded(t, request, outcomes.get(request.cookie));
+    if (outcome === null) {
       wrong += 1;
       continue;
     }
     if (request.type !== CMD.READ) continue;
+    const what = describeRequest(request);
     const expected = fixture.image.subarray(request.offset, request.offset + request.length);
     const at = firstDifference(outcome.data!, expected);
     if (at !== -1) {
@@ -251,12 +185,12 @@ function largeReads(fixture: Fixture, firstCookie: number): Request[] {
     cookie: BigInt(firstCookie + index), offset, length }));
 }
 
-async function readOneByOne(client: ScriptedClient, structured: boolean, requests: Request[],
+async function readOneByOne(client: ScriptedClient, requests: Request[],
 ): Promise<Map<bigint, Outcome>> {
   const outcomes = new Map<bigint, Outcome>();
   for (const request of requests) {
     send(client, request);
-    const one = await collect(client, structured, [request]);
+    const one = await collectReplies(client, [request]);
     for (const [cookie, outcome] of one) outcomes.set(cookie, outcome);
   }
   return outcomes;
@@ -271,13 +205,13 @@ async function checkLargeReads(t: Test, fixture: Fixture, transport: Transport,
   const baseline = duplicatedSockets();
   const { client, socket } = await connect(t, fixture, transport, structured);
   const oneByOne = largeReads(fixture, 100);
-  verify(t, fixture, structured, oneByOne, await readOneByOne(client, structured, oneByOne));
+  verify(t, fixture, structured, oneByOne, await readOneByOne(client, oneByOne));
   t.equal(duplicatedSockets() - baseline, isSent ? 1 : 0,
     isSent ? 'a sender thread holds the connection socket' : 'no sender thread');
   if (isPipelined) {
     const pipelined = largeReads(fixture, 200);
     for (const request of pipelined) send(client, request);
-    verify(t, fixture, structured, pipelined, await collect(client, structured, pipelined));
+    verify(t, fixture, structured, pipelined, await collectReplies(client, pipelined));
   }
   client.request({ type: CMD.DISC });
   t.equal(await client.waitClosed(), true, 'closed after DISC');
@@ -339,20 +273,20 @@ t.test('a structured READ over a hole is not sent by the sender: it gets a spars
     // a hole in the middle of extent 0 (a.img from 4096): zero then punch through the export
     const holeOffset = MiB;
     client.request({ type: CMD.TRIM, cookie: 1n, offset: holeOffset, length: 256 * KiB });
-    const trimmed = await collect(client, true, [{ type: CMD.TRIM, cookie: 1n,
+    const trimmed = await collectReplies(client, [{ type: CMD.TRIM, cookie: 1n,
       offset: holeOffset, length: 256 * KiB }]);
     t.equal(trimmed.get(1n)?.errno, 0);
     // after TRIM the range reads as zeros or its old bytes; WRITE_ZEROES makes it zeros
     client.request({ type: CMD.WRITE_ZEROES, cookie: 2n, offset: holeOffset,
       length: 256 * KiB });
-    const zeroed = await collect(client, true, [{ type: CMD.WRITE_ZEROES, cookie: 2n,
+    const zeroed = await collectReplies(client, [{ type: CMD.WRITE_ZEROES, cookie: 2n,
       offset: holeOffset, length: 256 * KiB }]);
     t.equal(zeroed.get(2n)?.errno, 0);
     fixture.image.fill(0, holeOffset, holeOffset + 256 * KiB);
     const request: Request = { type: CMD.READ, cookie: 3n, offset: holeOffset - 64 * KiB,
       length: 512 * KiB };
     send(client, request);
-    const outcomes = await collect(client, true, [request]);
+    const outcomes = await collectReplies(client, [request]);
     t.equal(outcomes.get(3n)?.errno, 0);
     t.equal(firstDifference(outcomes.get(3n)!.data!, fixture.image.subarray(request.offset,
       request.offset + request.length)), -1, 'the bytes, holes as zeros');
@@ -376,7 +310,7 @@ t.test('an extent past the end of its file reads as zeros, from the sender too',
       { type: CMD.READ, cookie: 2n, offset: 64 * KiB + 1, length: 128 * KiB },
       { type: CMD.READ, cookie: 3n, offset: 2 * MiB, length: MiB }, // wholly past EOF
     ];
-    verify(t, fixture, false, reads, await readOneByOne(client, false, reads));
+    verify(t, fixture, false, reads, await readOneByOne(client, reads));
     t.equal(duplicatedSockets() - baseline, 1, `${transport}: sent by the sender`);
     client.request({ type: CMD.DISC });
     t.equal(await client.waitClosed(), true);
@@ -425,7 +359,7 @@ for (const transport of TRANSPORTS) {
           const requests = mixedRequests(fixture, seed + (structured ? 1 : 0), 120)
             .map((request) => ({ ...request, cookie: request.cookie + BigInt(round * 10_000) }));
           for (const request of requests) send(client, request);
-          const outcomes = await collect(client, structured, requests);
+          const outcomes = await collectReplies(client, requests);
           verify(t, fixture, structured, requests, outcomes);
           for (const request of requests) {
             if (request.type === CMD.WRITE) request.payload!.copy(fixture.image, request.offset);
@@ -442,7 +376,7 @@ for (const transport of TRANSPORTS) {
           back.push({ type: CMD.READ, cookie: BigInt(60_000 + round), offset: writeStart,
             length: WRITE_AREA });
           for (const request of back) send(client, request);
-          verify(t, fixture, structured, back, await collect(client, structured, back));
+          verify(t, fixture, structured, back, await collectReplies(client, back));
         }
         t.equal(duplicatedSockets() - baseline, 1, 'the large READs went through the sender');
         client.request({ type: CMD.DISC });
@@ -462,7 +396,7 @@ async function checkServerAfter(t: Test, fixture: Fixture, transport: Transport,
   const { client } = await connect(t, fixture, transport, false);
   const reads = largeReads(fixture, 300);
   for (const request of reads) send(client, request);
-  verify(t, fixture, false, reads, await collect(client, false, reads));
+  verify(t, fixture, false, reads, await collectReplies(client, reads));
   client.end();
   const started = Date.now();
   await bounded(fixture.server.close({ graceMs: 2000 }), CLOSE_BOUND_MS, 'server.close()');
@@ -587,7 +521,7 @@ for (const transport of TRANSPORTS) {
       for (const request of requests) send(client, request);
       client.request({ type: CMD.DISC });
       client.request({ type: CMD.READ, cookie: 999n, offset: 0, length: 4096 });
-      verify(t, fixture, structured, requests, await collect(client, structured, requests));
+      verify(t, fixture, structured, requests, await collectReplies(client, requests));
       t.equal(await client.waitClosed(), true, 'the server closed after the last reply');
       t.equal(client.bufferedLength, 0, 'nothing after DISC was answered');
     });
@@ -624,7 +558,7 @@ for (const transport of TRANSPORTS) {
       }
       for (const request of requests) send(client, request);
       socket.end();
-      verify(t, fixture, false, requests, await collect(client, false, requests));
+      verify(t, fixture, false, requests, await collectReplies(client, requests));
       t.equal(await client.waitClosed(), true, 'the server closed after the last reply');
     });
   }
@@ -660,7 +594,7 @@ t.test('a client that takes no replies cannot make the server hold more than the
     // a hole at the start: structured READs over it are not planned (sparse replies from JS)
     const hole = [{ type: CMD.TRIM, cookie: 1n, offset: 0, length: MiB }] as Request[];
     send(client, hole[0]!);
-    t.equal((await collect(client, true, hole)).get(1n)?.errno, 0);
+    t.equal((await collectReplies(client, hole)).get(1n)?.errno, 0);
     socket.pause();
     const before = process.memoryUsage().arrayBuffers;
     for (let index = 0; index < 4; index++) { // planned: the sender blocks on the full socket

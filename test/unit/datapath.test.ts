@@ -25,6 +25,7 @@ import {
 } from '../helpers/wire';
 import { bounded } from '../helpers/waits';
 import { type Transport, seededRandom, socketPair } from '../helpers/sockets';
+import { firstDifference } from '../helpers/replies';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -257,13 +258,6 @@ function readReply(rig: Rig, structured: boolean, cookie: bigint, offset: number
   if (!structured) return Buffer.concat([simpleReply(cookie), data]);
   return Buffer.concat([u32(STRUCTURED_REPLY_MAGIC), u16(FLAG_DONE),
     u16(REPLY_TYPE.OFFSET_DATA), u64(cookie), u32(8 + length), u64(offset), data]);
-}
-
-function firstDifference(a: Buffer, b: Buffer): number {
-  if (a.equals(b)) return -1;
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
-  return length;
 }
 
 function stats(rig: Rig): { requests: number; received: number; sent: number } {

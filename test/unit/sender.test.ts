@@ -17,6 +17,7 @@ import * as sys from '../../src/sys/index';
 import { shortTempDir } from '../helpers/process';
 import { bounded } from '../helpers/waits';
 import { type SocketPair, type Transport, socketPair } from '../helpers/sockets';
+import { firstDifference } from '../helpers/replies';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -149,12 +150,6 @@ function startSender(t: Test, fd: number, mode: sys.SenderMode): sys.NativeSende
   const sender = sys.createSender(fd, mode);
   t.teardown(() => sys.closeSender(sender, true));
   return sender;
-}
-
-function firstDifference(a: Buffer, b: Buffer): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? -1 : length;
 }
 
 t.test('the addon is loaded and exports the sender', async (t) => {
