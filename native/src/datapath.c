@@ -144,8 +144,8 @@ struct datapath {
   int is_woken; /* wait_writable took a wake-up the main loop has not acted on */
   int lowat;    /* SO_RCVLOWAT set on a TCP socket; 0: unknown */
   int64_t spin_ns;     /* busy-poll budget; 0: never */
-  int64_t gap_ns;      /* how long the last wait for a request took (INT64_MAX: a spin failed) */
-  int is_hot;          /* may spin: gap_ns < spin_ns after a small request; counted in `hot` */
+  int is_hot; /* may spin: the last wait for a request was shorter than spin_ns, after a small
+                * request (note_wait()); counted in `hot` */
   int is_drained;      /* the last recv emptied the socket: poll (or spin) without another */
   size_t last_length;  /* the last request's length field */
   int failure;  /* errno that made the thread stop on its own (fail()) */
@@ -607,8 +607,8 @@ static int spinners_max(void) {
   return value;
 }
 
-static void set_gap(struct datapath *dp, int64_t gap_ns) {
-  dp->gap_ns = gap_ns;
+/* A wait for a request ended after gap_ns (INT64_MAX: none came): hot or not from now on. */
+static void note_wait(struct datapath *dp, int64_t gap_ns) {
   int is_hot = dp->spin_ns > 0 && gap_ns < dp->spin_ns && dp->last_length <= DP_SPIN_LENGTH_MAX;
   if (is_hot == dp->is_hot) return;
   dp->is_hot = is_hot;
@@ -641,7 +641,7 @@ static int spin(struct datapath *dp) {
     now = now_ns();
   }
   if (is_interrupted) return 0;
-  set_gap(dp, got != 0 ? now - start : INT64_MAX);
+  note_wait(dp, got != 0 ? now - start : INT64_MAX);
   __atomic_add_fetch(got != 0 ? &dp->stat_spin_hits : &dp->stat_spin_misses, 1,
                      __ATOMIC_RELAXED);
   return got;
@@ -682,14 +682,15 @@ static void *datapath_main(void *data) {
     struct pollfd fds[2] = {{.fd = want_in ? dp->sock : -1, .events = POLLIN},
                             {.fd = dp->wake_fd, .events = POLLIN}};
     int is_grown = dp->scap > DP_SEND_BATCH || dp->rcap > DP_RECV_MIN;
-    int64_t start = want_in ? now_ns() : 0;
+    int is_timed = want_in && dp->spin_ns > 0; /* the wait decides whether it is hot */
+    int64_t start = is_timed ? now_ns() : 0;
     int n = 0;
     if (want_in && dp->is_hot) { /* idle for DP_HOT_IDLE_MS: the connection is not hot */
       n = poll(fds, 2, DP_HOT_IDLE_MS);
-      if (n == 0) set_gap(dp, INT64_MAX);
+      if (n == 0) note_wait(dp, INT64_MAX);
     }
     if (n == 0) n = poll(fds, 2, is_grown ? DP_SHRINK_AFTER_MS : -1);
-    if (n > 0 && fds[0].revents != 0) set_gap(dp, now_ns() - start);
+    if (is_timed && n > 0 && fds[0].revents != 0) note_wait(dp, now_ns() - start);
     if (n < 0 && errno != EINTR) {
       break_stream(dp, errno);
       break;
@@ -701,7 +702,7 @@ static void *datapath_main(void *data) {
       (void)rc; /* EAGAIN: another loop took it */
     }
   }
-  set_gap(dp, INT64_MAX); /* not hot any more */
+  note_wait(dp, INT64_MAX); /* not hot any more */
   if (!load(&dp->is_aborted)) flush_replies(dp);
   else dp->sused = 0;
   /* frames still queued (an abort) complete with ECANCELED; later submits are refused */
@@ -969,7 +970,6 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
   dp->block_min = (int64_t)block_min;
   dp->options = options;
   dp->spin_ns = (int64_t)spin_micros * 1000;
-  dp->gap_ns = INT64_MAX;
   dp->is_receiving = 1;
   const char *problem = read_map(env, dp, argv[1], argv[6]);
   size_t initial_length = 0;
