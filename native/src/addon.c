@@ -4,8 +4,10 @@
  *   fallocate(fd, mode, offset, length) -> Promise<void>
  *   blkDiscard(fd, offset, length)      -> Promise<void>
  *   blkZeroout(fd, offset, length)      -> Promise<void>
- *   seekData(fd, offset)                -> Promise<number>  (-1 when ENXIO: no data at or after offset)
- *   seekHole(fd, offset)                -> Promise<number>  (-1 when ENXIO)
+ *   dataRuns(fd, offset, end, runsMax)  -> Promise<Float64Array> of (data start, hole start) pairs:
+ *                                          the data runs from offset on that start before end, at
+ *                                          most runsMax (see seek.c; a hole start may be past end,
+ *                                          -1 when there is none)
  *   blkGetSize64(fd)                    -> number (synchronous, O(1))
  *   blkGetSectorSize(fd)                -> number (synchronous, O(1))
  *   blkGetDiscardZeroes(fd)             -> boolean (synchronous, O(1))
@@ -13,7 +15,7 @@
  *                                          not in the page cache; see pread-nowait.c)
  *   setSockOptInt(fd, level, name, value) -> 0 or -errno; getSockOptInt(fd, level, name) ->
  *                                          value or -errno (synchronous; see sockopt.c)
- *   constants                           -> { FALLOC_FL_*, SEEK_*, SOL_SOCKET, SO_* }
+ *   constants                           -> { FALLOC_FL_*, DATA_RUNS_MAX, SOL_SOCKET, SO_*, DATAPATH_* }
  * Rejections and throws are Errors with code = errno name, errno and syscall.
  * The JS side validates arguments; this side re-checks types and signs cheaply. */
 #include <errno.h>
@@ -37,34 +39,52 @@ static void work_execute(napi_env env, void *data) {
     case XVD_OP_ZEROOUT:
       w->err = xvd_blk_zeroout(w->fd, w->offset, w->length);
       break;
-    case XVD_OP_SEEK_DATA:
-      w->result = xvd_seek(w->fd, SEEK_DATA, w->offset, &w->err);
-      break;
-    case XVD_OP_SEEK_HOLE:
-      w->result = xvd_seek(w->fd, SEEK_HOLE, w->offset, &w->err);
+    case XVD_OP_DATA_RUNS:
+      w->runs = malloc((size_t)w->length * 2 * sizeof *w->runs);
+      if (w->runs == NULL) {
+        w->err = ENOMEM;
+        break;
+      }
+      w->result = (int64_t)xvd_data_runs(w->fd, w->offset, w->end,
+                                         (size_t)w->length, w->runs, &w->err);
       break;
   }
+}
+
+/* The pairs of a finished XVD_OP_DATA_RUNS as a Float64Array (offsets are below 2^53). */
+static napi_value runs_array(napi_env env, const struct xvd_work *w) {
+  size_t count = 2 * (size_t)w->result;
+  void *data;
+  napi_value buffer, array;
+  if (napi_create_arraybuffer(env, count * sizeof(double), &data, &buffer) != napi_ok) return NULL;
+  double *out = data;
+  for (size_t i = 0; i < count; i++) out[i] = (double)w->runs[i];
+  if (napi_create_typedarray(env, napi_float64_array, count, buffer, 0, &array) != napi_ok) {
+    return NULL;
+  }
+  return array;
 }
 
 static void work_complete(napi_env env, napi_status status, void *data) {
   struct xvd_work *w = data;
   napi_value value;
-  int is_seek = w->op == XVD_OP_SEEK_DATA || w->op == XVD_OP_SEEK_HOLE;
   if (status != napi_ok) {
     napi_reject_deferred(env, w->deferred, xvd_make_errno_error(env, ECANCELED, w->syscall));
-  } else if (is_seek && w->err == ENXIO) {
-    napi_create_double(env, -1, &value);
-    napi_resolve_deferred(env, w->deferred, value);
   } else if (w->err != 0) {
     napi_reject_deferred(env, w->deferred, xvd_make_errno_error(env, w->err, w->syscall));
-  } else if (is_seek) {
-    napi_create_double(env, (double)w->result, &value);
-    napi_resolve_deferred(env, w->deferred, value);
+  } else if (w->op == XVD_OP_DATA_RUNS) {
+    value = runs_array(env, w);
+    if (value == NULL) {
+      napi_reject_deferred(env, w->deferred, xvd_make_errno_error(env, ENOMEM, w->syscall));
+    } else {
+      napi_resolve_deferred(env, w->deferred, value);
+    }
   } else {
     napi_get_undefined(env, &value);
     napi_resolve_deferred(env, w->deferred, value);
   }
   napi_delete_async_work(env, w->work);
+  free(w->runs);
   free(w);
 }
 
@@ -78,8 +98,17 @@ static int get_int64(napi_env env, napi_value value, int64_t *out) {
   return 0;
 }
 
-static napi_value queue(napi_env env, enum xvd_op op, const char *syscall, int fd, int mode,
-                        int64_t offset, int64_t length) {
+/* Queues w (its op and arguments set) on the thread pool; returns its promise. */
+static napi_value queue_work(napi_env env, struct xvd_work *w) {
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, w->syscall, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, work_execute, work_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
+static struct xvd_work *new_work(napi_env env, enum xvd_op op, const char *syscall, int fd) {
   struct xvd_work *w = calloc(1, sizeof *w);
   if (w == NULL) {
     xvd_throw_errno(env, ENOMEM, syscall);
@@ -87,16 +116,28 @@ static napi_value queue(napi_env env, enum xvd_op op, const char *syscall, int f
   }
   w->op = op;
   w->fd = fd;
+  w->syscall = syscall;
+  return w;
+}
+
+static napi_value queue(napi_env env, enum xvd_op op, const char *syscall, int fd, int mode,
+                        int64_t offset, int64_t length) {
+  struct xvd_work *w = new_work(env, op, syscall, fd);
+  if (w == NULL) return NULL;
   w->mode = mode;
   w->offset = offset;
   w->length = length;
-  w->syscall = syscall;
-  napi_value promise, name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, work_execute, work_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, w);
+}
+
+/* dataRuns: `length` is the most pairs wanted. */
+static napi_value queue_runs(napi_env env, int fd, int64_t offset, int64_t end, int64_t runs_max) {
+  struct xvd_work *w = new_work(env, XVD_OP_DATA_RUNS, "lseek(SEEK_DATA)", fd);
+  if (w == NULL) return NULL;
+  w->offset = offset;
+  w->end = end;
+  w->length = runs_max;
+  return queue_work(env, w);
 }
 
 /* Parses (fd, [mode,] offset[, length]) with every value a non-negative integer. */
@@ -149,18 +190,15 @@ static napi_value js_blk_zeroout(napi_env env, napi_callback_info info) {
   return js_range(env, info, XVD_OP_ZEROOUT, "ioctl(BLKZEROOUT)");
 }
 
-static napi_value js_seek(napi_env env, napi_callback_info info, enum xvd_op op, const char *name) {
-  int64_t v[2];
-  if (parse_args(env, info, 2, v) != 0) return NULL;
-  return queue(env, op, name, (int)v[0], 0, v[1], 0);
-}
-
-static napi_value js_seek_data(napi_env env, napi_callback_info info) {
-  return js_seek(env, info, XVD_OP_SEEK_DATA, "lseek(SEEK_DATA)");
-}
-
-static napi_value js_seek_hole(napi_env env, napi_callback_info info) {
-  return js_seek(env, info, XVD_OP_SEEK_HOLE, "lseek(SEEK_HOLE)");
+static napi_value js_data_runs(napi_env env, napi_callback_info info) {
+  int64_t v[4];
+  if (parse_args(env, info, 4, v) != 0) return NULL;
+  if (v[3] == 0 || v[3] > XVD_DATA_RUNS_MAX || v[2] < v[1]) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "dataRuns: end must be >= offset, runsMax 1 to DATA_RUNS_MAX");
+    return NULL;
+  }
+  return queue_runs(env, (int)v[0], v[1], v[2], v[3]);
 }
 
 static void set_int(napi_env env, napi_value object, const char *name, int value) {
@@ -179,8 +217,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "fallocate", js_fallocate);
   set_fn(env, exports, "blkDiscard", js_blk_discard);
   set_fn(env, exports, "blkZeroout", js_blk_zeroout);
-  set_fn(env, exports, "seekData", js_seek_data);
-  set_fn(env, exports, "seekHole", js_seek_hole);
+  set_fn(env, exports, "dataRuns", js_data_runs);
   set_fn(env, exports, "blkGetSize64", xvd_blk_get_size64);
   set_fn(env, exports, "blkGetSectorSize", xvd_blk_get_sector_size);
   set_fn(env, exports, "blkGetDiscardZeroes", xvd_blk_get_discard_zeroes);
@@ -203,8 +240,7 @@ NAPI_MODULE_INIT() {
   set_int(env, constants, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
   set_int(env, constants, "FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
   set_int(env, constants, "FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
-  set_int(env, constants, "SEEK_DATA", SEEK_DATA);
-  set_int(env, constants, "SEEK_HOLE", SEEK_HOLE);
+  set_int(env, constants, "DATA_RUNS_MAX", XVD_DATA_RUNS_MAX);
   set_int(env, constants, "SOL_SOCKET", SOL_SOCKET);
   set_int(env, constants, "SO_SNDBUF", SO_SNDBUF);
   set_int(env, constants, "SO_RCVBUF", SO_RCVBUF);

@@ -26,12 +26,14 @@ static inline int xvd_iov_advance(struct iovec **iov, int count, size_t done) {
   return count;
 }
 
+/* dataRuns returns at most this many pairs per call (16 MiB of them) */
+#define XVD_DATA_RUNS_MAX (1 << 20)
+
 enum xvd_op {
   XVD_OP_FALLOCATE = 1,
   XVD_OP_DISCARD = 2,
   XVD_OP_ZEROOUT = 3,
-  XVD_OP_SEEK_DATA = 4,
-  XVD_OP_SEEK_HOLE = 5,
+  XVD_OP_DATA_RUNS = 4,
 };
 
 struct xvd_work {
@@ -42,7 +44,9 @@ struct xvd_work {
   int mode;
   int64_t offset;
   int64_t length;
+  int64_t end;       /* XVD_OP_DATA_RUNS: where the walk stops */
   int64_t result;
+  int64_t *runs;     /* XVD_OP_DATA_RUNS: (data, hole) pairs, room for `length` of them */
   int err; /* errno, 0 on success */
   const char *syscall;
 };
@@ -146,7 +150,10 @@ void xvd_thread_box_close(struct xvd_thread_box *box, int abort);
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);
 
-/* seek.c */
-int64_t xvd_seek(int fd, int whence, int64_t offset, int *err);
+/* seek.c: fd's data runs from `offset` on that start before `end`, at most runs_max: pairs
+ * (data start, hole start) into runs, the hole start being where the run really ends (maybe past
+ * `end`; -1 when lseek found none). Returns the pair count; *err is 0 or an lseek's errno. */
+size_t xvd_data_runs(int fd, int64_t offset, int64_t end, size_t runs_max, int64_t *runs,
+                     int *err);
 
 #endif

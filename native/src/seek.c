@@ -1,11 +1,32 @@
-/* seek.c: lseek(2) with SEEK_DATA / SEEK_HOLE. ENXIO (no data or hole after offset) is returned
- * as an error code for the caller to interpret; it is not a failure. */
+/* seek.c: a file's data runs by lseek(2) with SEEK_DATA / SEEK_HOLE, many in one call, so that
+ * mapping a pool member of a thousand extents is one trip to the thread pool, not two thousand.
+ * ENXIO (no data after an offset) ends the walk; it is not a failure. */
 #include <errno.h>
 #include <unistd.h>
 #include "ops.h"
 
-int64_t xvd_seek(int fd, int whence, int64_t offset, int *err) {
-  off_t where = lseek(fd, (off_t)offset, whence);
-  *err = where < 0 ? errno : 0;
-  return (int64_t)where;
+size_t xvd_data_runs(int fd, int64_t offset, int64_t end, size_t runs_max, int64_t *runs,
+                     int *err) {
+  size_t count = 0;
+  int64_t cursor = offset;
+  *err = 0;
+  while (cursor < end && count < runs_max) {
+    off_t data = lseek(fd, (off_t)cursor, SEEK_DATA);
+    if (data < 0) {
+      if (errno != ENXIO) *err = errno;
+      break;
+    }
+    if ((int64_t)data >= end) break;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0 && errno != ENXIO) {
+      *err = errno;
+      break;
+    }
+    runs[2 * count] = (int64_t)data;
+    runs[2 * count + 1] = hole < 0 ? -1 : (int64_t)hole;
+    count++;
+    if (hole < 0) break;
+    cursor = (int64_t)hole;
+  }
+  return count;
 }

@@ -13,7 +13,7 @@ import assert from 'node:assert';
 import fs from 'node:fs';
 import cliProgress from 'cli-progress';
 import { LIMITS } from '../limits';
-import { seekData, seekHole } from '../sys';
+import { dataRuns } from '../sys';
 
 /** One backing piece of a VD, in virtual order. */
 export interface Piece {
@@ -28,20 +28,10 @@ const ZERO_BLOCK_BYTES = 4096;
 const zeroBlock = Buffer.alloc(ZERO_BLOCK_BYTES);
 
 /** Half-open data runs of `fd` within [start, end); the whole range when holes are unknown. */
-async function dataRuns(fd: number, start: number, end: number): Promise<[number, number][]> {
-  const runs: [number, number][] = [];
+async function dataRunsWithin(fd: number, start: number, end: number): Promise<[number, number][]> {
   try {
-    let cursor = start;
-    while (cursor < end) {
-      const dataStart = await seekData(fd, cursor);
-      if (dataStart < 0 || dataStart >= end) break;
-      const holeStart = await seekHole(fd, dataStart);
-      const runEnd = holeStart < 0 ? end : Math.min(end, holeStart);
-      assert(runEnd > dataStart);
-      runs.push([dataStart, runEnd]);
-      cursor = runEnd;
-    }
-    return runs;
+    const found = await dataRuns(fd, start, end, Number.MAX_SAFE_INTEGER);
+    return found.map((run): [number, number] => [run.start, Math.min(end, run.end)]);
   } catch {
     return [[start, end]];
   }
@@ -153,7 +143,7 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
     for (const { piece, startVirtual } of spansOf(pieces)) {
       const endVirtual = Math.min(sizeBytes, startVirtual + piece.length);
       if (startVirtual >= endVirtual) break;
-      for (const [runStart, runEnd] of await dataRuns(sourceFd, startVirtual, endVirtual)) {
+      for (const [runStart, runEnd] of await dataRunsWithin(sourceFd, startVirtual, endVirtual)) {
         for (let at = runStart; at < runEnd; at += buffer.length) {
           const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
           readFully(sourceFd, chunk, at);
@@ -188,7 +178,7 @@ export async function exportTo(pieces: readonly Piece[], sizeBytes: number, targ
       if (length <= 0) break;
       const memberFd = members.get(piece.path);
       const end = piece.offset + length;
-      for (const [runStart, runEnd] of await dataRuns(memberFd, piece.offset, end)) {
+      for (const [runStart, runEnd] of await dataRunsWithin(memberFd, piece.offset, end)) {
         for (let at = runStart; at < runEnd; at += buffer.length) {
           const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
           readFully(memberFd, chunk, at);

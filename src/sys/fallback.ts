@@ -16,8 +16,7 @@ export const fallbackBinding: NativeBinding = {
   fallocate: () => Promise.reject(unsupported('fallocate')),
   blkDiscard: () => Promise.reject(unsupported('ioctl(BLKDISCARD)')),
   blkZeroout: () => Promise.reject(unsupported('ioctl(BLKZEROOUT)')),
-  seekData: () => Promise.reject(unsupported('lseek(SEEK_DATA)')),
-  seekHole: () => Promise.reject(unsupported('lseek(SEEK_HOLE)')),
+  dataRuns: () => Promise.reject(unsupported('lseek(SEEK_DATA)')),
   blkGetSize64: () => {
     throw unsupported('ioctl(BLKGETSIZE64)');
   },
@@ -53,8 +52,7 @@ export const fallbackBinding: NativeBinding = {
     FALLOC_FL_KEEP_SIZE: 1,
     FALLOC_FL_PUNCH_HOLE: 2,
     FALLOC_FL_ZERO_RANGE: 16,
-    SEEK_DATA: 3,
-    SEEK_HOLE: 4,
+    DATA_RUNS_MAX: 1 << 20,
     SOL_SOCKET: 1,
     SO_SNDBUF: 7,
     SO_RCVBUF: 8,

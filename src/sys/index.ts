@@ -80,8 +80,7 @@ export interface NativeBinding {
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
   blkZeroout(fd: number, offset: number, length: number): Promise<void>;
-  seekData(fd: number, offset: number): Promise<number>;
-  seekHole(fd: number, offset: number): Promise<number>;
+  dataRuns(fd: number, offset: number, end: number, runsMax: number): Promise<Float64Array>;
   blkGetSize64(fd: number): number;
   blkGetSectorSize(fd: number): number;
   blkGetDiscardZeroes(fd: number): boolean;
@@ -115,8 +114,8 @@ export interface NativeBinding {
     FALLOC_FL_KEEP_SIZE: number;
     FALLOC_FL_PUNCH_HOLE: number;
     FALLOC_FL_ZERO_RANGE: number;
-    SEEK_DATA: number;
-    SEEK_HOLE: number;
+    /** the most runs one dataRuns call returns */
+    DATA_RUNS_MAX: number;
     SOL_SOCKET: number;
     SO_SNDBUF: number;
     SO_RCVBUF: number;
@@ -350,18 +349,49 @@ export function getSockOptInt(fd: number, level: number, name: number): number {
 
 export const constants = binding.constants;
 
-/** lseek(SEEK_DATA): next offset >= `offset` holding data, or -1 when there is none (ENXIO). */
-export function seekData(fd: number, offset: number): Promise<number> {
-  assert(Number.isInteger(fd) && fd >= 0);
-  assert(Number.isSafeInteger(offset) && offset >= 0);
-  return call('lseek(SEEK_DATA)', () => binding.seekData(fd, offset));
+/** One run of a file's data: [start, end), where `end` is the hole (or EOF) after it. */
+export interface DataRun {
+  start: number;
+  end: number;
 }
 
-/** lseek(SEEK_HOLE): next offset >= `offset` in a hole (EOF counts), or -1 past EOF (ENXIO). */
-export function seekHole(fd: number, offset: number): Promise<number> {
+/**
+ * The data runs of `fd` that start in [offset, end), in order, at most `runsMax` of them, by
+ * lseek(SEEK_DATA/SEEK_HOLE), a walk of up to DATA_RUNS_MAX runs per trip to the thread pool
+ * (mapping a pool member of a thousand extents is one trip, not 2 000). A run's `end` is where
+ * its data
+ * really ends (it may be past `end`). Fewer than runsMax runs means the walk reached `end` or the
+ * last data. Rejects with the errno of an lseek that failed (EINVAL, EOPNOTSUPP, ... where the
+ * file system cannot seek holes).
+ */
+export function dataRuns(
+  fd: number, offset: number, end: number, runsMax: number,
+): Promise<DataRun[]> {
   assert(Number.isInteger(fd) && fd >= 0);
   assert(Number.isSafeInteger(offset) && offset >= 0);
-  return call('lseek(SEEK_HOLE)', () => binding.seekHole(fd, offset));
+  assert(Number.isSafeInteger(end) && end >= offset);
+  assert(Number.isSafeInteger(runsMax) && runsMax >= 1);
+  return walkDataRuns(fd, offset, end, runsMax);
+}
+
+async function walkDataRuns(
+  fd: number, offset: number, end: number, runsMax: number,
+): Promise<DataRun[]> {
+  const runs: DataRun[] = [];
+  let cursor = offset;
+  while (runs.length < runsMax && cursor < end) {
+    const want = Math.min(runsMax - runs.length, constants.DATA_RUNS_MAX);
+    const pairs = await call('lseek(SEEK_DATA)', () => binding.dataRuns(fd, cursor, end, want));
+    for (let at = 0; at < pairs.length; at += 2) {
+      const start = pairs[at] as number;
+      const hole = pairs[at + 1] as number;
+      // no hole after data only when the file shrank between the two lseeks: data up to `end`
+      runs.push({ start, end: hole < 0 ? Math.max(end, start + 1) : hole });
+    }
+    if (pairs.length < 2 * want) break;
+    cursor = (runs[runs.length - 1] as DataRun).end;
+  }
+  return runs;
 }
 
 /** ioctl(BLKGETSIZE64): the size of a block device in bytes, from the kernel. */
