@@ -7,6 +7,8 @@
  *   3  the catalog cannot be used: unreadable, not an SQLite database, written by a newer xvd
  *   4  `xvd check` found faults in the catalog
  *  70  internal error (a bug): one line on stderr; XVD_DEBUG=1 prints the stack
+ * 141  stdout's reader went away (`xvd list | head -1`): nothing on stderr, as a C tool that
+ *      SIGPIPE ended (128 + 13); what the command did stands, only its output was cut short
  *
  * Every expected error prints exactly one line, `xvd: <what>: <detail>`, on stderr and no stack.
  */
@@ -19,6 +21,7 @@ export const EXIT = {
   catalog: 3,
   faults: 4,
   internal: 70,
+  pipe: 141,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -32,6 +35,7 @@ export const EXIT_HELP = [
   '  3   catalog unusable (unreadable, not SQLite, written by a newer xvd)',
   '  4   `xvd check` found faults',
   '  70  internal error (set XVD_DEBUG=1 for the stack)',
+  '  141 stdout closed by its reader (as SIGPIPE would end a C tool)',
 ].join('\n');
 
 const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_USAGE', 'ERR_SIZE_INVALID']);

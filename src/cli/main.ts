@@ -100,6 +100,12 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 if (require.main === module) {
+  // Node ignores SIGPIPE, so a reader that goes away (`xvd list | head -1`) shows up as EPIPE on
+  // a later write: stop there, quietly, as SIGPIPE stops a C tool, not with a stack trace
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(EXIT.pipe);
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -2,11 +2,12 @@
  * Every bad input the issue lists gets one line on stderr naming what was wrong, the documented
  * exit code, and leaves the catalog exactly as it was (all tables compared row by row).
  */
+import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
-import { makeImage, runXvd, snapshotCatalog, type CliResult } from '../helpers/cli';
+import { makeImage, runXvd, snapshotCatalog, spawnXvd, type CliResult } from '../helpers/cli';
 
 const MIB = 1024 * 1024;
 
@@ -216,5 +217,23 @@ t.test('a catalog written by a newer xvd is refused with exit 3 and left as it w
   const before = snapshotCatalog(catalog);
   assertOneLine(t, await runXvd(['list'], { catalog }), 3, /catalog/);
   assertOneLine(t, await runXvd(['create', '1M'], { catalog }), 3, /catalog/);
+  t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
+});
+
+t.test('a reader that closes stdout early ends the command quietly with exit 141', async (t) => {
+  const dir = t.testdir();
+  const { catalog, id } = await pool(dir);
+  const before = snapshotCatalog(catalog);
+  for (const args of [['list', '--json'], ['show', id, '--json'], ['--help']]) {
+    const child = spawnXvd(args, { catalog });
+    child.stdout!.destroy(); // as `| head -c 0` would: the read end is gone before the first write
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const [code] = await once(child, 'close') as [number | null];
+    clearTimeout(timer);
+    t.equal(code, 141, `xvd ${args.join(' ')}: exit 141`);
+    t.equal(stderr, '', 'nothing on stderr (no EPIPE stack)');
+  }
   t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
 });
