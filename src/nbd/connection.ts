@@ -104,6 +104,8 @@ export interface ConnectionStats {
   errors: number;
   bytesRead: number;
   bytesWritten: number;
+  /** of `requests`, those the data-path thread served itself (plain READs and WRITEs) */
+  threadRequests: number;
   busyPollHits: number;
   busyPollMisses: number;
 }
@@ -205,12 +207,14 @@ export class Connection implements OptionSession, TransmissionContext {
   /** Requests, refusals and bytes so far, the data-path thread's included, and its busy-polls
    * (datapath.c spin()): those that found a request and those that found none. */
   get stats(): ConnectionStats {
-    if (this.datapath === null) return { ...this.counts, busyPollHits: 0, busyPollMisses: 0 };
+    if (this.datapath === null) {
+      return { ...this.counts, threadRequests: 0, busyPollHits: 0, busyPollMisses: 0 };
+    }
     const [requests, bytesRead, bytesWritten, hits, misses] = this.datapath.stats();
     return { requests: this.counts.requests + requests!, errors: this.counts.errors,
       bytesRead: this.counts.bytesRead + bytesRead!,
-      bytesWritten: this.counts.bytesWritten + bytesWritten!, busyPollHits: hits!,
-      busyPollMisses: misses! };
+      bytesWritten: this.counts.bytesWritten + bytesWritten!, threadRequests: requests!,
+      busyPollHits: hits!, busyPollMisses: misses! };
   }
 
   constructor(options: ConnectionOptions) {

@@ -61,6 +61,8 @@ export interface NbdServerStats {
   requestErrors: number;
   bytesRead: number;
   bytesWritten: number;
+  /** of `requests`, those data-path threads served themselves (plain READs and WRITEs) */
+  threadRequests: number;
   /** data-path threads' busy-polls that found a request, and those that found none */
   busyPollHits: number;
   busyPollMisses: number;
@@ -84,13 +86,14 @@ function limitsOf(overrides: Partial<NbdServerLimits> | undefined): NbdServerLim
 }
 
 type Totals = Pick<NbdServerStats, 'requests' | 'requestErrors' | 'bytesRead' | 'bytesWritten' |
-  'busyPollHits' | 'busyPollMisses'>;
+  'threadRequests' | 'busyPollHits' | 'busyPollMisses'>;
 
 function addStats(totals: Totals, stats: ConnectionStats): void {
   totals.requests += stats.requests;
   totals.requestErrors += stats.errors;
   totals.bytesRead += stats.bytesRead;
   totals.bytesWritten += stats.bytesWritten;
+  totals.threadRequests += stats.threadRequests;
   totals.busyPollHits += stats.busyPollHits;
   totals.busyPollMisses += stats.busyPollMisses;
 }
@@ -108,7 +111,7 @@ export class NbdServer extends EventEmitter {
   private nextId = 1;
   private isShuttingDown = false;
   private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0,
-    busyPollHits: 0, busyPollMisses: 0 };
+    threadRequests: 0, busyPollHits: 0, busyPollMisses: 0 };
   private accepted = 0;
   private refused = 0;
   private acceptedArena = 0;
