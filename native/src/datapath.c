@@ -10,7 +10,9 @@
  *
  * createDatapath(socketFd, extents, size, options, blockSizeMin, spinMicros, dirty, initial,
  *                onEvent):
- *   extents    Float64Array of (startVirtual, length, fd, offsetBacking, backingIndex, isDevice)
+ *   extents    Float64Array of (startVirtual, length, fd, offsetBacking, backingIndex, kind):
+ *              kind 0 a file, 1 a device, 2 a file known to hold no hole under the extent (JS's
+ *              mapped data runs): its READs skip the SEEK_HOLE check
  *   size       the export's size in bytes
  *   options    DP_STRUCTURED (READ replies as one OFFSET_DATA chunk), DP_WRITABLE, DP_TCP
  *   spinMicros busy-poll budget (0: none): after its replies went out, a connection whose last
@@ -96,7 +98,8 @@ enum { DP_PAUSE = 1, DP_FENCE = 2, DP_STOP = 3 };
 
 struct dp_extent {
   int64_t start, length, offset;
-  int fd, backing, is_device;
+  int fd, backing;
+  int is_data; /* no hole under the extent (a device; JS knew it; or a SEEK_HOLE showed it) */
 };
 
 struct dp_frame {
@@ -332,10 +335,12 @@ static size_t extent_of(const struct datapath *dp, int64_t offset) {
   return low;
 }
 
-/* False when a hole may lie under [position, position+length) of the extent's file. */
-static int is_data(struct datapath *dp, const struct dp_extent *e, int64_t position,
-                   int64_t length) {
-  if (e->is_device) return 1;
+/* False when a hole may lie under [position, position+length) of the extent's file. Remembers
+ * an extent found all data. A hole punched later (a TRIM on the JS side) is then missed, which
+ * only costs sparseness: its pages are gone, so the RWF_NOWAIT read fails and JS answers, or
+ * they read as the zeros they are. */
+static int is_data(struct datapath *dp, struct dp_extent *e, int64_t position, int64_t length) {
+  if (e->is_data) return 1;
   int b = e->backing;
   if (position >= dp->data_from[b] && position + length <= dp->data_to[b]) return 1;
   off_t hole = lseek(e->fd, (off_t)position, SEEK_HOLE);
@@ -343,11 +348,16 @@ static int is_data(struct datapath *dp, const struct dp_extent *e, int64_t posit
   if (hole < position + length) return 0;
   dp->data_from[b] = position;
   dp->data_to[b] = (int64_t)hole;
+  if ((int64_t)hole >= e->offset + e->length) {
+    /* data from position to the extent's end: and before position? */
+    off_t head = position == e->offset ? hole : lseek(e->fd, (off_t)e->offset, SEEK_HOLE);
+    if (head >= (off_t)(e->offset + e->length)) e->is_data = 1;
+  }
   return 1;
 }
 
 /* One piece of a request on one extent: `length` bytes at `position` of e's file and `at`. */
-typedef int (*piece_io)(struct datapath *dp, const struct dp_extent *e, int64_t position,
+typedef int (*piece_io)(struct datapath *dp, struct dp_extent *e, int64_t position,
                         uint8_t *at, size_t length, int check_holes);
 
 /* Runs `io` on every piece of [offset, offset+length) with buffer's matching bytes: 0, or -1
@@ -357,7 +367,7 @@ static int each_piece(struct datapath *dp, int64_t offset, size_t length, uint8_
   size_t index = extent_of(dp, offset);
   for (size_t done = 0; done < length; index++) {
     if (index >= dp->extent_count) return -1;
-    const struct dp_extent *e = &dp->extents[index];
+    struct dp_extent *e = &dp->extents[index];
     int64_t within = offset + (int64_t)done - e->start;
     size_t take = length - done;
     if ((int64_t)take > e->length - within) take = (size_t)(e->length - within);
@@ -368,7 +378,7 @@ static int each_piece(struct datapath *dp, int64_t offset, size_t length, uint8_
 }
 
 /* From the page cache only: not cached (EAGAIN), an error, EOF or a hole forwards it. */
-static int read_piece(struct datapath *dp, const struct dp_extent *e, int64_t position,
+static int read_piece(struct datapath *dp, struct dp_extent *e, int64_t position,
                       uint8_t *at, size_t length, int check_holes) {
   if (check_holes && !is_data(dp, e, position, (int64_t)length)) return -1;
   for (size_t got = 0; got < length;) {
@@ -383,7 +393,7 @@ static int read_piece(struct datapath *dp, const struct dp_extent *e, int64_t po
 
 /* Marks the backing dirty, even on failure: part may have reached the page cache (as
  * extent-export.ts does); a failure forwards the request, and JS writes it again. */
-static int write_piece(struct datapath *dp, const struct dp_extent *e, int64_t position,
+static int write_piece(struct datapath *dp, struct dp_extent *e, int64_t position,
                        uint8_t *at, size_t length, int check_holes) {
   (void)check_holes;
   for (size_t put = 0; put < length;) {
@@ -901,9 +911,9 @@ static const char *read_map(napi_env env, struct datapath *dp, napi_value extent
     const double *t = tuples + 6 * i;
     if (!is_whole(t[0], 9007199254740991.0) || !(t[1] > 0) || !is_whole(t[1], 9007199254740991.0) ||
         !is_whole(t[2], 2147483647.0) || !is_whole(t[3], 9007199254740991.0) ||
-        !is_whole(t[4], (double)dirty_count - 1) || !(t[5] == 0 || t[5] == 1) ||
+        !is_whole(t[4], (double)dirty_count - 1) || !(t[5] == 0 || t[5] == 1 || t[5] == 2) ||
         (int64_t)t[0] != next) {
-      return "an extent is not (start, length, fd, offset, backing, isDevice) in order";
+      return "an extent is not (start, length, fd, offset, backing, kind) in order";
     }
     struct dp_extent *e = &dp->extents[i];
     e->start = (int64_t)t[0];
@@ -911,7 +921,7 @@ static const char *read_map(napi_env env, struct datapath *dp, napi_value extent
     e->fd = (int)t[2];
     e->offset = (int64_t)t[3];
     e->backing = (int)t[4];
-    e->is_device = t[5] == 1;
+    e->is_data = t[5] != 0; /* a device has no hole */
     next = e->start + e->length;
   }
   if (dp->size > next) return "size is past the extents";

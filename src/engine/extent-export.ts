@@ -35,7 +35,7 @@ import { FileBacking } from '../backing/file-backing';
 import {
   BATCH_PIECE_FIELDS, BATCH_PIECES_MAX, writeBatch, type BatchCallback,
 } from '../backing/batch';
-import { DATAPATH_EXTENT_FIELDS, type DatapathMap } from '../sys/index';
+import { DATAPATH_EXTENT_FIELDS, DATAPATH_EXTENT_KIND, type DatapathMap } from '../sys/index';
 import { ExtentMap, type ExtentSpec, type Piece, type PieceVisitor } from './extent-map';
 import type { Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags } from './export';
 
@@ -468,9 +468,14 @@ export class ExtentExport implements Export, JobOwner {
     for (let index = 0; index < map.count; index++) {
       const extent = map.at(index);
       const backingIndex = indexOf.get(extent.path)!;
-      extents.set([extent.startVirtual, extent.endVirtual - extent.startVirtual,
-        state.sendFds[backingIndex]!, extent.offsetBacking, backingIndex,
-        entries[backingIndex]!.backing.kind === 'device' ? 1 : 0], DATAPATH_EXTENT_FIELDS * index);
+      const length = extent.endVirtual - extent.startVirtual;
+      const backing = entries[backingIndex]!.backing;
+      // the data runs mapped at open spare the thread a SEEK_HOLE per large structured READ
+      const kind = backing.kind === 'device' ? DATAPATH_EXTENT_KIND.device
+        : backing instanceof FileBacking && backing.isAllData(extent.offsetBacking, length)
+          ? DATAPATH_EXTENT_KIND.fileAllData : DATAPATH_EXTENT_KIND.file;
+      extents.set([extent.startVirtual, length, state.sendFds[backingIndex]!, extent.offsetBacking,
+        backingIndex, kind], DATAPATH_EXTENT_FIELDS * index);
     }
     return { extents, size: state.size, isWritable: !this.isReadOnly,
       dirty: entries.map((entry) => entry.dirtyFlag) };

@@ -47,6 +47,8 @@ export interface NativeDatapath {
 
 /** Fields per extent in createDatapath's Float64Array. */
 export const DATAPATH_EXTENT_FIELDS = 6;
+/** The last field of an extent: what is under it (datapath.c skips SEEK_HOLE unless `file`). */
+export const DATAPATH_EXTENT_KIND = { file: 0, device: 1, fileAllData: 2 } as const;
 export const DATAPATH_OPTION = { structured: 1, writable: 2, tcp: 4 } as const;
 export const DATAPATH_EVENT = {
   forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5,
@@ -58,7 +60,8 @@ export type DatapathEventHandler = (kind: number, bytes: Buffer | null, value: n
 
 /** An export's part of what createDatapath needs (ExtentExport.datapathMap). */
 export interface DatapathMap {
-  /** (startVirtual, length, fd, offsetBacking, backingIndex, isDevice) per extent, in order */
+  /** (startVirtual, length, fd, offsetBacking, backingIndex, DATAPATH_EXTENT_KIND) per extent,
+   * in order */
   readonly extents: Float64Array;
   readonly size: number;
   readonly isWritable: boolean;

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { BackingPool } from '../../src/backing/pool';
 import { openExport } from '../../src/engine/extent-export';
 import { ExtentMap } from '../../src/engine/extent-map';
+import { DATAPATH_EXTENT_KIND } from '../../src/sys/index';
 
 const KiB = 1024;
 
@@ -153,3 +154,30 @@ t.test('openExport releases what it opened when a backing is missing', async (t)
   }), { code: 'ERR_IO_SYSCALL', errno: 'ENOENT' });
   t.equal(pool.size, 0);
 });
+
+t.test('datapathMap tells the data-path thread which extents are known to hold no hole',
+  async (t) => {
+    const dir = t.testdir();
+    const a = sparse(dir, 'a', 1024 * KiB);
+    const fd = fs.openSync(a, 'r+');
+    fs.writeSync(fd, Buffer.alloc(256 * KiB, 7), 0, 256 * KiB, 0); // data [0, 256 KiB), holes on
+    fs.closeSync(fd);
+    const pool = new BackingPool();
+    const exp = await openExport({
+      name: 'd/k', description: '', mode: 'w', size: 192 * KiB, pool,
+      extents: [
+        { path: a, offset: 0, length: 64 * KiB }, // data
+        { path: a, offset: 512 * KiB, length: 64 * KiB }, // a hole
+        { path: a, offset: 192 * KiB, length: 64 * KiB }, // data up to the hole at 256 KiB
+      ],
+    });
+    t.teardown(async () => {
+      await exp.close();
+      await pool.close();
+    });
+    const map = exp.datapathMap();
+    t.ok(map !== null, 'a map for the thread');
+    const kinds = [5, 11, 17].map((at) => map!.extents[at]);
+    const { file, fileAllData } = DATAPATH_EXTENT_KIND;
+    t.same(kinds, [fileAllData, file, fileAllData], 'the data runs mapped at open, per extent');
+  });
