@@ -40,13 +40,8 @@ static void work_execute(napi_env env, void *data) {
       w->err = xvd_blk_zeroout(w->fd, w->offset, w->length);
       break;
     case XVD_OP_DATA_RUNS:
-      w->runs = malloc((size_t)w->length * 2 * sizeof *w->runs);
-      if (w->runs == NULL) {
-        w->err = ENOMEM;
-        break;
-      }
-      w->result = (int64_t)xvd_data_runs(w->fd, w->offset, w->end,
-                                         (size_t)w->length, w->runs, &w->err);
+      w->result = (int64_t)xvd_data_runs(w->fd, w->offset, w->end, (size_t)w->length, &w->runs,
+                                         &w->err);
       break;
   }
 }

@@ -46,7 +46,7 @@ struct xvd_work {
   int64_t length;
   int64_t end;       /* XVD_OP_DATA_RUNS: where the walk stops */
   int64_t result;
-  int64_t *runs;     /* XVD_OP_DATA_RUNS: (data, hole) pairs, room for `length` of them */
+  int64_t *runs;     /* XVD_OP_DATA_RUNS: (data, hole) pairs, at most `length` of them */
   int err; /* errno, 0 on success */
   const char *syscall;
 };
@@ -151,9 +151,10 @@ napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);
 
 /* seek.c: fd's data runs from `offset` on that start before `end`, at most runs_max: pairs
- * (data start, hole start) into runs, the hole start being where the run really ends (maybe past
- * `end`; -1 when lseek found none). Returns the pair count; *err is 0 or an lseek's errno. */
-size_t xvd_data_runs(int fd, int64_t offset, int64_t end, size_t runs_max, int64_t *runs,
+ * (data start, hole start) in *runs (malloc'd as they are found; the caller frees it), the hole
+ * start being where the run really ends (maybe past `end`; -1 when lseek found none). Returns the
+ * pair count; *err is 0, an lseek's errno or ENOMEM. */
+size_t xvd_data_runs(int fd, int64_t offset, int64_t end, size_t runs_max, int64_t **runs,
                      int *err);
 
 #endif

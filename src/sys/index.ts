@@ -362,10 +362,9 @@ export interface DataRun {
  * The data runs of `fd` that start in [offset, end), in order, at most `runsMax` of them, by
  * lseek(SEEK_DATA/SEEK_HOLE), a walk of up to DATA_RUNS_MAX runs per trip to the thread pool
  * (mapping a pool member of a thousand extents is one trip, not 2 000). A run's `end` is where
- * its data
- * really ends (it may be past `end`). Fewer than runsMax runs means the walk reached `end` or the
- * last data. Rejects with the errno of an lseek that failed (EINVAL, EOPNOTSUPP, ... where the
- * file system cannot seek holes).
+ * its data really ends (it may be past `end`). Fewer than runsMax runs means the walk reached
+ * `end` or the last data. Rejects with the errno of an lseek that failed (EINVAL, EOPNOTSUPP,
+ * ... where the file system cannot seek holes).
  */
 export function dataRuns(
   fd: number, offset: number, end: number, runsMax: number,
