@@ -14,7 +14,11 @@
  * read (readahead: large folios). On Linux 6.18's ext4 a write smaller than the folio it lands
  * in costs more per byte than one that covers it, so 4 x 256 KiB pieces lose to one 1 MiB write
  * when the folios are large, and the engine cannot change that (the "same pieces" rows show it
- * adds nothing over issuing the pieces by hand).
+ * adds nothing over issuing the pieces by hand). Last, the first pass of 1 MiB writes through
+ * extents in every other MiB (`npm run bench`'s fragmented pool) against one extent, on a cache
+ * built by a sequential read: each such write covers half a 2 MiB folio, and the kernel accounts
+ * (and ext4 prepares) the whole folio, so the halves cost more per byte by hand and through the
+ * engine alike.
  * Each cell is the median of several alternating rounds (the machine is noisy). Nothing global is
  * set: the libuv pool size is whatever UV_THREADPOOL_SIZE says (printed).
  */
@@ -308,6 +312,90 @@ async function benchFragmented(file, how) {
   await pool.close();
 }
 
+/** MiB of dirty page cache the kernel accounts (Dirty: in /proc/meminfo). */
+function dirtyMiB() {
+  const line = fs.readFileSync('/proc/meminfo', 'utf8').split('\n')
+    .find((text) => text.startsWith('Dirty:'));
+  return line === undefined ? NaN : Number(line.split(/\s+/)[1]) / 1024;
+}
+
+/**
+ * The first pass of 1 MiB writes after the cache was built by a sequential read, through a
+ * 128-extent VD whose 1 MiB extents sit in every other MiB of the file (the layout of
+ * `npm run bench`'s fragmented pool, where the VD got the extents freed by deleting every other
+ * small VD) against one contiguous extent. Readahead caches the file in 2 MiB folios, so each
+ * fragmented extent shares its folio with a neighbour the VD does not own: ext4 attaches buffer
+ * heads for the whole folio and the kernel accounts the whole folio dirty on a write that covers
+ * half of it. Each pass starts from a rebuilt cache (a second pass would find the folios dirty
+ * already). The same pieces written by fs.writeSync, one writer in order as the server's data-path
+ * thread writes, show the cost is the kernel's; the engine row (one write at a time through the
+ * libuv pool, whose threads take turns) is the noisier of the two.
+ */
+async function benchHalfFolios(file) {
+  const count = FILE_BYTES / MiB / 2;
+  const contiguous = [{ path: file, offset: 0, length: count * MiB }];
+  const halves = Array.from({ length: count }, (_, i) =>
+    ({ path: file, offset: 2 * i * MiB, length: MiB }));
+  const pool = new BackingPool();
+  const open = (name, extents) => openExport({
+    name, description: '', mode: 'w', size: count * MiB, pool, extents,
+  });
+  const single = await open('bench/one', contiguous);
+  const frag = await open('bench/halves', halves);
+  const fd = fs.openSync(file, 'r+');
+  const offsets = Float64Array.from({ length: count }, (_, i) => i * MiB);
+  const chunk = fillPattern(Buffer.alloc(MiB));
+  /** One writer, as the server's data-path thread: each piece by fs.writeSync, in order. */
+  const plainPass = (map) => async () => {
+    const plans = Array.from(offsets, (offset) => map.translate(offset, MiB));
+    const start = process.hrtime.bigint();
+    for (const pieces of plans) {
+      for (const piece of pieces) {
+        fs.writeSync(fd, chunk, piece.offsetRequest, piece.length, piece.offsetBacking);
+      }
+    }
+    return Number(process.hrtime.bigint() - start) / 1e9;
+  };
+  const enginePass = (exp) => () => runDepth(count, 1, MiB, engineOp(exp, 'write', offsets, MiB));
+  const cells = {
+    'plain contiguous': plainPass(single.map),
+    'plain halves': plainPass(frag.map),
+    'engine contiguous': enginePass(single),
+    'engine halves': enginePass(frag),
+  };
+  const seconds = new Map(Object.keys(cells).map((name) => [name, []]));
+  const dirtied = new Map(Object.keys(cells).map((name) => [name, []]));
+  let isRebuilt = true;
+  for (let round = 0; round < ROUNDS; round++) {
+    const names = Object.keys(cells);
+    if (round % 2 === 1) names.reverse();
+    for (const name of names) {
+      isRebuilt = rebuildCache(file, 'read') && isRebuilt;
+      const before = dirtyMiB();
+      seconds.get(name).push(await cells[name]());
+      dirtied.get(name).push((dirtyMiB() - before) / count);
+    }
+  }
+  console.log(`\n1 MiB writes, first pass after a sequential read (large folios), ${count} MiB: ` +
+    `one extent vs ${frag.map.count} 1 MiB extents in every other MiB` +
+    `${isRebuilt ? '' : ' (dd could not drop the cache: passes after the first find it dirty)'}` +
+    ' (ratio = halves/contiguous, of throughput; dirtied = page cache accounted dirty per MiB ' +
+    'written):');
+  const rate = (name) => count / median(seconds.get(name));
+  for (const how of ['plain', 'engine']) {
+    const a = `${how} contiguous`;
+    const b = `${how} halves`;
+    const ratios = seconds.get(a).map((s, i) => s / seconds.get(b)[i]);
+    console.log(`  ${how.padEnd(6)}  contiguous ${fmt(rate(a)).padStart(8)} MiB/s, dirtied ` +
+      `${median(dirtied.get(a)).toFixed(2)}   halves ${fmt(rate(b)).padStart(8)} MiB/s, dirtied ` +
+      `${median(dirtied.get(b)).toFixed(2)}   ratio ${median(ratios).toFixed(3)}`);
+  }
+  fs.closeSync(fd);
+  await single.close();
+  await frag.close();
+  await pool.close();
+}
+
 async function main() {
   console.log(`bench:engine  node ${process.version}  ${os.cpus().length} cpus  load ` +
     `${os.loadavg().map((l) => l.toFixed(2)).join(' ')}  rounds ${ROUNDS} (medians)`);
@@ -318,6 +406,7 @@ async function main() {
     await benchIo(file);
     await benchFragmented(file, 'write4k');
     await benchFragmented(file, 'read');
+    await benchHalfFolios(file);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
