@@ -174,4 +174,6 @@ export const LIMITS = {
   /** serve: libuv pool threads unless --threads says otherwise (node-perf.md: 1-2 beats 4 on
    * this 2-core machine: fewer threads batch completions). */
   serveThreadsDefault: 2,
+  /** serve: the most libuv pool threads --threads takes (libuv's own cap is 1024). */
+  serveThreadsMax: 128,
 } as const;

@@ -87,6 +87,12 @@ const cases: Case[] = [
   { name: 'serve with a busy-poll past its bound', args: () =>
     ['serve', '--listen', '127.0.0.1:0', '--busy-poll', '10001'], code: 2,
     pattern: /--busy-poll: expected 0\.\.10000/ },
+  { name: 'serve with no pool threads', args: () =>
+    ['serve', '--listen', '127.0.0.1:0', '--threads', '0'], code: 2,
+    pattern: /--threads: expected 1\.\.128, not 0/ },
+  { name: 'serve with more pool threads than its bound', args: () =>
+    ['serve', '--listen', '127.0.0.1:0', '--threads', '129'], code: 2,
+    pattern: /--threads: expected 1\.\.128, not 129/ },
 ];
 
 t.test('each bad input is refused with one line and the catalog unchanged', async (t) => {

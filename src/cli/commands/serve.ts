@@ -42,8 +42,9 @@ export function parseListen(text: string): { host: string; port: number } {
 function setThreads(threads: string | undefined): void {
   if (threads !== undefined) {
     const count = Number(threads);
-    if (!Number.isInteger(count) || count < 1 || count > 128) {
-      throw new UsageError('ERR_USAGE', `serve: --threads: expected 1..128, not ${threads}`);
+    const max = LIMITS.serveThreadsMax;
+    if (!Number.isInteger(count) || count < 1 || count > max) {
+      throw new UsageError('ERR_USAGE', `serve: --threads: expected 1..${max}, not ${threads}`);
     }
     process.env['UV_THREADPOOL_SIZE'] = String(count);
   } else {
