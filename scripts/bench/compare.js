@@ -456,7 +456,8 @@ async function finish(ctx) {
     `${machine.cpuModel}, ${machine.memGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}; ` +
     `${describeTiming(timing)}\n`);
   process.stdout.write('cells: IOPS or MiB/s [server CPU seconds per GiB]' +
-    `${timing.rounds > 1 ? `, medians of ${timing.rounds} interleaved rounds` : ''}\n\n`);
+    `${timing.rounds > 1 ? `, medians of ${timing.rounds} interleaved rounds; the paired ` +
+      'columns are the median (quartiles) of the ratios taken round by round' : ''}\n\n`);
   process.stdout.write(`${report.renderTable(rows, columns)}\n\n`);
   for (const name of columns) {
     const reasons = ctx.run.servers[name].reasons;

@@ -12,6 +12,14 @@ interface Cell {
   unit?: string;
   cpuSecondsPerGiB?: number | null;
   error?: string;
+  round?: number;
+  rounds?: Cell[];
+}
+interface Paired {
+  median: number;
+  low: number;
+  high: number;
+  count: number;
 }
 interface Row {
   key: string;
@@ -44,6 +52,7 @@ interface RoundsModule {
   rotate(names: string[], offset: number): string[];
   median(values: number[]): number;
   summarizeRounds(cells: Cell[]): Cell & { spread?: number | null; failedRounds: number };
+  pairedRatio(a: Cell | undefined, b: Cell | undefined): Paired | null;
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const rounds = require('../../scripts/bench/lib/rounds.js') as RoundsModule;
@@ -153,4 +162,28 @@ t.test('rounds: every server goes first once per cycle, and cells are medians', 
   const failed = rounds.summarizeRounds([{ error: 'a' }, { error: 'b' }]);
   t.equal(failed.error, 'b');
   t.notOk(failed.value);
+});
+
+t.test('paired ratios: rounds matched by number, failed rounds left out, quartiles', async (t) => {
+  const cell = (values: (number | null)[], order: number[]): Cell => ({
+    value: 1, unit: 'IOPS',
+    // stored out of round order, as a cell's rounds may be: pairing is by `round`, not position
+    rounds: order.map((round) => values[round] === null ? { error: 'died', round }
+      : { value: values[round] as number, unit: 'IOPS', round }),
+  });
+  const a = cell([110, 90, 200, null, 120, 100, 80, 150], [0, 1, 2, 3, 4, 5, 6, 7]);
+  const b = cell([100, 100, 100, 100, null, 100, 100, 100], [7, 6, 5, 4, 3, 2, 1, 0]);
+  const paired = rounds.pairedRatio(a, b);
+  // rounds 3 and 4 failed on one side: ratios 0.8 0.9 1.0 1.1 1.5 2.0
+  t.equal(paired?.count, 6);
+  t.equal(paired?.median, 1.05);
+  t.equal(paired?.low, 0.9, 'lower quartile');
+  t.equal(paired?.high, 1.5, 'upper quartile');
+  t.equal(rounds.pairedRatio(cell([100], [0]), cell([50], [0])), null, 'one round: no pairs');
+  t.equal(rounds.pairedRatio(a, { error: 'never started' }), null);
+  const [built] = report.buildRows({
+    rows: [row({ nbdkit: b, xvd: a, 'xvd-frag': b })],
+  }, PEERS);
+  const table = report.renderTable(built ? [built] : [], ['nbdkit', 'xvd', 'xvd-frag']);
+  t.match(table, /\| 1\.05x \(0\.90-1\.50\) +\| 0\.95x \(0\.67-1\.11\) +\|$/m);
 });

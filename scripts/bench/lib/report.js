@@ -1,10 +1,12 @@
 // Turns the cells of one run into the printed table (rows = job x transport; one column per
-// server with "value [server CPU s/GiB]"; xvd / best peer; fragmented / single) and into a
+// server with "value [server CPU s/GiB]"; xvd / best peer and fragmented / single, as a ratio of
+// the medians and as the median of the ratios paired round by round) and into a
 // gnuplot pngcairo chart of grouped bars normalized to the best peer = 1.0.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 const proc = require('./proc');
+const rounds = require('./rounds');
 
 function formatValue(cell) {
   if (!cell || cell.error || !(cell.value > 0)) return 'n/a';
@@ -24,6 +26,12 @@ function formatRatio(value) {
   return value === null ? 'n/a' : `${value.toFixed(2)}x`;
 }
 
+/** "1.22x (1.19-1.40)": median and quartiles of the paired ratios; n/a with fewer than 2 rounds. */
+function formatPaired(paired) {
+  if (paired === null) return 'n/a';
+  return `${paired.median.toFixed(2)}x (${paired.low.toFixed(2)}-${paired.high.toFixed(2)})`;
+}
+
 /** rows: [{ key, label, unit, cells: { server: cell } }], with best peer and ratios filled in. */
 function buildRows(run, peers) {
   return run.rows.map((row) => {
@@ -36,16 +44,20 @@ function buildRows(run, peers) {
       bestPeer: best && best[0],
       xvdOverBest: best ? ratio(row.cells.xvd, best[1]) : null,
       fragOverSingle: ratio(row.cells['xvd-frag'], row.cells.xvd),
+      xvdOverBestPaired: best ? rounds.pairedRatio(row.cells.xvd, best[1]) : null,
+      fragOverSinglePaired: rounds.pairedRatio(row.cells['xvd-frag'], row.cells.xvd),
     };
   });
 }
 
 function renderTable(rows, columns) {
-  const header = ['job', 'transport', 'unit', ...columns, 'best peer', 'xvd/best', 'frag/xvd'];
+  const header = ['job', 'transport', 'unit', ...columns, 'best peer', 'xvd/best', 'frag/xvd',
+    'xvd/best paired', 'frag/xvd paired'];
   const lines = rows.map((row) => [
     row.label, row.transport, row.unit,
     ...columns.map((name) => formatValue(row.cells[name])),
     row.bestPeer || 'n/a', formatRatio(row.xvdOverBest), formatRatio(row.fragOverSingle),
+    formatPaired(row.xvdOverBestPaired ?? null), formatPaired(row.fragOverSinglePaired ?? null),
   ]);
   const widths = header.map((title, index) =>
     Math.max(title.length, ...lines.map((line) => line[index].length)));

@@ -2,7 +2,8 @@
 // every server in turn (one cell each), starting one place further along the server list for
 // each round and each group: a load spike or a writeback burst then falls on different servers'
 // cells in different rounds instead of on one server's block. The table shows, per cell, the
-// median over its rounds; every round's cell is kept (`rounds`) for the JSON.
+// median over its rounds; every round's cell is kept (`rounds`) for the JSON and for the ratios
+// paired round by round.
 'use strict';
 const assert = require('node:assert');
 
@@ -52,4 +53,26 @@ function summarizeRounds(cells) {
   };
 }
 
-module.exports = { median, rotate, summarizeRounds };
+/**
+ * The ratios a/b of two cells' rounds, paired by round (cells of one round ran minutes apart at
+ * most, so a load swing that lasts longer hits both), sorted; rounds either side failed are left
+ * out. Null when fewer than two rounds pair up. Returns { median, low, high, count }, low and high
+ * being the lower and upper quartiles (for 5 or 7 rounds: the second lowest and second highest).
+ */
+function pairedRatio(a, b) {
+  if (!a || !b || !Array.isArray(a.rounds) || !Array.isArray(b.rounds)) return null;
+  const byRound = new Map(b.rounds.filter(isMeasured).map((cell) => [cell.round, cell.value]));
+  const ratios = a.rounds.filter((cell) => isMeasured(cell) && byRound.has(cell.round))
+    .map((cell) => cell.value / byRound.get(cell.round))
+    .sort((x, y) => x - y);
+  if (ratios.length < 2) return null;
+  const last = ratios.length - 1;
+  return {
+    median: median(ratios),
+    low: ratios[Math.floor(last / 4)],
+    high: ratios[Math.ceil((3 * last) / 4)],
+    count: ratios.length,
+  };
+}
+
+module.exports = { median, pairedRatio, rotate, summarizeRounds };
