@@ -84,10 +84,32 @@ function secureContextOf(options: TlsOptions): tls.SecureContext {
   });
 }
 
+/**
+ * The verification result of the client certificate chain, or null when it verified. Node's
+ * tls.Server judges it in its own 'secure' hook (onServerSocketSecure): OpenSSL's verify
+ * callback accepts every chain and the hook destroys the socket afterwards. A server-side
+ * TLSSocket made by hand, as STARTTLS needs, gets no such hook, and `rejectUnauthorized` alone
+ * lets a self-signed or foreign certificate through. So the check is made here, closed by
+ * default: without a result to read, the certificate counts as unverified.
+ */
+function verifyErrorOf(secure: tls.TLSSocket): string | null {
+  const handle = (secure as unknown as { _handle?: { verifyError?: () => unknown } })._handle;
+  if (typeof handle?.verifyError !== 'function') return 'no verification result';
+  const error = handle.verifyError();
+  if (error === null || error === undefined) return null;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? code : String(error);
+}
+
 function domainOfPeer(secure: tls.TLSSocket, options: TlsOptions, pskIdentity: string | null,
 ): Domain {
   if (pskIdentity !== null) return domainOfIdentity(pskIdentity);
   if (options.verifyClient !== true) return null;
+  const verifyError = verifyErrorOf(secure);
+  if (verifyError !== null) {
+    throw new ProtocolError('ERR_NBD_TLS',
+      `tls: client certificate refused: ${verifyError}`);
+  }
   const subject = secure.getPeerCertificate().subject as { CN?: string | string[] } | undefined;
   const cn = Array.isArray(subject?.CN) ? subject?.CN[0] : subject?.CN;
   const domain = cn === undefined ? null : domainOfIdentity(cn);
