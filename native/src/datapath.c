@@ -30,11 +30,12 @@
  *   1 when no I/O is under way, else DP_EV_FENCED follows once it ended; from then on every byte
  *   is forwarded), DP_STOP (value 1: abort; 0: after the frames queued; DP_EV_STOPPED follows)
  * datapathStats(dp) -> Float64Array [requests served here, bytes received, bytes sent here,
- *   busy-polls that found a request, busy-polls that found none]; the last counts once the
- *   thread is gone
+ *   busy-polls that found a request, busy-polls that found none, receive buffer capacity, reply
+ *   buffer capacity (both 0 once the thread freed them)]; the last counts once the thread is gone
  *
- * What is served here: a READ or WRITE with no flags, 0 < length <= DP_PAYLOAD_MAX, inside the
- * export, aligned to blockSizeMin, a WRITE only on a writable export. A READ is read with
+ * What is served here (request.c decides, a pure function of the stream's bytes): a READ or
+ * WRITE with no flags, 0 < length <= DP_PAYLOAD_MAX, inside the export, aligned to blockSizeMin,
+ * a WRITE only on a writable export. A READ is read with
  * RWF_NOWAIT: a page not in the page cache, a short read or any error forwards the request (JS
  * reads it on its thread pool, so a disk read never stalls the connection, and reports errors
  * as it always did). A structured READ of DP_SPARSE_MIN bytes or more is forwarded when
@@ -64,20 +65,18 @@
 #include <time.h>
 #include <unistd.h>
 #include "ops.h"
+#include "request.h"
 
-#define REQUEST_LENGTH 28
-#define REQUEST_MAGIC 0x25609513u
+#define REQUEST_LENGTH XVD_REQUEST_LENGTH
 #define SIMPLE_REPLY_MAGIC 0x67446698u
 #define STRUCTURED_REPLY_MAGIC 0x668e33efu
 #define SIMPLE_REPLY_LENGTH 16
 #define CHUNK_READ_HEADER_LENGTH 28 /* chunk header (20) and the data's offset (8) */
-#define CMD_READ 0
-#define CMD_WRITE 1
-#define CMD_DISC 2
+#define CMD_READ XVD_CMD_READ
 #define REPLY_FLAG_DONE 1
 #define REPLY_TYPE_OFFSET_DATA 1
 
-#define DP_PAYLOAD_MAX ((size_t)32 << 20)      /* LIMITS.nbdPayloadMax */
+#define DP_PAYLOAD_MAX ((size_t)XVD_PAYLOAD_MAX) /* LIMITS.nbdPayloadMax */
 #define DP_SPARSE_MIN ((uint64_t)64 << 10)     /* LIMITS.nbdSparseReadMin */
 #define DP_RECV_MIN ((size_t)256 << 10)        /* receive buffer to start with */
 #define DP_SEND_BATCH ((size_t)1 << 20)        /* replies gathered before a send */
@@ -130,9 +129,11 @@ struct datapath {
   int is_signalled;             /* atomic: wake() was called since the main loop's last look */
   int64_t unacked;              /* atomic: forwarded bytes not yet delivered */
   uint64_t stat_requests, stat_received, stat_sent, stat_spin_hits, stat_spin_misses; /* atomic */
+  uint64_t stat_rcap, stat_scap; /* atomic: rcap and scap as the thread last set them */
   int sock, wake_fd;
   int options;
   int64_t size, block_min;
+  struct xvd_request_params params; /* what request.c checks requests against */
   struct dp_extent *extents;
   size_t extent_count;
   int32_t **dirty;
@@ -161,7 +162,7 @@ struct datapath {
   struct dp_box *box;
 };
 
-#define DP_STATS 5
+#define DP_STATS 7
 
 /* What the JS handle owns (handle.c): base.object is the datapath until its memory is freed
  * (datapath_finalize), after the thread was joined. */
@@ -184,11 +185,6 @@ static void put_u64(uint8_t *at, uint64_t value) {
   put_u32(at, (uint32_t)(value >> 32));
   put_u32(at + 4, (uint32_t)value);
 }
-static uint16_t get_u16(const uint8_t *at) { return (uint16_t)(at[0] << 8 | at[1]); }
-static uint32_t get_u32(const uint8_t *at) {
-  return (uint32_t)get_u16(at) << 16 | get_u16(at + 2);
-}
-static uint64_t get_u64(const uint8_t *at) { return (uint64_t)get_u32(at) << 32 | get_u32(at + 4); }
 
 static int load(int *at) { return __atomic_load_n(at, __ATOMIC_SEQ_CST); }
 static void store(int *at, int value) { __atomic_store_n(at, value, __ATOMIC_SEQ_CST); }
@@ -418,11 +414,20 @@ static int resize(uint8_t **buffer, size_t *capacity, size_t size) {
   return 1;
 }
 
+/* Publishes the buffers' capacities for datapathStats. */
+static void note_capacity(struct datapath *dp) {
+  __atomic_store_n(&dp->stat_rcap, (uint64_t)dp->rcap, __ATOMIC_RELAXED);
+  __atomic_store_n(&dp->stat_scap, (uint64_t)dp->scap, __ATOMIC_RELAXED);
+}
+
 /* Room for `bytes` more in the reply batch; false on ENOMEM. */
 static int reserve_reply(struct datapath *dp, size_t bytes) {
   if (dp->scap - dp->sused >= bytes) return 1;
   flush_replies(dp);
-  return dp->scap >= bytes || resize(&dp->sbuf, &dp->scap, bytes);
+  if (dp->scap >= bytes) return 1;
+  int is_resized = resize(&dp->sbuf, &dp->scap, bytes);
+  note_capacity(dp);
+  return is_resized;
 }
 
 static void tell_fenced(struct datapath *dp) {
@@ -492,7 +497,10 @@ static int make_room(struct datapath *dp, size_t need) {
     dp->rend -= dp->rstart;
     dp->fstart = dp->rstart = 0;
   }
-  return dp->rcap >= need || resize(&dp->rbuf, &dp->rcap, need);
+  if (dp->rcap >= need) return 1;
+  int is_resized = resize(&dp->rbuf, &dp->rcap, need);
+  note_capacity(dp);
+  return is_resized;
 }
 
 /* TCP: poll() reports the socket readable only once `remaining` bytes of a large frame are
@@ -512,32 +520,24 @@ static void set_lowat(struct datapath *dp, size_t remaining) {
 static void process(struct datapath *dp) {
   while (!dp->is_raw && !dp->is_broken && !load(&dp->is_aborted)) {
     size_t available = dp->rend - dp->rstart;
-    if (available < REQUEST_LENGTH) break;
     const uint8_t *header = dp->rbuf + dp->rstart;
-    uint16_t flags = get_u16(header + 4);
-    uint16_t type = get_u16(header + 6);
-    uint64_t offset = get_u64(header + 16);
-    size_t length = get_u32(header + 24);
-    if (get_u32(header) != REQUEST_MAGIC || type == CMD_DISC ||
-        (type == CMD_WRITE && length > DP_PAYLOAD_MAX) || load(&dp->is_fenced)) {
+    struct xvd_step step;
+    xvd_request_step(header, available, &dp->params, &step); /* request.c */
+    if (step.kind == XVD_STEP_SHORT_HEADER) break;
+    if (step.kind == XVD_STEP_RAW || load(&dp->is_fenced)) {
       dp->is_raw = 1; /* JS frames every later byte */
       break;
     }
-    size_t need = REQUEST_LENGTH + (type == CMD_WRITE ? length : 0);
-    dp->last_length = length;
-    if (available < need) {
+    size_t need = step.need;
+    dp->last_length = step.request.length;
+    if (step.kind == XVD_STEP_SHORT_PAYLOAD) {
       if (dp->rcap - dp->rstart < need && !make_room(dp, need)) fail(dp, ENOMEM);
       set_lowat(dp, need - available);
       break;
     }
-    int is_fast = flags == 0 && (type == CMD_READ ||
-                                 (type == CMD_WRITE && (dp->options & DP_WRITABLE) != 0)) &&
-                  length > 0 && length <= DP_PAYLOAD_MAX && offset <= (uint64_t)dp->size &&
-                  (uint64_t)length <= (uint64_t)dp->size - offset &&
-                  offset % (uint64_t)dp->block_min == 0 && length % (uint64_t)dp->block_min == 0;
-    if (is_fast) {
+    if (step.kind == XVD_STEP_SERVE) {
       flush_forward(dp); /* what came before goes to JS first */
-      if (serve(dp, header, type, offset, length)) {
+      if (serve(dp, header, step.request.type, step.request.offset, step.request.length)) {
         dp->rstart += need;
         dp->fstart = dp->rstart;
         continue;
@@ -590,6 +590,7 @@ static void shrink(struct datapath *dp) {
       resize(&dp->rbuf, &dp->rcap, DP_RECV_MIN)) {
     dp->rstart = dp->rend = dp->fstart = 0;
   }
+  note_capacity(dp);
 }
 
 static int64_t now_ns(void) {
@@ -728,6 +729,8 @@ static void *datapath_main(void *data) {
   dp->rbuf = NULL;
   free(dp->sbuf);
   dp->sbuf = NULL;
+  dp->rcap = dp->scap = 0;
+  note_capacity(dp);
   post(dp, DP_EV_STOPPED, 0, NULL, 0, NULL);
   napi_release_threadsafe_function(dp->tsfn, napi_tsfn_release);
   return NULL;
@@ -812,7 +815,8 @@ static void datapath_deliver(napi_env env, napi_value on_event, void *context, v
 
 static void read_stats(struct datapath *dp, double *values) {
   uint64_t *counters[DP_STATS] = {&dp->stat_requests, &dp->stat_received, &dp->stat_sent,
-                                  &dp->stat_spin_hits, &dp->stat_spin_misses};
+                                  &dp->stat_spin_hits, &dp->stat_spin_misses, &dp->stat_rcap,
+                                  &dp->stat_scap};
   for (int i = 0; i < DP_STATS; i++) {
     values[i] = (double)__atomic_load_n(counters[i], __ATOMIC_RELAXED);
   }
@@ -979,6 +983,13 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
   dp->size = (int64_t)size;
   dp->block_min = (int64_t)block_min;
   dp->options = options;
+  dp->params = (struct xvd_request_params){
+      .size = (uint64_t)size,
+      .block_min = (uint64_t)block_min,
+      /* the thread serves only plain READs and WRITEs: read-only is all it needs to know */
+      .eflags = (options & DP_WRITABLE) != 0 ? 0 : XVD_FLAG_READ_ONLY,
+      .is_structured = (options & DP_STRUCTURED) != 0,
+  };
   dp->spin_ns = (int64_t)spin_micros * 1000;
   dp->is_receiving = 1;
   const char *problem = read_map(env, dp, argv[1], argv[6]);
@@ -998,6 +1009,7 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, problem);
     return NULL;
   }
+  note_capacity(dp);
   if (initial_length > 0) memcpy(dp->rbuf, initial, initial_length);
   dp->rend = initial_length;
   dp->sock = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -1164,6 +1176,7 @@ void xvd_datapath_constants(napi_env env, napi_value constants) {
   } all[] = {
       {"DATAPATH_PAYLOAD_MAX", (double)DP_PAYLOAD_MAX},
       {"DATAPATH_SPARSE_MIN", (double)DP_SPARSE_MIN},
+      {"DATAPATH_RECV_MIN", (double)DP_RECV_MIN},
       {"DATAPATH_LOWAT_MIN", (double)DP_LOWAT_MIN},
       {"DATAPATH_LOWAT_MAX", (double)DP_LOWAT_MAX},
       {"DATAPATH_FORWARD_MAX", (double)DP_FORWARD_MAX},

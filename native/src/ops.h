@@ -118,6 +118,9 @@ napi_value xvd_datapath_control(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_stats(napi_env env, napi_callback_info info);
 void xvd_datapath_constants(napi_env env, napi_value constants);
 
+/* request-binding.c: request.c's verdict on a stream's first bytes, for tests */
+napi_value xvd_request_step_js(napi_env env, napi_callback_info info);
+
 /* handle.c: externals tagged with their kind; get returns NULL for anything else. new owns
  * `data` from the call, also when it fails (see handle.c). */
 napi_status xvd_handle_new(napi_env env, void *data, napi_finalize finalize,

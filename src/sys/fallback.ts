@@ -45,7 +45,10 @@ export const fallbackBinding: NativeBinding = {
     throw unsupported('datapathSubmit');
   },
   datapathControl: () => 0,
-  datapathStats: () => new Float64Array(3),
+  datapathStats: () => new Float64Array(7),
+  requestStep: () => {
+    throw unsupported('requestStep');
+  },
   setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
   getSockOptInt: () => -95,
   constants: {

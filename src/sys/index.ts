@@ -4,6 +4,8 @@
  * Arguments are validated here (asserts); the addon re-checks cheaply. Failures become IoError with
  * the errno name (ENODEV from an optional method arrives as EOPNOTSUPP).
  * When the addon is missing (not built, non-Linux), src/sys/fallback.ts answers EOPNOTSUPP.
+ * XVD_ADDON_PATH names another build of the addon to load instead (npm run test:asan loads one
+ * built with sanitizers); it must load.
  */
 import assert from 'node:assert';
 import path from 'node:path';
@@ -111,6 +113,9 @@ export interface NativeBinding {
   ): void;
   datapathControl(datapath: NativeDatapath, op: number, value: number): number;
   datapathStats(datapath: NativeDatapath): Float64Array;
+  requestStep(
+    bytes: Buffer, size: number, eflags: number, options: number, blockSizeMin: number,
+  ): Float64Array;
   setSockOptInt(fd: number, level: number, name: number, value: number): number;
   getSockOptInt(fd: number, level: number, name: number): number;
   constants: {
@@ -127,6 +132,8 @@ export interface NativeBinding {
     /** native/src/datapath.c's bounds (a test keeps them equal to LIMITS) */
     DATAPATH_PAYLOAD_MAX?: number;
     DATAPATH_SPARSE_MIN?: number;
+    /** the receive buffer's first capacity, and what it shrinks back to when idle */
+    DATAPATH_RECV_MIN?: number;
     DATAPATH_LOWAT_MIN?: number;
     DATAPATH_LOWAT_MAX?: number;
     DATAPATH_FORWARD_MAX?: number;
@@ -139,6 +146,11 @@ export interface NativeBinding {
 }
 
 function loadBinding(): { binding: NativeBinding; isNative: boolean } {
+  const override = process.env.XVD_ADDON_PATH;
+  if (override !== undefined && override !== '') {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return { binding: require(path.resolve(override)) as NativeBinding, isNative: true };
+  }
   const file = path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'xvd_native.node');
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -331,10 +343,44 @@ export function datapathStop(datapath: NativeDatapath, abort: boolean): void {
 
 /**
  * [requests served by the thread, bytes it received, bytes it sent, busy-polls that found a
- * request, busy-polls that found none]; once the thread is gone, its last counts.
+ * request, busy-polls that found none, receive buffer capacity, reply buffer capacity (the
+ * capacities are 0 once the thread freed its buffers)]; once the thread is gone, its last counts.
  */
 export function datapathStats(datapath: NativeDatapath): Float64Array {
   return binding.datapathStats(datapath);
+}
+
+/** What the data-path thread does with the bytes at the head of its stream (request.h). */
+export const REQUEST_STEP = {
+  shortHeader: 1, raw: 2, shortPayload: 3, serve: 4, forward: 5,
+} as const;
+
+/** requestStep's `options` bits. */
+export const REQUEST_STEP_OPTION = { structured: 1, baseAllocation: 2 } as const;
+
+export interface RequestStep {
+  /** a REQUEST_STEP value */
+  kind: number;
+  /** the frame's length, header and WRITE payload (0 for shortHeader and raw) */
+  frameLength: number;
+  /** the NBD errno native/src/request.c finds (validate.ts's validateRequest in C) */
+  errno: number;
+}
+
+/**
+ * The data-path thread's verdict (native/src/request.c, the code the thread runs) on a stream
+ * that starts with `bytes`, for an export of `size` bytes with transmission flags `eflags`.
+ * Synchronous and pure; throws without the addon.
+ */
+export function requestStep(
+  bytes: Buffer, size: number, eflags: number, options: number, blockSizeMin: number,
+): RequestStep {
+  assert(Number.isSafeInteger(size) && size >= 0);
+  assert(Number.isInteger(blockSizeMin) && blockSizeMin >= 1);
+  const [kind, frameLength, errno] = binding.requestStep(bytes, size, eflags, options,
+    blockSizeMin);
+  assert(kind !== undefined && frameLength !== undefined && errno !== undefined);
+  return { kind, frameLength, errno };
 }
 
 /** setsockopt(fd, level, name, int value), synchronous: 0, or -errno (-EOPNOTSUPP without the

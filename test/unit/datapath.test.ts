@@ -268,6 +268,12 @@ function stats(rig: Rig): { requests: number; received: number; sent: number } {
   return { requests: requests!, received: received!, sent: sent! };
 }
 
+/** The thread's buffer capacities now: receive (requests) and reply (batched replies). */
+function capacities(rig: Rig): { receive: number; reply: number } {
+  const counts = sys.datapathStats(rig.datapath);
+  return { receive: counts[5]!, reply: counts[6]! };
+}
+
 function spins(rig: Rig): { hits: number; misses: number } {
   const counts = sys.datapathStats(rig.datapath);
   return { hits: counts[3]!, misses: counts[4]! };
@@ -823,22 +829,34 @@ t.test('after 1 s idle the grown buffers shrink and the thread serves on, a requ
   const layout: Extent[] = [{ startVirtual: 0, length: 40 * MiB, file: 0, offsetBacking: 0 }];
   const rig = await startRig(t, { transport: 'tcp', layout, size: 40 * MiB,
     fileBytes: [40 * MiB] });
+  const recvMin = sys.constants.DATAPATH_RECV_MIN!;
+  const sendBatch = LIMITS.nbdDatapathSendBatch;
+  t.same(capacities(rig), { receive: recvMin, reply: sendBatch }, 'first sizes');
   const big = crypto.randomBytes(PAYLOAD_MAX);
   rig.client.write(Buffer.concat([requestFrame(write(1n, MiB, big)),
     requestFrame(read(2n, MiB, PAYLOAD_MAX))])); // grows both buffers to 32 MiB
   t.equal(firstDifference(await rig.client.read(16), simpleReply(1n)), -1);
   const reply = await rig.client.read(16 + PAYLOAD_MAX);
   t.equal(firstDifference(reply.subarray(16), big), -1, 'the 32 MiB READ');
+  const grown = capacities(rig);
+  t.ok(grown.receive >= 28 + PAYLOAD_MAX, `the receive buffer grew (${grown.receive})`);
+  t.ok(grown.reply >= 16 + PAYLOAD_MAX, `the reply buffer grew (${grown.reply})`);
   // half of a 4 MiB WRITE, then more than DP_SHRINK_AFTER_MS of nothing
   const payload = crypto.randomBytes(4 * MiB);
   const frame = requestFrame(write(3n, 36 * MiB, payload));
   await dribble(rig.peer, frame.subarray(0, 2 * MiB), 2 * MiB);
-  await sleep(1300);
+  await rig.events.until(() => capacities(rig).reply === sendBatch, 'the reply buffer shrinks',
+    WAIT_MS, 20);
+  t.ok(capacities(rig).receive >= frame.length,
+    'the receive buffer, holding half a request, keeps room for all of it');
   await dribble(rig.peer, frame.subarray(2 * MiB), 2 * MiB);
   t.equal(firstDifference(await rig.client.read(16), simpleReply(3n)), -1,
     'the WRITE cut short across the idle time');
   t.equal(firstDifference(readVirtual(rig, 36 * MiB, 4 * MiB), payload), -1, 'landed whole');
-  await sleep(1300); // idle with nothing pending: both buffers shrink
+  // idle with nothing pending: both buffers shrink
+  await rig.events.until(() => capacities(rig).receive === recvMin, 'the receive buffer shrinks',
+    WAIT_MS, 20);
+  t.same(capacities(rig), { receive: recvMin, reply: sendBatch }, 'both back to their first size');
   rig.client.write(Buffer.concat([requestFrame(read(4n, MiB - 1, 4 * MiB)),
     requestFrame(write(5n, 0, big))]));
   const expected = readReply(rig, false, 4n, MiB - 1, 4 * MiB);
@@ -1091,8 +1109,8 @@ t.test('stop(false) sends the queued frames, then reports stopped', async (t) =>
   t.throws(() => sys.datapathSubmit(rig.datapath, Buffer.from('x'), null), /stopped/,
     'no submit after it stopped');
   t.throws(() => sys.datapathFence(rig.datapath), /stopped/);
-  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0],
-    'the counters, read when stopped is reported');
+  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0, 0, 0],
+    'the counters, read when stopped is reported (the buffers freed: capacities 0)');
   await sleep(100); // the thread's state is freed by now
   t.same([...sys.datapathStats(rig.datapath)], rig.events.statsAtStop,
     'and the same counts once the thread is gone');
