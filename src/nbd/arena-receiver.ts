@@ -32,6 +32,14 @@ import { LIMITS } from '../limits';
 import type { Payload, Receiver } from './framer';
 import { bufferPool } from './replies';
 
+/**
+ * Where socket reads land once the receiver is disposed: libuv may ask for a buffer again within
+ * the read loop that closed the connection, or while a paused socket's last read is pending (the
+ * data-path thread took it over). Those bytes are dropped; nothing may land in an arena whose
+ * payload views are still being written out, and a disposed receiver touches no arena again.
+ */
+const DISCARD = Buffer.allocUnsafe(LIMITS.nbdRecvReadMin);
+
 class Arena {
   /** the receiver's own reference (while current) plus one per outstanding payload view */
   refs = 1;
@@ -59,6 +67,7 @@ export class ArenaReceiver implements Receiver {
 
   /** For net's onread.buffer: where the next socket read lands (see the header). */
   nextBuffer(): Buffer {
+    if (this.isDisposed) return DISCARD;
     const pending = this.length;
     // room for the rest of the frame in progress, or between frames for one like the last
     const expected = this.frameLength > 0
@@ -93,6 +102,7 @@ export class ArenaReceiver implements Receiver {
 
   /** For net's onread.callback: `length` bytes landed at the tail nextBuffer() gave. */
   received(length: number, target: Buffer): void {
+    if (this.isDisposed) return; // landed in DISCARD: dropped
     assert(target.buffer === this.arena.buffer.buffer, 'ArenaReceiver: read into a stale arena');
     assert(length > 0 && this.writePos + length <= this.arena.buffer.length);
     this.writePos += length;
@@ -132,8 +142,9 @@ export class ArenaReceiver implements Receiver {
   }
 
   /**
-   * The connection is closed: libuv may still hold the current tail until the socket closes,
-   * so the current arena is left to the GC rather than pooled.
+   * The connection is closed (or the data-path thread took the socket): libuv may still hold the
+   * current tail until the socket closes, so the current arena is left to the GC rather than
+   * pooled, and later reads land in DISCARD.
    */
   dispose(): void {
     if (this.isDisposed) return;
