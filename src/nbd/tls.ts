@@ -149,10 +149,14 @@ export function createTlsUpgrader(options: TlsOptions): TlsUpgrader | null {
         reject(new ProtocolError('ERR_NBD_TLS', `tls: handshake: ${error.message}`,
           { cause: error }));
       };
+      const failOnEnd = (): void => fail(new Error('peer half-closed before finishing it'));
       secure.once('error', fail);
       secure.once('close', () => fail(new Error('closed during handshake')));
+      // no handshake can finish once the peer has sent its FIN (the socket is half-open)
+      secure.once('end', failOnEnd);
       secure.once('secure', () => {
         secure.off('error', fail);
+        secure.off('end', failOnEnd);
         secure.removeAllListeners('close');
         try {
           resolve({ secure, domain: domainOfPeer(secure, options, pskIdentity) });
