@@ -68,15 +68,52 @@ export interface GuestResult {
   elapsedMs: number;
 }
 
-/** Why the test host cannot run here (missing tool, not root for a first build), or null. */
+/** Tools the test host needs (scripts/ensure-tools.js installs them when run as root). */
+const TESTHOST_TOOLS = ['qemu-system-x86_64', 'socat', 'cpio', 'gzip', 'timeout'];
+
+function isRoot(): boolean {
+  return process.getuid !== undefined && process.getuid() === 0;
+}
+
+/**
+ * Why this machine cannot run the test host at all, or null. Only what no test run can change
+ * is a reason: not Linux on x86-64, or not root while a tool is missing or the host is not
+ * built (only root installs and builds). As root, a missing tool or a failed build is a broken
+ * precondition that fails the tests (testhostBroken), never a skip.
+ */
 export function testhostSkipReason(): string | null {
-  const needed = ['qemu-system-x86_64', 'socat', 'cpio', 'gzip', 'timeout'];
-  const missing = needed.filter((command) => !hasCommand(command));
-  if (missing.length > 0) return `missing ${missing.join(', ')}`;
   if (process.platform !== 'linux' || os.arch() !== 'x64') return 'needs Linux on x86-64';
-  const isRoot = process.getuid !== undefined && process.getuid() === 0;
-  if (!isRoot && !isCached()) return 'test host not built and not root (run build.sh as root)';
+  if (isRoot()) return null;
+  const missing = TESTHOST_TOOLS.filter((command) => !hasCommand(command));
+  if (missing.length > 0) return `not root and missing ${missing.join(', ')}`;
+  if (!isCached()) return 'test host not built and not root (run build.sh as root)';
   return null;
+}
+
+/** Why the test host cannot run although the machine can run it (a tool that should have been
+ * installed is missing, or the build failed), or null once it is built. */
+export async function testhostBroken(): Promise<string | null> {
+  const missing = TESTHOST_TOOLS.filter((command) => !hasCommand(command));
+  if (missing.length > 0) return `missing ${missing.join(', ')} (ensure-tools installs them)`;
+  try {
+    await prepareTesthost();
+  } catch (error) {
+    return `test host could not be built: ${(error as Error).message}`;
+  }
+  return null;
+}
+
+/**
+ * Whether `commands` are all present. Where one is missing, skips `t` visibly when this process
+ * is not root (it could not install them), and fails it when root (npm test runs
+ * scripts/ensure-tools.js first, so a missing tool there is a broken precondition).
+ */
+export function requireTools(t: Test, commands: readonly string[]): boolean {
+  const missing = commands.filter((command) => !hasCommand(command));
+  if (missing.length === 0) return true;
+  if (isRoot()) t.fail(`missing ${missing.join(', ')} although root (ensure-tools installs them)`);
+  else t.skip(`missing ${missing.join(', ')} (not root: cannot install them)`);
+  return false;
 }
 
 function hasCommand(command: string): boolean {
@@ -489,7 +526,8 @@ export interface KernelScenarioOptions {
 /**
  * Registers the kernel NBD scenarios on `t` against servers from `startServer`: an ext4 round
  * trip with reattach, a read-only export, and multi-connection (`-C 4`). Each boots its own
- * guest and starts its own server. Skips visibly when the test host cannot run here.
+ * guest and starts its own server. Skips visibly only when this machine cannot run the test
+ * host (testhostSkipReason); fails when it can and the host does not build.
  */
 export function kernelScenarios(t: Test, startServer: StartServer,
   options: KernelScenarioOptions = {}): void {
@@ -498,16 +536,17 @@ export function kernelScenarios(t: Test, startServer: StartServer,
     t.skip(`kernel NBD scenarios: ${skip}`, () => {});
     return;
   }
-  let buildError: Error | undefined;
+  let broken: string | null = null;
   t.before(async () => {
-    await prepareTesthost().catch((error: Error) => (buildError = error));
+    broken = await testhostBroken();
   });
   const scenario = (key: KernelScenarioName, name: string,
     body: (t: Test) => Promise<void>): void => {
     if (options.only !== undefined && !options.only.includes(key)) return;
     t.test(name, async (t) => {
-      if (buildError !== undefined) {
-        t.skip(`test host could not be built: ${buildError.message}`, () => {});
+      // the machine can run the test host: a broken precondition is a failure, not a skip
+      if (broken !== null) {
+        t.fail(broken);
         return;
       }
       await body(t);

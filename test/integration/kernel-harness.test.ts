@@ -2,12 +2,18 @@
  * The kernel test host itself (test/helpers/testhost.ts, scripts/testhost/): a guest's failure,
  * an unreachable server and a hung guest are each reported as such, so that a PASS from the
  * kernel scenarios means something (test/integration/kernel-nbd.test.ts has the PASS cases).
+ * They skip only where this machine cannot run the test host (not Linux x86-64, or not root
+ * without the tools or a built host); a missing tool or a failed build as root fails them.
  */
 import t from 'tap';
-import { runGuest, testhostSkipReason } from '../helpers/testhost';
+import { runGuest, testhostBroken, testhostSkipReason } from '../helpers/testhost';
 
 const skip = testhostSkipReason() ?? false;
 const HUNG_TIMEOUT_MS = 12_000;
+
+t.test('the test host is ready: its tools are present and it builds', { skip }, async (t) => {
+  t.equal(await testhostBroken(), null, 'no broken precondition');
+});
 
 t.test('a failing guest script is reported as FAIL with its reason and values', { skip },
   async (t) => {
