@@ -1,30 +1,44 @@
+import net from 'node:net';
 import t from 'tap';
 import { createServer } from '../../src/nbd/index';
 import {
-  checkHealthy, connectClient, createFixedProvider, memoryDisk, quietLog,
+  ScriptedClient, checkHealthy, createFixedProvider, memoryDisk, quietLog,
 } from '../helpers/nbd-client';
 import { OPT, goPayload } from '../helpers/wire';
+import { eventually } from '../helpers/waits';
 
-t.test('a client that closes while GO waits on a slow provider leaves no export open',
+const ROUNDS = 6;
+
+t.test('a client that leaves (FIN or reset) while GO waits on the provider leaves no export open',
   async (t) => {
     const provider = createFixedProvider([memoryDisk()]);
     const open = provider.open;
+    let started = 0;
+    let openGate: (() => void) | null = null;
     provider.open = async (name, domain) => {
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      started += 1;
+      if (started <= ROUNDS) await new Promise<void>((resolve) => (openGate = resolve));
       return open(name, domain);
     };
     const server = createServer({ provider, log: quietLog });
     const address = await server.listen({ host: '127.0.0.1', port: 0 });
     t.teardown(() => server.close({ graceMs: 1000 }));
     const port = typeof address === 'string' ? 0 : address.port;
-    for (let round = 0; round < 5; round++) {
-      const client = await connectClient(port);
+    for (let round = 0; round < ROUNDS; round++) {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      const client = new ScriptedClient(socket, socket);
       await client.start();
       client.sendOption(OPT.GO, goPayload('disk'));
-      client.end();
-      t.equal(await client.waitClosed(), true);
+      t.ok(await eventually(() => started === round + 1), `round ${round}: GO is opening`);
+      // the attack: gone before the open finished, with a FIN or with a reset
+      if (round % 2 === 0) client.end();
+      else socket.resetAndDestroy();
+      openGate?.();
+      t.ok(await eventually(() => provider.opens === round + 1 && server.connectionCount === 0),
+        `round ${round}: the open finished and the connection left the registry`);
+      t.equal(provider.releases, provider.opens, `round ${round}: its export was released`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    t.equal(provider.opens, provider.releases, 'every export opened was released');
+    t.equal(provider.opens, ROUNDS, 'every GO opened the export after its client had left');
     t.equal(await checkHealthy(port), true, 'the server still serves');
   });
