@@ -39,6 +39,8 @@ export const ERRORS = {
   ERR_VD_NO_SPACE: 'not enough free extents for the request; nothing was changed',
   ERR_VD_REUSED: 'undelete: some extents of the disk were handed to another disk',
   ERR_VD_SHRINK: 'enlarge: the new size is smaller than the current size',
+  ERR_VD_IMPORTING: 'the virtual disk is still being imported; usable once its copy is complete',
+  ERR_VD_IMPORT_LOST: 'import: the VD is no longer being imported by this process (cleaned up)',
 
   // --- vbd ---
   ERR_VBD_UNKNOWN: 'no VBD has that domain and device',
@@ -61,6 +63,8 @@ export const ERRORS = {
     'more options than LIMITS.nbdOptionCountMax before an export was chosen',
   ERR_NBD_OVERSIZE_WRITE: 'a WRITE payload above LIMITS.nbdWriteDiscardMax: hard disconnect',
   ERR_NBD_HANDSHAKE_TIMEOUT: 'negotiation did not finish within LIMITS.nbdHandshakeTimeoutMs',
+  ERR_NBD_STALLED:
+    'a client holding server memory neither sent nor took bytes for LIMITS.nbdStallTimeoutMs',
   ERR_NBD_TLS: 'the TLS handshake after NBD_OPT_STARTTLS failed',
   ERR_NBD_TLS_CONFIG: 'the TLS configuration is incomplete or unreadable',
   ERR_NBD_LISTEN: 'the server cannot listen on the requested address, path or fd',

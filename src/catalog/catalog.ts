@@ -12,7 +12,7 @@ import type Database from 'better-sqlite3';
 import { UsageError, EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import {
-  allocate, availableBytes, freeAfter, runsBytes, sliceRuns, virtualOffsetOf,
+  allocate, availableBytes, freeAfter, mergeAdjacent, runsBytes, sliceRuns, virtualOffsetOf,
   type AllocationRequest, type DeadVd, type MemberRange, type Run,
 } from '../allocator/allocator';
 import type { Catalog } from './index';
@@ -46,6 +46,9 @@ interface VbdRow {
 interface RangeRow { vbd_id: number; seq: number; path: string; offset: number; length: number }
 interface PendingRow { vd_id: number; member_id: number; offset: number; length: number }
 interface ServerRow { id: number; pid: number; pid_start_time: string; heartbeat_at: number }
+interface ImportRow {
+  vd_id: number; pid: number; pid_start_time: string; started_at: number; expiry_seconds: number;
+}
 
 function prepareAll(db: Db) {
   const p = (sql: string) => db.prepare(sql);
@@ -113,6 +116,15 @@ function prepareAll(db: Db) {
     upsertLease: p('INSERT INTO leases (server_id, vd_id, generation) VALUES (?, ?, ?) '
       + 'ON CONFLICT (server_id, vd_id) DO UPDATE SET generation = excluded.generation'),
     deleteLease: p('DELETE FROM leases WHERE server_id = ? AND vd_id = ?'),
+    imports: p('SELECT * FROM vd_imports ORDER BY vd_id'),
+    importOf: p('SELECT * FROM vd_imports WHERE vd_id = ?'),
+    insertImport: p('INSERT INTO vd_imports (vd_id, pid, pid_start_time, started_at, '
+      + 'expiry_seconds) VALUES (?, ?, ?, ?, ?)'),
+    deleteImport: p('DELETE FROM vd_imports WHERE vd_id = ?'),
+    vdReferences: p('SELECT (SELECT COUNT(*) FROM vbds WHERE vd_id = @id) '
+      + '+ (SELECT COUNT(*) FROM leases WHERE vd_id = @id) '
+      + '+ (SELECT COUNT(*) FROM vd_losses WHERE vd_id = @id OR taken_by = @id) AS n'),
+    deleteVdRow: p('DELETE FROM vds WHERE id = ?'),
   };
 }
 
@@ -169,6 +181,11 @@ function sourceText(source: VbdSource): string {
   if (source.kind === 'vd') return `vd:${source.vdId}`;
   if (source.kind === 'phy') return `phy:${source.path}`;
   return 'extents:' + source.extents.map((e) => `${e.path}:${e.offset}+${e.length}`).join(',');
+}
+
+interface VdMarks {
+  pending: Set<number>;
+  importing: Set<number>;
 }
 
 /** A range owner for the sharing check: a VBD, or the VDs living on a pool member. */
@@ -263,20 +280,29 @@ class CatalogImpl implements Catalog {
     return row.expires_at !== null && row.expires_at <= now;
   }
 
-  private stateOf(row: VdRow, now: number, pending: Set<number>): VdState {
+  private stateOf(row: VdRow, now: number, marks: VdMarks): VdState {
     if (this.isDead(row, now)) return row.state === 'deleted' ? 'deleted' : 'expired';
-    return pending.has(row.id) ? 'zeroing' : 'live';
+    if (marks.importing.has(row.id)) return 'importing';
+    return marks.pending.has(row.id) ? 'zeroing' : 'live';
   }
 
-  private pendingSet(): Set<number> {
-    return new Set(this.all<{ vd_id: number }>(this.st.pendingVds).map((r) => r.vd_id));
+  /** Which VDs have pending zeroing and which are being imported, read once per answer. */
+  private marks(): VdMarks {
+    return {
+      pending: new Set(this.all<{ vd_id: number }>(this.st.pendingVds).map((r) => r.vd_id)),
+      importing: new Set(this.all<ImportRow>(this.st.imports).map((r) => r.vd_id)),
+    };
   }
 
-  private summary(row: VdRow, allocated: number, now: number, pending: Set<number>): VdSummary {
+  private isImporting(vdId: number): boolean {
+    return this.get<ImportRow>(this.st.importOf, vdId) !== undefined;
+  }
+
+  private summary(row: VdRow, allocated: number, now: number, marks: VdMarks): VdSummary {
     return {
       id: row.id, name: row.name, size: row.size_bytes, allocatedBytes: allocated,
       expiresAt: row.expires_at, createdAt: row.created_at, generation: row.generation,
-      state: this.stateOf(row, now, pending),
+      state: this.stateOf(row, now, marks),
     };
   }
 
@@ -293,7 +319,15 @@ class CatalogImpl implements Catalog {
       const how = row.state === 'deleted' ? 'deleted' : 'expired';
       throw new UsageError('ERR_VD_DELETED', `${op}: VD ${id} is ${how} (undelete it first)`);
     }
+    this.refuseImporting(op, id);
     return row;
+  }
+
+  private refuseImporting(op: string, id: number): void {
+    if (this.isImporting(id)) {
+      throw new UsageError('ERR_VD_IMPORTING', `${op}: VD ${id} is still being imported `
+        + '(usable once its copy is complete)');
+    }
   }
 
   private runsOf(vdId: number): Run[] {
@@ -315,7 +349,7 @@ class CatalogImpl implements Catalog {
     const members = this.memberMap();
     const extents = this.extentsOf(id, members);
     const allocated = extents.reduce((sum, e) => sum + e.length, 0);
-    return { ...this.summary(row, allocated, this.now(), this.pendingSet()), extents };
+    return { ...this.summary(row, allocated, this.now(), this.marks()), extents };
   }
 
   getVd(id: number): VdDetail {
@@ -324,12 +358,13 @@ class CatalogImpl implements Catalog {
 
   listVds(options: { all?: boolean } = {}): VdSummary[] {
     const now = this.now();
-    const pending = this.pendingSet();
+    const marks = this.marks();
     const allocated = new Map(this.all<{ vd_id: number; bytes: number }>(this.st.allocatedAll)
       .map((r) => [r.vd_id, r.bytes]));
-    return this.all<VdRow>(this.st.vds)
-      .filter((row) => options.all === true || !this.isDead(row, now))
-      .map((row) => this.summary(row, allocated.get(row.id) ?? 0, now, pending));
+    const isShown = (row: VdRow) => options.all === true
+      || (!this.isDead(row, now) && !marks.importing.has(row.id));
+    return this.all<VdRow>(this.st.vds).filter(isShown)
+      .map((row) => this.summary(row, allocated.get(row.id) ?? 0, now, marks));
   }
 
   // --- allocation ---
@@ -454,22 +489,105 @@ class CatalogImpl implements Catalog {
   }
 
   createVd(input: CreateVdInput): VdDetail {
+    return this.detail(this.insertVd(input, false));
+  }
+
+  /**
+   * One transaction: the VD row, its extents, their pending zeroing and the import row naming
+   * this process as the owner. The VD carries no expiry while importing (nothing may reclaim
+   * it); completeImport applies the one asked for.
+   */
+  beginImport(input: CreateVdInput): VdDetail {
+    return this.detail(this.insertVd(input, true));
+  }
+
+  private insertVd(input: CreateVdInput, isImport: boolean): number {
     checkSize('create', input.size);
     if (input.expiresInS !== undefined) checkSeconds('create', input.expiresInS);
     const name = input.name ?? null;
     if (name !== null && (typeof name !== 'string' || name.length > LIMITS.vdNameLengthMax)) {
       invalid(`create: the name must be at most ${LIMITS.vdNameLengthMax} characters`);
     }
-    const id = this.tx(() => {
+    return this.tx(() => {
       const now = this.now();
       const onMemberId = this.resolveMemberId('create', input.onMember);
-      const expiresAt = this.expiryAt(input.expiresInS, now);
+      const expiresAt = isImport ? null : this.expiryAt(input.expiresInS, now);
       const info = this.st.insertVd.run(name, input.size, expiresAt, now);
       const vdId = Number(info.lastInsertRowid);
       this.allocateFor('create', vdId, input.size, onMemberId, input.zero !== false, now);
+      if (isImport) {
+        const start = processStartTime(process.pid);
+        assert(start !== '', 'import: this process has no start time in /proc');
+        this.st.insertImport.run(vdId, process.pid, start, now, input.expiresInS ?? 0);
+      }
       return vdId;
     });
-    return this.detail(id);
+  }
+
+  /** The import row of vdId when this process owns it; ERR_VD_IMPORT_LOST otherwise. */
+  private ownImportRow(op: string, vdId: number): ImportRow {
+    const row = this.get<ImportRow>(this.st.importOf, vdId);
+    const isMine = row !== undefined && row.pid === process.pid
+      && row.pid_start_time === processStartTime(process.pid);
+    if (!isMine) {
+      throw new EmuError('ERR_VD_IMPORT_LOST', `${op}: VD ${vdId} is not being imported by this `
+        + 'process (its import was abandoned and cleaned up, or never began)');
+    }
+    return row;
+  }
+
+  completeImport(vdId: number): VdSummary {
+    this.tx(() => {
+      const row = this.ownImportRow('import', vdId);
+      this.vdRow('import', vdId);
+      this.st.deleteImport.run(vdId);
+      this.st.setVdExpiry.run(this.expiryAt(row.expiry_seconds, this.now()), 'active', vdId);
+    });
+    return this.summaryOf(vdId);
+  }
+
+  abandonImport(vdId: number): void {
+    this.tx(() => {
+      this.ownImportRow('import', vdId);
+      this.freeImport(vdId);
+    });
+  }
+
+  cleanAbandonedImports(): number[] {
+    const isAbandoned = (row: ImportRow) => !isProcessAlive(row.pid, row.pid_start_time);
+    if (!this.all<ImportRow>(this.st.imports).some(isAbandoned)) return [];
+    return this.tx(() => {
+      const abandoned = this.all<ImportRow>(this.st.imports).filter(isAbandoned);
+      for (const row of abandoned) this.freeImport(row.vd_id);
+      return abandoned.map((row) => row.vd_id);
+    });
+  }
+
+  /**
+   * Ends an import that will not complete (in the caller's transaction): its extents go back to
+   * the free runs (zeroed on reuse like any others), its pending zeroing and import row go, and
+   * so does the VD row, which nobody ever saw. When another row names it (extents it took from
+   * a dead VD are recorded as that VD's losses), it stays as a deleted VD without extents, which
+   * undelete refuses.
+   */
+  private freeImport(vdId: number): void {
+    const runs = this.runsOf(vdId);
+    for (const memberId of new Set(runs.map((r) => r.memberId))) {
+      const freed = runs.filter((r) => r.memberId === memberId);
+      const current = this.all<FreeRow>(this.st.freeRunsOf, memberId).map(toRun);
+      const merged = mergeAdjacent([...current, ...freed]
+        .sort((a, b) => a.firstExtent - b.firstExtent));
+      this.st.deleteFreeOf.run(memberId);
+      for (const r of merged) this.st.insertFree.run(r.memberId, r.firstExtent, r.extentCount);
+    }
+    this.st.deleteRunsOf.run(vdId);
+    this.st.deletePendingOf.run(vdId);
+    this.st.deleteImport.run(vdId);
+    if (this.get<{ n: number }>(this.st.vdReferences, { id: vdId })!.n === 0) {
+      this.st.deleteVdRow.run(vdId);
+    } else {
+      this.st.setVdExpiry.run(this.now(), 'deleted', vdId);
+    }
   }
 
   enlargeVd(id: number, newSize: number, options: { zero?: boolean } = {}): VdDetail {
@@ -540,6 +658,7 @@ class CatalogImpl implements Catalog {
     this.tx(() => {
       const now = this.now();
       const row = this.vdRow('undelete', id);
+      this.refuseImporting('undelete', id);
       const losses = this.all<FreeRow & { path: string; taken_by: number }>(this.st.lossesOf, id);
       if (losses.length > 0) {
         const shown = losses.slice(0, 4).map((l) => `extents [${l.first_extent}, `
@@ -547,6 +666,11 @@ class CatalogImpl implements Catalog {
         const more = losses.length > 4 ? `, and ${losses.length - 4} more runs` : '';
         throw new UsageError('ERR_VD_REUSED', `undelete: VD ${id} cannot come back: `
           + `${shown.join('; ')}${more}`);
+      }
+      const sizes = new Map([...this.memberMap().values()].map((m) => [m.id, m.extent_size]));
+      if (runsBytes(this.runsOf(id), sizes) < row.size_bytes) {
+        throw new UsageError('ERR_VD_REUSED', `undelete: VD ${id} cannot come back: it holds `
+          + 'fewer extents than its size (an abandoned import, whose extents were freed)');
       }
       if (this.isDead(row, now)) {
         // VBDs added while it was dead were judged without it: judge them now, as vbd add would
@@ -611,6 +735,10 @@ class CatalogImpl implements Catalog {
         liveServerIds: servers.filter((s) => this.isServerAlive(s)).map((s) => s.id),
         leases: this.all<{ server_id: number; vd_id: number; generation: number }>(
           this.st.leases),
+        imports: this.all<ImportRow>(this.st.imports).map((row) => ({
+          vd_id: row.vd_id, pid: row.pid,
+          isOwnerAlive: isProcessAlive(row.pid, row.pid_start_time),
+        })),
         now: this.now(),
       });
     }).deferred();
@@ -799,7 +927,8 @@ class CatalogImpl implements Catalog {
         return { ...base, size, vdId: null, generation: 0, isDangling: false, extents };
       }
       const vd = this.get<VdRow>(this.st.vd, row.vd_id!)!;
-      const servable = this.isDead(vd, this.now()) ? 0 : this.servableSize(vd);
+      const isUnusable = this.isDead(vd, this.now()) || this.isImporting(vd.id);
+      const servable = isUnusable ? 0 : this.servableSize(vd);
       const isDangling = servable === 0;
       const size = isDangling ? vd.size_bytes : servable;
       const extents = isDangling ? [] : trimTo(this.rangesOfVbd(row), size);

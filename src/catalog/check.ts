@@ -7,6 +7,9 @@
  * ./check-vbds.ts. A lease names an existing server and VD, at a generation the VD has had; a
  * lease of a live server on a VD whose extents went to another VD breaks invariant 2. Leases of
  * servers that are not running are stale: they hold nothing, so they are notes, not faults.
+ * An import in progress is a note; one whose process is gone is an abandoned import, also a note
+ * (the next xvd command frees its extents), never a fault. An importing VD carries no expiry and
+ * nothing may use it: a VBD or a lease naming it is a fault, as is an import of no VD.
  */
 import { checkVbds, type CheckRangeRow, type CheckVbdRow } from './check-vbds';
 import type { CheckReport } from './types';
@@ -30,6 +33,8 @@ export interface CheckInput {
   /** Ids of the servers whose process is running. */
   liveServerIds: number[];
   leases: { server_id: number; vd_id: number; generation: number }[];
+  /** Imports in progress (schema 5; absent: none) and whether their process still runs. */
+  imports?: { vd_id: number; pid: number; isOwnerAlive: boolean }[];
   now: number;
 }
 
@@ -163,6 +168,29 @@ function checkLeases(input: CheckInput, faults: string[], notes: string[]): void
   }
 }
 
+function checkImports(input: CheckInput, faults: string[], notes: string[]): void {
+  for (const row of input.imports ?? []) {
+    const vd = input.vds.find((v) => v.id === row.vd_id);
+    if (vd === undefined) {
+      faults.push(`import by pid ${row.pid} names VD ${row.vd_id}, which does not exist`);
+      continue;
+    }
+    if (vd.expires_at !== null) {
+      faults.push(`VD ${vd.id}: being imported, yet it has an expiry (${vd.expires_at})`);
+    }
+    if (input.vbds.some((vbd) => vbd.vd_id === vd.id)) {
+      faults.push(`VD ${vd.id}: being imported, yet a VBD names it`);
+    }
+    if (input.leases.some((lease) => lease.vd_id === vd.id)) {
+      faults.push(`VD ${vd.id}: being imported, yet a server leases it`);
+    }
+    notes.push(row.isOwnerAlive
+      ? `VD ${vd.id}: being imported by pid ${row.pid} (not usable until its copy is complete)`
+      : `VD ${vd.id}: import abandoned (pid ${row.pid} is not running): not usable; the next `
+        + 'xvd command frees its extents');
+  }
+}
+
 /** Every fault and note found, one line each; no faults when the catalog is sound. */
 export function checkCatalog(input: CheckInput): CheckReport {
   const faults: string[] = [];
@@ -173,5 +201,6 @@ export function checkCatalog(input: CheckInput): CheckReport {
   checkPending(input, faults);
   checkVbds(input, faults);
   checkLeases(input, faults, notes);
+  checkImports(input, faults, notes);
   return { faults, notes };
 }

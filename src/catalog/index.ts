@@ -16,6 +16,14 @@
  * with pending zeroing is served only up to its first pending byte: a new VD not at all
  * (resolveVbd says isDangling), an enlarged one at its size before the enlarge.
  *
+ * Imports are all or nothing: beginImport records, in the transaction that allocates it, that
+ * the new VD is being imported by this process (pid and start time, as a server is known); such
+ * a VD is not listed, attached, leased, enlarged or served. The importer flips it live with
+ * completeImport, one transaction, after its copy is durable (fdatasync).
+ * When the importer is gone (killed), cleanAbandonedImports, which every CLI command but
+ * `check` runs first, gives its extents back to the free runs (zeroed on reuse as usual) and
+ * removes the VD nobody saw; `check` reports such an import as a note until then.
+ *
  * Fencing: servers register, heartbeat and lease the VDs they serve; the allocator never takes
  * extents of a dead VD that a live server still leases, nor extents under a phy:/extent VBD.
  */
@@ -42,6 +50,17 @@ export interface Catalog {
   // --- virtual disks ---
   /** Allocates whole extents for `size` bytes; returns the new VD with its extents. */
   createVd(input: CreateVdInput): VdDetail;
+  /**
+   * createVd for `xvd import`: the VD is 'importing', owned by this process, without expiry,
+   * and usable by nobody until completeImport (expiresInS then counts from completion).
+   */
+  beginImport(input: CreateVdInput): VdDetail;
+  /** Makes this process's import live (after its copy was synced); ERR_VD_IMPORT_LOST if gone. */
+  completeImport(id: number): VdSummary;
+  /** Frees this process's import that will not complete (its copy failed). */
+  abandonImport(id: number): void;
+  /** Frees every import whose process is not running; returns their VD ids. */
+  cleanAbandonedImports(): number[];
   /** Grows a live VD to newSize (>= size); new extents are appended in virtual order. */
   enlargeVd(id: number, newSize: number, options?: { zero?: boolean }): VdDetail;
   /** Grows a live VD by addBytes, reading its size under the same write lock (atomic). */
@@ -56,7 +75,7 @@ export interface Catalog {
    * judged as addVbd judges a new VBD: the VD is a writer; default 0). The level is recorded.
    */
   undeleteVd(id: number, expiresInS?: number, options?: { expert?: 0 | 1 | 2 }): VdSummary;
-  /** Live and zeroing VDs; with all, dead ones too. Ordered by id. */
+  /** Live and zeroing VDs; with all, dead and importing ones too. Ordered by id. */
   listVds(options?: { all?: boolean }): VdSummary[];
   /** ERR_VD_UNKNOWN when there is no such id. */
   getVd(id: number): VdDetail;

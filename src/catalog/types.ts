@@ -34,9 +34,10 @@ export interface Member {
 
 /**
  * Computed state: 'zeroing' = allocated or enlarged, zeroing not yet finished (served only up to
- * the first pending byte: a new VD not at all, an enlarged one at its old size).
+ * the first pending byte: a new VD not at all, an enlarged one at its old size); 'importing' =
+ * `xvd import` is still copying into it (or was killed doing so): not usable at all.
  */
-export type VdState = 'live' | 'zeroing' | 'expired' | 'deleted';
+export type VdState = 'live' | 'zeroing' | 'importing' | 'expired' | 'deleted';
 
 export interface VdSummary {
   id: number;

@@ -24,6 +24,7 @@ function vdRecord(vd: VdSummary): VdRecord {
     allocatedBytes: vd.allocatedBytes,
     expiresAt: vd.expiresAt === null ? null : Math.floor(vd.expiresAt / 1000),
     isLive: vd.state === 'live' || vd.state === 'zeroing',
+    isImporting: vd.state === 'importing',
   };
 }
 
@@ -99,6 +100,21 @@ class CatalogAdapter implements CatalogPort {
     }).id);
   }
 
+  beginImport(request: Parameters<CatalogPort['beginImport']>[0]): number {
+    return waitForDrain(() => this.catalog.beginImport({
+      size: request.sizeBytes, expiresInS: request.expirySeconds, name: request.name,
+      onMember: request.onPath, zero: request.isZeroing,
+    }).id);
+  }
+
+  completeImport(id: number): void {
+    this.catalog.completeImport(id);
+  }
+
+  abandonImport(id: number): void {
+    this.catalog.abandonImport(id);
+  }
+
   refresh(id: number, expirySeconds: number): void {
     this.catalog.refreshVd(id, expirySeconds);
   }
@@ -156,8 +172,19 @@ class CatalogAdapter implements CatalogPort {
   }
 }
 
-export function openCatalogPort(catalogPath: string): CatalogPort {
-  return new CatalogAdapter(openCatalog(catalogPath));
+/**
+ * Opens the catalog; when `isRecovering`, first frees imports abandoned by a killed `xvd import`
+ * (every command but `check`, which reports them as they are).
+ */
+export function openCatalogPort(catalogPath: string, isRecovering: boolean): CatalogPort {
+  const catalog = openCatalog(catalogPath);
+  try {
+    if (isRecovering) catalog.cleanAbandonedImports();
+  } catch (error) {
+    catalog.close();
+    throw error;
+  }
+  return new CatalogAdapter(catalog);
 }
 
 /**

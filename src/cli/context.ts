@@ -28,9 +28,12 @@ export class Context {
     return path.dirname(path.resolve(this.catalogPathValue));
   }
 
-  /** Opens the catalog on first use (creating it and its directory if missing). */
-  catalog(): CatalogPort {
-    this.opened ??= openCatalogPort(this.catalogPathValue);
+  /**
+   * Opens the catalog on first use (creating it and its directory if missing), freeing what a
+   * killed `xvd import` left unless `isRecovering` is false (`xvd check` reports it instead).
+   */
+  catalog(options: { isRecovering?: boolean } = {}): CatalogPort {
+    this.opened ??= openCatalogPort(this.catalogPathValue, options.isRecovering !== false);
     return this.opened;
   }
 

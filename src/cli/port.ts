@@ -14,6 +14,8 @@ export interface VdRecord {
   allocatedBytes: number;
   expiresAt: number | null;
   isLive: boolean;
+  /** Being filled by `xvd import` (or abandoned by a killed one): not usable. */
+  isImporting: boolean;
 }
 
 /** One backing piece in virtual order: `length` bytes at `offset` of `path`. */
@@ -72,6 +74,12 @@ export interface CatalogPort {
   members(): MemberRecord[];
   format(member: NewMember): MemberRecord;
   create(request: NewVd): number;
+  /** `create` for `xvd import`: the VD is not usable, nor listed, until completeImport. */
+  beginImport(request: NewVd): number;
+  /** Makes the import live; call after the copy was synced to the members. */
+  completeImport(id: number): void;
+  /** Frees an import whose copy failed, as if it never began. */
+  abandonImport(id: number): void;
   refresh(id: number, expirySeconds: number): void;
   delete(id: number): void;
   enlarge(id: number, addBytes: number, isZeroing: boolean): void;

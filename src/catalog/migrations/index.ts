@@ -144,10 +144,28 @@ const M0004_RECORD_UNDELETE_EXPERT = `
 ALTER TABLE vds ADD COLUMN undelete_expert INTEGER CHECK (undelete_expert IN (0, 1, 2));
 `;
 
+/**
+ * Imports in progress: a VD with a row here is being filled by `xvd import` and is not usable
+ * (not listed, not attachable, not served) until the importer flips it live, in one transaction
+ * after its copy is durable. The owner is a process as servers are (pid and its start time from
+ * /proc): when it is gone, the import was abandoned and the next command frees the VD's extents.
+ * The requested expiry is applied when the import completes, so it counts from then.
+ */
+const M0005_RECORD_VD_IMPORTS = `
+CREATE TABLE vd_imports (
+  vd_id INTEGER PRIMARY KEY REFERENCES vds(id),
+  pid INTEGER NOT NULL,
+  pid_start_time TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  expiry_seconds INTEGER NOT NULL CHECK (expiry_seconds >= 0)
+) STRICT;
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
   { name: '0002-measure-pending-zero-bytes', sql: M0002_MEASURE_PENDING_ZERO_BYTES },
   { name: '0003-record-vbd-expert', sql: M0003_RECORD_VBD_EXPERT },
   { name: '0004-record-undelete-expert', sql: M0004_RECORD_UNDELETE_EXPERT },
+  { name: '0005-record-vd-imports', sql: M0005_RECORD_VD_IMPORTS },
 ];

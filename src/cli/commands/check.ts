@@ -10,7 +10,7 @@ import { EXIT } from '../exit';
 import { printJson, printLine } from '../output';
 
 function check(context: Context, options: { json?: boolean }): number {
-  const { faults, notes } = context.catalog().check();
+  const { faults, notes } = context.catalog({ isRecovering: false }).check();
   if (options.json === true) {
     printJson({ ok: faults.length === 0, faults, notes });
   } else {

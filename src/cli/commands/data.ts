@@ -1,9 +1,11 @@
 /**
  * data: `import FILE` (vd_read_from_file.py) and `export ID FILE` (vd_to_file.py), through
- * src/cli/copy.ts. Import creates a VD of exactly the file's size, lets the catalog zero it, then
- * copies only the file's non-zero data; if the copy fails the new VD is deleted again, so an
- * import is all or nothing. Export refuses an existing file and a deleted VD (its extents may
- * hold another VD's data by now) and writes holes for zero blocks.
+ * src/cli/copy.ts. Import is all or nothing, SIGKILL included: it allocates a VD of exactly the
+ * file's size as 'importing' (owned by this process; not listed, attached or served), lets the
+ * catalog zero it, copies only the file's non-zero data, syncs it, and only then flips the VD
+ * live in one transaction and prints its id. A failed copy frees the VD again; a killed one is
+ * freed by the next xvd command (the owner is gone). Export refuses an existing file and a
+ * deleted VD (its extents may hold another VD's data by now) and writes holes for zero blocks.
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
@@ -39,14 +41,16 @@ async function importFile(context: Context, file: string, options: ImportOptions
   const name = options.name === undefined ? null : parseName(options.name);
   const sizeBytes = sourceSize(file);
   const catalog = context.catalog();
-  const id = catalog.create({ sizeBytes, expirySeconds, name, onPath: null, isZeroing: true });
+  const id = catalog.beginImport({ sizeBytes, expirySeconds, name, onPath: null,
+    isZeroing: true });
   try {
     await catalog.zeroPending();
-    await importInto(file, catalog.show(id).pieces, sizeBytes);
+    await importInto(file, catalog.show(id).pieces, sizeBytes); // synced when it returns
   } catch (error) {
-    catalog.delete(id);
+    catalog.abandonImport(id);
     throw error;
   }
+  catalog.completeImport(id);
   printLine(String(id));
 }
 

@@ -43,6 +43,11 @@ interface UndeleteOptions {
   expert?: string;
 }
 
+function stateText(vd: VdRecord): string {
+  if (vd.isImporting) return 'importing';
+  return vd.isLive ? 'live' : 'deleted';
+}
+
 function vdJson(vd: VdRecord): Record<string, unknown> {
   return {
     id: vd.id,
@@ -51,6 +56,7 @@ function vdJson(vd: VdRecord): Record<string, unknown> {
     allocated: vd.allocatedBytes,
     expires_at: vd.expiresAt === null ? null : formatTime(vd.expiresAt),
     live: vd.isLive,
+    state: stateText(vd),
   };
 }
 
@@ -62,7 +68,7 @@ function list(context: Context, options: { all?: boolean; json?: boolean }): voi
   }
   printTable(['ID', 'NAME', 'SIZE', 'EXPIRES', 'STATE'], disks.map((vd) => [
     String(vd.id), vd.name ?? '-', formatSize(vd.sizeBytes), formatTime(vd.expiresAt),
-    vd.isLive ? 'live' : 'deleted',
+    stateText(vd),
   ]));
 }
 
@@ -74,7 +80,7 @@ function show(context: Context, idText: string, options: { json?: boolean }): vo
     return;
   }
   printLine(`VD ${vd.id}${vd.name === null ? '' : ` (${vd.name})`}: ${formatSize(vd.sizeBytes)}, ` +
-    `expires ${formatTime(vd.expiresAt)}${vd.isLive ? '' : ', deleted'}`);
+    `expires ${formatTime(vd.expiresAt)}${vd.isLive ? '' : `, ${stateText(vd)}`}`);
   let startVirtual = 0;
   printTable(['VIRTUAL', 'LENGTH', 'PATH', 'OFFSET'], pieces.map((piece) => {
     const row = [String(startVirtual), String(piece.length), piece.path, String(piece.offset)];
