@@ -116,6 +116,7 @@ export class CatalogProvider implements ExportProvider {
   private readonly opening = new Set<Promise<unknown>>();
   private readonly retiring = new Set<Promise<void>>();
   private heartbeatRunning: Promise<void> | null = null;
+  private readonly heartbeatTicks = { ticks: 0, skipped: 0 };
   private isStopping = false;
   private fencer: Fencer | null = null;
   private serverId: number | null = null;
@@ -372,10 +373,20 @@ export class CatalogProvider implements ExportProvider {
     if (entry.resolved.vdId !== null) await this.dropLease(entry.resolved.vdId);
   }
 
+  /**
+   * Heartbeat timer ticks so far, and of them those skipped because the previous heartbeat was
+   * still running; every other tick started exactly one heartbeat.
+   */
+  get heartbeatCounts(): { ticks: number; skipped: number } {
+    return { ...this.heartbeatTicks };
+  }
+
   /** One heartbeat at a time: a tick that finds the last one still running skips. */
   private heartbeat(): void {
     if (this.serverId === null) return;
+    this.heartbeatTicks.ticks += 1;
     if (this.heartbeatRunning !== null) {
+      this.heartbeatTicks.skipped += 1;
       this.log.debug('heartbeat skipped: the previous one is still running');
       return;
     }

@@ -13,6 +13,7 @@ import { EmuError } from '../../src/errors';
 import { CatalogProvider } from '../../src/serve/catalog-provider';
 import { catalogWriterOf, type CatalogWriter } from '../../src/serve/catalog-writer';
 import { quietLog } from '../helpers/nbd-client';
+import { eventually } from '../helpers/waits';
 
 const MiB = 1024 * 1024;
 const WAIT_MS_MAX = 5_000;
@@ -180,16 +181,18 @@ t.test('a release waits for fence and drain; a reopen acquires only after it com
   });
 
 t.test('a heartbeat still running at the next tick is skipped, not queued', async (t) => {
-  const { writer } = await setup(t, 20);
-  const count = (suffix: string): number => writer.calls
-    .filter((call) => call.startsWith('heartbeat') && call.endsWith(suffix)).length;
+  const { provider, writer } = await setup(t, 20);
+  const count = (isCommit: boolean): number => writer.calls.filter((call) =>
+    call.startsWith('heartbeat') && call.endsWith(' committed') === isCommit).length;
   const release = writer.hold('heartbeat');
-  await sleep(300);
-  t.equal(count(''), 1, 'one heartbeat runs; the ticks meanwhile are skipped');
+  t.ok(await eventually(() => provider.heartbeatCounts.skipped >= 5, WAIT_MS_MAX),
+    'ticks come while the first heartbeat is held');
+  t.equal(count(false), 1, 'one heartbeat runs; no other was started');
   release();
-  const deadline = Date.now() + WAIT_MS_MAX;
-  while (count(' committed') < 3 && Date.now() < deadline) await sleep(20);
-  t.ok(count(' committed') >= 3, 'heartbeats go on once it finished');
+  t.ok(await eventually(() => count(true) >= 3, WAIT_MS_MAX), 'heartbeats go on once it finished');
+  const { ticks, skipped } = provider.heartbeatCounts;
+  t.equal(count(false), ticks - skipped,
+    `each of ${ticks} ticks started one heartbeat or was skipped (${skipped}): none was queued`);
 });
 
 t.test('stop waits for every release to commit before it unregisters', async (t) => {
