@@ -73,14 +73,24 @@ export function readPskFile(file: string): Map<string, Buffer> {
   return keys;
 }
 
+/**
+ * Node's default cipher list ends in "!PSK": with a certificate and PSK keys both configured,
+ * the PSK suites are let back in after the certificate ones, or no PSK client could connect.
+ */
+function ciphersWithPsk(): string {
+  return `${tls.DEFAULT_CIPHERS.split(':').filter((name) => name !== '!PSK').join(':')}:PSK`;
+}
+
 function secureContextOf(options: TlsOptions): tls.SecureContext {
   const isPskOnly = options.psk !== undefined && options.cert === undefined;
+  const isBoth = options.psk !== undefined && options.cert !== undefined;
   return tls.createSecureContext({
     ...(options.cert === undefined ? {} : { cert: options.cert }),
     ...(options.key === undefined ? {} : { key: options.key }),
     ...(options.ca === undefined ? {} : { ca: options.ca }),
     minVersion: 'TLSv1.2',
     ...(isPskOnly ? { maxVersion: 'TLSv1.2' as const, ciphers: 'PSK' } : {}),
+    ...(isBoth ? { ciphers: ciphersWithPsk() } : {}),
   });
 }
 

@@ -3,8 +3,9 @@
  * nbdkit, qemu and libnbd read it: a server directory (ca-cert.pem, server-cert.pem,
  * server-key.pem) and one directory per client certificate (ca-cert.pem, client-cert.pem,
  * client-key.pem). Every client directory trusts the real CA, so each client can verify the
- * server; what differs is the certificate it presents. ECDSA P-256 keys: generating them takes
- * milliseconds. Dates are explicit (certtool's activation_date/expiration_date).
+ * server; what differs is the certificate it presents. ECDSA P-256 keys (generated in
+ * milliseconds), except an RSA key for no-signing: for an ECDSA key certtool puts digitalSignature
+ * into keyUsage whatever the template says. Dates are explicit (activation_date/expiration_date).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,7 +29,7 @@ export const CLIENT_CERTS = {
   'not-yet-valid': 'valid',
   /** CN domain-1, the server's CA, extendedKeyUsage serverAuth only */
   'server-eku': 'valid',
-  /** CN domain-1, the server's CA, keyUsage keyAgreement/keyEncipherment without signing */
+  /** CN domain-1, the server's CA, keyUsage keyEncipherment only (no digitalSignature) */
   'no-signing': 'valid',
 } as const;
 export type ClientCertName = keyof typeof CLIENT_CERTS;
@@ -60,7 +61,7 @@ const TEMPLATES: Record<ClientCertName, string> = {
   'not-yet-valid': `cn = domain-1\n${CLIENT_USAGE}` +
     'activation_date = "2120-01-01 00:00:00 UTC"\nexpiration_date = "2121-01-01 00:00:00 UTC"\n',
   'server-eku': `cn = domain-1\ntls_www_server\nsigning_key\n${NOW_VALID}`,
-  'no-signing': `cn = domain-1\ntls_www_client\nkey_agreement\nencryption_key\n${NOW_VALID}`,
+  'no-signing': `cn = domain-1\ntls_www_client\nencryption_key\n${NOW_VALID}`,
 };
 
 async function certtool(dir: string, args: string[], template?: string): Promise<void> {
@@ -74,8 +75,11 @@ async function certtool(dir: string, args: string[], template?: string): Promise
   if (result.code !== 0) throw new Error(`certtool ${args.join(' ')}: ${result.stderr}`);
 }
 
-async function privateKey(dir: string, file: string): Promise<string> {
-  await certtool(dir, ['--generate-privkey', '--key-type', 'ecdsa', '--outfile', file]);
+/** ECDSA by default; RSA where certtool would otherwise add digitalSignature (no-signing). */
+async function privateKey(dir: string, file: string, type: 'ecdsa' | 'rsa' = 'ecdsa',
+): Promise<string> {
+  const bits = type === 'rsa' ? ['--bits', '2048'] : [];
+  await certtool(dir, ['--generate-privkey', '--key-type', type, ...bits, '--outfile', file]);
   return file;
 }
 
@@ -112,7 +116,8 @@ export async function makePki(dir: string): Promise<Pki> {
     const out = path.join(dir, `client-${name}`);
     fs.mkdirSync(out);
     fs.copyFileSync(ca.cert, path.join(out, 'ca-cert.pem'));
-    const key = await privateKey(dir, path.join(out, 'client-key.pem'));
+    const key = await privateKey(dir, path.join(out, 'client-key.pem'),
+      name === 'no-signing' ? 'rsa' : 'ecdsa');
     const cert = path.join(out, 'client-cert.pem');
     const issuer = CLIENT_CERTS[name];
     if (issuer === 'self-signed') await selfSigned(dir, key, cert, TEMPLATES[name]);
