@@ -5,6 +5,12 @@
  * would). The client must never see an error (no fence: its old size stays valid), a connection
  * opened while zeroing is pending gets the old size, and one opened after gets the new size with
  * the new range reading as zeros although the pool held garbage there.
+ *
+ * Nothing waits a fixed time. That the server has taken an enlarge in is seen from outside:
+ * new connections are opened until one is given the new size. That it has looked at the catalog
+ * while the zeroing is pending is shown by a witness: a connection to a second VBD that the test
+ * removes right after the grow. Once that connection's READs get ESHUTDOWN, the server has
+ * reconciled with both changes, so the old size given to a new connection then is its verdict.
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
@@ -12,7 +18,8 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { openCatalog, zeroPending } from '../../src/catalog';
 import { runXvd, startServeOnSocket } from '../helpers/cli';
-import { type ScriptedClient, connectUnix } from '../helpers/nbd-client';
+import { type ScriptedClient, connectUnix, requestErrno } from '../helpers/nbd-client';
+import { ERRNO } from '../helpers/wire';
 import { shortTempDir, stopChild } from '../helpers/process';
 
 const MiB = 1024 * 1024;
@@ -22,8 +29,9 @@ const WRITE = 64 * 1024;
 const MARKER = 0xa5;
 const GARBAGE = 0x5a;
 const LOOP_MAX = 200_000;
-/** Comfortably more than LIMITS.servePollMs (100): the server sees every catalog change. */
-const SETTLE_MS = 600;
+/** How long the server may take to act on a catalog change (LIMITS.servePollMs is 100 ms) */
+const SEEN_MS_MAX = 15_000;
+const POLL_MS = 50;
 
 async function connect(socket: string, name: string): Promise<{ client: ScriptedClient;
   size: number }> {
@@ -84,7 +92,8 @@ async function setup(t: Test): Promise<{ catalog: string; socket: string }> {
   const dir = t.testdir();
   const catalog = path.join(dir, 'catalog.sqlite');
   const image = path.join(dir, 'pool.img');
-  fs.writeFileSync(image, Buffer.alloc(NEW, GARBAGE)); // what a reused disk would hold
+  // what a reused disk would hold; VD 1 grows to NEW, the witness VD 2 takes one more MiB
+  fs.writeFileSync(image, Buffer.alloc(NEW + 2 * MiB, GARBAGE));
   const ok = async (args: string[]): Promise<string> => {
     const result = await runXvd(args, { catalog });
     t.equal(result.code, 0, `xvd ${args.join(' ')}: ${result.stderr}`);
@@ -94,7 +103,37 @@ async function setup(t: Test): Promise<{ catalog: string; socket: string }> {
   const id = await ok(['create', String(OLD / MiB)]);
   t.equal(id, '1');
   await ok(['vbd', 'add', 'vd:1', 'xvda', '--domain', '1', '--mode', 'w']);
+  t.equal(await ok(['create', '1']), '2');
+  await ok(['vbd', 'add', 'vd:2', 'xvdb', '--domain', '1', '--mode', 'w']);
   return { catalog, socket: path.join(shortTempDir(t), 'nbd.sock') };
+}
+
+/** Opens connections to 1/xvda until one is given `size` (at most SEEN_MS_MAX); the last size. */
+async function sizeOfNewConnections(socket: string, size: number): Promise<number> {
+  const deadline = Date.now() + SEEN_MS_MAX;
+  for (;;) {
+    const opened = await connect(socket, '1/xvda');
+    opened.client.end();
+    if (opened.size === size || Date.now() >= deadline) return opened.size;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/** READs on `witness` until the server answers ESHUTDOWN (its export was fenced); the last
+ * errno, or -1 when the connection ended. */
+async function fencedErrno(witness: ScriptedClient): Promise<number> {
+  const deadline = Date.now() + SEEN_MS_MAX;
+  for (let cookie = 100n; ; cookie++) {
+    let errno: number;
+    try {
+      errno = await requestErrno(witness, { type: 0, offset: 0, length: 512, cookie });
+      if (errno === 0) await witness.read(512);
+    } catch {
+      return -1;
+    }
+    if (errno !== 0 || Date.now() >= deadline) return errno;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
 }
 
 /** A new connection sees the new size, the new range as zeros and the old range as written. */
@@ -133,7 +172,7 @@ t.test('xvd enlarge of a served VD does not interrupt a client writing and readi
     const loop = await startLoop(client, 20);
     const enlarged = await runXvd(['enlarge', '1', String((NEW - OLD) / MiB)], { catalog });
     t.equal(enlarged.code, 0, enlarged.stderr);
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    t.equal(await sizeOfNewConnections(socket, NEW), NEW, 'the server took the enlarge in');
     await endEnlarged(t, { loop, client, socket, server, catalog });
   });
 
@@ -143,12 +182,16 @@ t.test('while an enlarge is zeroing, old connections keep working and new ones g
     const server = await startServeOnSocket(t, catalog, socket);
     const { client } = await connect(socket, '1/xvda');
     const loop = await startLoop(client, 20);
+    const witness = await connect(socket, '1/xvdb');
     // phase one of `xvd enlarge`, then a pause as long as zeroing a large device might take
     const direct = openCatalog(catalog);
     t.teardown(() => direct.close());
     direct.growVd(1, NEW - OLD);
     t.equal(direct.getVd(1).state, 'zeroing');
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    direct.removeVbd(1, 'xvdb');
+    t.equal(await fencedErrno(witness.client), ERRNO.ESHUTDOWN,
+      'the server reconciled after the grow (the witness VBD is fenced)');
+    witness.client.end();
     t.equal(loop.signal.failure, null, 'the old connection works while zeroing is pending');
     const during = await connect(socket, '1/xvda');
     t.equal(during.size, OLD, 'a connection opened while zeroing is pending gets the old size');
@@ -157,6 +200,6 @@ t.test('while an enlarge is zeroing, old connections keep working and new ones g
     during.client.end();
     // phase two: zero the new range and clear the pending rows
     t.same(await zeroPending(direct), [1]);
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    t.equal(await sizeOfNewConnections(socket, NEW), NEW, 'the server took the zeroing in');
     await endEnlarged(t, { loop, client, socket, server, catalog });
   });
