@@ -7,8 +7,9 @@
  * connection closes) rather than treated as unauthenticated. With PSK the identity names the
  * domain the same way ("domain-7" or "7"); an unknown identity fails the handshake. Without
  * client authentication the domain stays null ("not authenticated"), and the provider decides
- * what null may see. Node supports PSK only up to TLS 1.2, so a PSK-only server caps the
- * version there; x509 allows TLS 1.2 and 1.3 (proto.md: TLS 1.2 MUST be supported).
+ * what null may see. Node supports PSK only up to TLS 1.2, so a server with PSK keys (alone or
+ * beside a certificate) caps the version there; x509 alone allows TLS 1.2 and 1.3 (proto.md:
+ * TLS 1.2 MUST be supported).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -76,6 +77,9 @@ export function readPskFile(file: string): Map<string, Buffer> {
 /**
  * Node's default cipher list ends in "!PSK": with a certificate and PSK keys both configured,
  * the PSK suites are let back in after the certificate ones, or no PSK client could connect.
+ * Such a server also stops at TLS 1.2: Node's PSK callback does not take part in a TLS 1.3
+ * handshake, so a gnutls client (libnbd, qemu) offering its key in TLS 1.3 is answered with a
+ * certificate and fails ("Insufficient credentials").
  */
 function ciphersWithPsk(): string {
   return `${tls.DEFAULT_CIPHERS.split(':').filter((name) => name !== '!PSK').join(':')}:PSK`;
@@ -90,7 +94,7 @@ function secureContextOf(options: TlsOptions): tls.SecureContext {
     ...(options.ca === undefined ? {} : { ca: options.ca }),
     minVersion: 'TLSv1.2',
     ...(isPskOnly ? { maxVersion: 'TLSv1.2' as const, ciphers: 'PSK' } : {}),
-    ...(isBoth ? { ciphers: ciphersWithPsk() } : {}),
+    ...(isBoth ? { maxVersion: 'TLSv1.2' as const, ciphers: ciphersWithPsk() } : {}),
   });
 }
 

@@ -1,147 +1,154 @@
 /**
- * TLS: x509 with client certificates (CN names the domain) and PSK (identity names the domain),
- * require mode, nbdinfo as the client; plus the STARTTLS injection case (plaintext pipelined
- * after STARTTLS must not survive into the TLS session).
+ * The TLS matrix's real clients: libnbd (nbdinfo, its python module) and qemu (qemu-img, qemu-io), both on
+ * gnutls, against x509 with --tls-verify-peer and PSK configured together (mode require), and
+ * against x509 without verify-peer. nbd-tls-matrix.test.ts has the same cases with Node's tls
+ * client, which presents any certificate; gnutls presents a certificate only when its issuer is
+ * in the server's CA list, so a self-signed or foreign certificate arrives as no certificate.
+ * Either way the server must refuse it: each case asserts the exit status and what the tool
+ * printed (the listed names, the size, or the data read).
+ *
+ *   client                                   verify-peer + PSK, require      x509, require
+ *   nbdinfo --list, cert domain-1            1/xvda only                     1/xvda, 2/xvda
+ *   nbdinfo 2/xvda, cert domain-1            fails                           size 2097152
+ *   libnbd read 1/xvda, cert domain-1        0x11...                          -
+ *   nbdinfo, cert other CA / self-signed /   fails                            -
+ *     expired / not yet valid / EKU server /
+ *     no digitalSignature / CN nobody / none
+ *   nbdinfo, PSK domain-1 (1/xvda; 2/xvda)   size 1048576; fails              -
+ *   nbdinfo, PSK wrong key / domain-9 /      fails                            -
+ *     nobody
+ *   nbdinfo plaintext                        fails                           fails
+ *   qemu-img info, cert domain-1 (1; 2)      virtual-size 1048576; fails      -
+ *   qemu-io read -P 0x11, cert domain-1      read 4096/4096                   -
+ *   qemu-img info, self-signed / expired     fails                            -
+ *   qemu-img info, PSK domain-1; wrong key   virtual-size 1048576; fails      -
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import tls from 'node:tls';
 import t from 'tap';
-import { readPskFile, readX509Dir } from '../../src/nbd/index';
-import {
-  ScriptedClient, connectClient, createFixedProvider, hasTool, memoryDisk, quietLog, runTool,
+import { createServer, readX509Dir, type NbdServer } from '../../src/nbd/index';
+import type { TlsOptions } from '../../src/nbd/tls';
+import { PYTHON_LIBNBD, hasTool, quietLog, runTool, type ToolResult,
 } from '../helpers/nbd-client';
-import { createServer } from '../../src/nbd/index';
-import { EFLAG, OPT, REP, clientFlags, goPayload, optionFrame } from '../helpers/wire';
+import { makePki, type ClientCertName } from '../helpers/tls-certs';
+import { domainProvider } from '../helpers/tls-probe';
 
-async function certtool(dir: string, args: string[], template?: string): Promise<void> {
-  const extra: string[] = [];
-  if (template !== undefined) {
-    const file = path.join(dir, `${Math.random().toString(36).slice(2)}.info`);
-    fs.writeFileSync(file, template);
-    extra.push('--template', file);
-  }
-  const result = await runTool('certtool', [...args, ...extra]);
-  if (result.code !== 0) throw new Error(`certtool ${args.join(' ')}: ${result.stderr}`);
-}
+const PSK_KEY = Buffer.alloc(32, 0x5a);
 
-/** A CA, a server certificate for 127.0.0.1, and a client certificate with CN "domain-1". */
-async function makeCertificates(dir: string): Promise<{ server: string; client: string }> {
-  const server = path.join(dir, 'server');
-  const client = path.join(dir, 'client');
-  fs.mkdirSync(server);
-  fs.mkdirSync(client);
-  const ca = path.join(dir, 'ca-key.pem');
-  const caCert = path.join(dir, 'ca-cert.pem');
-  await certtool(dir, ['--generate-privkey', '--outfile', ca]);
-  await certtool(dir, ['--generate-self-signed', '--load-privkey', ca, '--outfile', caCert],
-    'cn = test CA\nca\ncert_signing_key\nexpiration_days = 2\n');
-  const issue = async (out: string, name: string, template: string): Promise<void> => {
-    await certtool(dir, ['--generate-privkey', '--outfile', path.join(out, `${name}-key.pem`)]);
-    await certtool(dir, ['--generate-certificate', '--load-privkey',
-      path.join(out, `${name}-key.pem`), '--load-ca-certificate', caCert,
-      '--load-ca-privkey', ca, '--outfile', path.join(out, `${name}-cert.pem`)], template);
-    fs.copyFileSync(caCert, path.join(out, 'ca-cert.pem'));
-  };
-  await issue(server, 'server', 'cn = 127.0.0.1\nip_address = 127.0.0.1\ndns_name = localhost\n' +
-    'tls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n');
-  await issue(client, 'client', 'cn = domain-1\ntls_www_client\nencryption_key\nsigning_key\n' +
-    'expiration_days = 2\n');
-  return { server, client };
-}
-
-const DOMAINS = { one: [1], two: [2] };
-
-t.test('x509 require mode: the client certificate CN picks the domain; plaintext is refused',
-  async (t) => {
-    if (!hasTool('certtool') || !hasTool('nbdinfo')) return t.skip('certtool or nbdinfo missing');
-    const dir = t.testdir();
-    const certs = await makeCertificates(dir);
-    const server = createServer({
-      provider: createFixedProvider([memoryDisk('one', 1 << 20), memoryDisk('two', 2 << 20)],
-        DOMAINS),
-      tls: { mode: 'require', ...readX509Dir(certs.server), verifyClient: true },
-      log: quietLog,
-    });
-    const address = await server.listen({ host: '127.0.0.1', port: 0 });
-    t.teardown(() => server.close({ graceMs: 1000 }));
-    const port = typeof address === 'string' ? 0 : address.port;
-    const listed = await runTool('nbdinfo', ['--list', '--json',
-      `nbds://127.0.0.1:${port}?tls-certificates=${certs.client}`]);
-    t.equal(listed.code, 0, listed.stderr);
-    const names = (JSON.parse(listed.stdout) as { exports: { 'export-name': string }[] })
-      .exports.map((entry) => entry['export-name']);
-    t.same(names, ['one'], 'domain 1 sees only its export');
-    const other = await runTool('nbdinfo',
-      [`nbds://127.0.0.1:${port}/two?tls-certificates=${certs.client}`]);
-    t.not(other.code, 0, 'domain 1 cannot open domain 2\'s export');
-    const plain = await runTool('nbdinfo', [`nbd://127.0.0.1:${port}/one`]);
-    t.not(plain.code, 0, 'plaintext is refused in require mode');
-    const client = await connectClient(port);
-    await client.start();
-    t.equal((await client.option(OPT.GO, goPayload('one')))[0]?.type, REP.ERR_TLS_REQD);
-    t.equal((await client.option(OPT.LIST))[0]?.type, REP.ERR_TLS_REQD);
-    client.end();
-  });
-
-t.test('PSK: the identity names the domain; a wrong key fails', async (t) => {
-  if (!hasTool('psktool') || !hasTool('nbdinfo')) return t.skip('psktool or nbdinfo missing');
-  const dir = t.testdir();
-  const keys = path.join(dir, 'keys.psk');
-  const made = await runTool('psktool', ['-u', 'domain-2', '-p', keys]);
-  t.equal(made.code, 0, made.stderr);
-  const server = createServer({
-    provider: createFixedProvider([memoryDisk('one', 1 << 20), memoryDisk('two', 2 << 20)],
-      DOMAINS),
-    tls: { mode: 'require', psk: readPskFile(keys) },
-    log: quietLog,
-  });
+async function listen(tls: TlsOptions): Promise<{ server: NbdServer; port: number }> {
+  const server = createServer({ provider: await domainProvider(), log: quietLog, tls });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
-  t.teardown(() => server.close({ graceMs: 1000 }));
-  const port = typeof address === 'string' ? 0 : address.port;
-  const info = await runTool('nbdinfo', ['--json',
-    `nbds://domain-2@127.0.0.1:${port}/two?tls-psk-file=${keys}`]);
-  t.equal(info.code, 0, info.stderr);
-  t.equal((JSON.parse(info.stdout) as { exports: { 'export-size': number }[] })
-    .exports[0]?.['export-size'], 2 << 20);
-  const wrong = path.join(dir, 'wrong.psk');
-  fs.writeFileSync(wrong, `domain-2:${'00'.repeat(32)}\n`);
-  const refused = await runTool('nbdinfo',
-    [`nbds://domain-2@127.0.0.1:${port}/two?tls-psk-file=${wrong}`]);
-  t.not(refused.code, 0, 'a wrong key fails the handshake');
+  return { server, port: typeof address === 'string' ? 0 : address.port };
+}
+
+function listed(result: ToolResult): string {
+  if (result.code !== 0) return `exit ${result.code}`;
+  return (JSON.parse(result.stdout) as { exports: { 'export-name': string }[] }).exports
+    .map((entry) => entry['export-name']).join(',');
+}
+
+function sizeOf(result: ToolResult): string {
+  if (result.code !== 0) return `exit ${result.code}`;
+  const parsed = JSON.parse(result.stdout) as { exports?: { 'export-size': number }[];
+    'virtual-size'?: number };
+  return `size ${parsed.exports?.[0]?.['export-size'] ?? parsed['virtual-size']}`;
+}
+
+/** A psktool-format file with one identity. */
+function pskFile(dir: string, name: string, identity: string, key: Buffer): string {
+  fs.mkdirSync(path.join(dir, name));
+  const file = path.join(dir, name, 'keys.psk'); // qemu's tls-creds-psk reads DIR/keys.psk
+  fs.writeFileSync(file, `${identity}:${key.toString('hex')}\n`);
+  return file;
+}
+
+t.test('libnbd and qemu against x509 verify-peer + PSK, and x509 alone', async (t) => {
+  const tools = ['certtool', 'nbdinfo', 'qemu-img', 'qemu-io'];
+  const missing = tools.filter((tool) => !hasTool(tool));
+  if (missing.length > 0) return t.skip(`missing: ${missing.join(' ')}`);
+  const dir = t.testdir();
+  const pki = await makePki(dir);
+  const psk = new Map([['domain-1', PSK_KEY], ['nobody', Buffer.alloc(32, 0x7c)]]);
+  const verified = await listen({ mode: 'require', ...readX509Dir(pki.serverDir),
+    verifyClient: true, psk });
+  const plain = await listen({ mode: 'require', ...readX509Dir(pki.serverDir) });
+  t.teardown(() => Promise.all([verified.server.close({ graceMs: 1000 }),
+    plain.server.close({ graceMs: 1000 })]));
+  const host = `127.0.0.1:${verified.port}`;
+  const certUri = (name: ClientCertName, exportName = '', port = verified.port): string =>
+    `nbds://127.0.0.1:${port}/${exportName}?tls-certificates=${pki.clientDir[name]}`;
+  const nbdinfo = (...args: string[]): Promise<ToolResult> => runTool('nbdinfo', args);
+
+  t.equal(listed(await nbdinfo('--list', '--json', certUri('domain-1'))), '1/xvda',
+    'nbdinfo --list, cert domain-1: its own export only');
+  t.equal(sizeOf(await nbdinfo('--json', certUri('domain-1', '2/xvda'))), 'exit 1',
+    'nbdinfo, cert domain-1, 2/xvda: refused');
+  const read = await runTool(PYTHON_LIBNBD, ['-c', 'import nbd, sys\nh = nbd.NBD()\nh.set_uri_allow_local_file(True)\n' +
+    `h.connect_uri(${JSON.stringify(certUri('domain-1', '1/xvda'))})\n` +
+    'sys.stdout.write(bytes(h.pread(4096, 0)).hex()[:8])\nh.shutdown()']);
+  t.equal(read.stdout, '11111111', `libnbd (python) reads 1/xvda: ${read.stderr}`);
+  const refusedCerts: (ClientCertName)[] = ['other-ca', 'self-signed', 'expired',
+    'not-yet-valid', 'server-eku', 'no-signing', 'nobody'];
+  for (const name of refusedCerts) {
+    t.equal(listed(await nbdinfo('--list', '--json', certUri(name))), 'exit 1',
+      `nbdinfo, cert ${name}: refused`);
+  }
+  const caOnly = path.join(dir, 'ca-only');
+  fs.mkdirSync(caOnly);
+  fs.copyFileSync(path.join(pki.serverDir, 'ca-cert.pem'), path.join(caOnly, 'ca-cert.pem'));
+  t.equal(listed(await nbdinfo('--list', '--json',
+    `nbds://${host}/?tls-certificates=${caOnly}`)), 'exit 1', 'nbdinfo, no cert: refused');
+  t.equal(listed(await nbdinfo('--list', '--json',
+    `nbds://127.0.0.1:${plain.port}/?tls-certificates=${caOnly}`)), '1/xvda,2/xvda',
+  'x509 without verify-peer: unauthenticated, both exports');
+  t.equal(sizeOf(await nbdinfo('--json', certUri('domain-1', '2/xvda', plain.port))),
+    'size 2097152', 'x509 without verify-peer: the client certificate is not asked for');
+
+  const good = pskFile(dir, 'psk-good', 'domain-1', PSK_KEY);
+  const pskUri = (identity: string, file: string, exportName: string): string =>
+    `nbds://${identity}@${host}/${exportName}?tls-psk-file=${file}`;
+  t.equal(sizeOf(await nbdinfo('--json', pskUri('domain-1', good, '1/xvda'))), 'size 1048576',
+    'nbdinfo, PSK domain-1');
+  t.equal(sizeOf(await nbdinfo('--json', pskUri('domain-1', good, '2/xvda'))), 'exit 1',
+    'nbdinfo, PSK domain-1, 2/xvda: refused');
+  const wrong = pskFile(dir, 'psk-wrong', 'domain-1', Buffer.alloc(32, 0x99));
+  const unknown = pskFile(dir, 'psk-unknown', 'domain-9', PSK_KEY);
+  const nobody = pskFile(dir, 'psk-nobody', 'nobody', Buffer.alloc(32, 0x7c));
+  for (const [what, identity, file] of [['wrong key', 'domain-1', wrong],
+    ['unknown identity', 'domain-9', unknown], ['identity naming no domain', 'nobody', nobody],
+  ] as const) {
+    t.equal(sizeOf(await nbdinfo('--json', pskUri(identity, file, '1/xvda'))), 'exit 1',
+      `nbdinfo, PSK ${what}: refused`);
+  }
+  t.equal(sizeOf(await nbdinfo('--json', `nbd://${host}/1/xvda`)), 'exit 1',
+    'nbdinfo plaintext against require: refused');
+  await qemuCases(t, verified.port, pki.clientDir, { good, wrong });
+  t.equal(verified.server.connectionCount + plain.server.connectionCount, 0,
+    'no connection left open');
 });
 
-t.test('plaintext pipelined after STARTTLS is discarded (no structured replies inside TLS)',
-  async (t) => {
-    const key = Buffer.alloc(32, 7);
-    const server = createServer({
-      provider: createFixedProvider([memoryDisk('one', 1 << 20)]),
-      tls: { mode: 'on', psk: new Map([['domain-1', key]]) },
-      log: quietLog,
-    });
-    const address = await server.listen({ host: '127.0.0.1', port: 0 });
-    t.teardown(() => server.close({ graceMs: 1000 }));
-    const port = typeof address === 'string' ? 0 : address.port;
-    const raw = await connectClient(port);
-    await raw.readGreeting();
-    raw.write(Buffer.concat([clientFlags(3), optionFrame(OPT.STRUCTURED_REPLY),
-      optionFrame(OPT.STARTTLS), optionFrame(OPT.STRUCTURED_REPLY)]));
-    t.equal((await raw.readOptionReply()).type, REP.ACK, 'plaintext SR acknowledged');
-    t.equal((await raw.readOptionReply()).type, REP.ACK, 'STARTTLS acknowledged');
-    const socket = (raw as unknown as { input: import('node:net').Socket }).input;
-    socket.removeAllListeners('data');
-    const secure = tls.connect({ socket, ciphers: 'PSK', maxVersion: 'TLSv1.2',
-      checkServerIdentity: () => undefined,
-      pskCallback: () => ({ psk: key, identity: 'domain-1' }) });
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secureConnect', resolve);
-      secure.once('error', reject);
-    });
-    const client = new ScriptedClient(secure, secure);
-    const go = await client.option(OPT.GO, goPayload('one'));
-    t.equal(go[go.length - 1]?.type, REP.ACK, 'GO inside TLS works');
-    const eflags = go[0]?.payload.readUInt16BE(10) ?? 0;
-    t.equal(eflags & EFLAG.SEND_DF, 0, 'structured replies from before TLS did not survive');
-    t.equal(client.bufferedLength, 0, 'the injected option got no reply');
-    secure.end();
-  });
+async function qemuCases(t: Tap.Test, port: number, clientDir: Record<ClientCertName, string>,
+  psk: { good: string; wrong: string }): Promise<void> {
+  const x509 = (name: ClientCertName): string =>
+    `tls-creds-x509,id=tls0,endpoint=client,dir=${clientDir[name]}`;
+  const pskCreds = (file: string): string =>
+    `tls-creds-psk,id=tls0,endpoint=client,dir=${path.dirname(file)},username=domain-1`;
+  const image = (exportName: string): string =>
+    `driver=nbd,host=127.0.0.1,port=${port},export=${exportName},tls-creds=tls0`;
+  const info = (creds: string, exportName: string): Promise<ToolResult> => runTool('qemu-img',
+    ['info', '--output=json', '--object', creds, '--image-opts', image(exportName)]);
+  t.equal(sizeOf(await info(x509('domain-1'), '1/xvda')), 'size 1048576',
+    'qemu-img info, cert domain-1');
+  t.equal(sizeOf(await info(x509('domain-1'), '2/xvda')), 'exit 1',
+    'qemu-img info, cert domain-1, 2/xvda: refused');
+  const io = await runTool('qemu-io', ['--object', x509('domain-1'), '--image-opts',
+    '-c', 'read -P 0x11 0 4096', image('1/xvda')]);
+  t.match(io.stdout, /^read 4096\/4096 bytes/m, `qemu-io read -P 0x11: ${io.stderr}`);
+  for (const name of ['self-signed', 'expired'] as const) {
+    t.equal(sizeOf(await info(x509(name), '1/xvda')), 'exit 1', `qemu-img, cert ${name}`);
+  }
+  t.equal(sizeOf(await info(pskCreds(psk.good), '1/xvda')), 'size 1048576',
+    'qemu-img info, PSK domain-1');
+  t.equal(sizeOf(await info(pskCreds(psk.wrong), '1/xvda')), 'exit 1',
+    'qemu-img info, PSK wrong key: refused');
+}
