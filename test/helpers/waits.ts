@@ -1,7 +1,8 @@
 /**
  * test/helpers/waits: bounded waiting for tests of threads and sockets: a promise raced against
- * a deadline, a condition polled until a deadline, and the count of sockets this process holds
- * twice (a native sender or data-path thread keeps a dup of its connection's socket).
+ * a deadline, a condition polled until a deadline, a reading polled until it stops changing, and
+ * the count of sockets this process holds twice (a native sender or data-path thread keeps a dup
+ * of its connection's socket).
  */
 import fs from 'node:fs';
 
@@ -22,6 +23,34 @@ export async function eventually(condition: () => boolean, timeoutMs = 5000): Pr
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return condition();
+}
+
+export interface StableOptions {
+  /** the same reading this many polls in a row counts as stable */
+  polls?: number;
+  intervalMs?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * Polls `read` (numbers a server reports) until it gave the same values `polls` times in a row,
+ * for at most timeoutMs; the last reading and whether it was stable. A test that judges what a
+ * server holds asserts on a stable reading, not on one taken after a fixed sleep.
+ */
+export async function untilStable(read: () => readonly number[], options: StableOptions = {},
+): Promise<{ values: readonly number[]; isStable: boolean }> {
+  const polls = options.polls ?? 10;
+  const intervalMs = options.intervalMs ?? 50;
+  const deadline = Date.now() + (options.timeoutMs ?? 20_000);
+  let values = read();
+  let same = 1;
+  while (same < polls && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    const next = read();
+    same = next.every((value, index) => value === values[index]) ? same + 1 : 1;
+    values = next;
+  }
+  return { values, isStable: same >= polls };
 }
 
 /** Socket inodes of this process held by two descriptors or more: one per live thread. */
