@@ -26,6 +26,7 @@ const PACKAGES = {
   fusermount3: 'fuse3',
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
+  clang: 'clang', // builds the libFuzzer harness (test/fuzz/native-request-fuzz.test.ts)
 };
 const EXTRA = ['python3-libnbd'];
 
@@ -38,6 +39,16 @@ for (const [command, pkg] of Object.entries(PACKAGES)) if (!has(command)) missin
 // nbdsh imports the nbd module of the system python3
 if (spawnSync('/usr/bin/python3', ['-c', 'import nbd'], { stdio: 'ignore' }).status !== 0) {
   missing.add(EXTRA[0]);
+}
+
+// clang's libFuzzer and sanitizer runtimes (-fsanitize=fuzzer) come in their own package
+if (!has('clang') || !hasFuzzerRuntime()) missing.add('libclang-rt-dev');
+
+function hasFuzzerRuntime() {
+  const dir = spawnSync('clang', ['-print-resource-dir'], { encoding: 'utf8' });
+  if (dir.status !== 0) return false;
+  const runtime = `${dir.stdout.trim()}/lib/linux/libclang_rt.fuzzer-x86_64.a`;
+  return spawnSync('test', ['-f', runtime]).status === 0;
 }
 
 if (missing.size === 0) process.exit(0);
