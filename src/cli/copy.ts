@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import cliProgress from 'cli-progress';
 import { LIMITS } from '../limits';
 import { dataRuns } from '../sys';
+import { killPoint } from './kill-point';
 
 /** One backing piece of a VD, in virtual order. */
 export interface Piece {
@@ -152,6 +153,7 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
           forEachNonZeroRun(chunk, (start, length) =>
             writeFully(memberFd, chunk.subarray(start, start + length), offsetBacking + start));
           progress.at(at + chunk.length);
+          killPoint('import:chunk');
         }
       }
       progress.at(endVirtual);
@@ -164,7 +166,10 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
   }
 }
 
-/** Writes the VD made of `pieces`, `sizeBytes` long, to the new file `target`, sparse. */
+/**
+ * Writes the VD made of `pieces`, `sizeBytes` long, to the new file `target`, sparse, and syncs
+ * it (the caller stages it: src/cli/staging.ts).
+ */
 export async function exportTo(pieces: readonly Piece[], sizeBytes: number, target: string,
 ): Promise<void> {
   const targetFd = fs.openSync(target, 'wx');
@@ -186,6 +191,7 @@ export async function exportTo(pieces: readonly Piece[], sizeBytes: number, targ
           forEachNonZeroRun(chunk, (start, count) =>
             writeFully(targetFd, chunk.subarray(start, start + count), offsetTarget + start));
           progress.at(offsetTarget + chunk.length);
+          killPoint('export:chunk');
         }
       }
       progress.at(startVirtual + length);

@@ -5,7 +5,8 @@
  * catalog zero it, copies only the file's non-zero data, syncs it, and only then flips the VD
  * live in one transaction and prints its id. A failed copy frees the VD again; a killed one is
  * freed by the next xvd command (the owner is gone). Export refuses an existing file and a
- * deleted VD (its extents may hold another VD's data by now) and writes holes for zero blocks.
+ * deleted VD (its extents may hold another VD's data by now) and writes holes for zero blocks;
+ * the file appears whole or not at all (src/cli/staging.ts).
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
@@ -13,7 +14,9 @@ import { EmuError, UsageError } from '../../errors';
 import { parseId, parseName, parseSeconds } from '../args';
 import type { Context } from '../context';
 import { exportTo, importInto } from '../copy';
+import { killPoint } from '../kill-point';
 import { printLine } from '../output';
+import { publishStaged, removeStaleStaging, stagingPathOf } from '../staging';
 
 function fileError(message: string): UsageError {
   return new UsageError('ERR_CLI_FILE', message);
@@ -43,14 +46,18 @@ async function importFile(context: Context, file: string, options: ImportOptions
   const catalog = context.catalog();
   const id = catalog.beginImport({ sizeBytes, expirySeconds, name, onPath: null,
     isZeroing: true });
+  killPoint('import:allocated');
   try {
     await catalog.zeroPending();
+    killPoint('import:zeroed');
     await importInto(file, catalog.show(id).pieces, sizeBytes); // synced when it returns
   } catch (error) {
     catalog.abandonImport(id);
     throw error;
   }
+  killPoint('import:synced');
   catalog.completeImport(id);
+  killPoint('import:completed');
   printLine(String(id));
 }
 
@@ -62,12 +69,16 @@ async function exportVd(context: Context, idText: string, file: string): Promise
     // its extents may already hold another VD's data
     throw new EmuError('ERR_VD_DELETED', `export: VD ${id}: deleted (undelete it first)`);
   }
+  removeStaleStaging(file);
+  const staging = stagingPathOf(file);
   try {
-    await exportTo(pieces, vd.sizeBytes, file);
+    await exportTo(pieces, vd.sizeBytes, staging);
   } catch (error) {
-    fs.rmSync(file, { force: true });
+    fs.rmSync(staging, { force: true });
     throw error;
   }
+  killPoint('export:synced');
+  publishStaged(staging, file, 'export');
 }
 
 export function register(program: Command, context: Context): void {

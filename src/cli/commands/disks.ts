@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { formatSize, parseSize } from '../../size';
 import { parseExpert, parseId, parseName, parseSeconds } from '../args';
 import type { Context } from '../context';
+import { killPoint } from '../kill-point';
 import { formatTime, printJson, printLine, printTable } from '../output';
 import type { VdRecord } from '../port';
 
@@ -34,7 +35,9 @@ async function create(context: Context, sizeText: string, options: CreateOptions
   const catalog = context.catalog();
   const onPath = options.on === undefined ? null : realOrSame(options.on);
   const id = catalog.create({ sizeBytes, expirySeconds, name, onPath, isZeroing: options.zero });
+  killPoint('create:allocated');
   await catalog.zeroPending();
+  killPoint('create:zeroed');
   printLine(String(id));
 }
 
@@ -140,6 +143,7 @@ export function register(program: Command, context: Context): void {
       const [vdId, addBytes] = [parseId(id), parseSize(size.replace(/^\+/, ''))];
       const catalog = context.catalog();
       catalog.enlarge(vdId, addBytes, options.zero);
+      killPoint('enlarge:allocated');
       await catalog.zeroPending();
     }));
   program.command('undelete').argument('<id>')

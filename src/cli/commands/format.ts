@@ -4,8 +4,9 @@
  * a path already in the pool, anything sharing bytes with a member (same file by another path, a
  * disk and its partition, a loop device and its backing file), a mounted or swap device, anything
  * smaller than one extent, a file or device under a phy:/extents: VBD, an extent size that is
- * not a multiple of 512. An image file created by --size is removed again when formatting
- * fails, so a failure leaves nothing behind.
+ * not a multiple of 512. An image file created by --size appears whole (src/cli/staging.ts) and
+ * is removed again when formatting fails, so a failure leaves nothing behind; a kill after it
+ * appeared leaves it whole and unformatted, and the same command run again formats it.
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
@@ -13,11 +14,13 @@ import { UsageError } from '../../errors';
 import { LIMITS } from '../../limits';
 import { formatSize, parseSize } from '../../size';
 import type { Context } from '../context';
+import { killPoint } from '../kill-point';
 import { printJson, printLine } from '../output';
 import type { MemberRecord, VbdRecord } from '../port';
 import {
   busyReason, identitiesOverlap, probeMember, tryIdentity, type MemberProbe,
 } from '../probe';
+import { publishStaged, removeStaleStaging, stagingPathOf } from '../staging';
 
 interface FormatOptions {
   extentSize?: string;
@@ -39,21 +42,33 @@ export function parseExtentSize(text: string | undefined): number {
   return bytes;
 }
 
-/** Creates a missing image file of `sizeBytes`, sparse; true when it created one. */
+/**
+ * Creates a missing image file of `sizeBytes`, sparse; true when it created one. It appears
+ * whole (src/cli/staging.ts): a killed format leaves no empty or short file at `target`.
+ */
 function createImage(target: string, sizeBytes: number | null): boolean {
   if (sizeBytes === null || fs.existsSync(target)) return false;
+  removeStaleStaging(target);
+  const staging = stagingPathOf(target);
   let fd: number;
   try {
-    fd = fs.openSync(target, 'wx');
+    fd = fs.openSync(staging, 'wx');
   } catch (cause) {
     const reason = (cause as { code?: string }).code ?? 'cannot create';
     throw new UsageError('ERR_CLI_MEMBER_MISSING', `format: ${target}: cannot create: ${reason}`);
   }
   try {
     fs.ftruncateSync(fd, sizeBytes);
+    fs.fsyncSync(fd);
+  } catch (error) {
+    fs.rmSync(staging, { force: true });
+    throw error;
   } finally {
     fs.closeSync(fd);
   }
+  killPoint('format:staged');
+  publishStaged(staging, target, 'format');
+  killPoint('format:created');
   return true;
 }
 

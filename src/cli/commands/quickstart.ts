@@ -1,6 +1,7 @@
 /**
  * quickstart: one command from a fresh checkout to a served disk. Idempotent: every step first
- * looks for what an earlier run made and reuses it.
+ * looks for what an earlier run made and reuses it, so a run killed at any point leaves a prefix
+ * of the steps done (each step is all or nothing) and the next run completes it.
  *   1. a sparse pool image `pool.img` next to the catalog (LIMITS.quickstartPoolBytes), formatted;
  *   2. a VD named `quickstart` (LIMITS.quickstartDiskBytes);
  *   3. VBD `0/xvda`, writable, on that VD;
@@ -14,6 +15,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { LIMITS } from '../../limits';
 import type { Context } from '../context';
+import { killPoint } from '../kill-point';
 import { printLine } from '../output';
 import { formatMember } from './format';
 
@@ -45,9 +47,10 @@ function ensurePool(context: Context): string {
 async function ensureDisk(context: Context): Promise<number> {
   const catalog = context.catalog();
   const existing = catalog.list(false).find((vd) => vd.name === QUICKSTART_NAME);
-  if (existing !== undefined) return existing.id;
-  const id = catalog.create({ sizeBytes: LIMITS.quickstartDiskBytes, expirySeconds: 0,
-    name: QUICKSTART_NAME, onPath: null, isZeroing: true });
+  const id = existing?.id ?? catalog.create({ sizeBytes: LIMITS.quickstartDiskBytes,
+    expirySeconds: 0, name: QUICKSTART_NAME, onPath: null, isZeroing: true });
+  killPoint('quickstart:allocated');
+  // also when it exists: a run killed while zeroing left it unservable until zeroed
   await catalog.zeroPending();
   return id;
 }
@@ -63,7 +66,9 @@ function ensureVbd(context: Context, id: number): void {
 
 async function quickstart(context: Context, options: { serve: boolean }): Promise<number> {
   const pool = ensurePool(context);
+  killPoint('quickstart:pool');
   const id = await ensureDisk(context);
+  killPoint('quickstart:disk');
   ensureVbd(context, id);
   const exportName = `${QUICKSTART_DOMAIN}/${QUICKSTART_DEVICE}`;
   printLine(`pool ${pool}, VD ${id}, VBD ${exportName} (writable)`);
