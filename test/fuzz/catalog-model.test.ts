@@ -3,8 +3,11 @@
  * injected clock) keep every catalog invariant, and agree with a simple model: a create succeeds
  * exactly when enough extents are not held by live VDs, undelete succeeds exactly when the VD
  * still holds the extents it had, a dead VD only ever loses extents, sizes are what was asked.
+ * An import is a create that nobody sees until it completes; one abandoned by its owner, or
+ * orphaned (its process gone) and cleaned up, gives back exactly the free space it took.
  */
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import t from 'tap';
 import { openCatalog, type Catalog } from '../../src/catalog';
@@ -18,7 +21,8 @@ type Op =
   | { op: 'delete'; vd: number }
   | { op: 'undelete'; vd: number; expiryS: number }
   | { op: 'refresh'; vd: number; expiryS: number }
-  | { op: 'advance'; ms: number };
+  | { op: 'advance'; ms: number }
+  | { op: 'import'; bytes: number; expiryS: number; end: 'complete' | 'abandon' | 'orphan' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('format' as const), extents: fc.integer({ min: 1, max: 12 }) }),
@@ -31,6 +35,9 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     expiryS: fc.constantFrom(0, 10) }),
   fc.record({ op: fc.constant('refresh' as const), vd: fc.nat(20), expiryS: fc.constantFrom(0, 3) }),
   fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 20_000 }) }),
+  fc.record({ op: fc.constant('import' as const), bytes: fc.integer({ min: 1, max: 8 * EXTENT }),
+    expiryS: fc.constantFrom(0, 0, 5), end: fc.constantFrom('complete' as const,
+      'abandon' as const, 'orphan' as const) }),
 );
 
 interface ModelVd {
@@ -59,9 +66,40 @@ function codeOf(run: () => unknown): string | null {
   }
 }
 
+/** Ends an import as `end` says; false when the VD is gone (abandoned or orphaned). */
+function endImport(catalog: Catalog, file: string, id: number, end: ImportEnd): boolean {
+  if (end === 'complete') {
+    importEnds.complete += 1;
+    assert(catalog.completeImport(id).state === 'live', 'a completed import is live');
+    return true;
+  }
+  if (end === 'abandon') {
+    catalog.abandonImport(id);
+  } else {
+    assert(catalog.cleanAbandonedImports().length === 0, 'a running import is left alone');
+    const db = new Database(file);
+    db.prepare("UPDATE vd_imports SET pid_start_time = 'gone' WHERE vd_id = ?").run(id);
+    db.close();
+    assert(catalog.check().length === 0, 'an orphaned import is no fault');
+    assert(catalog.cleanAbandonedImports().join() === String(id), 'the orphan is cleaned');
+  }
+  importEnds[end] += 1;
+  const code = codeOf(() => catalog.getVd(id));
+  if (code === null) importEnds.kept += 1;
+  assert(code === 'ERR_VD_UNKNOWN' || catalog.getVd(id).allocatedBytes === 0, 'nothing is left');
+  assert(code !== null || codeOf(() => catalog.undeleteVd(id)) === 'ERR_VD_REUSED');
+  return false;
+}
+
+type ImportEnd = Extract<Op, { op: 'import' }>['end'];
+
+/** How the imports of all sequences ended ('kept' = a freed VD kept as deleted). */
+const importEnds = { complete: 0, abandon: 0, orphan: 0, kept: 0 };
+
 function runSequence(dir: string, ops: Op[], seq: number): void {
   const clock = { ms: 1_000_000 };
-  const catalog = openCatalog(path.join(dir, `c${seq}.sqlite`), { now: () => clock.ms });
+  const file = path.join(dir, `c${seq}.sqlite`);
+  const catalog = openCatalog(file, { now: () => clock.ms });
   const vds: ModelVd[] = [];
   const memberIds: number[] = [];
   const isLive = (id: number) => ['live', 'zeroing'].includes(catalog.getVd(id).state);
@@ -97,6 +135,22 @@ function runSequence(dir: string, ops: Op[], seq: number): void {
           assert(created.allocatedBytes === need * EXTENT);
         });
         assert(fits ? code === null : code === 'ERR_VD_NO_SPACE', `create fits=${fits} ${code}`);
+      } else if (op.op === 'import') {
+        const fits = Math.ceil(op.bytes / EXTENT) <= capacity(null) - liveExtentsOn(null);
+        const freeBefore = catalog.freeSpace().totalBytes;
+        let id = 0;
+        const code = codeOf(() => {
+          id = catalog.beginImport({ size: op.bytes, expiresInS: op.expiryS, zero: false }).id;
+        });
+        assert(fits ? code === null : code === 'ERR_VD_NO_SPACE', `import fits=${fits} ${code}`);
+        if (code !== null) continue;
+        assert(catalog.getVd(id).state === 'importing' && catalog.check().length === 0);
+        assert(!catalog.listVds().some((v) => v.id === id), 'an importing VD is not listed');
+        if (endImport(catalog, file, id, op.end)) {
+          vds.push({ id, size: op.bytes, held: extentKeys(catalog, id) });
+        } else {
+          assert(catalog.freeSpace().totalBytes === freeBefore, 'its space is free again');
+        }
       } else if (op.op === 'advance') {
         clock.ms += op.ms;
       } else if (vd === undefined) {
@@ -155,4 +209,6 @@ t.test('random operation sequences keep every invariant and agree with the model
     },
   ), { numRuns: 60, seed: 4242 });
   t.pass('60 sequences checked');
+  t.ok(importEnds.complete > 0 && importEnds.abandon > 0 && importEnds.orphan > 0,
+    `imports: ${JSON.stringify(importEnds)}`);
 });
