@@ -160,6 +160,22 @@ export const LIMITS = {
   nbdSparseHoleMin: 4096,
   /** Grace for close(): requests in flight get this long to finish before sockets are cut. */
   nbdCloseGraceMs: 10_000,
+  /** nbd/budget: bytes all connections of a server together may make it hold (READ replies,
+   * WRITE payloads, queued reply frames) beyond each one's floor below. Requests past it wait,
+   * the connections holding most first (budget.ts). 256 hostile connections stay under 512 MiB
+   * of RSS with it (`npm run bench:abuse`); nbdcopy and fio at qd 32 use a few MiB each. */
+  nbdBudgetBytesMax: 128 * 1024 * 1024,
+  /** nbd/budget: what one connection may always hold, budget or not, so a client of small
+   * requests is served while others hold the budget: 64 requests of 4 KiB. At most 64 MiB
+   * over nbdBudgetBytesMax at nbdConnectionsMax connections. */
+  nbdBudgetFloorBytes: 256 * 1024,
+  /** A connection holding nbdStallHeldMin bytes or more whose client neither sends nor takes
+   * a byte this long is ended (ERR_NBD_STALLED), and what it held goes back to the budget. The
+   * Linux kernel's nbd client gives up on a request after 30 s by default too. */
+  nbdStallTimeoutMs: 30_000,
+  nbdStallHeldMin: 1024 * 1024,
+  /** How often the server looks for stalled connections. */
+  nbdStallCheckMs: 1000,
   /** serve: how often PRAGMA data_version is polled for catalog changes (a no-op when nothing
    * committed); bounds how long a deleted VD's extents stay held by this server. */
   servePollMs: 100,

@@ -30,7 +30,7 @@ import assert from 'node:assert';
 import type { Readable, Writable } from 'node:stream';
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { IoError, ProtocolError } from '../errors';
+import { IoError, ProtocolError, isEmuError } from '../errors';
 import type { Export } from '../engine/export';
 import type { Logger } from '../log';
 import {
@@ -59,6 +59,7 @@ import { Framer, type Payload, type Receiver } from './framer';
 import type { ArenaReceiver } from './arena-receiver';
 import { ReplySender, type SendDone, senderModeOf } from './reply-sender';
 import { Datapath, isDatapathWanted } from './datapath';
+import type { MemoryBudget } from './budget';
 
 export const PHASE = {
   CLIENT_FLAGS: 'client-flags',
@@ -97,6 +98,8 @@ export interface ConnectionLimits {
   handshakeTimeoutMs: number;
   /** the data-path thread's busy-poll budget in microseconds, 0: off (datapath.c spin()) */
   busyPollMicros: number;
+  /** a connection holding memory whose client neither sends nor takes bytes this long ends */
+  stallTimeoutMs: number;
 }
 
 export interface ConnectionStats {
@@ -108,6 +111,8 @@ export interface ConnectionStats {
   threadRequests: number;
   busyPollHits: number;
   busyPollMisses: number;
+  /** internal errors contained by ending this connection (a bug, never the client's fault) */
+  faults: number;
 }
 
 /** What a connection needs for STARTTLS (server.ts builds it from TlsOptions). */
@@ -120,6 +125,21 @@ export interface TlsUpgrader {
 export interface ConnectionHooks {
   onBound(connection: Connection): void;
   onClosed(connection: Connection): void;
+}
+
+/**
+ * Runs an event handler of one connection so that a bug in it ends that connection and never
+ * reaches the event loop (where it would end the process): see Connection.fault().
+ */
+function guarded<A extends unknown[]>(connection: Connection, where: string,
+  handler: (...args: A) => void): (...args: A) => void {
+  return (...args: A): void => {
+    try {
+      handler(...args);
+    } catch (error) {
+      connection.fault(error, where);
+    }
+  };
 }
 
 export interface ConnectionOptions {
@@ -141,6 +161,8 @@ export interface ConnectionOptions {
   isSendfile?: boolean;
   hooks: ConnectionHooks;
   isShuttingDown: () => boolean;
+  /** the server's memory budget shared by all its connections (budget.ts) */
+  budget: MemoryBudget;
 }
 
 export class Connection implements OptionSession, TransmissionContext {
@@ -155,6 +177,7 @@ export class Connection implements OptionSession, TransmissionContext {
   private readonly isSendfile: boolean;
   private readonly hooks: ConnectionHooks;
   private readonly isServerShuttingDown: () => boolean;
+  private readonly budget: MemoryBudget;
   private framer: Receiver;
   /** bytes arrive through onSocketRead() rather than 'data' events */
   private readonly isSelfReading: boolean;
@@ -202,7 +225,16 @@ export class Connection implements OptionSession, TransmissionContext {
   private replyBytes = 0;
   private isSenderDecided = false;
   private handshakeTimer: NodeJS.Timeout | null = null;
-  private readonly counts = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
+  private readonly counts = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, faults: 0 };
+  /** the length of the WRITE whose payload is being received (taken from the budget) */
+  private writeReserveBytes = 0;
+  /** what this connection holds in the server's budget (budget.ts): see heldBytes */
+  private budgetBytes = 0;
+  /** a validated READ or WRITE waiting for the budget (reading stops meanwhile) */
+  private parked: Request | null = null;
+  /** Date.now() when the client last sent bytes or took reply bytes (the stall deadline) */
+  private progressAt = Date.now();
+  private progressMark = 0;
 
   /** Requests, refusals and bytes so far, the data-path thread's included, and its busy-polls
    * (datapath.c spin()): those that found a request and those that found none. */
@@ -212,6 +244,7 @@ export class Connection implements OptionSession, TransmissionContext {
     }
     const [requests, bytesRead, bytesWritten, hits, misses] = this.datapath.stats();
     return { requests: this.counts.requests + requests!, errors: this.counts.errors,
+      faults: this.counts.faults,
       bytesRead: this.counts.bytesRead + bytesRead!,
       bytesWritten: this.counts.bytesWritten + bytesWritten!, threadRequests: requests!,
       busyPollHits: hits!, busyPollMisses: misses! };
@@ -229,6 +262,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.isSendfile = options.isSendfile === true;
     this.hooks = options.hooks;
     this.isServerShuttingDown = options.isShuttingDown;
+    this.budget = options.budget;
     const receiver = options.receiver ?? null;
     this.framer = receiver ?? new Framer();
     this.isSelfReading = receiver !== null;
@@ -286,48 +320,50 @@ export class Connection implements OptionSession, TransmissionContext {
     this.output.off('drain', this.onDrain);
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  private readonly onData = guarded(this, 'onData', (chunk: Buffer): void => {
     this.counts.bytesRead += chunk.length;
+    this.progressAt = Date.now();
     (this.framer as Framer).push(chunk);
     this.pump();
-  };
+  });
 
   /** The socket's onread callback: `length` bytes landed in the receiver's tail `target`. */
   onSocketRead(length: number, target: Buffer): void {
     if (this.phase === PHASE.CLOSED || this.datapath !== null) return;
     this.counts.bytesRead += length;
+    this.progressAt = Date.now();
     (this.framer as ArenaReceiver).received(length, target);
     this.pump();
   }
 
-  private readonly onEnd = (): void => {
+  private readonly onEnd = guarded(this, 'onEnd', (): void => {
     // the client half-closed: finish what is in flight, then close (fio closes without DISC)
     this.beginClosing('client closed');
-  };
+  });
 
-  private readonly onInputClose = (): void => {
+  private readonly onInputClose = guarded(this, 'onInputClose', (): void => {
     if (this.phase !== PHASE.CLOSED) this.closeHard(null, 'stream closed');
-  };
+  });
 
-  private readonly onStreamError = (error: Error): void => {
+  private readonly onStreamError = guarded(this, 'onStreamError', (error: Error): void => {
     this.closeHard(null, `stream error: ${error.message}`);
-  };
+  });
 
-  private readonly onHandshakeTimeout = (): void => {
+  private readonly onHandshakeTimeout = guarded(this, 'onHandshakeTimeout', (): void => {
     this.handshakeTimer = null;
     this.closeHard(new ProtocolError('ERR_NBD_HANDSHAKE_TIMEOUT',
       `handshake: not finished after ${this.limits.handshakeTimeoutMs} ms`), 'handshake timeout');
-  };
+  });
 
-  private readonly onDrain = (): void => {
+  private readonly onDrain = guarded(this, 'onDrain', (): void => {
     this.isWaitingDrain = false;
     this.pump();
-  };
+  });
 
-  private readonly uncork = (): void => {
+  private readonly uncork = guarded(this, 'uncork', (): void => {
     this.isCorked = false;
     this.output.uncork();
-  };
+  });
 
   /** A socket (TCP, Unix, TLS) has copied a chunk once its write callback runs. */
   get canReuseBuffers(): boolean {
@@ -375,6 +411,7 @@ export class Connection implements OptionSession, TransmissionContext {
     if (onWritten !== undefined) {
       const held = heldBytes ?? frame.length;
       this.replyBytes += held;
+      this.syncBudget();
       done = (): void => {
         this.releaseReplyBytes(held);
         onWritten();
@@ -396,6 +433,7 @@ export class Connection implements OptionSession, TransmissionContext {
     submit: (done: (error: NodeJS.ErrnoException | null) => void) => boolean): void {
     const held = onWritten === undefined ? frame.length : heldBytes ?? frame.length;
     this.replyBytes += held;
+    this.syncBudget();
     const isQueued = submit((error) => {
       this.releaseReplyBytes(held);
       if (onWritten !== undefined) onWritten();
@@ -408,10 +446,29 @@ export class Connection implements OptionSession, TransmissionContext {
     }
   }
 
+  /**
+   * What this connection makes the server hold (budget.ts): requests in flight, replies not yet
+   * written out, and the WRITE payload being received.
+   */
+  get heldBytes(): number {
+    return this.inflightBytes + this.replyBytes + this.writeReserveBytes;
+  }
+
+  /** Brings the server's budget up to date with heldBytes (after every change of it). */
+  private syncBudget(): void {
+    if (this.isFinalized) return; // gave everything back
+    const held = this.heldBytes;
+    const delta = held - this.budgetBytes;
+    this.budgetBytes = held;
+    if (delta !== 0) this.budget.adjust(delta);
+  }
+
   /** Bytes of replies not yet written out went down: reading may resume (isReadBlocked). */
   private releaseReplyBytes(bytes: number): void {
     const wasFull = this.replyBytes >= this.limits.inflightBytesMax;
     this.replyBytes -= bytes;
+    this.progressAt = Date.now(); // the client (or its socket buffer) took bytes
+    this.syncBudget();
     if (wasFull && this.replyBytes < this.limits.inflightBytesMax &&
       this.phase !== PHASE.CLOSED && this.phase !== PHASE.CLOSING) {
       this.pump();
@@ -468,14 +525,14 @@ export class Connection implements OptionSession, TransmissionContext {
     return sender;
   }
 
-  private readonly onSenderSettled = (): void => {
+  private readonly onSenderSettled = guarded(this, 'onSenderSettled', (): void => {
     const pending = this.sender?.pending ?? 0;
     if (this.phase === PHASE.CLOSING) {
       if (pending === 0 && this.inflight === 0) this.finishClosing();
     } else if (this.phase !== PHASE.CLOSED) {
       this.pump(); // reading may have stopped at the sender's caps (isReadBlocked)
     }
-  };
+  });
 
   /**
    * The stream a thread owns broke (errno name `code`; the sender's failed job, the data-path
@@ -543,7 +600,7 @@ export class Connection implements OptionSession, TransmissionContext {
       case PHASE.CLOSED:
         return true;
       case PHASE.REQUEST_HEADER:
-        return this.inflight >= this.limits.inflightMax ||
+        return this.parked !== null || this.inflight >= this.limits.inflightMax ||
           this.inflightBytes >= this.limits.inflightBytesMax || this.isWaitingDrain ||
           this.replyBytes >= this.limits.inflightBytesMax ||
           (this.sender !== null && this.sender.pending >= this.senderPendingMax);
@@ -558,7 +615,8 @@ export class Connection implements OptionSession, TransmissionContext {
     try {
       while (!this.isReadBlocked() && this.step()) { /* each step consumed a frame */ }
     } catch (error) {
-      this.closeHard(error, 'protocol violation');
+      if (error instanceof ProtocolError) this.closeHard(error, 'protocol violation');
+      else this.fault(error, 'pump');
     } finally {
       this.isPumping = false;
     }
@@ -632,9 +690,12 @@ export class Connection implements OptionSession, TransmissionContext {
     this.isOptionBusy = true;
     this.runOption(this.option, payload).then(this.afterOptionSafely, (error: unknown) => {
       this.isOptionBusy = false;
-      this.closeHard(error, `${nameOf(NBD_OPT, this.option)}: failed`);
+      // a peer violation or an operating failure (EmuError) ends the session; anything else
+      // is a bug in the handler
+      if (isEmuError(error)) this.closeHard(error, `${nameOf(NBD_OPT, this.option)}: failed`);
+      else this.fault(error, nameOf(NBD_OPT, this.option));
       this.finalizeIfIdle();
-    });
+    }).catch((error: unknown) => this.fault(error, 'option settled'));
     return false;
   }
 
@@ -663,7 +724,7 @@ export class Connection implements OptionSession, TransmissionContext {
       this.afterOption(outcome);
     } catch (error) {
       this.isOptionBusy = false;
-      this.closeHard(error, 'internal error after option');
+      this.fault(error, 'after option');
       this.finalizeIfIdle();
     }
   };
@@ -766,15 +827,15 @@ export class Connection implements OptionSession, TransmissionContext {
     this.unsubscribeMap = exp.onMapReplaced?.(() => datapath.handOff()) ?? null;
   }
 
-  private readonly onDatapathForward = (bytes: Buffer): void => {
+  private readonly onDatapathForward = guarded(this, 'onDatapathForward', (bytes: Buffer): void => {
     if (this.phase === PHASE.CLOSED) return;
     (this.framer as Framer).push(bytes);
     this.pump();
-  };
+  });
 
 
   /** The thread was joined: nothing of it touches the export's descriptors any more. */
-  private readonly onDatapathStopped = (): void => {
+  private readonly onDatapathStopped = guarded(this, 'onDatapathStopped', (): void => {
     if (this.unsubscribeMap !== null) this.unsubscribeMap();
     this.unsubscribeMap = null;
     if (this.phase === PHASE.CLOSING) {
@@ -786,7 +847,7 @@ export class Connection implements OptionSession, TransmissionContext {
     } else {
       this.closeHard(null, 'data path stopped'); // on its own: its error was reported first
     }
-  };
+  });
 
   // --- TLS ---
 
@@ -854,19 +915,63 @@ export class Connection implements OptionSession, TransmissionContext {
       hasBaseAllocation: this.hasBaseAllocation,
       blockSizeMin: this.blockSizeMin,
     });
-    if (request.type === NBD_CMD.WRITE) return this.acceptWrite(request, errno);
-    if (errno !== NBD_E.OK) this.refuse(request, errno);
-    else this.dispatch(request, null);
-    return true;
-  }
-
-  private acceptWrite(request: Request, errno: number): boolean {
-    if (request.length > this.limits.writeDiscardMax) {
+    if (request.type === NBD_CMD.WRITE && request.length > this.limits.writeDiscardMax) {
       throw new ProtocolError('ERR_NBD_OVERSIZE_WRITE', `NBD_CMD_WRITE: payload too large: ` +
         `${request.length} > ${this.limits.writeDiscardMax}`);
     }
+    if (errno === NBD_E.OK && this.mustPark(request)) return false;
+    this.proceed(request, errno);
+    return true;
+  }
+
+  /** A decoded request goes on: a WRITE starts receiving its payload, others run. */
+  private proceed(request: Request, errno: number): void {
+    if (request.type === NBD_CMD.WRITE) this.acceptWrite(request, errno);
+    else if (errno !== NBD_E.OK) this.refuse(request, errno);
+    else this.dispatch(request, null);
+  }
+
+  /**
+   * A READ or WRITE the server's budget cannot take now is parked: reading stops until the
+   * budget resumes it (budget.ts), so the connections that hold the most are the ones that wait.
+   */
+  private mustPark(request: Request): boolean {
+    const isCounted = request.type === NBD_CMD.READ || request.type === NBD_CMD.WRITE;
+    if (!isCounted || this.budget.canTake(this.heldBytes, request.length)) return false;
+    this.parked = request;
+    this.budget.park(this.onBudget);
+    return true;
+  }
+
+  /** The budget's waiter: resumes the parked request once it may take its bytes. */
+  private readonly onBudget = (): boolean => {
+    const request = this.parked;
+    if (request === null || this.phase !== PHASE.REQUEST_HEADER) return true; // nothing waits
+    if (!this.budget.canResume(this.heldBytes, request.length)) return false;
+    this.parked = null;
+    try {
+      this.proceed(request, NBD_E.OK);
+    } catch (error) {
+      this.fault(error, 'budget resume');
+    }
+    setImmediate(this.pumpLater);
+    return true;
+  };
+
+  private readonly pumpLater = guarded(this, 'pumpLater', (): void => this.pump());
+
+  /** A parked request is dropped (the connection is closing): the budget forgets it. */
+  private unpark(): void {
+    if (this.parked === null) return;
+    this.parked = null;
+    this.budget.unpark(this.onBudget);
+  }
+
+  private acceptWrite(request: Request, errno: number): void {
     this.pending = request;
     if (errno === NBD_E.OK) {
+      this.writeReserveBytes = request.length;
+      this.syncBudget();
       this.framer.expect(request.length);
       this.setPhase(PHASE.WRITE_PAYLOAD);
     } else {
@@ -874,7 +979,6 @@ export class Connection implements OptionSession, TransmissionContext {
       this.discardRemaining = request.length;
       this.setPhase(PHASE.WRITE_DISCARD);
     }
-    return true;
   }
 
   private stepWritePayload(): boolean {
@@ -884,6 +988,7 @@ export class Connection implements OptionSession, TransmissionContext {
     const payload = this.framer.takePayload(request.length);
     this.framer.expect(0);
     this.pending = null;
+    this.writeReserveBytes = 0; // held from here as a request in flight (dispatch)
     this.setPhase(PHASE.REQUEST_HEADER);
     this.dispatch(request, payload);
     return true;
@@ -916,17 +1021,18 @@ export class Connection implements OptionSession, TransmissionContext {
       ? request.length : 0;
     this.inflight += 1;
     this.inflightBytes += cost;
+    this.syncBudget();
     const settle = (): void => this.afterRequestSafely(cost, payload);
     // never rejects; kept for safety
     executeRequest(this, request, payload === null ? null : payload.data).then(settle, settle);
   }
 
   private afterRequestSafely(cost: number, payload: Payload | null): void {
-    if (payload !== null) payload.release();
     try {
+      if (payload !== null) payload.release();
       this.afterRequest(cost);
     } catch (error) {
-      this.closeHard(error, 'internal error after request');
+      this.fault(error, 'after request');
     }
   }
 
@@ -934,6 +1040,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.inflight -= 1;
     this.inflightBytes -= cost;
     assert(this.inflight >= 0);
+    this.syncBudget();
     if (this.inflight > 0) {
       if (this.phase !== PHASE.CLOSED) this.pump();
       return;
@@ -984,6 +1091,30 @@ export class Connection implements OptionSession, TransmissionContext {
     return idle.finally(() => clearTimeout(timer));
   }
 
+  /**
+   * The server's stall sweep (server.ts): a connection that holds at least
+   * LIMITS.nbdStallHeldMin bytes while its client neither sends nor takes bytes for
+   * limits.stallTimeoutMs is ended, and what it held comes back to the budget (budget.ts).
+   */
+  checkStall(now: number): void {
+    if (this.phase === PHASE.CLOSED) return;
+    if (this.datapath !== null) {
+      const [, bytesRead, bytesWritten] = this.datapath.stats();
+      const mark = bytesRead! + bytesWritten!;
+      if (mark !== this.progressMark) this.progressAt = now;
+      this.progressMark = mark;
+    }
+    const held = this.heldBytes;
+    if (held < LIMITS.nbdStallHeldMin) {
+      this.progressAt = now; // the deadline counts from when it began to hold memory
+      return;
+    }
+    const idleMs = now - this.progressAt;
+    if (idleMs < this.limits.stallTimeoutMs) return;
+    this.closeHard(new ProtocolError('ERR_NBD_STALLED', `transmission: the client took no ` +
+      `bytes for ${idleMs} ms while the server held ${held} bytes for it`), 'client stalled');
+  }
+
   // --- closing ---
 
   /** Graceful: stop reading, let requests in flight finish, then end the stream. */
@@ -992,6 +1123,7 @@ export class Connection implements OptionSession, TransmissionContext {
     this.log.debug({ reason, inflight: this.inflight }, 'closing');
     this.closeReason = reason;
     this.setPhase(PHASE.CLOSING);
+    this.unpark(); // never acknowledged: dropped with the connection
     this.input.pause();
     this.datapath?.setPaused(true);
     if (this.inflight === 0) this.finishClosing();
@@ -1010,10 +1142,36 @@ export class Connection implements OptionSession, TransmissionContext {
     const output = this.output;
     const input = this.input;
     this.markClosed(null, this.closeReason);
+    // a client that never takes the last replies must not keep the stream for ever
+    const lingerTimer = setTimeout(() => {
+      input.destroy();
+      output.destroy();
+    }, this.limits.stallTimeoutMs);
+    lingerTimer.unref();
     output.end(() => {
+      clearTimeout(lingerTimer);
       if (!sameStream(input, output) || typeof (input as Socket).destroySoon !== 'function') return;
       (input as Socket).destroySoon();
     });
+  }
+
+  /**
+   * A bug while serving this connection, not the client's doing: it is logged at error level
+   * with its stack, counted (stats.faults, the server's connectionFaults), and ends this
+   * connection only. The process and every other connection go on.
+   */
+  fault(error: unknown, where: string): void {
+    this.counts.faults += 1;
+    this.log.error({ err: error, where }, 'internal error: ending the connection');
+    try {
+      this.closeHard(error, `internal error in ${where}`);
+    } catch (inner) {
+      // closing itself failed: at least stop all traffic of this connection
+      this.log.error({ err: inner }, 'internal error while closing');
+      this.phase = PHASE.CLOSED;
+      this.input.destroy();
+      this.output.destroy();
+    }
   }
 
   /** Hard close: destroy the streams now. */
@@ -1026,6 +1184,7 @@ export class Connection implements OptionSession, TransmissionContext {
 
   private markClosed(error: unknown, reason: string): void {
     this.phase = PHASE.CLOSED;
+    this.unpark();
     // graceful: the queue is empty; hard: what is queued completes with ECANCELED
     if (this.sender !== null) this.sender.close(this.sender.pending > 0);
     // graceful: stopped already; hard: stops at once (onDatapathStopped finalizes)
@@ -1057,6 +1216,9 @@ export class Connection implements OptionSession, TransmissionContext {
     }
     if (this.isFinalized) return;
     this.isFinalized = true;
+    // what is still counted is queued on a destroyed stream: it goes with it
+    if (this.budgetBytes !== 0) this.budget.adjust(-this.budgetBytes);
+    this.budgetBytes = 0;
     this.hooks.onClosed(this);
   }
 }

@@ -11,6 +11,13 @@
  * LIMITS.nbdConnectionsMax are closed at accept. No error in one connection reaches another.
  * Accepted sockets get a larger kernel send buffer and, without TLS, read into arenas
  * (user-buffer-socket.ts, arena-receiver.ts).
+ *
+ * Memory: every connection holds its bytes in one budget (budget.ts, limits budgetBytesMax and
+ * budgetFloorBytes); a sweep every LIMITS.nbdStallCheckMs ends connections that hold memory
+ * while their client neither sends nor takes bytes (limits.stallTimeoutMs). Containment: a bug
+ * while serving one connection (an exception in its handlers, its socket's read callbacks, an
+ * option or a request) ends that connection, is logged at error level with its stack and is
+ * counted in stats.connectionFaults; it never ends the process.
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
@@ -23,12 +30,16 @@ import { ArenaReceiver } from './arena-receiver';
 import {
   Connection, PHASE, type ConnectionLimits, type ConnectionStats, type TlsUpgrader,
 } from './connection';
+import { MemoryBudget } from './budget';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
 import { adoptWithUserBuffer, receiveLowWaterOf, tuneSocket } from './user-buffer-socket';
 
 export interface NbdServerLimits extends ConnectionLimits {
   connectionsMax: number;
+  /** the memory budget of all connections together, and what each may always hold */
+  budgetBytesMax: number;
+  budgetFloorBytes: number;
 }
 
 export interface NbdServerOptions {
@@ -66,6 +77,16 @@ export interface NbdServerStats {
   /** data-path threads' busy-polls that found a request, and those that found none */
   busyPollHits: number;
   busyPollMisses: number;
+  /** internal errors contained by ending one connection (should stay 0: each is a bug) */
+  connectionFaults: number;
+  /** bytes connections hold in the memory budget now, and the most they held at once */
+  budgetHeldBytes: number;
+  budgetPeakBytes: number;
+  /** requests waiting for the budget now, and those that ever had to wait */
+  budgetWaiting: number;
+  budgetParkedTotal: number;
+  /** connections ended for holding memory while their client took and sent nothing */
+  connectionsStalled: number;
 }
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -80,13 +101,16 @@ function limitsOf(overrides: Partial<NbdServerLimits> | undefined): NbdServerLim
     writeDiscardMax: LIMITS.nbdWriteDiscardMax,
     handshakeTimeoutMs: LIMITS.nbdHandshakeTimeoutMs,
     busyPollMicros: LIMITS.nbdDatapathSpinUs,
+    stallTimeoutMs: LIMITS.nbdStallTimeoutMs,
     connectionsMax: LIMITS.nbdConnectionsMax,
+    budgetBytesMax: LIMITS.nbdBudgetBytesMax,
+    budgetFloorBytes: LIMITS.nbdBudgetFloorBytes,
     ...overrides,
   };
 }
 
 type Totals = Pick<NbdServerStats, 'requests' | 'requestErrors' | 'bytesRead' | 'bytesWritten' |
-  'threadRequests' | 'busyPollHits' | 'busyPollMisses'>;
+  'threadRequests' | 'busyPollHits' | 'busyPollMisses' | 'connectionFaults'>;
 
 function addStats(totals: Totals, stats: ConnectionStats): void {
   totals.requests += stats.requests;
@@ -96,6 +120,7 @@ function addStats(totals: Totals, stats: ConnectionStats): void {
   totals.threadRequests += stats.threadRequests;
   totals.busyPollHits += stats.busyPollHits;
   totals.busyPollMisses += stats.busyPollMisses;
+  totals.connectionFaults += stats.faults;
 }
 
 /** Events: 'connection-open' (id), 'connection-close' (id), 'listening' (address). */
@@ -111,7 +136,10 @@ export class NbdServer extends EventEmitter {
   private nextId = 1;
   private isShuttingDown = false;
   private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0,
-    threadRequests: 0, busyPollHits: 0, busyPollMisses: 0 };
+    threadRequests: 0, busyPollHits: 0, busyPollMisses: 0, connectionFaults: 0 };
+  private readonly budget: MemoryBudget;
+  private stallTimer: NodeJS.Timeout | null = null;
+  private stalled = 0;
   private accepted = 0;
   private refused = 0;
   private acceptedArena = 0;
@@ -125,6 +153,7 @@ export class NbdServer extends EventEmitter {
     // STARTTLS swaps the stream under the connection: arenas only without TLS
     this.isArenaReceive = (options.receive ?? 'arena') === 'arena' && this.tls === null;
     this.isSendfile = options.sendfile === true;
+    this.budget = new MemoryBudget(this.limits.budgetBytesMax, this.limits.budgetFloorBytes);
   }
 
   /** Connections open or still finishing requests. */
@@ -136,7 +165,10 @@ export class NbdServer extends EventEmitter {
     const totals = { ...this.closedStats };
     for (const connection of this.connections) addStats(totals, connection.stats);
     return { connectionsAccepted: this.accepted, connectionsRefused: this.refused,
-      connectionsOpen: this.connections.size, connectionsArena: this.acceptedArena, ...totals };
+      connectionsOpen: this.connections.size, connectionsArena: this.acceptedArena, ...totals,
+      budgetHeldBytes: this.budget.heldBytes, budgetPeakBytes: this.budget.peakBytes,
+      budgetWaiting: this.budget.waiting, budgetParkedTotal: this.budget.parkedTotal,
+      connectionsStalled: this.stalled };
   }
 
   /** Starts a listener; resolves with its address (port for TCP, path for Unix). */
@@ -146,7 +178,14 @@ export class NbdServer extends EventEmitter {
     // in flight and sends their replies before it ends ours (Connection.onEnd)
     const listener = net.createServer(
       { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
-      (socket) => this.accept(socket));
+      (socket) => {
+        try {
+          this.accept(socket);
+        } catch (error) {
+          this.log.error({ err: error }, 'internal error accepting a connection');
+          socket.destroy();
+        }
+      });
     listener.on('error', (error) => this.log.error({ err: error }, 'listener error'));
     if ('path' in target) removeStaleSocket(target.path);
     await new Promise<void>((resolve, reject) => {
@@ -190,12 +229,26 @@ export class NbdServer extends EventEmitter {
     const receiver = new ArenaReceiver();
     const lowWater = receiveLowWaterOf(socket);
     let connection: Connection | null = null;
+    // libuv calls these from its read loop: a throw there would end the process, so a bug
+    // ends only this connection (its later reads land in the disposed receiver's discard)
     const adopted = adoptWithUserBuffer(socket, {
-      buffer: () => receiver.nextBuffer(),
+      buffer: () => {
+        try {
+          return receiver.nextBuffer();
+        } catch (error) {
+          receiver.dispose();
+          connection?.fault(error, 'receive buffer');
+          return receiver.nextBuffer();
+        }
+      },
       // reads start in connection.start(), so the first callback finds it assigned
       callback: (length, target) => {
-        connection?.onSocketRead(length, target);
-        lowWater?.update(receiver.frameRemaining);
+        try {
+          connection?.onSocketRead(length, target);
+          lowWater?.update(receiver.frameRemaining);
+        } catch (error) {
+          connection?.fault(error, 'receive');
+        }
       },
     });
     if (adopted === null) {
@@ -232,16 +285,46 @@ export class NbdServer extends EventEmitter {
       tls: this.tls,
       isSendfile: this.isSendfile,
       isShuttingDown: () => this.isShuttingDown,
+      budget: this.budget,
       hooks: {
         onBound: () => undefined,
         onClosed: (closed) => this.forget(closed),
       },
     });
     this.connections.add(connection);
-    connection.start();
+    this.startStallSweep();
+    try {
+      connection.start();
+    } catch (error) {
+      connection.fault(error, 'start');
+    }
     this.emit('connection-open', id);
     return connection;
   }
+
+  /** The stall sweep runs while there are connections (see the header). */
+  private startStallSweep(): void {
+    if (this.stallTimer !== null) return;
+    this.stallTimer = setInterval(this.sweepStalled, LIMITS.nbdStallCheckMs);
+    this.stallTimer.unref();
+  }
+
+  private readonly sweepStalled = (): void => {
+    const now = Date.now();
+    for (const connection of this.connections) {
+      const wasClosed = connection.isClosed();
+      try {
+        connection.checkStall(now);
+      } catch (error) {
+        connection.fault(error, 'stall check');
+      }
+      if (!wasClosed && connection.isClosed()) this.stalled += 1;
+    }
+    if (this.connections.size === 0 && this.stallTimer !== null) {
+      clearInterval(this.stallTimer);
+      this.stallTimer = null;
+    }
+  };
 
   private forget(connection: Connection): void {
     if (!this.connections.delete(connection)) return;

@@ -76,6 +76,15 @@ export class ScriptedClient {
     this.output.end();
   }
 
+  /** Stops reading the socket: the server's replies pile up in the kernel and then in it. */
+  pause(): void {
+    this.input.pause();
+  }
+
+  resume(): void {
+    this.input.resume();
+  }
+
   /** Reads exactly n bytes; rejects on EOF or timeout. */
   async read(n: number, timeoutMs = READ_TIMEOUT_MS): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;

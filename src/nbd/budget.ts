@@ -1,0 +1,105 @@
+/**
+ * nbd/budget: one memory budget for every connection of a server (ARCHITECTURE.md invariant 6:
+ * no client grows the server's memory without bound).
+ *
+ * What counts: the bytes a connection makes the server hold on its behalf. A READ's length from
+ * the moment it is accepted until its reply was written out (the reply buffer), a WRITE's length
+ * from the moment its header is accepted until the write settled (the arena or Framer bytes its
+ * payload lands in), and every other reply frame until it was written out. Per connection that
+ * is inflightBytes + replyBytes + the write being received (connection.ts heldBytes).
+ *
+ * The rule, checked before a READ or WRITE is accepted (its cost is its length):
+ * - a connection that would still hold at most `floorBytes` may always go on: a well-behaved
+ *   client with small requests is never starved by others that hold the budget;
+ * - otherwise the request may go on only while the total stays within `maxBytes` and nobody is
+ *   waiting before it;
+ * - else the connection parks that request, stops reading (the bytes stay in the kernel's socket
+ *   buffer, not in ours) and waits in FIFO order: as bytes come back, parked requests resume
+ *   oldest first, so a large request is not starved by a stream of small ones.
+ * So connections that hold the most are the ones that stop. The total is at most
+ * maxBytes + connections × floorBytes. What keeps a parked connection from waiting for ever is
+ * the stall deadline in server.ts: a connection that holds memory and whose client neither sends
+ * nor takes bytes for LIMITS.nbdStallTimeoutMs is ended, and its bytes come back.
+ */
+import assert from 'node:assert';
+
+/** A parked request: resumes when it may take its cost now (it takes it), false: still waits. */
+export type BudgetWaiter = () => boolean;
+
+export class MemoryBudget {
+  private held = 0;
+  private peak = 0;
+  private readonly waiters: BudgetWaiter[] = [];
+  private isDraining = false;
+  /** requests that had to park, over the server's life */
+  parkedTotal = 0;
+
+  constructor(readonly maxBytes: number, readonly floorBytes: number) {
+    assert(Number.isSafeInteger(maxBytes) && maxBytes > 0);
+    assert(Number.isSafeInteger(floorBytes) && floorBytes >= 0);
+  }
+
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  get peakBytes(): number {
+    return this.peak;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** May a connection that holds `ownBytes` take `costBytes` more now (see the header)? */
+  canTake(ownBytes: number, costBytes: number): boolean {
+    assert(ownBytes >= 0 && costBytes >= 0);
+    if (ownBytes + costBytes <= this.floorBytes) return true;
+    return this.waiters.length === 0 && this.held + costBytes <= this.maxBytes;
+  }
+
+  /** The same, for the waiter at the head of the queue (it is the one nobody waits before). */
+  private canTakeFirst(ownBytes: number, costBytes: number): boolean {
+    return ownBytes + costBytes <= this.floorBytes || this.held + costBytes <= this.maxBytes;
+  }
+
+  /** For a waiter deciding whether it may go on (called from within drain()). */
+  canResume(ownBytes: number, costBytes: number): boolean {
+    return this.canTakeFirst(ownBytes, costBytes);
+  }
+
+  /** A connection's held bytes changed by `deltaBytes` (negative: given back). */
+  adjust(deltaBytes: number): void {
+    this.held += deltaBytes;
+    assert(this.held >= 0, 'MemoryBudget: more bytes given back than taken');
+    if (this.held > this.peak) this.peak = this.held;
+    if (deltaBytes < 0 && this.waiters.length > 0) this.drain();
+  }
+
+  park(waiter: BudgetWaiter): void {
+    this.parkedTotal += 1;
+    this.waiters.push(waiter);
+  }
+
+  /** A parked connection closed: it waits no more (its waiter is dropped). */
+  unpark(waiter: BudgetWaiter): void {
+    const index = this.waiters.indexOf(waiter);
+    if (index >= 0) this.waiters.splice(index, 1);
+    if (index === 0) this.drain();
+  }
+
+  /** Resumes parked requests oldest first while the head may take its cost. */
+  private drain(): void {
+    if (this.isDraining) return;
+    this.isDraining = true;
+    try {
+      while (this.waiters.length > 0) {
+        const head = this.waiters[0]!;
+        if (!head()) break;
+        if (this.waiters[0] === head) this.waiters.shift();
+      }
+    } finally {
+      this.isDraining = false;
+    }
+  }
+}
