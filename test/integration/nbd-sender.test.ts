@@ -50,6 +50,12 @@ const WRITE_AREA = 4 * MiB;
 /** server.close() must finish within this */
 const CLOSE_BOUND_MS = 8000;
 
+/** Whether the requests `server` took and the reply bytes it queued stopped changing. */
+async function settled(server: NbdServer): Promise<boolean> {
+  const { isStable } = await untilStable(() => [server.stats.requests, server.stats.bytesWritten]);
+  return isStable;
+}
+
 interface Fixture {
   server: NbdServer;
   port: number;
@@ -433,7 +439,7 @@ for (const transport of TRANSPORTS) {
       send(client, { type: CMD.READ, cookie: BigInt(index), offset: index * 512 * KiB,
         length: 4 * MiB - index });
     }
-    await new Promise((resolve) => setTimeout(resolve, 500)); // the socket fills up
+    t.ok(await settled(fixture.server), 'the server stopped taking requests and queuing replies');
     t.equal(await checkHealthy(fixture.port), true, 'others get service meanwhile');
     fixture.image.fill(0x5a, 8192, 8192 + 4096);
     t.ok(await eventually(() => fixture.server.connectionCount === 1),
@@ -455,7 +461,7 @@ for (const transport of TRANSPORTS) {
         length: index % 3 === 0 ? 4096 : 3 * MiB + index });
     }
     for (const request of requests) send(client, request);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    t.ok(await settled(fixture.server), 'the server stopped taking requests and queuing replies');
     const started = Date.now();
     await bounded(fixture.server.close({ graceMs: 500 }), CLOSE_BOUND_MS, 'server.close()');
     t.ok(Date.now() - started < CLOSE_BOUND_MS, `closed in ${Date.now() - started} ms`);
@@ -489,8 +495,10 @@ for (const transport of TRANSPORTS) {
     const length = transport === 'unix' ? MiB : 96 * KiB;
     const offset = 12_345;
     const before = Buffer.from(fixture.image.subarray(offset, offset + length));
+    const requestsBefore = fixture.server.stats.requests;
     client.request({ type: CMD.READ, cookie: 1n, offset, length });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    t.ok(await eventually(() => fixture.server.stats.requests === requestsBefore + 1) &&
+      await settled(fixture.server), 'the server took the READ and queued its reply');
     // close() waits for every request in flight: the READ counts as done once it was sent
     await bounded(fixture.server.close({ graceMs: 2000 }), CLOSE_BOUND_MS, 'server.close()');
     // the next owner of these bytes (another VD on the same extent) writes them
