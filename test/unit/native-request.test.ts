@@ -21,6 +21,7 @@ const SEEDS = path.join(__dirname, '..', '..', 'fixtures', 'fuzz', 'native', 'se
 const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
 const U64_MAX = (1n << 64n) - 1n;
 const RUNS = 20_000;
+const skip = sys.isNative ? false : 'the native addon is not built';
 
 /** The JS decoder as the connection runs it (a private method that uses no instance state). */
 const decodeRequest = (Connection.prototype as unknown as {
@@ -146,12 +147,7 @@ function headerArb(size: number, blockSizeMin: number): fc.Arbitrary<Header> {
 const caseArb = paramsArb.chain((params) => fc.tuple(fc.constant(params),
   headerArb(params.size, params.blockSizeMin), fc.integer({ min: 0, max: 64 })));
 
-t.test('C and JS give every seeded random request the same errno and framing', (t) => {
-  if (!sys.isNative) {
-    t.skip('the native addon is not built');
-    t.end();
-    return;
-  }
+t.test('C and JS give every seeded random request the same errno and framing', { skip }, (t) => {
   let compared = 0;
   fc.assert(fc.property(caseArb, ([params, header, extra]) => {
     const frame = encode(header);
@@ -168,12 +164,8 @@ t.test('C and JS give every seeded random request the same errno and framing', (
   t.end();
 });
 
-t.test('C and JS agree on every request header of the recorded client sessions', (t) => {
-  if (!sys.isNative) {
-    t.skip('the native addon is not built');
-    t.end();
-    return;
-  }
+t.test('C and JS agree on every request header of the recorded client sessions', { skip },
+  (t) => {
   const files = fs.readdirSync(SEEDS).filter((name) => name.endsWith('.bin'));
   t.ok(files.length > 0, 'recorded sessions');
   let headers = 0;
@@ -204,12 +196,7 @@ t.test('C and JS agree on every request header of the recorded client sessions',
   t.end();
 });
 
-t.test('requestStep: a stream shorter than a header, and bad arguments', (t) => {
-  if (!sys.isNative) {
-    t.skip('the native addon is not built');
-    t.end();
-    return;
-  }
+t.test('requestStep: a stream shorter than a header, and bad arguments', { skip }, (t) => {
   const frame = encode({ magic: REQUEST_MAGIC, flags: 0, type: 0, offset: 0n, length: 512 });
   for (let cut = 0; cut < REQUEST_LENGTH; cut++) {
     const step = sys.requestStep(frame.subarray(0, cut), 4096, 1, 0, 1);
