@@ -11,7 +11,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   identityOfFile, openCatalog, zeroPending, type Catalog, type VdDetail,
 } from '../../src/catalog';
@@ -67,7 +67,6 @@ function snapshot(file: string): Snapshot {
   }));
 }
 
-/** `after` differs from `before` only as `change` says (a function of both). */
 function isSame(before: Snapshot, after: Snapshot): boolean {
   return JSON.stringify(before) === JSON.stringify(after);
 }
@@ -110,18 +109,16 @@ interface CommandPlan {
   points: string[];
   randomCount: number;
   args(index: number): string[];
-  /** The after-state check; null when `after` is not the command's after-state. */
+  /** Whether `after` is exactly the state the command leaves when it completes. */
   isAfter(before: Snapshot, after: Snapshot, index: number): boolean;
   /** False for a command that changes no catalog row (export). */
   isChanging?: boolean;
   /** Extra assertions on the files a trial made. */
-  inspect?(t: Tap.Test, index: number, left: Left): Promise<void>;
+  inspect?(t: Test, index: number, left: Left): Promise<void>;
 }
 
-declare namespace Tap { type Test = typeof t }
-
 /** Runs every trial of a plan on `catalog` and reports what each kill left. */
-async function runPlan(t: Tap.Test, catalog: string, plan: CommandPlan): Promise<void> {
+async function runPlan(t: Test, catalog: string, plan: CommandPlan): Promise<void> {
   const trials: Trial[] = [
     ...plan.points.map((killAt) => ({ killAt })),
     ...Array.from({ length: plan.randomCount }, () => ({ killAt: null })),
@@ -172,13 +169,18 @@ async function createIn(catalog: string, sizes: number[]): Promise<number[]> {
   }
 }
 
+function isSameVbdsAndMembers(before: Snapshot, after: Snapshot): boolean {
+  const outside = (s: Snapshot) => JSON.stringify([s.vbds, s.members]);
+  return outside(before) === outside(after);
+}
+
 /** Exactly one new VD line, matching `pattern`, and `usedBytes` less free space. */
 function oneNewVd(before: Snapshot, after: Snapshot, pattern: RegExp, usedBytes: number): boolean {
   const { added, isKept } = addedVds(before, after);
   return isKept && added.length === 1 && pattern.test(added[0]!)
     && after.vds.length === before.vds.length + 1
     && after.freeBytes === before.freeBytes - usedBytes
-    && JSON.stringify([after.vbds, after.members]) === JSON.stringify([before.vbds, before.members]);
+    && isSameVbdsAndMembers(before, after);
 }
 
 /** Only VD `id`'s line changed, to one matching `pattern`; free space by `freeDeltaBytes`. */
@@ -189,7 +191,7 @@ function oneChangedVd(before: Snapshot, after: Snapshot, id: number, pattern: Re
   return line !== undefined && pattern.test(line)
     && JSON.stringify(others(before)) === JSON.stringify(others(after))
     && after.freeBytes === before.freeBytes + freeDeltaBytes
-    && JSON.stringify([after.vbds, after.members]) === JSON.stringify([before.vbds, before.members]);
+    && isSameVbdsAndMembers(before, after);
 }
 
 t.test('create', async (t) => {

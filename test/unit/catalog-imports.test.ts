@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { identityOfFile, openCatalog, type Catalog } from '../../src/catalog';
 
 const MIB = 1024 * 1024;
@@ -19,7 +19,7 @@ interface Fixture {
   clock: { ms: number };
 }
 
-function setup(t: Tap.Test, extents = 16): Fixture {
+function setup(t: Test, extents = 16): Fixture {
   const dir = t.testdir();
   const clock = { ms: 1_000_000 };
   const file = path.join(dir, 'catalog.sqlite');
@@ -33,8 +33,6 @@ function setup(t: Tap.Test, extents = 16): Fixture {
     extentSize: EXTENT, identity: identityOfFile(st.dev, st.ino) });
   return { file, catalog, clock };
 }
-
-declare namespace Tap { type Test = typeof t }
 
 function codeOf(run: () => unknown): string | null {
   try {
