@@ -1,12 +1,13 @@
 /**
  * Every multi-step command is all or nothing across SIGKILL. Each command is killed at each of
  * its named steps (XVD_TEST_KILL_AT, src/cli/kill-point.ts) and after seeded random delays; then
- * one command (`xvd list`, which frees an abandoned import) runs, and the catalog must check
- * clean and be exactly the state before the command or the state after it (VDs with their
- * extents, free space, VBDs, members; a VD still zeroing counts as live, the next create or
- * import zeroes it). Import's live VD must hold the source's bytes; export's file is absent or
- * whole; format's image is absent or whole and formats when the command runs again; quickstart
- * leaves a prefix of its steps and its next run completes them, zeroing included.
+ * `xvd check` passes (after each named point), one command (`xvd list`, which frees an abandoned
+ * import) runs, and the catalog must check clean and be exactly the state before the command or
+ * the state after it (VDs with their extents, free space, VBDs, members; a VD still zeroing
+ * counts as live, the next create or import zeroes it). Import's live VD must hold the source's
+ * bytes; export's file is absent or whole; format's image is absent or whole and formats when
+ * the command runs again; quickstart leaves a prefix of its steps and its next run completes
+ * them, zeroing included.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -127,7 +128,11 @@ async function runPlan(t: Test, catalog: string, plan: CommandPlan): Promise<voi
   for (const [index, trial] of trials.entries()) {
     const before = snapshot(catalog);
     const outcome = await runKilled(catalog, trial);
-    if (trial.killAt !== null) t.equal(outcome, 'killed', `${trial.killAt} was reached`);
+    if (trial.killAt !== null) {
+      t.equal(outcome, 'killed', `${trial.killAt} was reached`);
+      const check = await runXvd(['check'], { catalog }); // before any cleanup
+      t.equal(check.code, 0, `xvd check after ${trial.killAt}: ${check.stdout}`);
+    }
     const next = await runXvd(['list', '--all', '--json'], { catalog });
     t.equal(next.code, 0, next.stderr);
     const after = snapshot(catalog);
