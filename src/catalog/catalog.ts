@@ -524,12 +524,19 @@ class CatalogImpl implements Catalog {
     });
   }
 
+  isImportOwned(vdId: number): boolean {
+    return this.isMine(this.get<ImportRow>(this.st.importOf, vdId));
+  }
+
+  private isMine(row: ImportRow | undefined): row is ImportRow {
+    return row !== undefined && row.pid === process.pid
+      && row.pid_start_time === processStartTime(process.pid);
+  }
+
   /** The import row of vdId when this process owns it; ERR_VD_IMPORT_LOST otherwise. */
   private ownImportRow(op: string, vdId: number): ImportRow {
     const row = this.get<ImportRow>(this.st.importOf, vdId);
-    const isMine = row !== undefined && row.pid === process.pid
-      && row.pid_start_time === processStartTime(process.pid);
-    if (!isMine) {
+    if (!this.isMine(row)) {
       throw new EmuError('ERR_VD_IMPORT_LOST', `${op}: VD ${vdId} is not being imported by this `
         + 'process (its import was abandoned and cleaned up, or never began)');
     }

@@ -59,6 +59,11 @@ export interface Catalog {
   completeImport(id: number): VdSummary;
   /** Frees this process's import that will not complete (its copy failed). */
   abandonImport(id: number): void;
+  /**
+   * True while VD `id` is being imported by this process: the copy asks between chunks and
+   * stops when it is not (cleaned up by a process that judged this one gone).
+   */
+  isImportOwned(id: number): boolean;
   /** Frees every import whose process is not running; returns their VD ids. */
   cleanAbandonedImports(): number[];
   /** Grows a live VD to newSize (>= size); new extents are appended in virtual order. */

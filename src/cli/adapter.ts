@@ -115,6 +115,10 @@ class CatalogAdapter implements CatalogPort {
     this.catalog.abandonImport(id);
   }
 
+  isImportOwned(id: number): boolean {
+    return this.catalog.isImportOwned(id);
+  }
+
   refresh(id: number, expirySeconds: number): void {
     this.catalog.refreshVd(id, expirySeconds);
   }

@@ -12,6 +12,7 @@
 import assert from 'node:assert';
 import fs from 'node:fs';
 import cliProgress from 'cli-progress';
+import { EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import { dataRuns } from '../sys';
 import { killPoint } from './kill-point';
@@ -131,9 +132,14 @@ function spansOf(pieces: readonly Piece[]): Span[] {
   });
 }
 
-/** Copies `sizeBytes` of the file at `source` into the VD made of `pieces` (already zeroed). */
+/**
+ * Copies `sizeBytes` of the file at `source` into the VD made of `pieces` (already zeroed).
+ * `isOwned` is asked before each chunk: once the import is no longer this process's (another
+ * process freed it, judging this one gone), its extents may be another VD's, so the copy stops
+ * with ERR_VD_IMPORT_LOST rather than write there.
+ */
 export async function importInto(source: string, pieces: readonly Piece[], sizeBytes: number,
-): Promise<void> {
+  isOwned: () => boolean): Promise<void> {
   const total = pieces.reduce((sum, piece) => sum + piece.length, 0);
   assert(total >= sizeBytes);
   const sourceFd = fs.openSync(source, 'r');
@@ -148,6 +154,10 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
         for (let at = runStart; at < runEnd; at += buffer.length) {
           const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
           readFully(sourceFd, chunk, at);
+          if (!isOwned()) {
+            throw new EmuError('ERR_VD_IMPORT_LOST', `import: ${source}: the VD was freed while `
+              + 'copying (its import was judged abandoned)');
+          }
           const memberFd = members.get(piece.path);
           const offsetBacking = piece.offset + (at - startVirtual);
           forEachNonZeroRun(chunk, (start, length) =>

@@ -80,6 +80,8 @@ export interface CatalogPort {
   completeImport(id: number): void;
   /** Frees an import whose copy failed, as if it never began. */
   abandonImport(id: number): void;
+  /** True while this process still owns the import of VD `id`. */
+  isImportOwned(id: number): boolean;
   refresh(id: number, expirySeconds: number): void;
   delete(id: number): void;
   enlarge(id: number, addBytes: number, isZeroing: boolean): void;

@@ -77,12 +77,14 @@ t.test('an importing VD is not listed and nothing can use it until it completes'
   t.same(report.faults, []);
   t.match(report.notes, [new RegExp(`^VD ${vd.id}: being imported by pid ${process.pid}`)]);
   t.same(catalog.cleanAbandonedImports(), [], 'a running import is left alone');
+  t.ok(catalog.isImportOwned(vd.id), 'this process owns it');
   clock.ms += 10_000;
   const live = catalog.completeImport(vd.id);
   t.equal(live.state, 'zeroing', 'live (its zeroing was not run here)');
   t.equal(live.expiresAt, clock.ms + 60_000, 'the expiry counts from completion');
   t.same(catalog.listVds().map((v) => v.id), [vd.id]);
   t.equal(codeOf(() => catalog.completeImport(vd.id)), 'ERR_VD_IMPORT_LOST', 'only once');
+  t.notOk(catalog.isImportOwned(vd.id), 'a live VD is owned by no import');
   t.same(catalog.checkReport(), { faults: [], notes: [] });
 });
 
@@ -93,6 +95,7 @@ t.test('an abandoned import is a note; the cleanup frees its extents and its VD'
   const vd = catalog.beginImport({ size: 5 * MIB });
   catalog.createVd({ size: 1 * MIB }); // allocated after it: its freed runs are not at the end
   killOwner(file, vd.id);
+  t.notOk(catalog.isImportOwned(vd.id), 'no longer owned by this process');
   const report = catalog.checkReport();
   t.same(report.faults, [], 'not a fault');
   t.match(report.notes, [new RegExp(`^VD ${vd.id}: import abandoned \\(pid \\d+ is not running`)]);

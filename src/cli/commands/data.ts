@@ -50,9 +50,10 @@ async function importFile(context: Context, file: string, options: ImportOptions
   try {
     await catalog.zeroPending();
     killPoint('import:zeroed');
-    await importInto(file, catalog.show(id).pieces, sizeBytes); // synced when it returns
+    const isOwned = () => catalog.isImportOwned(id);
+    await importInto(file, catalog.show(id).pieces, sizeBytes, isOwned); // synced on return
   } catch (error) {
-    catalog.abandonImport(id);
+    if (catalog.isImportOwned(id)) catalog.abandonImport(id);
     throw error;
   }
   killPoint('import:synced');
