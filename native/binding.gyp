@@ -5,7 +5,8 @@
       "sources": ["src/addon.c", "src/blkdev.c", "src/fallocate.c", "src/seek.c", "src/errors.c",
                   "src/pread-nowait.c", "src/sockopt.c",
                   "src/pwrite-batch.c", "src/writer.c", "src/sender.c", "src/datapath.c",
-                  "src/handle.c", "src/request.c", "src/request-binding.c"],
+                  "src/handle.c", "src/request.c", "src/request-binding.c",
+                  "src/budget.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-std=gnu11"],
       "defines": ["NAPI_VERSION=9", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"]
     }

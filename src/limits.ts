@@ -81,6 +81,9 @@ export const LIMITS = {
   nbdInflightBytesMax: 128 * 1024 * 1024,
   /** Concurrent connections per server (qemu QMP default 100). */
   nbdConnectionsMax: 256,
+  /** The most `serve --max-connections` may allow: each connection costs a descriptor (two
+   * with a data-path thread) and a thread; 4096 stays under the usual 8192-descriptor limit. */
+  nbdConnectionsCeiling: 4096,
   /** Handshake deadline including TLS (qemu: 10 s, CVE-2024-7409 slowloris). */
   nbdHandshakeTimeoutMs: 10_000,
   /** Exports listed per NBD_OPT_LIST (nbdkit caps at 10 000). */
@@ -169,6 +172,9 @@ export const LIMITS = {
    * requests is served while others hold the budget: 64 requests of 4 KiB. At most 64 MiB
    * over nbdBudgetBytesMax at nbdConnectionsMax connections. */
   nbdBudgetFloorBytes: 256 * 1024,
+  /** nbd/budget: while requests wait, how often JS looks again at what the data-path threads
+   * hold (they give bytes back without telling JS); native/src/datapath.c retries as often. */
+  nbdBudgetRetryMs: 10,
   /** A connection holding nbdStallHeldMin bytes or more whose client neither sends nor takes
    * a byte this long is ended (ERR_NBD_STALLED), and what it held goes back to the budget. The
    * Linux kernel's nbd client gives up on a request after 30 s by default too. */

@@ -228,6 +228,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "datapathSubmit", xvd_datapath_submit);
   set_fn(env, exports, "datapathControl", xvd_datapath_control);
   set_fn(env, exports, "datapathStats", xvd_datapath_stats);
+  set_fn(env, exports, "budgetSync", xvd_budget_sync);
   set_fn(env, exports, "requestStep", xvd_request_step_js);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
   set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);

@@ -49,6 +49,11 @@
  * The socket is non-blocking (one open file description with Node's, which stays paused): the
  * thread waits in poll() with an eventfd that submit, resume, fence and stop signal. Forwarded
  * bytes not yet delivered to JS are bounded by DP_FORWARD_MAX (reading stops above it).
+ * Memory: buffers grown above their first sizes and forwarded bytes JS has not taken count in
+ * the server's one memory budget (budget.c, src/nbd/budget.ts). A reply buffer the budget cannot
+ * grow sends the request to JS instead; a receive buffer it cannot grow makes the thread read
+ * nothing ("starved") and ask again every DP_BUDGET_RETRY_MS, so a payload that never completes
+ * holds what it had, never more, until the stall deadline (JS) ends its connection.
  * A send failure breaks the stream: DP_EV_ERROR, later frames complete with ECANCELED.
  * The thread joins when DP_EV_STOPPED is delivered, so stopping never blocks the JS thread;
  * the environment's cleanup hook and the handle's finalizer abort and join synchronously.
@@ -89,6 +94,7 @@
 #define DP_SPIN_MAX_US 10000             /* LIMITS.nbdDatapathSpinMaxUs */
 #define DP_SPIN_LENGTH_MAX ((size_t)64 << 10) /* LIMITS.nbdDatapathSpinLengthMax */
 #define DP_HOT_IDLE_MS 1 /* a hot connection without a request this long is not hot */
+#define DP_BUDGET_RETRY_MS 10 /* a starved thread asks the budget again this often */
 
 enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4 };
 enum { DP_EV_FORWARD = 1, DP_EV_EOF = 2, DP_EV_ERROR = 3, DP_EV_FENCED = 4, DP_EV_STOPPED = 5,
@@ -151,6 +157,9 @@ struct datapath {
   int is_hot; /* may spin: the last wait for a request was shorter than spin_ns, after a small
                 * request (note_wait()); counted in `hot` */
   int is_drained;      /* the last recv emptied the socket: poll (or spin) without another */
+  int is_starved;      /* a receive buffer must grow and the budget (budget.c) said no: the
+                        * thread reads nothing and asks again every DP_BUDGET_RETRY_MS */
+  int64_t budget_own;  /* what this thread's buffers hold in the budget (above first sizes) */
   size_t last_length;  /* the last request's length field */
   int failure;  /* errno that made the thread stop on its own (fail()) */
   int is_closed; /* guarded by mutex: the last frames were taken; submit refuses */
@@ -316,6 +325,7 @@ static void flush_forward(struct datapath *dp) {
   }
   memcpy(bytes, dp->rbuf + dp->fstart, length);
   dp->fstart = dp->rstart;
+  xvd_budget_charge((int64_t)length); /* until JS took it (datapath_deliver) */
   __atomic_add_fetch(&dp->unacked, (int64_t)length, __ATOMIC_SEQ_CST);
   post(dp, DP_EV_FORWARD, 0, bytes, length, NULL);
 }
@@ -414,6 +424,23 @@ static int resize(uint8_t **buffer, size_t *capacity, size_t size) {
   return 1;
 }
 
+/* Sets a buffer's capacity as resize() does, counting what it holds above `base` in the
+ * memory budget (budget.c): 1 done, 0 ENOMEM, -1 the budget has no room for the growth now
+ * (the buffer unchanged either way). */
+static int resize_counted(struct datapath *dp, uint8_t **buffer, size_t *capacity, size_t base,
+                          size_t size) {
+  int64_t before = *capacity > base ? (int64_t)(*capacity - base) : 0;
+  int64_t after = size > base ? (int64_t)(size - base) : 0;
+  if (after > before && !xvd_budget_take(after - before)) return -1;
+  if (!resize(buffer, capacity, size)) {
+    if (after > before) xvd_budget_give(after - before);
+    return 0;
+  }
+  if (after < before) xvd_budget_give(before - after);
+  dp->budget_own += after - before;
+  return 1;
+}
+
 /* Publishes the buffers' capacities for datapathStats. */
 static void note_capacity(struct datapath *dp) {
   __atomic_store_n(&dp->stat_rcap, (uint64_t)dp->rcap, __ATOMIC_RELAXED);
@@ -425,7 +452,8 @@ static int reserve_reply(struct datapath *dp, size_t bytes) {
   if (dp->scap - dp->sused >= bytes) return 1;
   flush_replies(dp);
   if (dp->scap >= bytes) return 1;
-  int is_resized = resize(&dp->sbuf, &dp->scap, bytes);
+  /* no room in the budget (or memory): JS serves it, under the same budget */
+  int is_resized = resize_counted(dp, &dp->sbuf, &dp->scap, DP_SEND_BATCH, bytes) == 1;
   note_capacity(dp);
   return is_resized;
 }
@@ -489,7 +517,8 @@ static int serve(struct datapath *dp, const uint8_t *header, int type, uint64_t 
   return is_served;
 }
 
-/* Makes room for a request of `need` bytes starting at rstart (forwarding what precedes it). */
+/* Makes room for a request of `need` bytes starting at rstart (forwarding what precedes it):
+ * 1 done, 0 ENOMEM, -1 the budget has no room now (resize_counted). */
 static int make_room(struct datapath *dp, size_t need) {
   flush_forward(dp);
   if (dp->rstart > 0) {
@@ -498,7 +527,7 @@ static int make_room(struct datapath *dp, size_t need) {
     dp->fstart = dp->rstart = 0;
   }
   if (dp->rcap >= need) return 1;
-  int is_resized = resize(&dp->rbuf, &dp->rcap, need);
+  int is_resized = resize_counted(dp, &dp->rbuf, &dp->rcap, DP_RECV_MIN, need);
   note_capacity(dp);
   return is_resized;
 }
@@ -531,7 +560,9 @@ static void process(struct datapath *dp) {
     size_t need = step.need;
     dp->last_length = step.request.length;
     if (step.kind == XVD_STEP_SHORT_PAYLOAD) {
-      if (dp->rcap - dp->rstart < need && !make_room(dp, need)) fail(dp, ENOMEM);
+      int room = dp->rcap - dp->rstart >= need ? 1 : make_room(dp, need);
+      if (room == 0) fail(dp, ENOMEM);
+      if (room < 0) dp->is_starved = 1; /* reads nothing until the budget has room */
       set_lowat(dp, need - available);
       break;
     }
@@ -560,9 +591,11 @@ static int receive(struct datapath *dp) {
     fail(dp, ENOMEM);
     return 0;
   }
-  if (dp->rend == dp->rcap && !make_room(dp, 2 * dp->rcap)) {
-    fail(dp, ENOMEM);
-    return 0;
+  if (dp->rend == dp->rcap) {
+    int room = make_room(dp, 2 * dp->rcap);
+    if (room < 0) dp->is_starved = 1;
+    if (room == 0) fail(dp, ENOMEM);
+    if (room <= 0) return 0;
   }
   size_t room = dp->rcap - dp->rend;
   ssize_t n = recv(dp->sock, dp->rbuf + dp->rend, room, 0);
@@ -576,7 +609,9 @@ static int receive(struct datapath *dp) {
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   int err = n == 0 ? 0 : errno;
   if (load(&dp->is_aborted)) return 0; /* our own shutdown: nothing to tell */
-  dp->rstart = dp->rend; /* a request cut short goes to JS as it is */
+  /* what came before goes to JS; a request cut short is dropped: it can never be served, and
+   * its bytes (up to a whole payload) would only be copied to JS to be thrown away there */
+  if (dp->is_raw) dp->rstart = dp->rend;
   flush_forward(dp);
   dp->is_receiving = 0;
   post(dp, err == 0 ? DP_EV_EOF : DP_EV_ERROR, err, NULL, 0, NULL);
@@ -585,9 +620,11 @@ static int receive(struct datapath *dp) {
 
 /* Idle for DP_SHRINK_AFTER_MS: buffers grown for large requests go back to their first size. */
 static void shrink(struct datapath *dp) {
-  if (dp->sused == 0 && dp->scap > DP_SEND_BATCH) resize(&dp->sbuf, &dp->scap, DP_SEND_BATCH);
+  if (dp->sused == 0 && dp->scap > DP_SEND_BATCH) {
+    resize_counted(dp, &dp->sbuf, &dp->scap, DP_SEND_BATCH, DP_SEND_BATCH);
+  }
   if (dp->rstart == dp->rend && dp->rcap > DP_RECV_MIN &&
-      resize(&dp->rbuf, &dp->rcap, DP_RECV_MIN)) {
+      resize_counted(dp, &dp->rbuf, &dp->rcap, DP_RECV_MIN, DP_RECV_MIN) == 1) {
     dp->rstart = dp->rend = dp->fstart = 0;
   }
   note_capacity(dp);
@@ -672,7 +709,11 @@ static void *datapath_main(void *data) {
     pthread_mutex_unlock(&dp->mutex);
     if (stop_mode == 2 || (stop_mode == 1 && !has_frames)) break;
     if (has_frames) continue;
-    int want_in = stop_mode == 0 && dp->is_receiving && !dp->is_broken &&
+    if (dp->is_starved && stop_mode == 0) { /* the budget may have room now: try again */
+      dp->is_starved = 0;
+      process(dp);
+    }
+    int want_in = stop_mode == 0 && dp->is_receiving && !dp->is_broken && !dp->is_starved &&
                   !load(&dp->is_paused) &&
                   __atomic_load_n(&dp->unacked, __ATOMIC_SEQ_CST) < DP_FORWARD_MAX;
     if (want_in && !dp->is_drained && receive(dp) == 1) continue;
@@ -700,13 +741,15 @@ static void *datapath_main(void *data) {
       n = poll(fds, 2, DP_HOT_IDLE_MS);
       if (n == 0) note_wait(dp, INT64_MAX);
     }
-    if (n == 0) n = poll(fds, 2, is_grown ? DP_SHRINK_AFTER_MS : -1);
+    if (n == 0) {
+      n = poll(fds, 2, dp->is_starved ? DP_BUDGET_RETRY_MS : is_grown ? DP_SHRINK_AFTER_MS : -1);
+    }
     if (is_timed && n > 0 && fds[0].revents != 0) note_wait(dp, now_ns() - start);
     if (n < 0 && errno != EINTR) {
       break_stream(dp, errno);
       break;
     }
-    if (n == 0) shrink(dp);
+    if (n == 0 && !dp->is_starved) shrink(dp);
     if (n > 0 && fds[1].revents != 0) {
       uint64_t count;
       ssize_t rc = read(dp->wake_fd, &count, sizeof count);
@@ -730,6 +773,8 @@ static void *datapath_main(void *data) {
   free(dp->sbuf);
   dp->sbuf = NULL;
   dp->rcap = dp->scap = 0;
+  xvd_budget_give(dp->budget_own);
+  dp->budget_own = 0;
   note_capacity(dp);
   post(dp, DP_EV_STOPPED, 0, NULL, 0, NULL);
   napi_release_threadsafe_function(dp->tsfn, napi_tsfn_release);
@@ -773,6 +818,7 @@ static void datapath_deliver(napi_env env, napi_value on_event, void *context, v
       frame_free(NULL, frame);
       frame = next;
     }
+    if (event->bytes != NULL) xvd_budget_give((int64_t)event->length);
     free(event->bytes);
     free(event);
     return;
@@ -800,6 +846,7 @@ static void datapath_deliver(napi_env env, napi_value on_event, void *context, v
       napi_create_buffer_copy(env, event->length, event->bytes, NULL, &argv[1]);
       free(event->bytes);
     }
+    xvd_budget_give((int64_t)event->length); /* JS holds them now, in its own count */
     int64_t before = __atomic_fetch_sub(&dp->unacked, (int64_t)event->length, __ATOMIC_SEQ_CST);
     if (before >= DP_FORWARD_MAX && before - (int64_t)event->length < DP_FORWARD_MAX &&
         !dp->is_joined) {
@@ -1009,6 +1056,9 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, problem);
     return NULL;
   }
+  /* bytes JS had received beyond the first size: counted as the thread's from here on */
+  dp->budget_own = (int64_t)(dp->rcap - DP_RECV_MIN);
+  xvd_budget_charge(dp->budget_own);
   note_capacity(dp);
   if (initial_length > 0) memcpy(dp->rbuf, initial, initial_length);
   dp->rend = initial_length;

@@ -118,6 +118,12 @@ napi_value xvd_datapath_control(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_stats(napi_env env, napi_callback_info info);
 void xvd_datapath_constants(napi_env env, napi_value constants);
 
+/* budget.c: the process-wide memory budget of the data-path threads and JS; see the file */
+int xvd_budget_take(int64_t bytes);
+void xvd_budget_charge(int64_t bytes);
+void xvd_budget_give(int64_t bytes);
+napi_value xvd_budget_sync(napi_env env, napi_callback_info info);
+
 /* request-binding.c: request.c's verdict on a stream's first bytes, for tests */
 napi_value xvd_request_step_js(napi_env env, napi_callback_info info);
 

@@ -16,31 +16,60 @@
  * - else the connection parks that request, stops reading (the bytes stay in the kernel's socket
  *   buffer, not in ours) and waits in FIFO order: as bytes come back, parked requests resume
  *   oldest first, so a large request is not starved by a stream of small ones.
- * So connections that hold the most are the ones that stop. The total is at most
- * maxBytes + connections × floorBytes. What keeps a parked connection from waiting for ever is
- * the stall deadline in server.ts: a connection that holds memory and whose client neither sends
- * nor takes bytes for LIMITS.nbdStallTimeoutMs is ended, and its bytes come back.
+ * So connections that hold the most are the ones that stop. What is counted is what is really
+ * allocated, so it can pass maxBytes by what requests already accepted grow to: a READ counts
+ * its length while it runs and then its whole pooled reply buffer (a size class, up to twice
+ * the length: replies.ts bufferPool) until written out. Reading stops as soon as the total is
+ * past maxBytes, so it is at most about 2 × maxBytes + connections × floorBytes. What keeps a
+ * parked connection from waiting for ever is the stall deadline in server.ts: a connection that
+ * holds memory and whose client neither sends nor takes bytes for LIMITS.nbdStallTimeoutMs is
+ * ended, and its bytes come back.
+ *
+ * The data-path threads (native/src/budget.c) count in the same total: their buffers grown
+ * above their first sizes and the bytes they forwarded that JS has not taken. `sync` tells the
+ * addon what JS holds and the limit, and returns what the threads hold; it runs on every change
+ * here and, while requests wait, every LIMITS.nbdBudgetRetryMs (the threads give bytes back
+ * without telling JS). A thread that cannot grow waits as a parked request does.
  */
 import assert from 'node:assert';
 
 /** A parked request: resumes when it may take its cost now (it takes it), false: still waits. */
 export type BudgetWaiter = () => boolean;
 
+/** Reports what JS holds and the limit to the data-path threads; returns what they hold. */
+export type BudgetSync = (jsHeldBytes: number, maxBytes: number) => number;
+
 export class MemoryBudget {
   private held = 0;
+  private threadsHeld = 0;
   private peak = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
   private readonly waiters: BudgetWaiter[] = [];
   private isDraining = false;
   /** requests that had to park, over the server's life */
   parkedTotal = 0;
 
-  constructor(readonly maxBytes: number, readonly floorBytes: number) {
+  constructor(readonly maxBytes: number, readonly floorBytes: number,
+    private readonly sync: BudgetSync = () => 0, private readonly retryMs = 20) {
     assert(Number.isSafeInteger(maxBytes) && maxBytes > 0);
     assert(Number.isSafeInteger(floorBytes) && floorBytes >= 0);
+    this.refresh();
   }
 
+  /** What JS holds and what the data-path threads hold, together. */
   get heldBytes(): number {
-    return this.held;
+    return this.held + this.threadsHeld;
+  }
+
+  get threadsHeldBytes(): number {
+    return this.threadsHeld;
+  }
+
+  /** Exchanges counts with the data-path threads (see the header). */
+  refresh(): void {
+    this.threadsHeld = this.sync(this.held, this.maxBytes);
+    const total = this.held + this.threadsHeld;
+    if (total > this.peak) this.peak = total;
   }
 
   get peakBytes(): number {
@@ -55,12 +84,12 @@ export class MemoryBudget {
   canTake(ownBytes: number, costBytes: number): boolean {
     assert(ownBytes >= 0 && costBytes >= 0);
     if (ownBytes + costBytes <= this.floorBytes) return true;
-    return this.waiters.length === 0 && this.held + costBytes <= this.maxBytes;
+    return this.waiters.length === 0 && this.heldBytes + costBytes <= this.maxBytes;
   }
 
   /** The same, for the waiter at the head of the queue (it is the one nobody waits before). */
   private canTakeFirst(ownBytes: number, costBytes: number): boolean {
-    return ownBytes + costBytes <= this.floorBytes || this.held + costBytes <= this.maxBytes;
+    return ownBytes + costBytes <= this.floorBytes || this.heldBytes + costBytes <= this.maxBytes;
   }
 
   /** For a waiter deciding whether it may go on (called from within drain()). */
@@ -72,14 +101,28 @@ export class MemoryBudget {
   adjust(deltaBytes: number): void {
     this.held += deltaBytes;
     assert(this.held >= 0, 'MemoryBudget: more bytes given back than taken');
-    if (this.held > this.peak) this.peak = this.held;
+    this.refresh();
     if (deltaBytes < 0 && this.waiters.length > 0) this.drain();
   }
 
   park(waiter: BudgetWaiter): void {
     this.parkedTotal += 1;
     this.waiters.push(waiter);
+    if (this.retryTimer === null) {
+      // the threads give bytes back without telling JS: look again while anyone waits
+      this.retryTimer = setInterval(this.retry, this.retryMs);
+      this.retryTimer.unref();
+    }
   }
+
+  private readonly retry = (): void => {
+    this.refresh();
+    this.drain();
+    if (this.waiters.length === 0 && this.retryTimer !== null) {
+      clearInterval(this.retryTimer);
+      this.retryTimer = null;
+    }
+  };
 
   /** A parked connection closed: it waits no more (its waiter is dropped). */
   unpark(waiter: BudgetWaiter): void {

@@ -30,6 +30,7 @@ import { ArenaReceiver } from './arena-receiver';
 import {
   Connection, PHASE, type ConnectionLimits, type ConnectionStats, type TlsUpgrader,
 } from './connection';
+import * as sys from '../sys/index';
 import { MemoryBudget } from './budget';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
@@ -79,8 +80,10 @@ export interface NbdServerStats {
   busyPollMisses: number;
   /** internal errors contained by ending one connection (should stay 0: each is a bug) */
   connectionFaults: number;
-  /** bytes connections hold in the memory budget now, and the most they held at once */
+  /** bytes connections hold in the memory budget now (data-path threads included), of those
+   * the threads', and the most held at once */
   budgetHeldBytes: number;
+  budgetThreadsBytes: number;
   budgetPeakBytes: number;
   /** requests waiting for the budget now, and those that ever had to wait */
   budgetWaiting: number;
@@ -153,7 +156,8 @@ export class NbdServer extends EventEmitter {
     // STARTTLS swaps the stream under the connection: arenas only without TLS
     this.isArenaReceive = (options.receive ?? 'arena') === 'arena' && this.tls === null;
     this.isSendfile = options.sendfile === true;
-    this.budget = new MemoryBudget(this.limits.budgetBytesMax, this.limits.budgetFloorBytes);
+    this.budget = new MemoryBudget(this.limits.budgetBytesMax, this.limits.budgetFloorBytes,
+      sys.budgetSync, LIMITS.nbdBudgetRetryMs);
   }
 
   /** Connections open or still finishing requests. */
@@ -162,11 +166,13 @@ export class NbdServer extends EventEmitter {
   }
 
   get stats(): NbdServerStats {
+    this.budget.refresh(); // what the data-path threads hold now
     const totals = { ...this.closedStats };
     for (const connection of this.connections) addStats(totals, connection.stats);
     return { connectionsAccepted: this.accepted, connectionsRefused: this.refused,
       connectionsOpen: this.connections.size, connectionsArena: this.acceptedArena, ...totals,
-      budgetHeldBytes: this.budget.heldBytes, budgetPeakBytes: this.budget.peakBytes,
+      budgetHeldBytes: this.budget.heldBytes, budgetThreadsBytes: this.budget.threadsHeldBytes,
+      budgetPeakBytes: this.budget.peakBytes,
       budgetWaiting: this.budget.waiting, budgetParkedTotal: this.budget.parkedTotal,
       connectionsStalled: this.stalled };
   }
@@ -311,6 +317,7 @@ export class NbdServer extends EventEmitter {
 
   private readonly sweepStalled = (): void => {
     const now = Date.now();
+    this.budget.refresh();
     for (const connection of this.connections) {
       const wasClosed = connection.isClosed();
       try {

@@ -33,6 +33,10 @@ export interface ServeOptions {
   isSendfile?: boolean;
   /** data-path threads' busy-poll budget in microseconds (LIMITS.nbdDatapathSpinUs by default) */
   busyPollMicros?: number;
+  /** connections served at once (LIMITS.nbdConnectionsMax by default) */
+  connectionsMax?: number;
+  /** the memory budget of all connections (nbd/budget.ts; LIMITS.nbdBudgetBytesMax) */
+  budgetBytesMax?: number;
   /** the root logger unless a test passes its own */
   log?: Logger;
   /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
@@ -82,10 +86,13 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
   const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
+  const limits = {
+    ...(options.busyPollMicros === undefined ? {} : { busyPollMicros: options.busyPollMicros }),
+    ...(options.connectionsMax === undefined ? {} : { connectionsMax: options.connectionsMax }),
+    ...(options.budgetBytesMax === undefined ? {} : { budgetBytesMax: options.budgetBytesMax }),
+  };
   const server = createServer({ provider, tls: options.tls, log: logger, receive,
-    sendfile: options.isSendfile === true,
-    ...(options.busyPollMicros === undefined ? {} : {
-      limits: { busyPollMicros: options.busyPollMicros } }) });
+    sendfile: options.isSendfile === true, limits });
   const addresses: (string | { address: string; port: number })[] = [];
   try {
     provider.start(server);

@@ -46,6 +46,7 @@ export const fallbackBinding: NativeBinding = {
   },
   datapathControl: () => 0,
   datapathStats: () => new Float64Array(7),
+  budgetSync: () => 0,
   requestStep: () => {
     throw unsupported('requestStep');
   },

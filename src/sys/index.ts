@@ -113,6 +113,8 @@ export interface NativeBinding {
   ): void;
   datapathControl(datapath: NativeDatapath, op: number, value: number): number;
   datapathStats(datapath: NativeDatapath): Float64Array;
+  /** budget.c: reports what JS holds and the limit; returns what the data-path threads hold */
+  budgetSync(jsHeldBytes: number, maxBytes: number): number;
   requestStep(
     bytes: Buffer, size: number, eflags: number, options: number, blockSizeMin: number,
   ): Float64Array;
@@ -348,6 +350,16 @@ export function datapathStop(datapath: NativeDatapath, abort: boolean): void {
  */
 export function datapathStats(datapath: NativeDatapath): Float64Array {
   return binding.datapathStats(datapath);
+}
+
+/**
+ * The server's memory budget as the data-path threads share it (native/src/budget.c): tells
+ * the addon what JS holds and the limit; returns what the threads hold (0 without the addon).
+ */
+export function budgetSync(jsHeldBytes: number, maxBytes: number): number {
+  assert(Number.isSafeInteger(jsHeldBytes) && jsHeldBytes >= 0);
+  assert(Number.isSafeInteger(maxBytes) && maxBytes > 0);
+  return binding.budgetSync(jsHeldBytes, maxBytes);
 }
 
 /** What the data-path thread does with the bytes at the head of its stream (request.h). */

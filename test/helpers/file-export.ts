@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { Test } from 'tap';
 import { BackingPool } from '../../src/backing/pool';
 import { openExport } from '../../src/engine/extent-export';
-import { createServer, type NbdServer } from '../../src/nbd/index';
+import { createServer, type NbdServer, type NbdServerLimits } from '../../src/nbd/index';
 import { ScriptedClient, createFixedProvider, quietLog } from './nbd-client';
 import { type Transport, connectRaw, listenTcpAndUnix } from './sockets';
 import { eventually } from './waits';
@@ -29,6 +29,8 @@ export interface FileExportOptions {
   mode?: 'r' | 'w';
   /** the minimum block size told to a client that asks (NBD_INFO_BLOCK_SIZE); default 1 */
   blockSizeMin?: number;
+  /** server limits (the memory budget, say) */
+  limits?: Partial<NbdServerLimits>;
 }
 
 export interface FileExportServer {
@@ -58,7 +60,8 @@ export async function startFileExport(t: Test, options: FileExportOptions = {}):
     mode: options.mode ?? 'w', extents: [{ path: file, offset: 0, length: size }] });
   // an own property of the export object, which stays what the data path is made from
   Object.defineProperty(exp, 'blockSizeMin', { value: options.blockSizeMin ?? 1 });
-  const server = createServer({ provider: createFixedProvider([exp]), log: quietLog });
+  const server = createServer({ provider: createFixedProvider([exp]), log: quietLog,
+    ...(options.limits === undefined ? {} : { limits: options.limits }) });
   const target = await listenTcpAndUnix(t, server, 'xvd-errors-', async () => {
     await exp.close();
     await pool.close();

@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../errors';
 import { LIMITS } from '../../limits';
+import { parseSize } from '../../size';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../nbd/index';
 import { runServeUntilSignal, tlsOptionsOf } from '../../serve/index';
 import type { Context } from '../context';
@@ -21,6 +22,8 @@ interface ServeFlags {
   threads?: string;
   sendfile?: boolean;
   busyPoll?: string;
+  maxConnections?: string;
+  memoryMax?: string;
 }
 
 /** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts. */
@@ -63,6 +66,27 @@ function busyPollOf(text: string | undefined): number | undefined {
   return micros;
 }
 
+function maxConnectionsOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const count = Number(text);
+  if (text.trim() === '' || !Number.isInteger(count) || count < 1 ||
+    count > LIMITS.nbdConnectionsCeiling) {
+    throw new UsageError('ERR_USAGE', `serve: --max-connections: expected ` +
+      `1..${LIMITS.nbdConnectionsCeiling}, not ${text}`);
+  }
+  return count;
+}
+
+function memoryMaxOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const bytes = parseSize(text, 'serve: --memory-max');
+  if (bytes < LIMITS.nbdPayloadMax) {
+    throw new UsageError('ERR_USAGE', `serve: --memory-max: at least ` +
+      `${LIMITS.nbdPayloadMax} bytes (one largest request), not ${text}`);
+  }
+  return bytes;
+}
+
 export function runServe(context: Context, options: { host: string; port: number },
 ): Promise<number> {
   setThreads(undefined);
@@ -73,6 +97,8 @@ export function runServe(context: Context, options: { host: string; port: number
 function serve(context: Context, flags: ServeFlags): Promise<number> {
   setThreads(flags.threads);
   const busyPollMicros = busyPollOf(flags.busyPoll);
+  const connectionsMax = maxConnectionsOf(flags.maxConnections);
+  const budgetBytesMax = memoryMaxOf(flags.memoryMax);
   const tcp = flags.listen.map(parseListen);
   const isInherited = process.env['LISTEN_FDS'] !== undefined;
   if (tcp.length === 0 && flags.socket.length === 0 && flags.stdio !== true && !isInherited) {
@@ -82,7 +108,9 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
     flags.tlsVerifyPeer === true);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
     isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
-    ...(busyPollMicros === undefined ? {} : { busyPollMicros }) });
+    ...(busyPollMicros === undefined ? {} : { busyPollMicros }),
+    ...(connectionsMax === undefined ? {} : { connectionsMax }),
+    ...(budgetBytesMax === undefined ? {} : { budgetBytesMax }) });
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -104,5 +132,10 @@ export function register(program: Command, context: Context): void {
       'it was sent: trusted clients only)')
     .option('--busy-poll <us>', 'after small requests a connection\'s thread tries to read ' +
       `the next ones this long before it sleeps (default ${LIMITS.nbdDatapathSpinUs}; 0: off)`)
+    .option('--max-connections <n>', `connections served at once (default ` +
+      `${LIMITS.nbdConnectionsMax}); more are closed at accept`)
+    .option('--memory-max <size>', 'what all clients together may make the server hold for ' +
+      `them: replies not yet taken, payloads being received (default ` +
+      `${LIMITS.nbdBudgetBytesMax / 1024 / 1024}M); past it, requests wait`)
     .action((flags: ServeFlags) => context.run(() => serve(context, flags)));
 }
