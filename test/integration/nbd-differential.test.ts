@@ -1,0 +1,356 @@
+/**
+ * Differential fuzzing of the two executors: the same seeded request streams go to the same
+ * file-backed export (an extent export over two files, so the data-path thread can take the
+ * connection) once with the data-path thread (native/src/datapath.c) and once with
+ * XVD_DATAPATH=off (every request on JS, transmission.ts), each run starting from identical file
+ * contents. The replies must be byte-identical: errors (simple or structured) and data. Replies
+ * may complete out of order on either path, so pipelined rounds are compared per cookie (each
+ * request's reply bytes, the same set of cookies); sequential sessions (one request in flight)
+ * are compared as whole streams. The files must be identical afterwards. The data-path run must
+ * have had requests served by the thread (server.stats.threadRequests > 0), the other none.
+ *
+ * Streams mix plain READs and WRITEs (the thread's) with everything else: FLUSH, TRIM,
+ * WRITE_ZEROES, CACHE, BLOCK_STATUS, FUA/DF/NO_HOLE/REQ_ONE/FAST_ZERO and unknown flags and
+ * commands, zero lengths, ranges past the end, unaligned ranges (with NBD_INFO_BLOCK_SIZE asked
+ * for), READs over nbdPayloadMax, an oversize WRITE (discarded), and WRITEs on a read-only
+ * export; with simple and structured replies, with and without base:allocation. Requests in a
+ * pipelined round use disjoint ranges, so their outcome does not depend on completion order.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { BackingPool } from '../../src/backing/pool';
+import { openExport } from '../../src/engine/extent-export';
+import type { ExtentSpec } from '../../src/engine/extent-map';
+import { LIMITS } from '../../src/limits';
+import { createServer, type NbdServer } from '../../src/nbd/index';
+import { ScriptedClient, createFixedProvider, quietLog } from '../helpers/nbd-client';
+import { connectRaw, listenTcpAndUnix } from '../helpers/sockets';
+import { firstDifference } from '../helpers/replies';
+import { FuzzRandom } from '../helpers/wire-fuzz';
+import { CMD, CMD_FLAG, INFO, SIMPLE_REPLY_MAGIC, requestFrame } from '../helpers/wire';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const FILE_BYTES = 6 * MiB;
+const SEED = Number(process.env['XVD_FUZZ_SEED'] ?? 15);
+const SESSIONS = Number(process.env['XVD_DIFF_SESSIONS'] ?? 6);
+const ROUNDS = 40;
+const REPLY_FLAG_DONE = 1;
+const SEQUENTIAL_SEED_OFFSET = 1000;
+
+/** Eight extents alternating between two files, odd lengths, gaps between them. */
+function extentsOf(files: readonly string[]): ExtentSpec[] {
+  const cursors = [4096, 8192 + 17];
+  return Array.from({ length: 8 }, (_, index) => {
+    const which = index % 2;
+    const length = 512 * KiB + index * 37 * KiB + (index % 3) * 511;
+    const extent = { path: files[which]!, offset: cursors[which]!, length };
+    cursors[which] = cursors[which]! + length + 4097;
+    return extent;
+  });
+}
+
+interface Request {
+  type: number;
+  flags: number;
+  cookie: bigint;
+  offset: bigint;
+  length: number;
+  payload?: Buffer;
+}
+
+interface Session {
+  name: 'disk' | 'ro';
+  structured: boolean;
+  meta: boolean;
+  blockSize: boolean;
+  rounds: Request[][];
+}
+
+const FLAG_CHOICES = [0, 0, 0, 0, CMD_FLAG.FUA, CMD_FLAG.DF, CMD_FLAG.NO_HOLE, CMD_FLAG.REQ_ONE,
+  CMD_FLAG.FAST_ZERO, 0x40, 0x8000] as const;
+const TYPE_CHOICES = [CMD.READ, CMD.READ, CMD.READ, CMD.WRITE, CMD.WRITE, CMD.WRITE, CMD.FLUSH,
+  CMD.TRIM, CMD.WRITE_ZEROES, CMD.CACHE, CMD.BLOCK_STATUS, 8, 0x1234] as const;
+
+/** A request inside [slotStart, slotEnd) most of the time; else one of the bad kinds. */
+function makeRequest(random: FuzzRandom, cookie: bigint, size: number, slotStart: number,
+  slotEnd: number): Request {
+  const type = random.pick(TYPE_CHOICES);
+  const flags = random.chance(0.75) ? 0 : random.pick(FLAG_CHOICES);
+  const slot = slotEnd - slotStart;
+  let length = 1 + random.below(Math.min(slot, random.chance(0.7) ? 64 * KiB : 2 * MiB));
+  let offset = BigInt(slotStart + random.below(slot - length + 1));
+  if (random.chance(0.3)) { // aligned, as real clients send
+    offset = BigInt(slotStart + Math.floor(random.below(slot) / 4096) * 4096);
+    length = Math.min(slotEnd - Number(offset), 4096 * (1 + random.below(16)));
+  }
+  switch (random.below(16)) {
+    case 0:
+      offset = BigInt(size - random.below(4096));
+      length = 4096 + random.below(4096); // runs past the end
+      break;
+    case 1:
+      offset = random.pick([BigInt(size), 2n ** 63n, 2n ** 64n - 1n]);
+      break;
+    case 2:
+      length = 0;
+      break;
+    case 3:
+      if (type === CMD.READ) length = LIMITS.nbdPayloadMax + 1; // oversize READ: EINVAL
+      break;
+    default:
+      break;
+  }
+  const request: Request = { type, flags, cookie, offset, length };
+  if (type === CMD.WRITE) {
+    request.payload = random.chance(0.5) ? Buffer.alloc(length, random.below(256))
+      : random.bytes(length);
+  }
+  return request;
+}
+
+function makeSession(seed: number, isPipelined: boolean, size: number): Session {
+  const random = new FuzzRandom(seed);
+  const session: Session = { name: random.chance(0.15) ? 'ro' : 'disk',
+    structured: random.chance(0.5), meta: false, blockSize: random.chance(0.4), rounds: [] };
+  session.meta = session.structured && random.chance(0.5);
+  let cookie = BigInt(random.u32()) << 8n;
+  for (let round = 0; round < ROUNDS; round++) {
+    const count = isPipelined ? 1 + random.below(16) : 1;
+    const slot = Math.floor(size / count);
+    session.rounds.push(Array.from({ length: count }, (_, index) => {
+      cookie += 1n;
+      return makeRequest(random, cookie, size, index * slot, (index + 1) * slot);
+    }));
+  }
+  return session;
+}
+
+interface Fixture {
+  server: NbdServer;
+  port: number;
+  socketPath: string;
+  files: string[];
+  size: number;
+}
+
+/** Files of seeded bytes, a writable export `disk` and a read-only `ro` over them. */
+async function startFixture(t: Test, dir: string, seed: number): Promise<Fixture> {
+  const files = ['a.img', 'b.img'].map((name) => path.join(dir, name));
+  const random = new FuzzRandom(seed);
+  for (const file of files) fs.writeFileSync(file, random.bytes(FILE_BYTES));
+  const extents = extentsOf(files);
+  const size = extents.reduce((sum, extent) => sum + extent.length, 0);
+  const pool = new BackingPool();
+  const disk = await openExport({ name: 'disk', description: 'rw', mode: 'w', size, extents,
+    pool });
+  const roPool = new BackingPool();
+  const ro = await openExport({ name: 'ro', description: 'ro', mode: 'r', size, extents,
+    pool: roPool });
+  const server = createServer({ provider: createFixedProvider([disk, ro]), log: quietLog });
+  const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-diff-', async () => {
+    await disk.close();
+    await ro.close();
+    await pool.close();
+    await roPool.close();
+  });
+  return { server, port, socketPath, files, size };
+}
+
+/** Reads one request's replies, up to its final one; their raw bytes. */
+async function readReplyFrames(client: ScriptedClient, byCookie: Map<bigint, Request>,
+  done: Map<bigint, Buffer[]>): Promise<void> {
+  const magicBytes = await client.read(4);
+  if (magicBytes.readUInt32BE(0) === SIMPLE_REPLY_MAGIC) {
+    const rest = await client.read(12);
+    const cookie = rest.readBigUInt64BE(4);
+    const request = byCookie.get(cookie);
+    if (request === undefined) throw new Error(`simple reply for unknown cookie ${cookie}`);
+    const frames = [magicBytes, rest];
+    if (request.type === CMD.READ && rest.readUInt32BE(0) === 0) {
+      frames.push(await client.read(request.length));
+    }
+    done.set(cookie, [...(done.get(cookie) ?? []), ...frames]);
+    byCookie.delete(cookie);
+    return;
+  }
+  const header = await client.read(16);
+  const cookie = header.readBigUInt64BE(4);
+  if (!byCookie.has(cookie)) throw new Error(`chunk for unknown cookie ${cookie}`);
+  const payload = await client.read(header.readUInt32BE(12));
+  done.set(cookie, [...(done.get(cookie) ?? []), magicBytes, header, payload]);
+  if ((header.readUInt16BE(0) & REPLY_FLAG_DONE) !== 0) byCookie.delete(cookie);
+}
+
+interface RunResult {
+  /** every reply byte in arrival order */
+  stream: Buffer;
+  perCookie: Map<bigint, Buffer>;
+  threadRequests: number;
+  files: Buffer[];
+}
+
+/** Runs the session on a fresh fixture with XVD_DATAPATH as given; the replies and files. */
+async function runSession(t: Test, session: Session, fileSeed: number,
+  datapath: 'on' | 'off'): Promise<RunResult> {
+  const dir = path.join(t.testdir(), datapath);
+  fs.mkdirSync(dir, { recursive: true });
+  const fixture = await startFixture(t, dir, fileSeed);
+  const before = process.env['XVD_DATAPATH'];
+  process.env['XVD_DATAPATH'] = datapath;
+  const socket = await connectRaw(t, fixture, 'tcp');
+  socket.on('error', () => undefined);
+  const client = new ScriptedClient(socket, socket);
+  try {
+    await client.handshake({ name: session.name, structured: session.structured,
+      meta: session.meta, infos: session.blockSize ? [INFO.BLOCK_SIZE] : [] });
+  } finally {
+    if (before === undefined) delete process.env['XVD_DATAPATH'];
+    else process.env['XVD_DATAPATH'] = before;
+  }
+  const stream: Buffer[] = [];
+  const perCookie = new Map<bigint, Buffer>();
+  for (const round of session.rounds) {
+    const byCookie = new Map(round.map((request) => [request.cookie, request]));
+    client.write(Buffer.concat(round.map((request) => requestFrame(request))));
+    const done = new Map<bigint, Buffer[]>();
+    for (let count = 0; byCookie.size > 0 && count < 100_000; count++) {
+      await readReplyFrames(client, byCookie, done);
+    }
+    for (const [cookie, frames] of done) {
+      perCookie.set(cookie, Buffer.concat(frames));
+      stream.push(...frames);
+    }
+  }
+  client.request({ type: CMD.DISC });
+  await client.waitClosed(10_000);
+  const threadRequests = fixture.server.stats.threadRequests;
+  return { stream: Buffer.concat(stream), perCookie, threadRequests,
+    files: fixture.files.map((file) => fs.readFileSync(file)) };
+}
+
+function describe(request: Request | undefined): string {
+  return request === undefined ? 'unknown' : `type ${request.type} flags ${request.flags} ` +
+    `[${request.offset}, +${request.length})`;
+}
+
+/** What a request's reply bytes say: errno, READ data (holes as zeros), chunk types. */
+function decode(bytes: Buffer, request: Request): { errno: number; data: Buffer | null;
+  types: number[]; } {
+  const data = request.type === CMD.READ && request.length <= LIMITS.nbdPayloadMax
+    ? Buffer.alloc(request.length) : null;
+  if (bytes.readUInt32BE(0) === SIMPLE_REPLY_MAGIC) {
+    const errno = bytes.readUInt32BE(4);
+    if (data !== null && errno === 0) bytes.copy(data, 0, 16);
+    return { errno, data, types: [] };
+  }
+  let errno = 0;
+  const types: number[] = [];
+  for (let at = 0; at + 20 <= bytes.length;) {
+    const type = bytes.readUInt16BE(at + 6);
+    const length = bytes.readUInt32BE(at + 16);
+    const payload = bytes.subarray(at + 20, at + 20 + length);
+    types.push(type);
+    if (type === 1 && data !== null) {
+      payload.copy(data, Number(payload.readBigUInt64BE(0) - request.offset), 8);
+    } else if (type >= 0x8000) {
+      errno = payload.readUInt32BE(0);
+    }
+    at += 20 + length;
+  }
+  return { errno, data, types };
+}
+
+/**
+ * Known, open: after a TRIM on the same connection, the thread answers a structured READ over
+ * the trimmed range with one OFFSET_DATA chunk of zeros where the JS path sends OFFSET_HOLE
+ * chunks. Both are valid NBD (proto.md: a server MAY send OFFSET_HOLE for a range that reads as
+ * zeros); the bytes differ, the data does not. Differences of that kind only are reported as
+ * a todo; any other difference fails.
+ */
+const TODO_HOLE_CHUNKS = 'data-path thread: stale all-data extent kind after TRIM ' +
+  '(structured READ as one OFFSET_DATA chunk where JS sends OFFSET_HOLE)';
+
+function isHoleRepresentation(thread: Buffer, js: Buffer, request: Request): boolean {
+  const a = decode(thread, request);
+  const b = decode(js, request);
+  return request.type === CMD.READ && a.errno === 0 && b.errno === 0 && a.data !== null &&
+    b.data !== null && a.data.equals(b.data) && a.types.every((type) => type === 1) &&
+    b.types.includes(2);
+}
+
+async function compare(t: Test, session: Session, fileSeed: number,
+  isSequential: boolean): Promise<void> {
+  const thread = await runSession(t, session, fileSeed, 'on');
+  const js = await runSession(t, session, fileSeed, 'off');
+  const requests = new Map(session.rounds.flat().map((request) => [request.cookie, request]));
+  t.ok(thread.threadRequests > 0, `the thread served requests (${thread.threadRequests})`);
+  t.equal(js.threadRequests, 0, 'XVD_DATAPATH=off: no request on a thread');
+  t.same([...thread.perCookie.keys()].sort(), [...js.perCookie.keys()].sort(),
+    'the same cookies were answered');
+  let differences = 0;
+  let holeDifferences = 0;
+  for (const [cookie, bytes] of thread.perCookie) {
+    const other = js.perCookie.get(cookie);
+    if (other !== undefined && bytes.equals(other)) continue;
+    const request = requests.get(cookie)!;
+    if (other !== undefined && isHoleRepresentation(bytes, other, request)) {
+      holeDifferences += 1;
+      continue;
+    }
+    differences += 1;
+    if (differences <= 5) {
+      t.fail(`cookie ${cookie} (${describe(request)}): replies differ at byte ` +
+        `${other === undefined ? 0 : firstDifference(bytes, other)}`, {
+        thread: bytes.subarray(0, 48).toString('hex'),
+        js: other?.subarray(0, 48).toString('hex') ?? 'none',
+      });
+    }
+  }
+  t.equal(differences, 0, 'every reply is byte-identical on both executors (or, below, ' +
+    'differs only in hole chunks)');
+  t.equal(holeDifferences, 0, 'no structured READ differs in hole chunks',
+    holeDifferences === 0 ? {} : { todo: TODO_HOLE_CHUNKS });
+  if (isSequential && differences + holeDifferences === 0) {
+    t.equal(firstDifference(thread.stream, js.stream), -1, 'the whole reply streams are equal');
+  }
+  for (const [index, file] of thread.files.entries()) {
+    t.equal(firstDifference(file, js.files[index]!), -1, `backing file ${index} is identical`);
+  }
+}
+
+t.test('the data-path thread and the JS path answer alike', async (t) => {
+  const size = extentsOf(['a', 'b']).reduce((sum, extent) => sum + extent.length, 0);
+  for (let index = 0; index < SESSIONS; index++) {
+    for (const isPipelined of [false, true]) {
+      const seed = SEED * 100 + index + (isPipelined ? 0 : SEQUENTIAL_SEED_OFFSET);
+      const session = makeSession(seed, isPipelined, size);
+      const label = `${isPipelined ? 'pipelined' : 'sequential'} seed ${seed}: ` +
+        `${session.name}, ${session.structured ? 'structured' : 'simple'}` +
+        `${session.meta ? ' +base:allocation' : ''}${session.blockSize ? ' +BLOCK_SIZE' : ''}`;
+      await t.test(label, (t) => compare(t, session, seed, !isPipelined));
+    }
+  }
+});
+
+t.test('an oversize WRITE is discarded alike by both executors', async (t) => {
+  const oversize = LIMITS.nbdPayloadMax + 4096;
+  const plain = (cookie: bigint, offset: number): Request => ({ type: CMD.WRITE, flags: 0,
+    cookie, offset: BigInt(offset), length: 4096, payload: Buffer.alloc(4096, 0x3c) });
+  const session: Session = { name: 'disk', structured: false, meta: false, blockSize: false,
+    rounds: [[plain(1n, 0)], [{ type: CMD.WRITE, flags: 0, cookie: 2n, offset: 0n,
+      length: oversize, payload: Buffer.alloc(oversize, 0x5a) }], [plain(3n, 8192)],
+    [{ type: CMD.READ, flags: 0, cookie: 4n, offset: 0n, length: 16_384 }]] };
+  await compare(t, session, SEED, true);
+});
+
+t.test('a structured READ over a range trimmed on the same connection', async (t) => {
+  const write = (cookie: bigint, offset: number, length: number): Request => ({ type: CMD.WRITE,
+    flags: 0, cookie, offset: BigInt(offset), length, payload: Buffer.alloc(length, 0x11) });
+  const session: Session = { name: 'disk', structured: true, meta: false, blockSize: false,
+    rounds: [[write(1n, 0, 256 * KiB)],
+      [{ type: CMD.TRIM, flags: 0, cookie: 2n, offset: BigInt(64 * KiB), length: 128 * KiB }],
+      [{ type: CMD.READ, flags: 0, cookie: 3n, offset: 0n, length: 256 * KiB }]] };
+  await compare(t, session, SEED, true);
+});
