@@ -33,6 +33,9 @@
  */
 import assert from 'node:assert';
 
+/** JS tells the data-path threads what it holds when it moved by this much (see adjust()). */
+const SYNC_STEP_BYTES = 256 * 1024;
+
 /** A parked request: resumes when it may take its cost now (it takes it), false: still waits. */
 export type BudgetWaiter = () => boolean;
 
@@ -41,6 +44,8 @@ export type BudgetSync = (jsHeldBytes: number, maxBytes: number) => number;
 
 export class MemoryBudget {
   private held = 0;
+  /** what the threads were last told JS holds (refresh) */
+  private heldReported = 0;
   private threadsHeld = 0;
   private peak = 0;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -68,6 +73,7 @@ export class MemoryBudget {
   /** Exchanges counts with the data-path threads (see the header). */
   refresh(): void {
     this.threadsHeld = this.sync(this.held, this.maxBytes);
+    this.heldReported = this.held;
     const total = this.held + this.threadsHeld;
     if (total > this.peak) this.peak = total;
   }
@@ -101,7 +107,14 @@ export class MemoryBudget {
   adjust(deltaBytes: number): void {
     this.held += deltaBytes;
     assert(this.held >= 0, 'MemoryBudget: more bytes given back than taken');
-    this.refresh();
+    // the threads are told of every change past SYNC_STEP_BYTES (one addon call per request
+    // would cost the small-request rows), and of every change while anyone waits
+    if (Math.abs(this.held - this.heldReported) >= SYNC_STEP_BYTES || this.waiters.length > 0 ||
+      this.held === 0) {
+      this.refresh();
+    } else if (this.held + this.threadsHeld > this.peak) {
+      this.peak = this.held + this.threadsHeld;
+    }
     if (deltaBytes < 0 && this.waiters.length > 0) this.drain();
   }
 

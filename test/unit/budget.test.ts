@@ -56,20 +56,26 @@ t.test('a parked connection that closes leaves the queue, and the next one goes'
 });
 
 t.test('the data-path threads count in the same total', (t) => {
+  const MiB = 1024 * KiB;
   let threads = 0;
   let reported = -1;
-  const budget = new MemoryBudget(100 * KiB, 0, (js) => {
+  const budget = new MemoryBudget(100 * MiB, 0, (js) => {
     reported = js;
     return threads;
   });
-  threads = 90 * KiB;
-  budget.adjust(5 * KiB);
-  t.equal(reported, 5 * KiB, 'JS tells the threads what it holds');
-  t.equal(budget.heldBytes, 95 * KiB, 'and counts what they hold');
-  t.equal(budget.canTake(5 * KiB, 10 * KiB), false, 'so the total stays within the max');
+  threads = 90 * MiB;
+  budget.adjust(5 * MiB);
+  t.equal(reported, 5 * MiB, 'JS tells the threads what it holds');
+  t.equal(budget.heldBytes, 95 * MiB, 'and counts what they hold');
+  t.equal(budget.canTake(5 * MiB, 10 * MiB), false, 'so the total stays within the max');
+  budget.adjust(1 * KiB);
+  t.equal(reported, 5 * MiB, 'a small change is not worth an addon call');
+  budget.adjust(-1 * KiB);
   threads = 0;
   budget.refresh();
-  t.equal(budget.canTake(5 * KiB, 10 * KiB), true);
+  t.equal(budget.canTake(5 * MiB, 10 * MiB), true);
+  budget.adjust(-5 * MiB);
+  t.equal(reported, 0, 'holding nothing is always told');
   t.throws(() => budget.adjust(-10 * KiB), /more bytes given back than taken/);
   t.end();
 });
