@@ -259,9 +259,11 @@ t.test('vbd add and remove', async (t) => {
     isAfter: (before, after, i) => sameVds(before, after)
       && JSON.stringify(after.vbds) === JSON.stringify([...before.vbds, `1/xvd${i} r vd:${id}`]),
   });
+  withCatalog(catalog, (c) => c.addVbd({ domain: 1, device: 'xvdz', mode: 'r',
+    source: { kind: 'vd', vdId: id! } })); // one to remove even if every add was killed early
   const present = withCatalog(catalog, (c) => c.listVbds().map((v) => v.device));
   await runPlan(t, catalog, {
-    name: 'vbd remove', points: [], randomCount: Math.min(1, present.length),
+    name: 'vbd remove', points: [], randomCount: Math.min(2, present.length),
     args: (i) => ['vbd', 'remove', present[i]!, '--domain', '1'],
     isAfter: (before, after, i) => sameVds(before, after) && JSON.stringify(after.vbds)
       === JSON.stringify(before.vbds.filter((line) => !line.startsWith(`1/${present[i]} `))),
