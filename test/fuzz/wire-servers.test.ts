@@ -10,7 +10,10 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { noteFault, runCampaign } from '../helpers/wire-fuzz-driver';
+import { conversationContext, noteFault, PROFILE, runCampaign } from '../helpers/wire-fuzz-driver';
+import { checkConversation } from '../helpers/wire-fuzz-replies';
+import { CMD, OPT, REP, clientFlags, goPayload, optionFrame, requestFrame, u16, u32, u64 }
+  from '../helpers/wire';
 
 const SEED = Number(process.env['XVD_FUZZ_SEED'] ?? 15);
 /** the npm test budget: about 30 s of streams on a shared 2-CPU machine */
@@ -42,5 +45,36 @@ t.test(`the server survives fuzzed sessions (seed ${SEED})`, async (t) => {
   }
   if (result.findings.length === 0 && reproducerDir !== FIXTURES) {
     fs.rmSync(reproducerDir, { recursive: true, force: true });
+  }
+});
+
+t.test('the reply oracle accepts a valid conversation and rejects broken frames', async (t) => {
+  const context = conversationContext(PROFILE.sizes);
+  const client = Buffer.concat([clientFlags(3), optionFrame(OPT.GO, goPayload('disk')),
+    requestFrame({ type: CMD.READ, cookie: 5n, offset: 0, length: 4 }),
+    requestFrame({ type: CMD.FLUSH, cookie: 6n })]);
+  const greeting = Buffer.concat([Buffer.from('NBDMAGICIHAVEOPT'), u16(3)]);
+  const optionReply = (type: number, payload: Buffer): Buffer => Buffer.concat([
+    Buffer.from('0003e889045565a9', 'hex'), u32(OPT.GO), u32(type), u32(payload.length), payload]);
+  const info = optionReply(REP.INFO, Buffer.concat([u16(0), u64(PROFILE.sizes[0]!), u16(1)]));
+  const simple = (errno: number, cookie: bigint): Buffer =>
+    Buffer.concat([u32(0x67446698), u32(errno), u64(cookie)]);
+  const valid = [greeting, info, optionReply(REP.ACK, Buffer.alloc(0)), simple(0, 6n),
+    simple(0, 5n), Buffer.alloc(4)];
+  t.equal(checkConversation(client, Buffer.concat(valid), context), null, 'valid');
+  t.equal(checkConversation(client, Buffer.concat(valid).subarray(0, 70), context), null,
+    'a truncated tail is fine (the connection closed)');
+  const broken: [string, Buffer[]][] = [
+    ['a reply to a cookie never sent', [greeting, info, optionReply(REP.ACK, Buffer.alloc(0)),
+      simple(0, 7n)]],
+    ['GO acknowledged without NBD_INFO_EXPORT', [greeting, optionReply(REP.ACK, Buffer.alloc(0))]],
+    ['a bad reply magic', [greeting, info, optionReply(REP.ACK, Buffer.alloc(0)),
+      Buffer.from('0123456789abcdef0123456789abcdef', 'hex')]],
+    ['a structured chunk without NBD_OPT_STRUCTURED_REPLY', [greeting, info,
+      optionReply(REP.ACK, Buffer.alloc(0)), u32(0x668e33ef), u16(1), u16(0), u64(6n), u32(0)]],
+    ['a READ answered twice', [...valid, simple(0, 5n), Buffer.alloc(4)]],
+  ];
+  for (const [what, frames] of broken) {
+    t.not(checkConversation(client, Buffer.concat(frames), context), null, what);
   }
 });

@@ -508,7 +508,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
       const name = `${outcome.verdict}-${target.name}-s${options.seed}-${index}`;
       const file = saveReproducer(options.reproducerDir, name, saved, { target: target.name,
         verdict: outcome.verdict, detail: outcome.detail.slice(0, 2000), seed: options.seed });
-      findings.push({ target: target.name, verdict: outcome.verdict, detail: outcome.detail, file });
+      findings.push({ target: target.name, verdict: outcome.verdict, detail: outcome.detail,
+        file });
     }
   } finally {
     await coverage.stop();

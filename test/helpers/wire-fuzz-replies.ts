@@ -83,7 +83,9 @@ interface OptionState {
 function checkOptionPayload(option: number, type: number, payload: Buffer,
   context: ConversationContext, state: OptionState): string | null {
   if (type === REP.ACK) return payload.length === 0 ? null : 'ACK with a payload';
-  if (type >= REP_ERR_MIN) return type <= REP_ERR_MAX ? null : `unknown error 0x${type.toString(16)}`;
+  if (type >= REP_ERR_MIN) {
+    return type <= REP_ERR_MAX ? null : `unknown error 0x${type.toString(16)}`;
+  }
   if (type === REP.SERVER) {
     if (option !== OPT.LIST) return 'NBD_REP_SERVER outside NBD_OPT_LIST';
     if (payload.length < 4 || payload.readUInt32BE(0) > payload.length - 4) return 'bad SERVER';

@@ -555,7 +555,8 @@ export function saveReproducer(dir: string, name: string, stream: FuzzStream,
   fs.mkdirSync(dir, { recursive: true });
   const steps: StepRecord[] = stream.steps.map((step) => step.op === 'send'
     ? { op: 'send', length: step.data.length } : { op: step.op });
-  const bytes = Buffer.concat(stream.steps.flatMap((step) => step.op === 'send' ? [step.data] : []));
+  const bytes = Buffer.concat(stream.steps.flatMap((step) =>
+    step.op === 'send' ? [step.data] : []));
   fs.writeFileSync(path.join(dir, `${name}.bin`), bytes);
   fs.writeFileSync(path.join(dir, `${name}.json`),
     `${JSON.stringify({ ...meta, steps }, null, 1)}\n`);
