@@ -16,8 +16,8 @@ import { CMD, OPT, REP, clientFlags, goPayload, optionFrame, requestFrame, u16, 
   from '../helpers/wire';
 
 const SEED = Number(process.env['XVD_FUZZ_SEED'] ?? 15);
-/** the npm test budget: about 30 s of streams on a shared 2-CPU machine */
-const DURATION_MS = Number(process.env['XVD_FUZZ_MS'] ?? 30_000);
+/** the npm test budget: about 25 s of streams on a shared 2-CPU machine */
+const DURATION_MS = Number(process.env['XVD_FUZZ_MS'] ?? 25_000);
 const STREAMS_MAX = 5000;
 const FIXTURES = path.resolve(__dirname, '..', '..', 'fixtures', 'fuzz', 'wire');
 

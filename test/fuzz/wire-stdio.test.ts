@@ -12,7 +12,7 @@ import { FuzzRandom, generateStream, saveReproducer } from '../helpers/wire-fuzz
 import { STDIO_PROFILE, prepareStdio, runStdioStream } from '../helpers/wire-fuzz-stdio';
 
 const SEED = Number(process.env['XVD_FUZZ_SEED'] ?? 15);
-const STREAMS = Number(process.env['XVD_FUZZ_STDIO_STREAMS'] ?? 12);
+const STREAMS = Number(process.env['XVD_FUZZ_STDIO_STREAMS'] ?? 8);
 const FIXTURES = path.resolve(__dirname, '..', '..', 'fixtures', 'fuzz', 'wire');
 
 t.test(`xvd serve --stdio survives fuzzed sessions (seed ${SEED})`, async (t) => {

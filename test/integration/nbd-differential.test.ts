@@ -34,7 +34,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_BYTES = 6 * MiB;
 const SEED = Number(process.env['XVD_FUZZ_SEED'] ?? 15);
-const SESSIONS = Number(process.env['XVD_DIFF_SESSIONS'] ?? 6);
+const SESSIONS = Number(process.env['XVD_DIFF_SESSIONS'] ?? 5);
 const ROUNDS = 40;
 const REPLY_FLAG_DONE = 1;
 const SEQUENTIAL_SEED_OFFSET = 1000;
@@ -110,9 +110,10 @@ function makeRequest(random: FuzzRandom, cookie: bigint, size: number, slotStart
   return request;
 }
 
-function makeSession(seed: number, isPipelined: boolean, size: number): Session {
+function makeSession(seed: number, isPipelined: boolean, size: number,
+  isReadOnly: boolean): Session {
   const random = new FuzzRandom(seed);
-  const session: Session = { name: random.chance(0.15) ? 'ro' : 'disk',
+  const session: Session = { name: isReadOnly ? 'ro' : 'disk',
     structured: random.chance(0.5), meta: false, blockSize: random.chance(0.4), rounds: [] };
   session.meta = session.structured && random.chance(0.5);
   let cookie = BigInt(random.u32()) << 8n;
@@ -325,7 +326,8 @@ t.test('the data-path thread and the JS path answer alike', async (t) => {
   for (let index = 0; index < SESSIONS; index++) {
     for (const isPipelined of [false, true]) {
       const seed = SEED * 100 + index + (isPipelined ? 0 : SEQUENTIAL_SEED_OFFSET);
-      const session = makeSession(seed, isPipelined, size);
+      // every third pair on the read-only export: its WRITEs, TRIMs and zeroes get EPERM
+      const session = makeSession(seed, isPipelined, size, index % 3 === 2);
       const label = `${isPipelined ? 'pipelined' : 'sequential'} seed ${seed}: ` +
         `${session.name}, ${session.structured ? 'structured' : 'simple'}` +
         `${session.meta ? ' +base:allocation' : ''}${session.blockSize ? ' +BLOCK_SIZE' : ''}`;
