@@ -1177,6 +1177,8 @@ export class Connection implements OptionSession, TransmissionContext {
   /** Hard close: destroy the streams now. */
   closeHard(error: unknown, reason: string): void {
     if (this.phase === PHASE.CLOSED) return;
+    // replies queued in this turn (an error reply just before a fault) go to the kernel first
+    if (this.isCorked) this.uncork();
     this.markClosed(error, reason);
     this.input.destroy();
     if (!this.isDuplex()) this.output.destroy();

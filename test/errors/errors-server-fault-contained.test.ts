@@ -116,3 +116,25 @@ for (const receive of ['arena', 'stream'] as const) {
     }, receive);
   });
 }
+
+t.test('a fault while executing a request: an error reply, then the connection ends', async (t) => {
+  const disk = memoryDisk();
+  const read = disk.read.bind(disk);
+  let isArmed = false;
+  disk.read = (...args: Parameters<typeof read>) => {
+    if (isArmed) {
+      isArmed = false;
+      throw new TypeError('injected: request fault');
+    }
+    return read(...args);
+  };
+  const provider = createFixedProvider([disk]);
+  await expectContained(t, { provider }, async (port) => {
+    const client = await connectClient(port);
+    await client.handshake();
+    isArmed = true;
+    client.request({ type: CMD.READ, offset: 0, length: 4096, cookie: 9n });
+    t.same(await client.readSimpleReply(), { errno: 5, cookie: 9n }, 'EIO for that request');
+    t.ok(await client.waitClosed(), 'the faulty connection is closed');
+  }, 'request');
+});
