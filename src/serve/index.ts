@@ -74,6 +74,11 @@ export function tlsOptionsOf(mode: string, certificatesDir: string | undefined,
 /** Starts serving; returns once every listener is up. */
 export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const logger = options.log ?? log;
+  const tls = options.tls;
+  if (tls.mode === 'on' && (tls.verifyClient === true || tls.psk !== undefined)) {
+    logger.warn('TLS is optional (--tls on): a client that skips it is not authenticated and ' +
+      'sees every domain\'s exports; --tls require isolates domains');
+  }
   const catalog = openCatalog(options.catalogPath);
   let writer: CatalogWriterThread;
   try {
