@@ -7,6 +7,7 @@
 // The last stdout line is a JSON summary: execs, cov, ft, corpus size, seconds, crashes.
 //
 // Usage: fuzz-native.js [--minutes N | --runs N] [--seed S] [--work DIR] [--json]
+//        (--work keeps the build and the corpus found there; default: a temporary directory)
 //        fuzz-native.js --record-seeds   (rewrites fixtures/fuzz/native/seeds/ from real
 //                                         sessions of nbdsh, qemu-io, qemu-img, nbdcopy against
 //                                         nbdkit's memory plugin; needs those tools)
@@ -121,8 +122,9 @@ function campaign(binary, work, options) {
 }
 
 async function fuzz(options) {
-  const work = options.work !== '' ? options.work
-    : fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-fuzz-native-'));
+  const isTemporary = options.work === '';
+  const work = isTemporary ? fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-fuzz-native-'))
+    : options.work;
   fs.mkdirSync(work, { recursive: true });
   const binary = build(work);
   const replayed = replayCrashes(binary);
@@ -134,6 +136,7 @@ async function fuzz(options) {
   if (!options.isJson || summary.exitCode !== 0) process.stderr.write(summary.log);
   const { log, artifacts, ...shown } = summary;
   process.stdout.write(`${JSON.stringify({ ...shown, replayed })}\n`);
+  if (isTemporary) fs.rmSync(work, { recursive: true, force: true }); // crashes were copied
   return summary.exitCode === 0 && summary.crashes.length === 0 ? 0 : 1;
 }
 
