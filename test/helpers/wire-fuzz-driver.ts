@@ -53,6 +53,7 @@ export const CLOSE_DEADLINE_MS = 5000;
 /** A stream's steps take at most this long (settles are bounded; this catches the rest). */
 const STEPS_DEADLINE_MS = 20_000;
 const HEALTH_DEADLINE_MS = 10_000;
+const CONNECT_DEADLINE_MS = 10_000;
 
 export type Verdict = 'ok' | 'crash' | 'fault' | 'hang' | 'leak' | 'bad-reply' | 'unhealthy';
 
@@ -284,7 +285,12 @@ export async function runStream(servers: Servers, target: Target, stream: FuzzSt
   const harness = await servers.of(target.kind);
   const faultsBefore = statsFaults(harness.server);
   faults.length = 0;
-  const socket = await connectTo(harness, target.transport);
+  let socket: net.Socket;
+  try {
+    socket = await bounded(connectTo(harness, target.transport), CONNECT_DEADLINE_MS, 'connect');
+  } catch (error) {
+    return { verdict: 'unhealthy', detail: `no connection: ${String(error)}`, replyBytes: 0 };
+  }
   const peer = watchPeer(socket);
   const sent = await playSteps(socket, peer, stream, target.transport);
   socket.resume();
@@ -328,6 +334,8 @@ export interface CoverageSummary {
   blocksSeen: number;
   functionsCovered: number;
   functionsSeen: number;
+  /** per file of src/nbd: "blocks covered/seen" */
+  byFile: Record<string, string>;
 }
 
 interface V8Range {
@@ -388,8 +396,16 @@ export class Coverage {
   summary(): CoverageSummary {
     const covered = [...this.blocks.values()].filter((buckets) => buckets !== 0).length;
     const functionsCovered = [...this.functions.values()].filter(Boolean).length;
+    const files = new Map<string, [number, number]>();
+    for (const [key, buckets] of this.blocks) {
+      const file = key.slice(0, key.indexOf(':'));
+      const counts = files.get(file) ?? [0, 0];
+      files.set(file, [counts[0] + (buckets !== 0 ? 1 : 0), counts[1] + 1]);
+    }
+    const byFile = Object.fromEntries([...files].sort()
+      .map(([file, [hit, seen]]) => [file, `${hit}/${seen}`]));
     return { blocksCovered: covered, blocksSeen: this.blocks.size, functionsCovered,
-      functionsSeen: this.functions.size };
+      functionsSeen: this.functions.size, byFile };
   }
 
   async stop(): Promise<void> {
