@@ -20,7 +20,8 @@
  *              to this long before it sleeps in poll() (see spin())
  *   dirty      an Array of Int32Array (one per backing index): set to 1 before a WRITE's reply
  *              goes out, the pool entry's dirty flag (pool.ts), so a FLUSH on any connection
- *              syncs what this thread wrote
+ *              syncs what this thread wrote; a second word, when there is one, is the entry's
+ *              hole epoch, which JS bumps after a TRIM or WRITE_ZEROES (see is_data())
  *   initial    bytes the JS side had already received (or null)
  *   onEvent(kind, bytes, value) on the JS thread: DP_EV_FORWARD (bytes: stream bytes the JS
  *              side must handle, in stream order), DP_EV_EOF, DP_EV_ERROR (value: errno),
@@ -105,6 +106,8 @@ struct dp_extent {
   int64_t start, length, offset;
   int fd, backing;
   int is_data; /* no hole under the extent (a device; JS knew it; or a SEEK_HOLE showed it) */
+  int is_device; /* a device: never a hole, whatever happens */
+  int32_t epoch; /* the backing's hole epoch when is_data was learned (hole_epoch()) */
 };
 
 struct dp_frame {
@@ -145,6 +148,8 @@ struct datapath {
   int32_t **dirty;
   size_t dirty_count;
   int64_t *data_from, *data_to; /* per backing: a range SEEK_HOLE found to hold no hole */
+  int32_t *data_epoch;          /* per backing: the hole epoch that range was found at */
+  int32_t **holes;              /* per backing: the hole epoch word JS bumps, or NULL */
   /* thread only */
   uint8_t *rbuf;
   size_t rcap, rstart, rend, fstart; /* [fstart, rstart) is to be forwarded */
@@ -341,23 +346,36 @@ static size_t extent_of(const struct datapath *dp, int64_t offset) {
   return low;
 }
 
+/* The hole epoch of backing b: JS bumps it (dirty[b][1], pool.ts markHoled) after every TRIM or
+ * WRITE_ZEROES on that backing, before its reply; what was learned at another epoch is stale. */
+static int32_t hole_epoch(const struct datapath *dp, int b) {
+  return dp->holes[b] == NULL ? 0 : __atomic_load_n(dp->holes[b], __ATOMIC_SEQ_CST);
+}
+
 /* False when a hole may lie under [position, position+length) of the extent's file. Remembers
- * an extent found all data. A hole punched later (a TRIM on the JS side) is then missed, which
- * only costs sparseness: its pages are gone, so the RWF_NOWAIT read fails and JS answers, or
- * they read as the zeros they are. */
+ * an extent found all data, and the run SEEK_HOLE found, until the backing's hole epoch moves
+ * (a TRIM or WRITE_ZEROES through JS, on any connection): then it looks again, so a structured
+ * READ over a hole punched since is forwarded and answered with hole chunks, as on the JS path. */
 static int is_data(struct datapath *dp, struct dp_extent *e, int64_t position, int64_t length) {
-  if (e->is_data) return 1;
+  if (e->is_device) return 1;
   int b = e->backing;
-  if (position >= dp->data_from[b] && position + length <= dp->data_to[b]) return 1;
+  int32_t epoch = hole_epoch(dp, b);
+  if (e->is_data && e->epoch == epoch) return 1;
+  if (dp->data_epoch[b] == epoch && position >= dp->data_from[b] &&
+      position + length <= dp->data_to[b]) {
+    return 1;
+  }
   off_t hole = lseek(e->fd, (off_t)position, SEEK_HOLE);
   if (hole < 0) return errno == EINVAL; /* no SEEK_HOLE here: all data (as file-backing.ts) */
   if (hole < position + length) return 0;
   dp->data_from[b] = position;
   dp->data_to[b] = (int64_t)hole;
+  dp->data_epoch[b] = epoch;
   if ((int64_t)hole >= e->offset + e->length) {
     /* data from position to the extent's end: and before position? */
     off_t head = position == e->offset ? hole : lseek(e->fd, (off_t)e->offset, SEEK_HOLE);
-    if (head >= (off_t)(e->offset + e->length)) e->is_data = 1;
+    e->is_data = head >= (off_t)(e->offset + e->length);
+    e->epoch = epoch;
   }
   return 1;
 }
@@ -886,6 +904,8 @@ static void datapath_finalize(napi_env env, void *data, void *hint) {
   free(dp->dirty_refs);
   free(dp->data_from);
   free(dp->data_to);
+  free(dp->data_epoch);
+  free(dp->holes);
   free(dp->rbuf);
   free(dp->sbuf);
   free(dp);
@@ -952,8 +972,11 @@ static const char *read_map(napi_env env, struct datapath *dp, napi_value extent
   dp->dirty_refs = calloc(dirty_count, sizeof *dp->dirty_refs);
   dp->data_from = calloc(dirty_count, sizeof *dp->data_from);
   dp->data_to = calloc(dirty_count, sizeof *dp->data_to);
+  dp->data_epoch = calloc(dirty_count, sizeof *dp->data_epoch);
+  dp->holes = calloc(dirty_count, sizeof *dp->holes);
   if (dp->extents == NULL || dp->dirty == NULL || dp->dirty_refs == NULL ||
-      dp->data_from == NULL || dp->data_to == NULL) {
+      dp->data_from == NULL || dp->data_to == NULL || dp->data_epoch == NULL ||
+      dp->holes == NULL) {
     return "out of memory";
   }
   const double *tuples = data;
@@ -972,7 +995,8 @@ static const char *read_map(napi_env env, struct datapath *dp, napi_value extent
     e->fd = (int)t[2];
     e->offset = (int64_t)t[3];
     e->backing = (int)t[4];
-    e->is_data = t[5] != 0; /* a device has no hole */
+    e->is_data = t[5] != 0; /* a device has no hole; JS knew a file extent all data */
+    e->is_device = t[5] == 1;
     next = e->start + e->length;
   }
   if (dp->size > next) return "size is past the extents";
@@ -988,7 +1012,13 @@ static const char *read_map(napi_env env, struct datapath *dp, napi_value extent
       return "dirty must be an Array of Int32Array";
     }
     dp->dirty[i] = data;
+    /* a second word is the backing's hole epoch (pool.ts); what JS knew is of the epoch now */
+    dp->holes[i] = length >= 2 ? (int32_t *)data + 1 : NULL;
   }
+  for (size_t i = 0; i < dp->extent_count; i++) {
+    dp->extents[i].epoch = hole_epoch(dp, dp->extents[i].backing);
+  }
+  for (uint32_t i = 0; i < dirty_count; i++) dp->data_epoch[i] = hole_epoch(dp, (int)i);
   return NULL;
 }
 

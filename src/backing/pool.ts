@@ -34,10 +34,12 @@ export class PooledBacking {
   readonly key: string;
   refs = 0;
   /**
-   * 1 when a write completed since the last sync began; shared memory, so a connection's
-   * data-path thread (native/src/datapath.c) sets it too, before its WRITE's reply goes out.
+   * Shared memory with every data-path thread of this backing (native/src/datapath.c). Word 0,
+   * the dirty flag: 1 when a write completed since the last sync began; a thread sets it too,
+   * before its WRITE's reply goes out. Word 1, the hole epoch: bumped after every TRIM or
+   * WRITE_ZEROES (markHoled), so a thread knows that what it learned of holes is stale.
    */
-  readonly dirtyFlag = new Int32Array(new SharedArrayBuffer(4));
+  readonly dirtyFlag = new Int32Array(new SharedArrayBuffer(8));
   private syncing: Promise<void> | null = null;
   private syncError: IoError | null = null;
 
@@ -53,6 +55,11 @@ export class PooledBacking {
 
   markDirty(): void {
     Atomics.store(this.dirtyFlag, 0, 1);
+  }
+
+  /** A TRIM or WRITE_ZEROES may have punched holes: data-path threads look again (above). */
+  markHoled(): void {
+    Atomics.add(this.dirtyFlag, 1, 1);
   }
 
   /** Makes every write completed before this call durable; sticky failure (see header). */

@@ -529,7 +529,7 @@ export class ExtentExport implements Export, JobOwner {
     const pieces = state.map.translate(offset, length);
     await this.tracked(async () => {
       await this.eachPiece(state, pieces, (entry, piece) =>
-        entry.backing.trim(piece.offsetBacking, piece.length));
+        entry.backing.trim(piece.offsetBacking, piece.length).finally(() => entry.markHoled()));
       if (flags.fua) await syncTouched(touchedBy(state, pieces));
     });
   }
@@ -541,7 +541,8 @@ export class ExtentExport implements Export, JobOwner {
     const pieces = state.map.translate(offset, length);
     await this.tracked(async () => {
       await this.eachPiece(state, pieces, (entry, piece) =>
-        entry.backing.zero(piece.offsetBacking, piece.length, flags.mayTrim, flags.fastOnly));
+        entry.backing.zero(piece.offsetBacking, piece.length, flags.mayTrim, flags.fastOnly)
+          .finally(() => entry.markHoled()));
       if (flags.fua) await syncTouched(touchedBy(state, pieces));
     });
   }
