@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-// npm run bench:abuse [-- --connections N --seconds S --transport tcp|unix --memory-max SIZE]
+// npm run bench:abuse [-- --connections N --seconds S --transport tcp|unix --memory-max SIZE
+//                         --repo DIR]
+// (--repo: the xvd of another checkout, built, e.g. an older commit, for a before/after)
 //
 // The memory budget under hostile clients, as figures (not a test): a real `xvd serve` (a 512
 // MiB VD on an image member, so plain READs and WRITEs go to the data-path threads and the rest
@@ -33,13 +35,15 @@ const VD_BYTES = 512 * MiB;
 const SAMPLE_MS = 100;
 
 function argsOf(argv) {
-  const args = { connections: 256, seconds: 10, transport: 'tcp', memoryMax: null };
+  const args = { connections: 256, seconds: 10, transport: 'tcp', memoryMax: null,
+    repo: path.resolve(__dirname, '..', '..') };
   for (let index = 0; index < argv.length; index++) {
     const [flag, value] = [argv[index], argv[index + 1]];
     if (flag === '--connections') args.connections = Number(value);
     else if (flag === '--seconds') args.seconds = Number(value);
     else if (flag === '--transport') args.transport = value;
     else if (flag === '--memory-max') args.memoryMax = value;
+    else if (flag === '--repo') args.repo = path.resolve(value);
     else throw new Error(`bench:abuse: unknown argument ${flag}`);
     index++;
   }
@@ -64,9 +68,12 @@ async function cliOk(cli, args) {
 }
 
 async function startServe(dir, args) {
-  const repo = path.resolve(__dirname, '..', '..');
   const catalog = path.join(dir, 'catalog.sqlite');
-  const cli = [path.join(repo, 'dist', 'cli', 'main.js'), '--catalog', catalog];
+  const cli = [path.join(args.repo, 'dist', 'cli', 'main.js'), '--catalog', catalog];
+  const help = await proc.run(process.execPath, [...cli, 'serve', '--help']);
+  // an older xvd has no --max-connections: it serves at most 256 connections, the good one too
+  const hasMax = help.stdout.includes('--max-connections');
+  if (!hasMax && args.connections > 255) args.connections = 255;
   await cliOk(cli, ['format', path.join(dir, 'member.img'), '--size', `${VD_BYTES / MiB + 64}M`]);
   const id = await cliOk(cli, ['create', `${VD_BYTES / MiB}M`, '--no-zero']);
   await cliOk(cli, ['vbd', 'add', `vd:${id}`, 'xvda', '--domain', '1', '--mode', 'w']);
@@ -74,7 +81,7 @@ async function startServe(dir, args) {
   const socketPath = path.join(dir, 'nbd.sock');
   const target = args.transport === 'tcp' ? { host: '127.0.0.1', port } : { path: socketPath };
   const flags = ['serve', '--listen', `127.0.0.1:${port}`, '--socket', socketPath,
-    '--max-connections', String(args.connections + 8),
+    ...(hasMax ? ['--max-connections', String(args.connections + 8)] : []),
     ...(args.memoryMax === null ? [] : ['--memory-max', args.memoryMax])];
   const server = proc.startDetached(process.execPath, [...cli, ...flags],
     { logPath: path.join(dir, 'serve.log'), env: { ...process.env, XVD_LOG_LEVEL: 'warn' } });
@@ -177,12 +184,19 @@ async function main() {
   }
 }
 
+function revisionOf(repo) {
+  const result = require('node:child_process').spawnSync('git', ['-C', repo, 'rev-parse',
+    '--short', 'HEAD'], { encoding: 'utf8' });
+  return result.status === 0 ? result.stdout.trim() : 'of unknown revision';
+}
+
 function report(args, figures) {
   const mib = (bytes) => `${(bytes / MiB).toFixed(0)} MiB`;
   const ms = (value) => `${value.toFixed(2)} ms`;
   const { quiet, abused } = figures;
   const lines = [
-    `bench:abuse: ${args.connections} hostile connections over ${args.transport} ` +
+    `bench:abuse: xvd ${revisionOf(args.repo)}: ${args.connections} hostile connections over ` +
+      `${args.transport} ` +
       `(${KINDS.join(', ')}), ${args.seconds} s; server alive: ${figures.isAlive}; ` +
       `attackers still connected at the end: ${figures.alive}`,
     `| measure | alone | under attack | ratio |`,

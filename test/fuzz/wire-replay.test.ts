@@ -8,19 +8,12 @@
 import t from 'tap';
 import path from 'node:path';
 import { listReproducers, loadReproducer } from '../helpers/wire-fuzz';
-import { Servers, TARGETS, noteFault, runStream } from '../helpers/wire-fuzz-driver';
+import { Servers, TARGETS, runStream, watchProcessFaults } from '../helpers/wire-fuzz-driver';
 
 const FIXTURES = path.resolve(__dirname, '..', '..', 'fixtures', 'fuzz', 'wire');
 const REPLAYS = 3;
 
-const onException = (error: unknown): void => noteFault('uncaughtException', error);
-const onRejection = (error: unknown): void => noteFault('unhandledRejection', error);
-process.on('uncaughtException', onException);
-process.on('unhandledRejection', onRejection);
-t.teardown(() => {
-  process.off('uncaughtException', onException);
-  process.off('unhandledRejection', onRejection);
-});
+watchProcessFaults(t);
 
 const servers = new Servers();
 t.teardown(() => servers.closeAll());

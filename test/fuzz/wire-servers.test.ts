@@ -10,7 +10,8 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { conversationContext, noteFault, PROFILE, runCampaign } from '../helpers/wire-fuzz-driver';
+import { conversationContext, PROFILE, runCampaign, watchProcessFaults }
+  from '../helpers/wire-fuzz-driver';
 import { checkConversation } from '../helpers/wire-fuzz-replies';
 import { CMD, OPT, REP, clientFlags, goPayload, optionFrame, requestFrame, u16, u32, u64 }
   from '../helpers/wire';
@@ -22,14 +23,7 @@ const STREAMS_MAX = 5000;
 const FIXTURES = path.resolve(__dirname, '..', '..', 'fixtures', 'fuzz', 'wire');
 
 t.test(`the server survives fuzzed sessions (seed ${SEED})`, async (t) => {
-  const onException = (error: unknown): void => noteFault('uncaughtException', error);
-  const onRejection = (error: unknown): void => noteFault('unhandledRejection', error);
-  process.on('uncaughtException', onException);
-  process.on('unhandledRejection', onRejection);
-  t.teardown(() => {
-    process.off('uncaughtException', onException);
-    process.off('unhandledRejection', onRejection);
-  });
+  watchProcessFaults(t);
   const reproducerDir = process.env['XVD_FUZZ_SAVE'] === '1' ? FIXTURES
     : fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-wire-fuzz-'));
   const result = await runCampaign({ seed: SEED, streamsMax: STREAMS_MAX,

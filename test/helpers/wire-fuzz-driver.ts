@@ -78,6 +78,18 @@ export function noteFault(kind: string, error: unknown): void {
   faults.push(`${kind}: ${text}`);
 }
 
+/** Notes the process's uncaught exceptions and unhandled rejections (noteFault) until `t` ends. */
+export function watchProcessFaults(t: { teardown(fn: () => void): void }): void {
+  const onException = (error: unknown): void => noteFault('uncaughtException', error);
+  const onRejection = (error: unknown): void => noteFault('unhandledRejection', error);
+  process.on('uncaughtException', onException);
+  process.on('unhandledRejection', onRejection);
+  t.teardown(() => {
+    process.off('uncaughtException', onException);
+    process.off('unhandledRejection', onRejection);
+  });
+}
+
 // --- the in-process servers ---
 
 interface Harness {
