@@ -27,9 +27,10 @@
  *
  * The data-path threads (native/src/budget.c) count in the same total: their buffers grown
  * above their first sizes and the bytes they forwarded that JS has not taken. `sync` tells the
- * addon what JS holds and the limit, and returns what the threads hold; it runs on every change
- * here and, while requests wait, every LIMITS.nbdBudgetRetryMs (the threads give bytes back
- * without telling JS). A thread that cannot grow waits as a parked request does.
+ * addon what JS holds and the limit, and returns what the threads hold; it runs when what JS
+ * holds moved by SYNC_STEP_BYTES or fell to 0, on every change while requests wait, and then
+ * also every LIMITS.nbdBudgetRetryMs (the threads give bytes back without telling JS). A thread
+ * that cannot grow waits as a parked request does.
  */
 import assert from 'node:assert';
 
@@ -74,8 +75,11 @@ export class MemoryBudget {
   refresh(): void {
     this.threadsHeld = this.sync(this.held, this.maxBytes);
     this.heldReported = this.held;
-    const total = this.held + this.threadsHeld;
-    if (total > this.peak) this.peak = total;
+    this.notePeak();
+  }
+
+  private notePeak(): void {
+    this.peak = Math.max(this.peak, this.held + this.threadsHeld);
   }
 
   get peakBytes(): number {
@@ -89,18 +93,16 @@ export class MemoryBudget {
   /** May a connection that holds `ownBytes` take `costBytes` more now (see the header)? */
   canTake(ownBytes: number, costBytes: number): boolean {
     assert(ownBytes >= 0 && costBytes >= 0);
-    if (ownBytes + costBytes <= this.floorBytes) return true;
-    return this.waiters.length === 0 && this.heldBytes + costBytes <= this.maxBytes;
+    if (this.waiters.length > 0) return ownBytes + costBytes <= this.floorBytes;
+    return this.canResume(ownBytes, costBytes);
   }
 
-  /** The same, for the waiter at the head of the queue (it is the one nobody waits before). */
-  private canTakeFirst(ownBytes: number, costBytes: number): boolean {
-    return ownBytes + costBytes <= this.floorBytes || this.heldBytes + costBytes <= this.maxBytes;
-  }
-
-  /** For a waiter deciding whether it may go on (called from within drain()). */
+  /**
+   * The same for the waiter at the head of the queue, deciding from within drain() whether it
+   * may go on: nobody waits before it.
+   */
   canResume(ownBytes: number, costBytes: number): boolean {
-    return this.canTakeFirst(ownBytes, costBytes);
+    return ownBytes + costBytes <= this.floorBytes || this.heldBytes + costBytes <= this.maxBytes;
   }
 
   /** A connection's held bytes changed by `deltaBytes` (negative: given back). */
@@ -112,8 +114,8 @@ export class MemoryBudget {
     if (Math.abs(this.held - this.heldReported) >= SYNC_STEP_BYTES || this.waiters.length > 0 ||
       this.held === 0) {
       this.refresh();
-    } else if (this.held + this.threadsHeld > this.peak) {
-      this.peak = this.held + this.threadsHeld;
+    } else {
+      this.notePeak();
     }
     if (deltaBytes < 0 && this.waiters.length > 0) this.drain();
   }
