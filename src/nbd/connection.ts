@@ -1095,9 +1095,10 @@ export class Connection implements OptionSession, TransmissionContext {
    * The server's stall sweep (server.ts): a connection that holds at least
    * LIMITS.nbdStallHeldMin bytes while its client neither sends nor takes bytes for
    * limits.stallTimeoutMs is ended, and what it held comes back to the budget (budget.ts).
+   * True when it ended the connection.
    */
-  checkStall(now: number): void {
-    if (this.phase === PHASE.CLOSED) return;
+  checkStall(now: number): boolean {
+    if (this.phase === PHASE.CLOSED) return false;
     if (this.datapath !== null) {
       const [, bytesRead, bytesWritten] = this.datapath.stats();
       const mark = bytesRead! + bytesWritten!;
@@ -1107,12 +1108,13 @@ export class Connection implements OptionSession, TransmissionContext {
     const held = this.heldBytes;
     if (held < LIMITS.nbdStallHeldMin) {
       this.progressAt = now; // the deadline counts from when it began to hold memory
-      return;
+      return false;
     }
     const idleMs = now - this.progressAt;
-    if (idleMs < this.limits.stallTimeoutMs) return;
+    if (idleMs < this.limits.stallTimeoutMs) return false;
     this.closeHard(new ProtocolError('ERR_NBD_STALLED', `transmission: the client took no ` +
       `bytes for ${idleMs} ms while the server held ${held} bytes for it`), 'client stalled');
+    return true;
   }
 
   // --- closing ---

@@ -319,13 +319,11 @@ export class NbdServer extends EventEmitter {
     const now = Date.now();
     this.budget.refresh();
     for (const connection of this.connections) {
-      const wasClosed = connection.isClosed();
       try {
-        connection.checkStall(now);
+        if (connection.checkStall(now)) this.stalled += 1;
       } catch (error) {
         connection.fault(error, 'stall check');
       }
-      if (!wasClosed && connection.isClosed()) this.stalled += 1;
     }
     if (this.connections.size === 0 && this.stallTimer !== null) {
       clearInterval(this.stallTimer);
