@@ -111,3 +111,13 @@ export class IoError extends EmuError {
 export function isEmuError(value: unknown): value is EmuError {
   return value instanceof EmuError;
 }
+
+/**
+ * A bug rather than a failure the code expects: neither one of our coded errors nor a system
+ * call's failure (an errno `code`, as Node's fs errors carry). The server counts these as
+ * faults (nbd/connection.ts fault()).
+ */
+export function isBug(error: unknown): boolean {
+  if (isEmuError(error)) return false;
+  return typeof (error as { code?: unknown } | null)?.code !== 'string';
+}

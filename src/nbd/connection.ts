@@ -30,7 +30,7 @@ import assert from 'node:assert';
 import type { Readable, Writable } from 'node:stream';
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { IoError, ProtocolError, isEmuError } from '../errors';
+import { IoError, ProtocolError, isBug } from '../errors';
 import type { Export } from '../engine/export';
 import type { Logger } from '../log';
 import {
@@ -690,10 +690,9 @@ export class Connection implements OptionSession, TransmissionContext {
     this.isOptionBusy = true;
     this.runOption(this.option, payload).then(this.afterOptionSafely, (error: unknown) => {
       this.isOptionBusy = false;
-      // a peer violation or an operating failure (EmuError) ends the session; anything else
-      // is a bug in the handler
-      if (isEmuError(error)) this.closeHard(error, `${nameOf(NBD_OPT, this.option)}: failed`);
-      else this.fault(error, nameOf(NBD_OPT, this.option));
+      // a peer violation or an operating failure ends the session; a bug is a fault
+      if (isBug(error)) this.fault(error, nameOf(NBD_OPT, this.option));
+      else this.closeHard(error, `${nameOf(NBD_OPT, this.option)}: failed`);
       this.finalizeIfIdle();
     }).catch((error: unknown) => this.fault(error, 'option settled'));
     return false;

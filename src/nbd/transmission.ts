@@ -17,7 +17,7 @@
  * reply the sender cut short ends it: see reply-sender.ts).
  */
 import type { Export } from '../engine/export';
-import { isEmuError } from '../errors';
+import { isBug } from '../errors';
 import type { Logger } from '../log';
 import { LIMITS } from '../limits';
 import { BASE_ALLOCATION_ID, NBD_CMD, NBD_CMD_FLAG, NBD_E, nameOf } from './constants';
@@ -57,7 +57,7 @@ export interface TransmissionContext {
    */
   sendPlanned?(header: Buffer, pieces: Float64Array): Promise<void> | null;
   /**
-   * Optional: a bug (an exception that is no EmuError) while serving a request: after its error
+   * Optional: a bug (errors.ts isBug) while serving a request: after its error
    * reply the connection ends, and the fault is logged and counted (connection.ts fault()).
    */
   fault?(error: unknown, where: string): void;
@@ -212,10 +212,4 @@ export async function executeRequest(
     sendError(context, request, errno, `${command} failed`);
     if (isBug(error) && context.fault !== undefined) context.fault(error, `NBD_CMD_${command}`);
   }
-}
-
-/** Neither a coded error of ours nor a system call's failure (an errno `code`): a bug. */
-function isBug(error: unknown): boolean {
-  if (isEmuError(error)) return false;
-  return typeof (error as { code?: unknown } | null)?.code !== 'string';
 }
