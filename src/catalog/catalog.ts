@@ -436,19 +436,28 @@ class CatalogImpl implements Catalog {
     throw new UsageError(isDraining ? 'ERR_VD_SPACE_DRAINING' : 'ERR_VD_NO_SPACE', message);
   }
 
+  /**
+   * Rewrites the free runs of every member that `runs` lie on (in the caller's transaction):
+   * `next(current, ofMember)` gives the member's new free runs from its current ones and the
+   * part of `runs` on it.
+   */
+  private rewriteFreeRuns(runs: readonly Run[], next: (current: Run[], ofMember: Run[]) => Run[],
+  ): void {
+    for (const memberId of new Set(runs.map((r) => r.memberId))) {
+      const current = this.all<FreeRow>(this.st.freeRunsOf, memberId).map(toRun);
+      const runsNext = next(current, runs.filter((r) => r.memberId === memberId));
+      this.st.deleteFreeOf.run(memberId);
+      for (const r of runsNext) this.st.insertFree.run(r.memberId, r.firstExtent, r.extentCount);
+    }
+  }
+
   /** Allocates and records `sizeBytes` more for vdId, appending after its runs. */
   private allocateFor(op: string, vdId: number, sizeBytes: number, onMemberId: number | null,
     isZero: boolean, now: number): void {
     const { request, heldDead } = this.allocationRequest(sizeBytes, onMemberId, now);
     const plan = allocate(request);
     if (plan === null) this.noSpace(op, request, heldDead);
-    const touched = new Set(plan.fromFree.map((r) => r.memberId));
-    for (const memberId of touched) {
-      const current = this.all<FreeRow>(this.st.freeRunsOf, memberId).map(toRun);
-      const left = freeAfter(current, plan.fromFree.filter((r) => r.memberId === memberId));
-      this.st.deleteFreeOf.run(memberId);
-      for (const r of left) this.st.insertFree.run(r.memberId, r.firstExtent, r.extentCount);
-    }
+    this.rewriteFreeRuns(plan.fromFree, freeAfter);
     for (const dead of plan.fromDead) {
       this.st.deleteRunsOf.run(dead.vdId);
       dead.remaining.forEach((r, seq) => {
@@ -578,15 +587,8 @@ class CatalogImpl implements Catalog {
    * undelete refuses.
    */
   private freeImport(vdId: number): void {
-    const runs = this.runsOf(vdId);
-    for (const memberId of new Set(runs.map((r) => r.memberId))) {
-      const freed = runs.filter((r) => r.memberId === memberId);
-      const current = this.all<FreeRow>(this.st.freeRunsOf, memberId).map(toRun);
-      const merged = mergeAdjacent([...current, ...freed]
-        .sort((a, b) => a.firstExtent - b.firstExtent));
-      this.st.deleteFreeOf.run(memberId);
-      for (const r of merged) this.st.insertFree.run(r.memberId, r.firstExtent, r.extentCount);
-    }
+    this.rewriteFreeRuns(this.runsOf(vdId), (current, freed) =>
+      mergeAdjacent([...current, ...freed].sort((a, b) => a.firstExtent - b.firstExtent)));
     this.st.deleteRunsOf.run(vdId);
     this.st.deletePendingOf.run(vdId);
     this.st.deleteImport.run(vdId);
