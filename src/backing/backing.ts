@@ -6,13 +6,15 @@
  * owns the retry and zero-fill logic once for every kind of backing. Everything else returns a
  * Promise and rejects with IoError (errno name in `.errno`).
  *
- * Capabilities are learned at runtime and remembered per backing (STYLE 4.3): an EOPNOTSUPP,
- * ENOTTY or EINVAL from an optional method turns that method off and the next rung of the ladder
- * is tried. `zero()` implements the whole ladder; with `fastOnly` it rejects with errno ENOTSUP
- * instead of falling back to writing zeros. `trim()` never claims more than the backing does: when
+ * Capabilities are learned at runtime and remembered per backing (STYLE 4.3): an errno of
+ * UNSUPPORTED_ERRNOS (below, the one such list in xvd) from an optional method turns that method
+ * off and the next rung of the ladder is tried. `zero()` implements the whole ladder (the only
+ * one: the catalog's pending zeroing goes through it too); with `fastOnly` it rejects with errno
+ * ENOTSUP instead of falling back to writing zeros. `trim()` never claims more than the backing does: when
  * the backing cannot discard, trim is a no-op (NBD trim is advisory) and `canTrim` is false.
  */
 
+import { constants } from 'node:os';
 import type { BatchCallback } from '../sys/index';
 
 export type BackingKind = 'file' | 'device' | 'memory';
@@ -85,8 +87,36 @@ export interface Backing {
   close(): Promise<void>;
 }
 
+/**
+ * The one list of errnos meaning "this optional method is not available here" rather than "it
+ * failed": the method is turned off and the next rung is tried (STYLE 4.3). Why each is in it:
+ * - EOPNOTSUPP: the file system or driver does not implement it (a fallocate mode, SEEK_DATA,
+ *   RWF_NOWAIT); the addon also reports ENODEV as EOPNOTSUPP, and src/sys/fallback.ts answers
+ *   it for every optional method when the addon is missing.
+ * - ENOTSUP: the same number as EOPNOTSUPP on Linux, but libuv and Node name it ENOTSUP, so an
+ *   error may carry either name.
+ * - ENOTTY: the ioctl is unknown to this descriptor (BLKZEROOUT or BLKDISCARD on a driver or a
+ *   file that lacks it).
+ * - EINVAL: the kernel rejects the mode or flag on this file (fallocate ZERO_RANGE on a file
+ *   system without it, preadv2 flags it predates), not the arguments, which we checked.
+ * - ENOSYS: the syscall itself is missing from this kernel (preadv2, fallocate on old kernels).
+ */
+const UNSUPPORTED_ERRNO_NAMES = ['EOPNOTSUPP', 'ENOTSUP', 'ENOTTY', 'EINVAL', 'ENOSYS'] as const;
+
+/** The list above by name (IoError.errno, NodeJS.ErrnoException.code). */
+export const UNSUPPORTED_ERRNOS: ReadonlySet<string> = new Set(UNSUPPORTED_ERRNO_NAMES);
+
+/** The list above by number (positive errno, as this platform numbers it). */
+export const UNSUPPORTED_ERRNO_NUMBERS: ReadonlySet<number> = new Set(
+  UNSUPPORTED_ERRNO_NAMES.map((name) => constants.errno[name]),
+);
+
 /** Returns true for the errno names that mean "this optional method is not available here". */
 export function isUnsupported(errno: string): boolean {
-  return errno === 'EOPNOTSUPP' || errno === 'ENOTSUP' || errno === 'ENOTTY' ||
-    errno === 'EINVAL' || errno === 'ENOSYS';
+  return UNSUPPORTED_ERRNOS.has(errno);
+}
+
+/** The same for a raw errno number, either sign (native calls that return -errno). */
+export function isUnsupportedErrno(errnoNumber: number): boolean {
+  return UNSUPPORTED_ERRNO_NUMBERS.has(Math.abs(errnoNumber));
 }

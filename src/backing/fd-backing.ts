@@ -7,7 +7,7 @@
  * cache hit costs about a microsecond there (plus the copy), against several for the libuv pool
  * hand-off (one futex wake + eventfd per read, and on 2 cores a context switch with the
  * client). A miss (EAGAIN), a partial hit or any error falls through to fs.read for what is
- * left; EOPNOTSUPP, EINVAL or ENOSYS turn the inline path off for this fd.
+ * left; an errno of UNSUPPORTED_ERRNOS (backing.ts) turns the inline path off for this fd.
  * The callback always runs asynchronously (process.nextTick), as fs.read's does.
  */
 import assert from 'node:assert';
@@ -15,10 +15,9 @@ import fs from 'node:fs';
 import { IoError } from '../errors';
 import { LIMITS } from '../limits';
 import * as sys from '../sys/index';
-import type { Backing, BackingKind, BackingRun, ByteCountCallback } from './backing';
-
-/** -errno answers that mean RWF_NOWAIT cannot work on this descriptor: stop trying. */
-const NOWAIT_UNSUPPORTED = new Set([-95 /* EOPNOTSUPP */, -22 /* EINVAL */, -38 /* ENOSYS */]);
+import {
+  isUnsupportedErrno, type Backing, type BackingKind, type BackingRun, type ByteCountCallback,
+} from './backing';
 
 /** Writer threads alive in this process (LIMITS.backingWriterThreadsMax). */
 let writersLive = 0;
@@ -88,7 +87,8 @@ export abstract class FdBacking implements Backing {
         this.readRest(buffer, bufferOffset, length, position, bytes, callback);
         return;
       }
-      if (NOWAIT_UNSUPPORTED.has(bytes)) this.canReadInline = false;
+      // RWF_NOWAIT cannot work on this descriptor: stop trying
+      if (bytes < 0 && isUnsupportedErrno(bytes)) this.canReadInline = false;
     }
     fs.read(this.fd, buffer, bufferOffset, length, position, callback);
   }
