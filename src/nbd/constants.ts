@@ -130,6 +130,12 @@ export const OPTION_REPLY_HEADER_LENGTH = 20; // magic 8 + option 4 + type 4 + l
 export const REQUEST_LENGTH = 28; // magic 4 + flags 2 + type 2 + cookie 8 + offset 8 + length 4
 export const SIMPLE_REPLY_LENGTH = 16; // magic 4 + error 4 + cookie 8
 export const CHUNK_HEADER_LENGTH = 20; // magic 4 + flags 2 + type 2 + cookie 8 + length 4
+/** Structured chunk payloads (proto.md "Structured reply chunk message types"). */
+export const OFFSET_DATA_HEADER_LENGTH = CHUNK_HEADER_LENGTH + 8; // then offset 8, the data
+export const OFFSET_HOLE_PAYLOAD_LENGTH = 12; // offset 8 + hole size 4
+export const ERROR_PAYLOAD_HEADER_LENGTH = 6; // error 4 + message length 2, then the message
+export const BLOCK_STATUS_CONTEXT_LENGTH = 4; // context id, then descriptors
+export const BLOCK_STATUS_DESCRIPTOR_LENGTH = 8; // extent length 4 + status flags 4
 export const EXPORT_NAME_PADDING_LENGTH = 124;
 
 export function nameOf(table: Readonly<Record<string, number>>, value: number): string {
