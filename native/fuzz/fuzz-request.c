@@ -6,9 +6,9 @@
  *   - a step reads only `available` bytes (the stream is copied to a buffer of its size, and the
  *     REDZONE_LENGTH bytes after each step's window are poisoned while it runs), and
  *     SHORT_HEADER is exactly "fewer than 28 bytes";
- *   - a frame's length is 28 plus a WRITE's payload, at most 28 + XVD_PAYLOAD_MAX, and
+ *   - a frame's length is 28 plus a WRITE's payload, at most 28 + XVD_LIMIT_NBD_PAYLOAD_MAX, and
  *     SHORT_PAYLOAD is exactly "fewer bytes than the frame";
- *   - RAW is exactly a bad magic, DISC, or a WRITE above XVD_PAYLOAD_MAX;
+ *   - RAW is exactly a bad magic, DISC, or a WRITE above XVD_LIMIT_NBD_PAYLOAD_MAX;
  *   - a request the thread serves is a plain READ or WRITE, valid, inside the export, aligned,
  *     and a WRITE only when the export is writable (checked here with 128-bit arithmetic);
  *   - the stream cut in pieces (as the socket delivers it) frames into the same requests with
@@ -61,37 +61,38 @@ static void step_exact(uint8_t *bytes, size_t available, const uint8_t *end,
 
 static void check_served(const struct xvd_step *step, const struct xvd_request_params *p) {
   const struct xvd_request *r = &step->request;
-  CHECK(step->nbd_errno == XVD_NBD_OK);
+  CHECK(step->nbd_errno == XVD_NBD_E_OK);
   CHECK(r->flags == 0);
-  CHECK(r->type == XVD_CMD_READ || r->type == XVD_CMD_WRITE);
-  CHECK(r->length > 0 && r->length <= XVD_PAYLOAD_MAX);
+  CHECK(r->type == XVD_NBD_CMD_READ || r->type == XVD_NBD_CMD_WRITE);
+  CHECK(r->length > 0 && r->length <= XVD_LIMIT_NBD_PAYLOAD_MAX);
   CHECK((unsigned __int128)r->offset + r->length <= (unsigned __int128)p->size);
   CHECK(r->offset % p->block_min == 0 && r->length % p->block_min == 0);
-  CHECK(r->type != XVD_CMD_WRITE || (p->eflags & XVD_FLAG_READ_ONLY) == 0);
+  CHECK(r->type != XVD_NBD_CMD_WRITE || (p->eflags & XVD_NBD_FLAG_T_READ_ONLY) == 0);
 }
 
 /* Every invariant of one step over `available` bytes at `bytes`. */
 static void check_step(const uint8_t *bytes, size_t available, const struct xvd_step *step,
                        const struct xvd_request_params *p) {
   CHECK(step->kind >= XVD_STEP_SHORT_HEADER && step->kind <= XVD_STEP_FORWARD);
-  CHECK((step->kind == XVD_STEP_SHORT_HEADER) == (available < XVD_REQUEST_LENGTH));
+  CHECK((step->kind == XVD_STEP_SHORT_HEADER) == (available < XVD_NBD_REQUEST_LENGTH));
   if (step->kind == XVD_STEP_SHORT_HEADER) return;
   const struct xvd_request *r = &step->request;
   CHECK(r->magic == get_be(bytes, 4));
   CHECK(r->flags == get_be(bytes + 4, 2) && r->type == get_be(bytes + 6, 2));
   CHECK(r->offset == get_be(bytes + 16, 8) && r->length == get_be(bytes + 24, 4));
-  int is_raw = r->magic != XVD_REQUEST_MAGIC || r->type == XVD_CMD_DISC ||
-               (r->type == XVD_CMD_WRITE && r->length > XVD_PAYLOAD_MAX);
+  int is_raw = r->magic != XVD_NBD_REQUEST_MAGIC || r->type == XVD_NBD_CMD_DISC ||
+               (r->type == XVD_NBD_CMD_WRITE && r->length > XVD_LIMIT_NBD_PAYLOAD_MAX);
   CHECK((step->kind == XVD_STEP_RAW) == is_raw);
   if (is_raw) return;
   int e = step->nbd_errno;
-  CHECK(e == XVD_NBD_OK || e == XVD_NBD_EPERM || e == XVD_NBD_EINVAL || e == XVD_NBD_ENOSPC);
-  CHECK(step->need == XVD_REQUEST_LENGTH + (r->type == XVD_CMD_WRITE ? r->length : 0));
-  CHECK(step->need <= XVD_REQUEST_LENGTH + (size_t)XVD_PAYLOAD_MAX);
+  CHECK(e == XVD_NBD_E_OK || e == XVD_NBD_E_EPERM || e == XVD_NBD_E_EINVAL ||
+        e == XVD_NBD_E_ENOSPC);
+  CHECK(step->need == XVD_NBD_REQUEST_LENGTH + (r->type == XVD_NBD_CMD_WRITE ? r->length : 0));
+  CHECK(step->need <= XVD_NBD_REQUEST_LENGTH + (size_t)XVD_LIMIT_NBD_PAYLOAD_MAX);
   CHECK((step->kind == XVD_STEP_SHORT_PAYLOAD) == (available < step->need));
   if (step->kind == XVD_STEP_SERVE) check_served(step, p);
   if (step->kind == XVD_STEP_FORWARD) CHECK(!xvd_request_is_served(r, e));
-  if (r->type == XVD_CMD_FLUSH && e == XVD_NBD_OK) CHECK(r->offset == 0 && r->length == 0);
+  if (r->type == XVD_NBD_CMD_FLUSH && e == XVD_NBD_E_OK) CHECK(r->offset == 0 && r->length == 0);
 }
 
 /* Frames the whole stream: the steps of its complete frames, then the step that stopped it. */

@@ -8,26 +8,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define XVD_REQUEST_LENGTH 28 /* magic 4 + flags 2 + type 2 + cookie 8 + offset 8 + length 4 */
-#define XVD_REQUEST_MAGIC 0x25609513u
-#define XVD_PAYLOAD_MAX ((uint32_t)32 << 20) /* LIMITS.nbdPayloadMax */
+#include "protocol.h" /* XVD_NBD_* wire constants and XVD_LIMIT_*, generated */
+
 #define XVD_OFFSET_SAFE_MAX ((uint64_t)9007199254740991) /* Number.MAX_SAFE_INTEGER */
 
-/* proto.md "Request types", "Command flags", "Transmission flags", "Error values" */
-enum {
-  XVD_CMD_READ = 0, XVD_CMD_WRITE = 1, XVD_CMD_DISC = 2, XVD_CMD_FLUSH = 3, XVD_CMD_TRIM = 4,
-  XVD_CMD_CACHE = 5, XVD_CMD_WRITE_ZEROES = 6, XVD_CMD_BLOCK_STATUS = 7
-};
-enum {
-  XVD_CMD_FLAG_FUA = 1, XVD_CMD_FLAG_NO_HOLE = 2, XVD_CMD_FLAG_DF = 4,
-  XVD_CMD_FLAG_REQ_ONE = 8, XVD_CMD_FLAG_FAST_ZERO = 16
-};
-enum {
-  XVD_FLAG_READ_ONLY = 1 << 1, XVD_FLAG_SEND_FLUSH = 1 << 2, XVD_FLAG_SEND_FUA = 1 << 3,
-  XVD_FLAG_SEND_TRIM = 1 << 5, XVD_FLAG_SEND_WRITE_ZEROES = 1 << 6,
-  XVD_FLAG_SEND_FAST_ZERO = 1 << 11
-};
-enum { XVD_NBD_OK = 0, XVD_NBD_EPERM = 1, XVD_NBD_EINVAL = 22, XVD_NBD_ENOSPC = 28 };
+/* Old names, kept only while native/src/datapath.c still spells them; delete them once it uses
+ * protocol.h's (XVD_NBD_REQUEST_LENGTH, XVD_NBD_CMD_READ, XVD_NBD_FLAG_T_READ_ONLY,
+ * XVD_LIMIT_NBD_PAYLOAD_MAX). Nothing else may use them. */
+#define XVD_REQUEST_LENGTH XVD_NBD_REQUEST_LENGTH
+#define XVD_CMD_READ XVD_NBD_CMD_READ
+#define XVD_FLAG_READ_ONLY XVD_NBD_FLAG_T_READ_ONLY
+#define XVD_PAYLOAD_MAX ((uint32_t)XVD_LIMIT_NBD_PAYLOAD_MAX)
 
 /* One decoded request header; the cookie stays in the frame (bytes 8..16), echoed unread. */
 struct xvd_request {
@@ -48,9 +39,9 @@ struct xvd_request_params {
 
 /* What the data-path thread does with the bytes at the head of its stream. */
 enum xvd_step_kind {
-  XVD_STEP_SHORT_HEADER = 1,  /* fewer than XVD_REQUEST_LENGTH bytes: wait for more */
+  XVD_STEP_SHORT_HEADER = 1,  /* fewer than XVD_NBD_REQUEST_LENGTH bytes: wait for more */
   XVD_STEP_RAW = 2,           /* JS must frame the stream from here on (bad magic, DISC, WRITE
-                                 payload above XVD_PAYLOAD_MAX) */
+                                 payload above XVD_LIMIT_NBD_PAYLOAD_MAX) */
   XVD_STEP_SHORT_PAYLOAD = 3, /* a WRITE whose payload is not all here: `need` bytes in all */
   XVD_STEP_SERVE = 4,         /* a whole frame of `need` bytes the thread serves itself */
   XVD_STEP_FORWARD = 5        /* a whole frame of `need` bytes for JS */
@@ -71,7 +62,8 @@ void xvd_request_decode(const uint8_t *bytes, struct xvd_request *out);
 int xvd_request_errno(const struct xvd_request *request, const struct xvd_request_params *params);
 
 /* Whether the thread serves the request itself: a READ or WRITE with no flags that is valid
- * (so 0 < length <= XVD_PAYLOAD_MAX, aligned, inside the export; a WRITE not read-only). */
+ * (so 0 < length <= XVD_LIMIT_NBD_PAYLOAD_MAX, aligned, inside the export; a WRITE not
+ * read-only). */
 int xvd_request_is_served(const struct xvd_request *request, int nbd_errno);
 
 /* The next step for the stream whose first `available` bytes are `bytes`. Total: any bytes,
