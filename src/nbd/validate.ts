@@ -1,7 +1,10 @@
 /**
- * nbd/validate: pure request checks (proto.md "Request message", "Request types", "Error
- * values", "Size constraints"), run after decoding and before any I/O. Each check returns an NBD
- * errno (0 = valid); nothing here touches the Export's data.
+ * nbd/validate: pure request decoding and checks (proto.md "Request message", "Request types",
+ * "Error values", "Size constraints"), run before any I/O. decodeRequest reads a 28-byte header
+ * (throwing ProtocolError ERR_NBD_BAD_MAGIC on a wrong magic); each check returns an NBD errno
+ * (0 = valid); nothing here touches the Export's data. native/src/request.c is the same decoding
+ * and checks in C for the data-path thread: test/unit/protocol-corpus.test.ts (every case of
+ * fixtures/requests/) and test/unit/native-request.test.ts (random headers) hold them equal.
  *
  * Order, following the spec's error choices: unknown command → EINVAL; flags not defined for the
  * command or not advertised → EINVAL; write-type command on a read-only export → EPERM; command
@@ -11,8 +14,12 @@
  * for WRITE/WRITE_ZEROES, EINVAL otherwise. Offsets arrive as two u32 halves; `offset` is -1 when
  * the high half makes it unsafe as a number, which always lies past the end of any export.
  */
+import assert from 'node:assert';
+import { ProtocolError } from '../errors';
 import { LIMITS } from '../limits';
-import { NBD_CMD, NBD_CMD_FLAG, NBD_E, NBD_FLAG_T, type NbdErrno } from './constants';
+import {
+  NBD_CMD, NBD_CMD_FLAG, NBD_E, NBD_FLAG_T, NBD_REQUEST_MAGIC, type NbdErrno, REQUEST_LENGTH,
+} from './constants';
 
 export interface Request {
   flags: number;
@@ -32,6 +39,31 @@ export interface ValidateContext {
   hasBaseAllocation: boolean;
   /** the minimum block size advertised in NBD_INFO_BLOCK_SIZE, or 1 when none was */
   blockSizeMin: number;
+}
+
+/** Offsets whose high u32 half reaches this are above Number.MAX_SAFE_INTEGER (2^53 - 1). */
+const OFFSET_HIGH_UNSAFE_MIN = 0x200000;
+
+/**
+ * The request whose header is the first REQUEST_LENGTH bytes of `header`. Throws ProtocolError
+ * ERR_NBD_BAD_MAGIC when the magic is not NBD_REQUEST_MAGIC (proto.md: the server may close).
+ * The offset is -1 when it is unsafe as a number (see Request.offset).
+ */
+export function decodeRequest(header: Buffer): Request {
+  assert(header.length >= REQUEST_LENGTH, 'decodeRequest: a whole header');
+  if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
+    throw new ProtocolError('ERR_NBD_BAD_MAGIC', 'request: bad request magic');
+  }
+  const offsetHigh = header.readUInt32BE(16);
+  const offsetLow = header.readUInt32BE(20);
+  return {
+    flags: header.readUInt16BE(4),
+    type: header.readUInt16BE(6),
+    cookieHigh: header.readUInt32BE(8),
+    cookieLow: header.readUInt32BE(12),
+    offset: offsetHigh >= OFFSET_HIGH_UNSAFE_MIN ? -1 : offsetHigh * 0x100000000 + offsetLow,
+    length: header.readUInt32BE(24),
+  };
 }
 
 const ALLOWED_FLAGS: Readonly<Record<number, number>> = {
