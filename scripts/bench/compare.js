@@ -20,6 +20,12 @@
 // depend on which cell wrote the file last. The files are read through (cat) once per round so
 // that they stay cached.
 //
+// A/B: `--base DIR` adds xvd-base and xvd-frag-base, the same two VDs served by another
+// checkout's xvd (DIR/dist/cli/main.js, built there, on pools of their own), measured in the same
+// rotated rounds as everyone else; the table gains "xvd/base paired" and "frag/base paired" (the
+// median and quartiles of this xvd's figure over the base's, round by round) and lists the rows
+// where this xvd fell by more than BASE_FALL_NOTED against the base.
+//
 // Output: one table on stdout, raw JSON in results/bench-<timestamp>.json (every round's cell
 // under `rounds`), a PNG chart (grouped bars, best peer = 1.0) in results/ and, on an unfiltered
 // run, scripts/bench/results.png. A server that fails to start gives n/a cells with the reason.
@@ -52,7 +58,10 @@ const SPREAD_NOTED = 0.2;
 /** A fio cell is flagged noisy when other work took this much CPU (cores) during it. */
 const NOISY_OTHER_CORES = 0.25;
 const NOISY_STEAL_CORES = 0.1;
+/** A row whose xvd/base paired median is below 1 - this is listed under the table. */
+const BASE_FALL_NOTED = 0.05;
 const ALL_SERVER_NAMES = [...SERVERS.map((server) => server.name), 'local'];
+const BASE_NAMES = SERVERS.filter((server) => server.isBase).map((server) => server.name);
 const TOOL_PACKAGES = {
   fio: 'fio',
   nbdkit: 'nbdkit',
@@ -72,11 +81,14 @@ const USAGE = `usage: npm run bench -- [options]
   --long               ${describeTiming(TIMING_LONG)}
                        (default ${describeTiming(TIMING_SHORT)})
   --servers a,b        only these of: ${ALL_SERVER_NAMES.join(', ')}
-  --only xvd           same as --servers xvd,xvd-frag
+  --only xvd           same as --servers xvd,xvd-frag (and xvd-base,xvd-frag-base with --base)
+  --base DIR           also run xvd-base and xvd-frag-base from the checkout DIR (its
+                       dist/cli/main.js, built there: npm ci or npm run build), interleaved in the
+                       same rounds; adds the xvd/base and frag/base paired columns
   --transports t,u     tcp, unix (default both)
   --jobs a,b           only these jobs: ${JOB_IDS.join(', ')}
   --runtime S --ramp S fio seconds per cell
-  --rebuild-pool       rebuild the cached fragmented xvd pool (results/cache/xvd-frag)
+  --rebuild-pool       rebuild the cached fragmented xvd pools (results/cache/xvd-frag*)
   --chart PATH         also write the chart there (default: scripts/bench/results.png on full runs)
   --keep               keep the temp dir (logs, configs)
 `;
@@ -84,7 +96,7 @@ const USAGE = `usage: npm run bench -- [options]
 function parseArgs(argv) {
   const options = {
     long: false, servers: null, transports: TRANSPORTS, jobs: null, runtimeS: null, rampS: null,
-    rounds: null, rebuildPool: false, chart: null, keep: false,
+    rounds: null, rebuildPool: false, chart: null, keep: false, base: null,
   };
   const list = (value) => String(value || '').split(',').map((item) => item.trim()).filter(Boolean);
   for (let index = 0; index < argv.length; index += 1) {
@@ -97,7 +109,7 @@ function parseArgs(argv) {
     if (arg === '--long') options.long = true;
     else if (arg === '--servers') options.servers = list(next());
     else if (arg === '--only') options.servers = list(next()).flatMap((name) =>
-      name === 'xvd' ? ['xvd', 'xvd-frag'] : [name]);
+      name === 'xvd' ? ['xvd', 'xvd-frag', ...BASE_NAMES] : [name]);
     else if (arg === '--transports') options.transports = list(next());
     else if (arg === '--jobs') options.jobs = list(next());
     else if (arg === '--runtime') options.runtimeS = Number(next());
@@ -106,13 +118,24 @@ function parseArgs(argv) {
     else if (arg === '--rebuild-pool') options.rebuildPool = true;
     else if (arg === '--chart') options.chart = path.resolve(next());
     else if (arg === '--keep') options.keep = true;
+    else if (arg === '--base') options.base = path.resolve(next());
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(USAGE);
       process.exit(0);
     } else throw new Error(`unknown option ${arg}`);
   }
+  if (options.base === null && options.servers !== null) {
+    if (argv.includes('--only')) {
+      options.servers = options.servers.filter((name) => !BASE_NAMES.includes(name));
+    }
+    const base = options.servers.find((name) => BASE_NAMES.includes(name));
+    if (base !== undefined) throw new Error(`${base} needs --base DIR`);
+  }
   for (const name of options.servers || []) {
     if (!ALL_SERVER_NAMES.includes(name)) throw new Error(`unknown server ${name}`);
+  }
+  if (options.base !== null && !fs.existsSync(path.join(options.base, 'dist', 'cli', 'main.js'))) {
+    throw new Error(`--base ${options.base}: no dist/cli/main.js (build that checkout first)`);
   }
   for (const name of options.transports) {
     if (!TRANSPORTS.includes(name)) throw new Error(`unknown transport ${name}`);
@@ -146,6 +169,18 @@ function ensureTools() {
   spawnSync('apt-get', ['update', '-qq'], { stdio, env });
   const install = ['install', '-y', '-qq', '--no-install-recommends', ...missing];
   spawnSync('apt-get', install, { stdio, env });
+}
+
+/** The checkout's HEAD commit (and "+dirty" with uncommitted changes), or null. */
+function commitOf(dir) {
+  const head = spawnSync('git', ['-C', dir, 'rev-parse', '--short=12', 'HEAD'], {
+    encoding: 'utf8', timeout: 10000,
+  });
+  if (head.status !== 0) return null;
+  const status = spawnSync('git', ['-C', dir, 'status', '--porcelain', '--untracked-files=no'], {
+    encoding: 'utf8', timeout: 10000,
+  });
+  return `${head.stdout.trim()}${status.stdout && status.stdout.trim() ? '+dirty' : ''}`;
 }
 
 function versionOf(command, args) {
@@ -302,8 +337,10 @@ function describeCell(cell) {
 async function prepareXvd(ctx, server) {
   try {
     const xvd = require('./lib/xvd');
-    await xvd.serveFlags(ctx);
-    ctx.run.servers[server.name].isDistStale = xvd.isDistStale(ctx);
+    const view = server.viewOf(ctx);
+    await xvd.serveFlags(view);
+    ctx.run.servers[server.name].repo = { dir: view.repo, commit: commitOf(view.repo) };
+    ctx.run.servers[server.name].isDistStale = xvd.isDistStale(view);
     if (ctx.run.servers[server.name].isDistStale) {
       log(`${server.name}: warning: dist/ is older than src/ (run npm run build first)`);
     }
@@ -437,6 +474,26 @@ function writeRoundNotes(run) {
       `${name} ${percent(cell.spread)}`).join(', ')}`}\n`);
 }
 
+/** With --base: the base checkout, and the rows where xvd fell by more than BASE_FALL_NOTED. */
+function writeBaseNotes(run, columns) {
+  const compared = [['xvd', 'xvd-base', 'xvdOverBasePaired'],
+    ['xvd-frag', 'xvd-frag-base', 'fragOverBasePaired']]
+    .filter(([, base]) => columns.includes(base));
+  if (compared.length === 0) return;
+  const repo = (name) => run.servers[name].repo || {};
+  process.stdout.write(`base: ${repo('xvd-base').dir || repo('xvd-frag-base').dir} at ` +
+    `${repo('xvd-base').commit || repo('xvd-frag-base').commit}; this checkout at ` +
+    `${(run.servers.xvd && run.servers.xvd.repo || {}).commit || 'n/a'}\n`);
+  for (const [name, base, field] of compared) {
+    const measured = run.rows.filter((row) => row[field]);
+    const fallen = report.fallenRows(run.rows, field, 1 - BASE_FALL_NOTED);
+    process.stdout.write(`${name} against ${base}: ${measured.length} row(s) paired; ` +
+      `${fallen.length === 0 ? 'none' : fallen.map((row) =>
+        `${row.label} ${row.transport} ${row[field].median.toFixed(2)}x`).join(', ')} ` +
+      `below ${(1 - BASE_FALL_NOTED).toFixed(2)}x\n`);
+  }
+}
+
 function timestamp(date) {
   return date.toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
 }
@@ -464,6 +521,7 @@ async function finish(ctx) {
     if (reasons.length > 0) process.stdout.write(`${name} n/a: ${reasons.join('; ')}\n`);
   }
   writeRoundNotes(ctx.run);
+  writeBaseNotes(ctx.run, columns);
   const cells = roundCells(ctx.run);
   const noisy = cells.filter((cell) => cell.otherCores > NOISY_OTHER_CORES ||
     cell.stealCores > NOISY_STEAL_CORES);
@@ -551,7 +609,8 @@ async function main() {
   };
   ctx.run.rows = emptyRows(ctx);
   await makeBacking(ctx);
-  const selected = (name) => options.servers === null || options.servers.includes(name);
+  const selected = (name) => BASE_NAMES.includes(name) && options.base === null ? false
+    : options.servers === null || options.servers.includes(name);
   if (selected('local')) {
     ctx.hasLocal = true;
     ctx.run.servers.local = { describe: 'fio io_uring on the file itself (ceiling)', reasons: [] };

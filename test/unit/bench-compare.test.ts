@@ -30,10 +30,13 @@ interface Row {
   bestPeer?: string | null;
   xvdOverBest?: number | null;
   fragOverSingle?: number | null;
+  xvdOverBasePaired?: Paired | null;
+  fragOverBasePaired?: Paired | null;
 }
 interface ReportModule {
   buildRows(run: { rows: Row[] }, peers: string[]): Row[];
   renderTable(rows: Row[], columns: string[]): string;
+  fallenRows(rows: Row[], field: 'xvdOverBasePaired' | 'fragOverBasePaired', floor: number): Row[];
 }
 interface ProcModule {
   cpuSecondsTree(pid: number): number | null;
@@ -186,4 +189,38 @@ t.test('paired ratios: rounds matched by number, failed rounds left out, quartil
   }, PEERS);
   const table = report.renderTable(built ? [built] : [], ['nbdkit', 'xvd', 'xvd-frag']);
   t.match(table, /\| 1\.05x \(0\.90-1\.50\) +\| 0\.95x \(0\.67-1\.11\) +\|$/m);
+});
+
+t.test('--base: xvd over xvd-base paired by round, shown only when the base ran', async (t) => {
+  const cell = (values: (number | null)[]): Cell => ({
+    value: 1, unit: 'IOPS',
+    rounds: values.map((value, round) => value === null ? { error: 'died', round }
+      : { value, unit: 'IOPS', round }),
+  });
+  const base = cell([100, 100, 100, 100, 100]);
+  const fragBase = cell([50, 50, 50, null, 50]);
+  const [built] = report.buildRows({
+    rows: [row({
+      nbdkit: base, xvd: cell([90, 95, 120, 100, 93]), 'xvd-base': base,
+      'xvd-frag': cell([55, 50, 60, 40, 45]), 'xvd-frag-base': fragBase,
+    })],
+  }, PEERS);
+  // ratios 0.90 0.93 0.95 1.00 1.20; frag (round 3 left out) 0.90 1.00 1.10 1.20
+  t.same(built?.xvdOverBasePaired, { median: 0.95, low: 0.93, high: 1, count: 5 });
+  t.equal(built?.fragOverBasePaired?.count, 4);
+  t.equal(built?.fragOverBasePaired?.median, 1.05);
+  const rows = built ? [built] : [];
+  const table = report.renderTable(rows, ['nbdkit', 'xvd', 'xvd-frag', 'xvd-base',
+    'xvd-frag-base']);
+  t.match(table, /\| xvd\/base paired +\| frag\/base paired +\|$/m, 'both columns, last');
+  t.match(table, /\| 0\.95x \(0\.93-1\.00\) +\| 1\.05x \(0\.90-1\.20\) +\|$/m);
+  const withoutFragBase = report.renderTable(rows, ['nbdkit', 'xvd', 'xvd-base']);
+  t.match(withoutFragBase, /\| xvd\/base paired +\|$/m, 'a base server not run: no column');
+  t.notMatch(report.renderTable(rows, ['nbdkit', 'xvd']), /base paired/, 'no --base: no column');
+  t.same(report.fallenRows(rows, 'xvdOverBasePaired', 0.96).map((one) => one.key),
+    ['randread-4k/tcp'], '0.95x is a fall of more than 4%');
+  t.same(report.fallenRows(rows, 'xvdOverBasePaired', 0.95), [], 'but not of more than 5%');
+  const [single] = report.buildRows({ rows: [row({ nbdkit: base, xvd: base })] }, PEERS);
+  t.equal(single?.xvdOverBasePaired, null, 'no base cell: null, so JSON says so');
+  t.same(report.fallenRows(single ? [single] : [], 'xvdOverBasePaired', 2), []);
 });

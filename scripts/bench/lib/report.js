@@ -1,6 +1,7 @@
 // Turns the cells of one run into the printed table (rows = job x transport; one column per
 // server with "value [server CPU s/GiB]"; xvd / best peer and fragmented / single, as a ratio of
-// the medians and as the median of the ratios paired round by round) and into a
+// the medians and as the median of the ratios paired round by round; with the --base servers in
+// the columns, also xvd / xvd-base and xvd-frag / xvd-frag-base, paired by round) and into a
 // gnuplot pngcairo chart of grouped bars normalized to the best peer = 1.0.
 'use strict';
 const fs = require('node:fs');
@@ -46,18 +47,33 @@ function buildRows(run, peers) {
       fragOverSingle: ratio(row.cells['xvd-frag'], row.cells.xvd),
       xvdOverBestPaired: best ? rounds.pairedRatio(row.cells.xvd, best[1]) : null,
       fragOverSinglePaired: rounds.pairedRatio(row.cells['xvd-frag'], row.cells.xvd),
+      xvdOverBasePaired: rounds.pairedRatio(row.cells.xvd, row.cells['xvd-base']),
+      fragOverBasePaired: rounds.pairedRatio(row.cells['xvd-frag'], row.cells['xvd-frag-base']),
     };
   });
 }
 
+/** The rows whose paired ratio `field` (e.g. 'xvdOverBasePaired') has a median below `floor`. */
+function fallenRows(rows, field, floor) {
+  return rows.filter((row) => row[field] && row[field].median < floor);
+}
+
+/** The paired A/B columns shown: only for the base servers among the columns. */
+const BASE_COLUMNS = [
+  { server: 'xvd-base', title: 'xvd/base paired', field: 'xvdOverBasePaired' },
+  { server: 'xvd-frag-base', title: 'frag/base paired', field: 'fragOverBasePaired' },
+];
+
 function renderTable(rows, columns) {
+  const baseColumns = BASE_COLUMNS.filter((column) => columns.includes(column.server));
   const header = ['job', 'transport', 'unit', ...columns, 'best peer', 'xvd/best', 'frag/xvd',
-    'xvd/best paired', 'frag/xvd paired'];
+    'xvd/best paired', 'frag/xvd paired', ...baseColumns.map((column) => column.title)];
   const lines = rows.map((row) => [
     row.label, row.transport, row.unit,
     ...columns.map((name) => formatValue(row.cells[name])),
     row.bestPeer || 'n/a', formatRatio(row.xvdOverBest), formatRatio(row.fragOverSingle),
     formatPaired(row.xvdOverBestPaired ?? null), formatPaired(row.fragOverSinglePaired ?? null),
+    ...baseColumns.map((column) => formatPaired(row[column.field] ?? null)),
   ]);
   const widths = header.map((title, index) =>
     Math.max(title.length, ...lines.map((line) => line[index].length)));
@@ -110,4 +126,4 @@ async function drawChart(rows, serverNames, title, pngPath, workDir) {
   if (result.code !== 0) throw new Error(`gnuplot: ${proc.tail(result.stderr, 3)}`);
 }
 
-module.exports = { buildRows, drawChart, renderTable };
+module.exports = { buildRows, drawChart, fallenRows, renderTable };

@@ -1,7 +1,9 @@
 // The servers under comparison. Each entry knows how to serve the prepared backing for one
 // transport ('tcp' on 127.0.0.1, or 'unix' in the run's temp dir) and returns
 // { uri, pid, stop } where pid is the process whose tree is charged for CPU. A server that cannot
-// start throws an Error whose message becomes the "n/a" reason in the table.
+// start throws an Error whose message becomes the "n/a" reason in the table. The `isBase` servers
+// (xvd-base, xvd-frag-base) run another checkout's xvd (compare.js --base DIR) on pools of their
+// own, for an A/B of two versions in the same rounds; they are not peers.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -138,24 +140,33 @@ const nbdServer = {
   },
 };
 
-/** xvd serving the VD prepared by lib/xvd.js for this variant ('single' or 'fragmented'). */
-function xvdServer(name, variant) {
+/**
+ * xvd serving the VD prepared by lib/xvd.js for this variant ('single' or 'fragmented'), run from
+ * this checkout or, for a base server, from the checkout given by --base (ctx.options.base).
+ * viewOf(ctx) is the context lib/xvd.js gets: ctx with `repo` set to that checkout.
+ */
+function xvdServer(name, variant, isBase = false) {
+  const viewOf = (ctx) => isBase ? { ...ctx, repo: ctx.options.base } : ctx;
+  const pool = variant === 'single'
+    ? 'VD of one extent run'
+    : 'VD of >= 1024 extents over two pool members';
   return {
     name,
-    describe: variant === 'single'
-      ? 'xvd serve, VD of one extent run'
-      : 'xvd serve, VD of >= 1024 extents over two pool members',
+    describe: `xvd serve${isBase ? ' (the --base checkout)' : ''}, ${pool}`,
     isXvd: true,
+    isBase,
+    viewOf,
     async prepare(ctx) {
-      return xvd.preparePool(ctx, variant);
+      return xvd.preparePool(viewOf(ctx), variant, name);
     },
     async start(ctx, transport, prepared) {
-      const flags = await xvd.serveFlags(ctx);
+      const view = viewOf(ctx);
+      const flags = await xvd.serveFlags(view);
       const listen = (endpoint) => transport === 'tcp'
         ? [flags.listen, `127.0.0.1:${endpoint}`]
         : [flags.socket, endpoint];
       return startForeground(ctx, name, transport, process.execPath, (endpoint) => [
-        xvd.cliPath(ctx), '--catalog', prepared.catalog, 'serve', ...listen(endpoint),
+        xvd.cliPath(view), '--catalog', prepared.catalog, 'serve', ...listen(endpoint),
       ], prepared.exportName, { ...process.env, XVD_CATALOG: prepared.catalog });
     },
   };
@@ -167,6 +178,8 @@ const SERVERS = [
   nbdServer,
   xvdServer('xvd', 'single'),
   xvdServer('xvd-frag', 'fragmented'),
+  xvdServer('xvd-base', 'single', true),
+  xvdServer('xvd-frag-base', 'fragmented', true),
 ];
 const PEERS = ['nbdkit', 'qemu-nbd', 'nbd-server'];
 

@@ -1,14 +1,19 @@
 // Sets up the pools that xvd serves in the benchmark, through the real `xvd` CLI
 // (dist/cli/main.js, run with this Node):
-//  - 'single': one 1 GiB+ image member (4 MiB extents), one 1 GiB VD in one extent run.
+//  - 'single': one 1 GiB+ image member (4 MiB extents), one 1 GiB VD in one extent run, in the
+//    run's temp dir under the server's name.
 //  - 'fragmented': two image members with 1 MiB extents, each filled completely with 1 MiB VDs
 //    (`create 1M --on MEMBER`, so ids follow offsets), every other one deleted, then the 1 GiB
 //    VD created into the holes, so it is >= 1024 extent runs alternating over both members;
 //    checked with `xvd show ID --json`. Building it takes a few thousand creates: done in one
 //    child process through the CLI's catalog port (lib/frag-fill.js), else by `xvd` commands
 //    (minutes); the pool is cached under results/cache/ and reused while `xvd show` still
-//    verifies it.
-// Both VDs are exported as VBD `xvda` of domain 1 (export name "1/xvda").
+//    verifies it. Each server name has its own pool (the cache dir is named after the server), so
+//    that `--base`'s xvd-frag-base, run from another checkout's CLI, never opens the catalog
+//    xvd-frag serves.
+// ctx.repo is the checkout whose dist/cli/main.js is run (servers.js passes another checkout's
+// repo for the `--base` servers). Both VDs are exported as VBD `xvda` of domain 1 (export name
+// "1/xvda").
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -97,8 +102,8 @@ async function attach(ctx, catalog, id) {
   await cliOk(ctx, catalog, ['vbd', 'add', `vd:${id}`, DEVICE, '--domain', DOMAIN, '--mode', 'w']);
 }
 
-async function prepareSingle(ctx) {
-  const dir = path.join(ctx.dir, 'xvd-single');
+async function prepareSingle(ctx, name) {
+  const dir = path.join(ctx.dir, name);
   fs.mkdirSync(dir, { recursive: true });
   const catalog = path.join(dir, 'catalog.sqlite');
   const member = path.join(dir, 'member.img');
@@ -124,17 +129,19 @@ async function formatFragmentedMembers(ctx, dir) {
 
 /** Fast path: one child process drives the CLI's catalog port (lib/frag-fill.js). */
 async function fragmentInProcess(ctx, catalog, members) {
+  const name = path.basename(path.dirname(catalog));
   const result = await proc.run(process.execPath, [
     path.join(__dirname, 'frag-fill.js'), ctx.repo, catalog, String(ctx.sizeBytes), ...members,
   ], { timeoutMs: 600000 });
   if (result.code !== 0) throw new Error(proc.tail(result.stderr, 2));
   const { id, small } = JSON.parse(result.stdout.trim());
-  ctx.log(`xvd-frag: ${small} one-extent VDs made in one process, half deleted, VD ${id} created`);
+  ctx.log(`${name}: ${small} one-extent VDs made in one process, half deleted, VD ${id} created`);
   return id;
 }
 
 /** Slow path: the same through `xvd` commands, two at a time (a few minutes). */
 async function fragmentWithCli(ctx, catalog, members) {
+  const name = path.basename(path.dirname(catalog));
   // Fill each member in turn with 1 MiB VDs (`--on`), so that within a member ids follow the
   // offsets; then deleting every other id leaves single-extent holes between live VDs.
   const ids = [];
@@ -150,7 +157,7 @@ async function fragmentWithCli(ctx, catalog, members) {
       });
       idsMember.push(...created);
     }
-    ctx.log(`xvd-frag: ${idsMember.length} small VDs on ${path.basename(member)} ` +
+    ctx.log(`${name}: ${idsMember.length} small VDs on ${path.basename(member)} ` +
       `(stopped: ${fullReason})`);
     ids.push(...idsMember.sort((a, b) => a - b));
   }
@@ -165,7 +172,8 @@ async function buildFragmented(ctx, dir) {
   try {
     id = await fragmentInProcess(ctx, catalog, members);
   } catch (error) {
-    ctx.log(`xvd-frag: in-process fill failed (${error.message}); using the CLI, slowly`);
+    ctx.log(`${path.basename(dir)}: in-process fill failed (${error.message}); ` +
+      'using the CLI, slowly');
     ({ catalog, members } = await formatFragmentedMembers(ctx, dir));
     id = await fragmentWithCli(ctx, catalog, members);
   }
@@ -174,8 +182,8 @@ async function buildFragmented(ctx, dir) {
   return { catalog, members, id };
 }
 
-async function prepareFragmented(ctx) {
-  const dir = path.join(ctx.cacheDir, 'xvd-frag');
+async function prepareFragmented(ctx, name) {
+  const dir = path.join(ctx.cacheDir, name);
   const catalog = path.join(dir, 'catalog.sqlite');
   const members = ['a.img', 'b.img'].map((name) => path.join(dir, name));
   let built = null;
@@ -185,7 +193,7 @@ async function prepareFragmented(ctx) {
     if (layout && layout.runs >= FRAGMENT_RUNS_MIN && layout.members === 2) built = { id, layout };
   }
   if (built === null) {
-    ctx.log('xvd-frag: building the fragmented pool (cached afterwards)');
+    ctx.log(`${name}: building the fragmented pool (cached afterwards)`);
     const { id } = await buildFragmented(ctx, dir);
     built = { id, layout: await showExtents(ctx, catalog, id) };
   }
@@ -199,8 +207,9 @@ async function prepareFragmented(ctx) {
   return { catalog, exportName: EXPORT_NAME, files: members, layout, needsFill: true, id };
 }
 
-function preparePool(ctx, variant) {
-  return variant === 'single' ? prepareSingle(ctx) : prepareFragmented(ctx);
+/** The pool of server `name` ('single' or 'fragmented'), made through ctx.repo's CLI. */
+function preparePool(ctx, variant, name) {
+  return variant === 'single' ? prepareSingle(ctx, name) : prepareFragmented(ctx, name);
 }
 
 module.exports = { EXPORT_NAME, cliPath, isDistStale, preparePool, serveFlags };
