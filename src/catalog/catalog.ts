@@ -15,6 +15,9 @@ import {
   allocate, availableBytes, freeAfter, mergeAdjacent, runsBytes, sliceRuns, virtualOffsetOf,
   type AllocationRequest, type DeadVd, type MemberRange, type Run,
 } from '../allocator/allocator';
+import {
+  describeConflict, findSharingConflict, type ExpertLevel, type Holder,
+} from '../allocator/sharing';
 import type { Catalog } from './index';
 import { openDatabase, type Db } from './database';
 import { isProcessAlive, processStartTime } from './liveness';
@@ -169,14 +172,6 @@ function toRun(row: FreeRow): Run {
   return { memberId: row.member_id, firstExtent: row.first_extent, extentCount: row.extent_count };
 }
 
-function rangesOverlap(a: ByteRange, b: ByteRange): boolean {
-  return a.path === b.path && a.offset < b.offset + b.length && b.offset < a.offset + a.length;
-}
-
-function describeRange(r: ByteRange): string {
-  return `${r.path} [${r.offset}, ${r.offset + r.length})`;
-}
-
 function sourceText(source: VbdSource): string {
   if (source.kind === 'vd') return `vd:${source.vdId}`;
   if (source.kind === 'phy') return `phy:${source.path}`;
@@ -186,13 +181,6 @@ function sourceText(source: VbdSource): string {
 interface VdMarks {
   pending: Set<number>;
   importing: Set<number>;
-}
-
-/** A range owner for the sharing check: a VBD, or the VDs living on a pool member. */
-interface Holder {
-  label: string;
-  mode: 'r' | 'w';
-  ranges: ByteRange[];
 }
 
 class CatalogImpl implements Catalog {
@@ -684,7 +672,7 @@ class CatalogImpl implements Catalog {
       if (this.isDead(row, now)) {
         // VBDs added while it was dead were judged without it: judge them now, as vbd add would
         const mine = { ...this.vdHolder(row.id), label: `VD ${row.id}` };
-        this.checkSharing('undelete', mine, this.vbdHoldersBut(row.id), expert);
+        this.checkSharing('undelete', mine, this.vbdHolders(), expert);
         this.st.setVdUndeleteExpert.run(expert, id);
       }
       this.st.setVdExpiry.run(this.expiryAt(expiresInS, now), 'active', id);
@@ -832,7 +820,7 @@ class CatalogImpl implements Catalog {
 
   /** Every current range holder: VBDs, and for each member the live VDs on it (writers). */
   private holders(now: number): Holder[] {
-    const holders = this.vbdHoldersBut(null);
+    const holders = this.vbdHolders();
     const members = this.memberMap();
     for (const row of this.all<VdRow>(this.st.vds)) {
       if (!this.isDead(row, now)) holders.push(this.vdHolder(row.id, members));
@@ -840,38 +828,28 @@ class CatalogImpl implements Catalog {
     return holders;
   }
 
-  /** The VBDs as holders, leaving out those naming VD `vdId` (its own VBDs). */
-  private vbdHoldersBut(vdId: number | null): Holder[] {
-    return this.all<VbdRow>(this.st.vbds)
-      .filter((vbd) => vdId === null || vbd.source_kind !== 'vd' || vbd.vd_id !== vdId)
-      .map((vbd) => ({
-        label: `VBD ${vbd.domain}/${vbd.device} (${vbd.mode})`, mode: vbd.mode,
-        ranges: this.rangesOfVbd(vbd),
-      }));
+  /** The VBDs as holders. */
+  private vbdHolders(): Holder[] {
+    return this.all<VbdRow>(this.st.vbds).map((vbd) => ({
+      label: `VBD ${vbd.domain}/${vbd.device} (${vbd.mode})`, kind: 'vbd', mode: vbd.mode,
+      vdId: vbd.vd_id, ranges: this.rangesOfVbd(vbd),
+    }));
   }
 
   /** A VD as a holder: a writer on all its extents. */
   private vdHolder(vdId: number, members = this.memberMap()): Holder {
     return {
-      label: `pool VD ${vdId}`, mode: 'w',
+      label: `pool VD ${vdId}`, kind: 'vd', mode: 'w', vdId,
       ranges: this.extentsOf(vdId, members)
         .map((e) => ({ path: e.path, offset: e.offset, length: e.length })),
     };
   }
 
-  /** Refuses when a pair of overlapping holders has more writers than the expert level. */
-  private checkSharing(op: string, mine: Holder, others: Holder[], expert: 0 | 1 | 2): void {
-    for (const other of others) {
-      for (const a of mine.ranges) {
-        const b = other.ranges.find((r) => rangesOverlap(a, r));
-        if (b === undefined) continue;
-        const writers = (mine.mode === 'w' ? 1 : 0) + (other.mode === 'w' ? 1 : 0);
-        if (writers <= expert) continue;
-        throw new UsageError('ERR_VBD_SHARING', `${op}: ${mine.label} would share `
-          + `${describeRange(a)} with ${other.label} at ${describeRange(b)}: needs expert level `
-          + `${writers}, have ${expert}`);
-      }
-    }
+  /** Refuses (ERR_VBD_SHARING) what the sharing rules (allocator/sharing.ts) refuse. */
+  private checkSharing(op: string, mine: Holder, others: Holder[], expert: ExpertLevel): void {
+    const conflict = findSharingConflict(mine, others, expert);
+    if (conflict === null) return;
+    throw new UsageError('ERR_VBD_SHARING', describeConflict(op, mine, conflict, expert));
   }
 
   addVbd(input: AddVbdInput): Vbd {
@@ -894,10 +872,10 @@ class CatalogImpl implements Catalog {
       } else {
         ranges = source.extents.map((e) => ({ ...e }));
       }
-      const others = this.holders(now).filter((h) => h.label !== `pool VD ${vdId}`);
-      const mine: Holder = { label: `VBD ${domain}/${device} (${mode})`, mode, ranges };
+      const mine: Holder = { label: `VBD ${domain}/${device} (${mode})`, kind: 'vbd', mode,
+        vdId, ranges };
       const expert = input.expert ?? 0;
-      this.checkSharing('vbd add', mine, others, expert);
+      this.checkSharing('vbd add', mine, this.holders(now), expert);
       const info = this.st.insertVbd.run(domain, device, mode, source.kind, vdId,
         source.kind === 'phy' ? source.path : null,
         source.kind === 'phy' ? source.sizeBytes : null, now, expert);
