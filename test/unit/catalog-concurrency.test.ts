@@ -46,7 +46,7 @@ catalog.close();
 `;
 
 const SRC = path.resolve(__dirname, '..', '..', 'src');
-const SRC_DIRS = ['catalog', 'catalog/migrations', 'allocator', 'sys'];
+const SRC_DIRS = ['catalog', 'catalog/migrations', 'allocator', 'sys', 'backing'];
 
 /**
  * Transpiles the catalog's sources once into `dir` (inside the project, so better-sqlite3
@@ -54,7 +54,7 @@ const SRC_DIRS = ['catalog', 'catalog/migrations', 'allocator', 'sys'];
  */
 function transpileCatalog(dir: string): string {
   const out = path.join(dir, 'src');
-  const files = ['errors.ts', 'limits.ts'];
+  const files = ['errors.ts', 'limits.ts', 'log.ts'];
   for (const sub of SRC_DIRS) {
     for (const name of fs.readdirSync(path.join(SRC, sub))) {
       if (name.endsWith('.ts')) files.push(path.join(sub, name));
