@@ -53,7 +53,7 @@ G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n
     .exitOverride()
     .configureOutput({ outputError: () => undefined });
   program.hook('preAction', (thisCommand) => {
-    const catalog = (thisCommand.opts() as { catalog?: string }).catalog;
+    const catalog = thisCommand.opts<{ catalog?: string }>().catalog;
     if (catalog !== undefined) context.setCatalogPath(catalog);
   });
   const registers: Register[] = [registerFormat, registerDisks, registerData, registerCheck,

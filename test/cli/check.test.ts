@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { openCatalog } from '../../src/catalog';
 import { makeImage, runXvd, type CliResult } from '../helpers/cli';
 
@@ -59,7 +59,7 @@ async function healthy(dir: string): Promise<Healthy> {
 }
 
 /** A copy of the healthy catalog with `sql` applied, constraints off. */
-function corrupted(t: Tap.Test, source: string, sql: string): string {
+function corrupted(t: Test, source: string, sql: string): string {
   const file = path.join(t.testdir(), 'c.sqlite');
   fs.copyFileSync(source, file);
   const db = new Database(file);
@@ -69,8 +69,6 @@ function corrupted(t: Tap.Test, source: string, sql: string): string {
   db.close();
   return file;
 }
-
-declare namespace Tap { type Test = typeof t }
 
 function faultsOf(result: CliResult): string[] {
   return result.stdout.split('\n').filter((line) => line.startsWith('fault: '));

@@ -6,13 +6,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { makeImage, runXvd, snapshotCatalog, type CliResult } from '../helpers/cli';
 import { loopUnavailable } from '../helpers/process';
 
 const MIB = 1024 * 1024;
 
-function attachLoop(t: Tap.Test, image: string): string {
+function attachLoop(t: Test, image: string): string {
   const loop = execFileSync('losetup', ['-f', '--show', image], { encoding: 'utf8' }).trim();
   t.teardown(() => execFileSync('losetup', ['-d', loop]));
   return loop;
@@ -24,7 +24,7 @@ function vbdAdd(catalog: string, source: string, device: string, mode: 'r' | 'w'
   return runXvd(expert === undefined ? args : [...args, '--expert', String(expert)], { catalog });
 }
 
-function assertRefused(t: Tap.Test, result: CliResult, catalog: string, before: string,
+function assertRefused(t: Test, result: CliResult, catalog: string, before: string,
   pattern: RegExp): void {
   t.equal(result.code, 1, 'refused');
   t.match(result.stderr, /^xvd: vbd add: [^\n]*\n$/, 'one line');
@@ -32,14 +32,14 @@ function assertRefused(t: Tap.Test, result: CliResult, catalog: string, before: 
   t.equal(snapshotCatalog(catalog), before, 'catalog unchanged');
 }
 
-async function format(t: Tap.Test, catalog: string, member: string): Promise<void> {
+async function format(t: Test, catalog: string, member: string): Promise<void> {
   const result = await runXvd(['format', member, '--extent-size', '1M'], { catalog });
   t.equal(result.code, 0, result.stderr);
 }
 
 const reason = loopUnavailable();
 if (reason !== null) {
-  t.skip(`vbd add over related storage: ${reason}`);
+  t.skip(`vbd add over related storage: ${reason}`, () => undefined);
 } else {
   t.test('a loop device over a pool member image: writable needs --expert 2, read-only 1',
     async (t) => {

@@ -40,7 +40,7 @@ const isRoot = process.getuid?.() === 0;
 for (const kind of ['tcp', 'unix'] as const) {
   t.test(`${kind}: the send buffer is raised on unix sockets only`, async (t) => {
     if (!sys.isNative) {
-      t.skip('native addon not built');
+      t.skip('native addon not built', () => undefined);
       return;
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-tune-'));
@@ -73,7 +73,7 @@ t.test('a socket with no descriptor is left alone', async (t) => {
 
 t.test('SO_RCVLOWAT follows the frame in progress on TCP, and only there', async (t) => {
   if (!sys.isNative) {
-    t.skip('native addon not built');
+    t.skip('native addon not built', () => undefined);
     return;
   }
   const pair = await acceptedPair({ host: '127.0.0.1', port: 0 });
