@@ -156,6 +156,6 @@ function main(argv) {
   return 0;
 }
 
-module.exports = { renderProtocolHeader, HEADER_PATH };
+module.exports = { renderProtocolHeader, loadTypeScript, HEADER_PATH };
 
 if (require.main === module) process.exitCode = main(process.argv.slice(2));
