@@ -5,6 +5,10 @@
  * development machine a pool hand-off costs more than copying a 256 KiB piece into the page
  * cache, so a request over N extents of a fragmented VD paid N hand-offs (see
  * native/src/pwrite-batch.c).
+ *
+ * Scope: this module holds no state. The Float64Array a request's pieces are gathered in belongs
+ * to the export that issues the request (engine/extent-write WriteBatcher, one per export);
+ * pwriteBatch copies the pieces before it returns, so that array is free for the next request.
  */
 import * as sys from '../sys/index';
 

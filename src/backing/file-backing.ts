@@ -11,7 +11,8 @@
  * learnHoles() maps the file's data runs at open (SEEK_DATA/SEEK_HOLE, at most
  * LIMITS.fileDataRunsLearnMax runs; past that the rest counts as unknown): inside a known run
  * block status answers "data" without any syscall, and isAllData() says so synchronously (the
- * engine then skips sparse-read work; a pool member holding many VDs has one run per extent).
+ * engine finds that method as a capability, engine/extent-state hasKnownData, and then skips
+ * sparse-read work; a pool member holding many VDs has one run per extent).
  * This backing's own zero/trim removes the range it touched from the known runs (only that range
  * may have become holes). Every data run a block-status query finds with SEEK_DATA/SEEK_HOLE is
  * learned too (up to LIMITS.fileDataRunsLearnMax runs), so a region written after open, such as
