@@ -2,7 +2,9 @@
 // Fuzzes the data-path thread's reading of client bytes (native/src/request.c) with libFuzzer:
 // builds native/fuzz/fuzz-request.c with clang (-fsanitize=fuzzer,address,undefined), replays
 // every input under fixtures/fuzz/native/crashes/, then runs a campaign from the seeds in
-// fixtures/fuzz/native/seeds/ (recorded from real clients; see --record-seeds). A new crash is
+// fixtures/fuzz/native/seeds/ (recorded from real clients; see --record-seeds) and from every
+// case of the request corpus fixtures/requests/corpus.json (written as inputs into the work
+// directory: its context as the preamble, then the header and its payload). A new crash is
 // copied into fixtures/fuzz/native/crashes/, so it is replayed by every later run, and exits 1.
 // The last stdout line is a JSON summary: execs, cov, ft, corpus size, seconds, crashes.
 //
@@ -18,17 +20,21 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { loadTypeScript } = require('./gen-protocol.js');
 
 const ROOT = path.join(__dirname, '..');
 const FIXTURES = path.join(ROOT, 'fixtures', 'fuzz', 'native');
 const SEEDS = path.join(FIXTURES, 'seeds');
 const CRASHES = path.join(FIXTURES, 'crashes');
+const REQUEST_CORPUS = path.join(ROOT, 'fixtures', 'requests', 'corpus.json');
 const SOURCES = [path.join(ROOT, 'native', 'fuzz', 'fuzz-request.c'),
   path.join(ROOT, 'native', 'src', 'request.c')];
 const CFLAGS = ['-g', '-O1', '-fsanitize=fuzzer,address,undefined', '-fno-sanitize-recover=all',
   '-std=gnu11', '-Wall', '-Wextra', '-Werror'];
 /** libFuzzer's bound on one input: a few frames and a little payload */
 const INPUT_BYTES_MAX = 4096;
+/** fuzz-request.c's preamble: options 1, eflags 2, log2(block size) 1, size 8, cut seed 1 */
+const PREAMBLE_LENGTH = 13;
 
 function parseArgs(argv) {
   const options = { minutes: 0, runs: 0, seed: 0, work: '', isJson: false, isRecord: false };
@@ -83,6 +89,26 @@ function replayCrashes(binary) {
   return crashes.length;
 }
 
+/** Writes each case of the request corpus as a harness input into `dir`; returns the count. */
+function writeCorpusSeeds(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  const corpus = JSON.parse(fs.readFileSync(REQUEST_CORPUS, 'utf8'));
+  let count = 0;
+  for (const entry of corpus.cases) {
+    const context = typeof entry.context === 'string' ? corpus.contexts[entry.context]
+      : entry.context;
+    const header = Buffer.from(entry.header.replaceAll(' ', ''), 'hex');
+    const payloadMax = INPUT_BYTES_MAX - PREAMBLE_LENGTH - header.length;
+    const input = Buffer.concat([
+      preambleOf(context.isStructured, context.hasBaseAllocation, context.eflags,
+        Math.log2(context.blockSizeMin), context.size, count % 256),
+      header, Buffer.alloc(Math.min(entry.payload, payloadMax), 0xa5)]);
+    fs.writeFileSync(path.join(dir, `request-corpus-${String(count).padStart(4, '0')}`), input);
+    count += 1;
+  }
+  return count;
+}
+
 /** Runs the campaign; resolves to its summary. */
 function campaign(binary, work, options) {
   const corpus = path.join(work, 'corpus');
@@ -93,7 +119,10 @@ function campaign(binary, work, options) {
     '-print_final_stats=1', `-artifact_prefix=${artifacts}/`];
   if (options.runs > 0) args.push(`-runs=${options.runs}`);
   if (options.minutes > 0) args.push(`-max_total_time=${Math.ceil(options.minutes * 60)}`);
-  args.push(corpus, SEEDS); // new units go to the first directory, never into fixtures/
+  const corpusSeeds = path.join(work, 'request-corpus');
+  writeCorpusSeeds(corpusSeeds);
+  // new units go to the first directory, never into fixtures/
+  args.push(corpus, SEEDS, corpusSeeds);
   const started = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -142,9 +171,11 @@ async function fuzz(options) {
 
 // --- seeds from real sessions ---
 
-const NBD_OPT = { EXPORT_NAME: 1, GO: 7, STRUCTURED_REPLY: 8, SET_META_CONTEXT: 10 };
-const EFLAGS_WRITABLE = 0x1 | 0x4 | 0x8 | 0x20 | 0x40 | 0x100 | 0x400 | 0x800; // see request.h
-const EFLAGS_READ_ONLY = 0x1 | 0x2 | 0x4 | 0x100 | 0x400;
+const { NBD_OPT, NBD_FLAG_T: T } = loadTypeScript(path.join(ROOT, 'src', 'nbd', 'constants.ts'));
+const EFLAGS_WRITABLE = T.HAS_FLAGS | T.SEND_FLUSH | T.SEND_FUA | T.SEND_TRIM |
+  T.SEND_WRITE_ZEROES | T.CAN_MULTI_CONN | T.SEND_CACHE | T.SEND_FAST_ZERO;
+const EFLAGS_READ_ONLY = T.HAS_FLAGS | T.READ_ONLY | T.SEND_FLUSH | T.CAN_MULTI_CONN |
+  T.SEND_CACHE;
 const SIZE = 1 << 20;
 const STREAM_BYTES_MAX = 3000; // of each session's transmission phase (seeds stay small)
 
@@ -167,12 +198,12 @@ function transmissionOf(client) {
 }
 
 /** fuzz-request.c's preamble: options, eflags, log2(block size), size, cut seed. */
-function preamble(isStructured, hasMeta, eflags, blockLog2, seed) {
-  const bytes = Buffer.alloc(13);
+function preambleOf(isStructured, hasMeta, eflags, blockLog2, size, seed) {
+  const bytes = Buffer.alloc(PREAMBLE_LENGTH);
   bytes[0] = (isStructured ? 1 : 0) | (hasMeta ? 2 : 0);
   bytes.writeUInt16BE(eflags, 1);
   bytes[3] = blockLog2;
-  bytes.writeBigUInt64BE(BigInt(SIZE), 4);
+  bytes.writeBigUInt64BE(BigInt(size), 4);
   bytes[12] = seed;
   return bytes;
 }
@@ -256,7 +287,8 @@ async function recordSeeds() {
     const stream = found.stream.subarray(0, STREAM_BYTES_MAX);
     const variants = [[EFLAGS_WRITABLE, 0], [EFLAGS_WRITABLE, 9], [EFLAGS_READ_ONLY, 12]];
     variants.forEach(([eflags, blockLog2], variant) => {
-      const head = preamble(found.isStructured, found.hasMeta, eflags, blockLog2, index + variant);
+      const head = preambleOf(found.isStructured, found.hasMeta, eflags, blockLog2, SIZE,
+        index + variant);
       const name = `session-${String(index).padStart(2, '0')}-${variant}.bin`;
       fs.writeFileSync(path.join(SEEDS, name), Buffer.concat([head, stream]));
       count += 1;
