@@ -111,7 +111,8 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info);
 napi_value xvd_sender_submit(napi_env env, napi_callback_info info);
 napi_value xvd_close_sender(napi_env env, napi_callback_info info);
 
-/* datapath.c: a thread per connection serving plain READ/WRITE itself; see the file's header */
+/* datapath-binding.c: a thread per connection serving plain READ/WRITE itself (its parts:
+ * datapath.h) */
 napi_value xvd_create_datapath(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_submit(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_control(napi_env env, napi_callback_info info);
@@ -165,5 +166,9 @@ napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);
  * pair count; *err is 0, an lseek's errno or ENOMEM. */
 size_t xvd_data_runs(int fd, int64_t offset, int64_t end, size_t runs_max, int64_t **runs,
                      int *err);
+/* seek.c: where the first hole at or after `offset` starts (the file's end counts as one): 0
+ * and *hole, or lseek's errno (EINVAL: no SEEK_HOLE on this file system, all of it is data;
+ * ENXIO: offset at or past the end). The one hole primitive of JS's dataRuns and the data path. */
+int xvd_hole_from(int fd, int64_t offset, int64_t *hole);
 
 #endif

@@ -1,0 +1,160 @@
+/* dp-send.c: everything that leaves the data-path thread: gathered replies and JS's frames to
+ * the socket, forwarded bytes and events to the JS thread.
+ *
+ * One writer: all bytes to the socket go out from this thread, JS frames included, each whole
+ * and in submission order; the replies gathered in the batch go out before any frame queued
+ * after them. The socket is non-blocking (one open file description with Node's, which stays
+ * paused): a full socket waits in poll() with the eventfd that submit, resume, fence and stop
+ * signal (dp_wake). A send failure breaks the stream: DP_EV_ERROR once, nothing more is sent,
+ * later frames complete with ECANCELED.
+ *
+ * Events go to the JS thread through the thread-safe function (datapath-binding.c delivers
+ * them). Forwarded bytes are copied out of the receive buffer, counted in the budget and in
+ * `unacked` until JS took them; reading stops while unacked >= DP_FORWARD_MAX.
+ * Thread only, except dp_wake (any thread). */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "datapath.h"
+
+/* The thread cannot go on (out of memory): it stops, and JS hears DP_EV_ERROR at the end. */
+void dp_fail(struct datapath *dp, int err) {
+  XVD_ASSERT(err != 0, "a failure has an errno");
+  if (dp->failure == 0) dp->failure = err;
+  dp_store(&dp->is_aborted, 1);
+}
+
+void dp_wake(struct datapath *dp) {
+  dp_store(&dp->is_signalled, 1); /* ends a spin (the state it looks at changed first) */
+  uint64_t one = 1;
+  ssize_t rc = write(dp->wake_fd, &one, sizeof one);
+  (void)rc; /* the counter cannot overflow from these writes */
+}
+
+void dp_post(struct datapath *dp, int kind, int value, uint8_t *bytes, size_t length,
+             struct dp_frame *frames) {
+  XVD_ASSERT(kind >= DP_EV_FORWARD && kind <= DP_EV_FRAMES, "an event has a known kind");
+  XVD_ASSERT((bytes != NULL) == (kind == DP_EV_FORWARD), "only DP_EV_FORWARD carries bytes");
+  struct dp_event *event = calloc(1, sizeof *event);
+  if (event == NULL) { /* nothing can be told: the connection cannot go on */
+    free(bytes);
+    dp_fail(dp, ENOMEM);
+    return;
+  }
+  event->kind = kind;
+  event->value = value;
+  event->bytes = bytes;
+  event->length = length;
+  event->frames = frames;
+  napi_call_threadsafe_function(dp->tsfn, event, napi_tsfn_blocking);
+}
+
+/* Waits until the socket takes more bytes; ECANCELED once aborted. */
+static int wait_writable(struct datapath *dp) {
+  struct pollfd fds[2] = {{.fd = dp->sock, .events = POLLOUT},
+                          {.fd = dp->wake_fd, .events = POLLIN}};
+  for (;;) {
+    if (dp_load(&dp->is_aborted)) return ECANCELED;
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (fds[1].revents != 0) {
+      /* taken here, so noted: the main loop then looks at the queue and flags before polling */
+      uint64_t count;
+      ssize_t rc = read(dp->wake_fd, &count, sizeof count);
+      (void)rc;
+      dp->is_woken = 1;
+      if (dp_load(&dp->is_aborted)) return ECANCELED;
+    }
+    /* an abort shuts the socket down: that wakes this poll too, and is no socket error */
+    if (dp_load(&dp->is_aborted)) return ECANCELED;
+    if (fds[0].revents != 0) return 0; /* writable, or an error the next send reports */
+  }
+}
+
+/* Sends every byte of iov[0..count), advancing it. */
+static int send_all(struct datapath *dp, struct iovec *iov, int count) {
+  while (count > 0) {
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)count};
+    ssize_t n = sendmsg(dp->sock, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (dp_load(&dp->is_aborted)) return ECANCELED; /* EPIPE from our own shutdown */
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
+      int err = wait_writable(dp);
+      if (err != 0) return err;
+      continue;
+    }
+    __atomic_add_fetch(&dp->stat_sent, (uint64_t)n, __ATOMIC_RELAXED);
+    count = xvd_iov_advance(&iov, count, (size_t)n);
+  }
+  return 0;
+}
+
+void dp_break_stream(struct datapath *dp, int err) {
+  if (dp->is_broken) return;
+  dp->is_broken = 1;
+  dp_end_reading(dp);
+  dp_post(dp, DP_EV_ERROR, err, NULL, 0, NULL);
+}
+
+/* Sends the gathered fast replies. */
+void dp_flush_replies(struct datapath *dp) {
+  XVD_ASSERT(dp->sused <= dp->scap, "gathered replies fit the reply buffer");
+  if (dp->sused == 0) return;
+  size_t used = dp->sused;
+  dp->sused = 0;
+  if (dp->is_broken) return;
+  struct iovec iov = {.iov_base = dp->sbuf, .iov_len = used};
+  int err = send_all(dp, &iov, 1);
+  if (err != 0) dp_break_stream(dp, err);
+}
+
+/* Sends the frames JS queued, in order, and hands them back completed. */
+void dp_send_frames(struct datapath *dp) {
+  pthread_mutex_lock(&dp->mutex);
+  struct dp_frame *frames = dp->head;
+  dp->head = dp->tail = NULL;
+  pthread_mutex_unlock(&dp->mutex);
+  if (frames == NULL) return;
+  dp_flush_replies(dp);
+  struct dp_frame *frame = frames;
+  while (frame != NULL) {
+    struct iovec iov[DP_FRAMES_IOV];
+    struct dp_frame *first = frame;
+    int count = 0;
+    for (; frame != NULL && count < DP_FRAMES_IOV; frame = frame->next) {
+      iov[count].iov_base = (void *)frame->bytes;
+      iov[count].iov_len = frame->length;
+      count++;
+    }
+    int err =
+        dp->is_broken || dp_load(&dp->is_aborted) ? ECANCELED : send_all(dp, iov, count);
+    if (err != 0) {
+      for (struct dp_frame *f = first; f != frame; f = f->next) f->err = err;
+      if (err != ECANCELED) dp_break_stream(dp, err);
+    }
+  }
+  dp_post(dp, DP_EV_FRAMES, 0, NULL, 0, frames);
+}
+
+/* Hands [fstart, rstart) of the receive buffer to JS. */
+void dp_flush_forward(struct datapath *dp) {
+  dp_assert_buffers(dp);
+  size_t length = dp->rstart - dp->fstart;
+  if (length == 0) return;
+  uint8_t *bytes = malloc(length);
+  if (bytes == NULL) {
+    dp_fail(dp, ENOMEM);
+    return;
+  }
+  memcpy(bytes, dp->rbuf + dp->fstart, length);
+  dp->fstart = dp->rstart;
+  xvd_budget_charge((int64_t)length); /* until JS took it (datapath_deliver) */
+  __atomic_add_fetch(&dp->unacked, (int64_t)length, __ATOMIC_SEQ_CST);
+  dp_post(dp, DP_EV_FORWARD, 0, bytes, length, NULL);
+}
