@@ -12,14 +12,6 @@
 
 #define XVD_OFFSET_SAFE_MAX ((uint64_t)9007199254740991) /* Number.MAX_SAFE_INTEGER */
 
-/* Old names, kept only while native/src/datapath.c still spells them; delete them once it uses
- * protocol.h's (XVD_NBD_REQUEST_LENGTH, XVD_NBD_CMD_READ, XVD_NBD_FLAG_T_READ_ONLY,
- * XVD_LIMIT_NBD_PAYLOAD_MAX). Nothing else may use them. */
-#define XVD_REQUEST_LENGTH XVD_NBD_REQUEST_LENGTH
-#define XVD_CMD_READ XVD_NBD_CMD_READ
-#define XVD_FLAG_READ_ONLY XVD_NBD_FLAG_T_READ_ONLY
-#define XVD_PAYLOAD_MAX ((uint32_t)XVD_LIMIT_NBD_PAYLOAD_MAX)
-
 /* One decoded request header; the cookie stays in the frame (bytes 8..16), echoed unread. */
 struct xvd_request {
   uint32_t magic;
