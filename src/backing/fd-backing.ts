@@ -9,6 +9,11 @@
  * client). A miss (EAGAIN), a partial hit or any error falls through to fs.read for what is
  * left; an errno of UNSUPPORTED_ERRNOS (backing.ts) turns the inline path off for this fd.
  * The callback always runs asynchronously (process.nextTick), as fs.read's does.
+ *
+ * Batched writes go to one writer thread per backing (native/src/writer.c), started by the first
+ * writeBatch. The count of live writer threads is process-wide on purpose: it bounds threads,
+ * which are a resource of the process, by LIMITS.backingWriterThreadsMax whatever the number of
+ * backings; past it a backing falls back to sys.pwriteBatch on the libuv pool.
  */
 import assert from 'node:assert';
 import fs from 'node:fs';
@@ -19,7 +24,7 @@ import {
   isUnsupportedErrno, type Backing, type BackingKind, type BackingRun, type ByteCountCallback,
 } from './backing';
 
-/** Writer threads alive in this process (LIMITS.backingWriterThreadsMax). */
+/** Writer threads alive in this process, of every backing (process-wide: see the header). */
 let writersLive = 0;
 
 export abstract class FdBacking implements Backing {
