@@ -27,18 +27,17 @@ void xvd_request_decode(const uint8_t *bytes, struct xvd_request *out) {
   out->length = get_u32(bytes + 24);
 }
 
-/* The flags each command may carry; -1 for an unknown command. */
+/* The flags each command may carry (NBD_CMD_FLAGS_ALLOWED); -1 for an unknown command. */
 static int32_t allowed_flags(uint16_t type) {
   switch (type) {
-    case XVD_NBD_CMD_READ: return XVD_NBD_CMD_FLAG_FUA | XVD_NBD_CMD_FLAG_DF;
-    case XVD_NBD_CMD_WRITE: return XVD_NBD_CMD_FLAG_FUA;
-    case XVD_NBD_CMD_DISC: return 0xffff; /* honoured whatever else it carries */
-    case XVD_NBD_CMD_FLUSH: return XVD_NBD_CMD_FLAG_FUA;
-    case XVD_NBD_CMD_TRIM: return XVD_NBD_CMD_FLAG_FUA;
-    case XVD_NBD_CMD_CACHE: return XVD_NBD_CMD_FLAG_FUA;
-    case XVD_NBD_CMD_WRITE_ZEROES:
-      return XVD_NBD_CMD_FLAG_FUA | XVD_NBD_CMD_FLAG_NO_HOLE | XVD_NBD_CMD_FLAG_FAST_ZERO;
-    case XVD_NBD_CMD_BLOCK_STATUS: return XVD_NBD_CMD_FLAG_FUA | XVD_NBD_CMD_FLAG_REQ_ONE;
+    case XVD_NBD_CMD_READ: return XVD_NBD_CMD_FLAGS_ALLOWED_READ;
+    case XVD_NBD_CMD_WRITE: return XVD_NBD_CMD_FLAGS_ALLOWED_WRITE;
+    case XVD_NBD_CMD_DISC: return XVD_NBD_CMD_FLAGS_ALLOWED_DISC;
+    case XVD_NBD_CMD_FLUSH: return XVD_NBD_CMD_FLAGS_ALLOWED_FLUSH;
+    case XVD_NBD_CMD_TRIM: return XVD_NBD_CMD_FLAGS_ALLOWED_TRIM;
+    case XVD_NBD_CMD_CACHE: return XVD_NBD_CMD_FLAGS_ALLOWED_CACHE;
+    case XVD_NBD_CMD_WRITE_ZEROES: return XVD_NBD_CMD_FLAGS_ALLOWED_WRITE_ZEROES;
+    case XVD_NBD_CMD_BLOCK_STATUS: return XVD_NBD_CMD_FLAGS_ALLOWED_BLOCK_STATUS;
     default: return -1;
   }
 }

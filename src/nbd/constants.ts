@@ -90,6 +90,22 @@ export const NBD_CMD_FLAG = {
   FAST_ZERO: 1 << 4,
 } as const;
 
+/**
+ * The command flags each command may carry (proto.md "Command flags": FUA on any command, DF on
+ * READ, REQ_ONE on BLOCK_STATUS, NO_HOLE and FAST_ZERO on WRITE_ZEROES); DISC is honoured
+ * whatever it carries. Keyed by NBD_CMD name; validate.ts and native/src/request.c both read it.
+ */
+export const NBD_CMD_FLAGS_ALLOWED = {
+  READ: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.DF,
+  WRITE: NBD_CMD_FLAG.FUA,
+  DISC: 0xffff,
+  FLUSH: NBD_CMD_FLAG.FUA,
+  TRIM: NBD_CMD_FLAG.FUA,
+  CACHE: NBD_CMD_FLAG.FUA,
+  WRITE_ZEROES: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.NO_HOLE | NBD_CMD_FLAG.FAST_ZERO,
+  BLOCK_STATUS: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.REQ_ONE,
+} as const satisfies Record<keyof typeof NBD_CMD, number>;
+
 export const NBD_REPLY_FLAG = { DONE: 1 << 0 } as const;
 
 export const NBD_REPLY_TYPE = {

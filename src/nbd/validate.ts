@@ -18,7 +18,8 @@ import assert from 'node:assert';
 import { ProtocolError } from '../errors';
 import { LIMITS } from '../limits';
 import {
-  NBD_CMD, NBD_CMD_FLAG, NBD_E, NBD_FLAG_T, NBD_REQUEST_MAGIC, type NbdErrno, REQUEST_LENGTH,
+  NBD_CMD, NBD_CMD_FLAG, NBD_CMD_FLAGS_ALLOWED, NBD_E, NBD_FLAG_T, NBD_REQUEST_MAGIC,
+  type NbdErrno, REQUEST_LENGTH,
 } from './constants';
 
 export interface Request {
@@ -66,23 +67,18 @@ export function decodeRequest(header: Buffer): Request {
   };
 }
 
-const ALLOWED_FLAGS: Readonly<Record<number, number>> = {
-  [NBD_CMD.READ]: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.DF,
-  [NBD_CMD.WRITE]: NBD_CMD_FLAG.FUA,
-  [NBD_CMD.DISC]: 0xffff, // DISC is honoured whatever else it carries
-  [NBD_CMD.FLUSH]: NBD_CMD_FLAG.FUA,
-  [NBD_CMD.TRIM]: NBD_CMD_FLAG.FUA,
-  [NBD_CMD.CACHE]: NBD_CMD_FLAG.FUA,
-  [NBD_CMD.WRITE_ZEROES]: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.NO_HOLE | NBD_CMD_FLAG.FAST_ZERO,
-  [NBD_CMD.BLOCK_STATUS]: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.REQ_ONE,
-};
+/** NBD_CMD_FLAGS_ALLOWED by command value. */
+const ALLOWED_FLAGS: ReadonlyMap<number, number> = new Map(
+  (Object.keys(NBD_CMD) as (keyof typeof NBD_CMD)[])
+    .map((name): [number, number] => [NBD_CMD[name], NBD_CMD_FLAGS_ALLOWED[name]]),
+);
 
 function isWriteType(type: number): boolean {
   return type === NBD_CMD.WRITE || type === NBD_CMD.TRIM || type === NBD_CMD.WRITE_ZEROES;
 }
 
 function validateFlags(request: Request, context: ValidateContext): NbdErrno {
-  const allowed = ALLOWED_FLAGS[request.type];
+  const allowed = ALLOWED_FLAGS.get(request.type);
   if (allowed === undefined) return NBD_E.EINVAL;
   if ((request.flags & ~allowed) !== 0) return NBD_E.EINVAL;
   const has = (flag: number): boolean => (request.flags & flag) !== 0;
