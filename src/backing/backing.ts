@@ -10,8 +10,9 @@
  * UNSUPPORTED_ERRNOS (below, the one such list in xvd) from an optional method turns that method
  * off and the next rung of the ladder is tried. `zero()` implements the whole ladder (the only
  * one: the catalog's pending zeroing goes through it too); with `fastOnly` it rejects with errno
- * ENOTSUP instead of falling back to writing zeros. `trim()` never claims more than the backing does: when
- * the backing cannot discard, trim is a no-op (NBD trim is advisory) and `canTrim` is false.
+ * ENOTSUP instead of falling back to writing zeros. `trim()` never claims more than the backing
+ * does: when the backing cannot discard, trim is a no-op (NBD trim is advisory) and `canTrim` is
+ * false.
  */
 
 import { constants } from 'node:os';
