@@ -4,7 +4,7 @@
       "target_name": "xvd_native",
       "sources": ["src/addon.c", "src/blkdev.c", "src/fallocate.c", "src/seek.c", "src/errors.c",
                   "src/pread-nowait.c", "src/sockopt.c",
-                  "src/pwrite-batch.c", "src/writer.c", "src/sender.c",
+                  "src/pwrite-batch.c", "src/writer.c", "src/sender.c", "src/file-read.c",
                   "src/dp-wire.c", "src/dp-map.c", "src/dp-io.c", "src/dp-send.c",
                   "src/dp-loop.c", "src/datapath-binding.c",
                   "src/handle.c", "src/request.c", "src/request-binding.c",

@@ -1,23 +1,36 @@
-/* addon.c: registration of the xvd native addon (Node-API 9, plain C).
+/* addon.c: registration of the xvd native addon (Node-API 9, plain C), and the four calls that
+ * run as async work on the libuv pool (fallocate, blkDiscard, blkZeroout, dataRuns).
  *
- * Exports:
- *   fallocate(fd, mode, offset, length) -> Promise<void>
- *   blkDiscard(fd, offset, length)      -> Promise<void>
- *   blkZeroout(fd, offset, length)      -> Promise<void>
- *   dataRuns(fd, offset, end, runsMax)  -> Promise<Float64Array> of (data start, hole start) pairs:
- *                                          the data runs from offset on that start before end, at
- *                                          most runsMax (see seek.c; a hole start may be past end,
- *                                          -1 when there is none)
- *   blkGetSize64(fd)                    -> number (synchronous, O(1))
- *   blkGetSectorSize(fd)                -> number (synchronous, O(1))
- *   blkGetDiscardZeroes(fd)             -> boolean (synchronous, O(1))
- *   preadNoWait(fd, buf, bufOff, len, pos) -> number (synchronous; bytes, or -errno: -EAGAIN when
- *                                          not in the page cache; see pread-nowait.c)
- *   setSockOptInt(fd, level, name, value) -> 0 or -errno; getSockOptInt(fd, level, name) ->
- *                                          value or -errno (synchronous; see sockopt.c)
- *   constants                           -> { FALLOC_FL_*, DATA_RUNS_MAX, SOL_SOCKET, SO_*, DATAPATH_* }
- * Rejections and throws are Errors with code = errno name, errno and syscall.
- * The JS side validates arguments; this side re-checks types and signs cheaply. */
+ * Exports (each file named has the details in its header):
+ *   fallocate(fd, mode, offset, length)    -> Promise<void>                      (fallocate.c)
+ *   blkDiscard(fd, offset, length)         -> Promise<void>                      (blkdev.c)
+ *   blkZeroout(fd, offset, length)         -> Promise<void>                      (blkdev.c)
+ *   dataRuns(fd, offset, end, runsMax)     -> Promise<Float64Array> of (data start, hole start)
+ *                                             pairs from offset on, starting before end, at most
+ *                                             runsMax (a hole start may be past end, -1 for
+ *                                             none)                              (seek.c)
+ *   blkGetSize64(fd), blkGetSectorSize(fd) -> number; blkGetDiscardZeroes(fd) -> boolean
+ *                                             (synchronous, O(1) ioctls)         (blkdev.c)
+ *   preadNoWait(fd, buf, bufOff, len, pos) -> bytes, or -errno (-EAGAIN: not in the page
+ *                                             cache; synchronous)                (pread-nowait.c)
+ *   pwriteBatch(buffer, pieces, callback)  one request's pieces in one pool job (pwrite-batch.c)
+ *   createWriter(), writerSubmit(w, buffer, pieces, callback), closeWriter(w)
+ *                                          a writer thread per backing file      (writer.c)
+ *   createSender(socketFd, mode), senderSubmit(s, bytes, pieces, callback),
+ *   closeSender(s, abort)                  a sender thread per connection        (sender.c)
+ *   createDatapath(...), datapathSubmit(dp, bytes, callback), datapathControl(dp, op, value),
+ *   datapathStats(dp)                      the data-path thread   (datapath-binding.c, datapath.h)
+ *   budgetSync(jsHeldBytes, maxBytes)      -> bytes the threads hold              (budget.c)
+ *   requestStep(bytes, size, eflags, options, blockSizeMin) request.c's verdict, for tests
+ *                                                                   (request-binding.c)
+ *   setSockOptInt(fd, level, name, value)  -> 0 or -errno; getSockOptInt(fd, level, name) ->
+ *                                             value or -errno (synchronous)      (sockopt.c)
+ *   constants                              { FALLOC_FL_*, DATA_RUNS_MAX, SOL_SOCKET, SO_SNDBUF,
+ *                                             SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVLOWAT,
+ *                                             DATAPATH_* (datapath-binding.c) }
+ * Rejections and throws are Errors with code = errno name, errno and syscall (errors.c).
+ * The JS side (src/sys/index.ts) validates arguments; this side re-checks types and signs
+ * cheaply. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -51,7 +64,9 @@ static napi_value runs_array(napi_env env, const struct xvd_work *w) {
   size_t count = 2 * (size_t)w->result;
   void *data;
   napi_value buffer, array;
-  if (napi_create_arraybuffer(env, count * sizeof(double), &data, &buffer) != napi_ok) return NULL;
+  if (napi_create_arraybuffer(env, count * sizeof(double), &data, &buffer) != napi_ok) {
+    return NULL;
+  }
   double *out = data;
   for (size_t i = 0; i < count; i++) out[i] = (double)w->runs[i];
   if (napi_create_typedarray(env, napi_float64_array, count, buffer, 0, &array) != napi_ok) {
@@ -146,7 +161,8 @@ static int parse_args(napi_env env, napi_callback_info info, size_t want, int64_
   }
   for (size_t i = 0; i < want; i++) {
     if (get_int64(env, argv[i], &values[i]) != 0) {
-      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "arguments must be non-negative safe integers");
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                             "arguments must be non-negative safe integers");
       return -1;
     }
   }
@@ -161,13 +177,15 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   int64_t v[4];
   if (parse_args(env, info, 4, v) != 0) return NULL;
   if (v[3] == 0 || v[1] > 0xff) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fallocate: length must be > 0, mode a flag set");
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "fallocate: length must be > 0, mode a flag set");
     return NULL;
   }
   return queue(env, XVD_OP_FALLOCATE, "fallocate", (int)v[0], (int)v[1], v[2], v[3]);
 }
 
-static napi_value js_range(napi_env env, napi_callback_info info, enum xvd_op op, const char *name) {
+static napi_value js_range(napi_env env, napi_callback_info info, enum xvd_op op,
+                           const char *name) {
   int64_t v[3];
   if (parse_args(env, info, 3, v) != 0) return NULL;
   if (v[2] == 0) {

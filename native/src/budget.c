@@ -12,9 +12,9 @@
  * budgetSync(jsHeldBytes, maxBytes) -> bytes the threads hold: JS reports what it holds and
  * sets the limit (LIMITS.nbdBudgetBytesMax, or serve --memory-max), and learns what the threads
  * hold, so both sides decide against the same total. */
-#include <assert.h>
 #include <stdint.h>
 #include "ops.h"
+#include "xvd-assert.h"
 
 #define BUDGET_MAX_DEFAULT ((int64_t)128 << 20) /* LIMITS.nbdBudgetBytesMax */
 
@@ -23,7 +23,7 @@ static int64_t held_js;      /* atomic: as JS last reported it */
 static int64_t max_bytes = BUDGET_MAX_DEFAULT; /* atomic */
 
 int xvd_budget_take(int64_t bytes) {
-  assert(bytes >= 0);
+  XVD_ASSERT(bytes >= 0, "a thread takes a count of bytes");
   int64_t held = __atomic_load_n(&held_threads, __ATOMIC_RELAXED);
   for (;;) {
     int64_t total = held + __atomic_load_n(&held_js, __ATOMIC_RELAXED) + bytes;
@@ -36,15 +36,14 @@ int xvd_budget_take(int64_t bytes) {
 }
 
 void xvd_budget_charge(int64_t bytes) {
-  assert(bytes >= 0);
+  XVD_ASSERT(bytes >= 0, "a thread charges a count of bytes");
   __atomic_add_fetch(&held_threads, bytes, __ATOMIC_SEQ_CST);
 }
 
 void xvd_budget_give(int64_t bytes) {
-  assert(bytes >= 0);
+  XVD_ASSERT(bytes >= 0, "a thread gives back a count of bytes");
   int64_t after = __atomic_sub_fetch(&held_threads, bytes, __ATOMIC_SEQ_CST);
-  assert(after >= 0);
-  (void)after;
+  XVD_ASSERT(after >= 0, "the threads never give back more than they hold");
 }
 
 napi_value xvd_budget_sync(napi_env env, napi_callback_info info) {

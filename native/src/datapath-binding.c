@@ -87,7 +87,9 @@ static void datapath_deliver(napi_env env, napi_value on_event, void *context, v
     while (frame != NULL) {
       struct dp_frame *next = frame->next;
       napi_value callback = NULL;
-      if (frame->callback_ref != NULL) napi_get_reference_value(env, frame->callback_ref, &callback);
+      if (frame->callback_ref != NULL) {
+        napi_get_reference_value(env, frame->callback_ref, &callback);
+      }
       if (frame->err == 0) napi_get_null(env, &argv[0]);
       else argv[0] = xvd_make_errno_error(env, frame->err, "send");
       frame_free(env, frame);
@@ -179,58 +181,73 @@ static void box_release(struct xvd_thread_box *base) {
   if (dp != NULL) dp->box = NULL;
 }
 
-napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
+/* createDatapath's arguments, checked. */
+struct create_args {
+  napi_value argv[9];
+  int32_t fd, options;
+  double size, block_min, spin_micros;
+  napi_valuetype initial_type;
+};
+
+/* Reads and checks createDatapath's arguments; false after throwing. */
+static int read_create_args(napi_env env, napi_callback_info info, struct create_args *a) {
   size_t argc = 9;
-  napi_value argv[9], name;
-  int32_t fd = -1, options = 0;
-  double size = -1, block_min = 0, spin_micros = -1;
-  napi_valuetype callback_type = napi_undefined, initial_type = napi_undefined;
+  napi_value *argv = a->argv;
+  napi_valuetype callback_type = napi_undefined;
   bool is_buffer = false;
+  *a = (struct create_args){.fd = -1, .size = -1, .spin_micros = -1,
+                            .initial_type = napi_undefined};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 9 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_value_double(env, argv[2], &size) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &options) != napi_ok ||
-      napi_get_value_double(env, argv[4], &block_min) != napi_ok ||
-      napi_get_value_double(env, argv[5], &spin_micros) != napi_ok || fd < 0 ||
-      !dp_is_whole(size, 9007199254740991.0) || !dp_is_whole(block_min, 1 << 30) ||
-      block_min < 1 ||
-      !dp_is_whole(spin_micros, DP_SPIN_MAX_US) ||
-      (options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP)) != 0 ||
-      napi_typeof(env, argv[7], &initial_type) != napi_ok ||
+      napi_get_value_int32(env, argv[0], &a->fd) != napi_ok ||
+      napi_get_value_double(env, argv[2], &a->size) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &a->options) != napi_ok ||
+      napi_get_value_double(env, argv[4], &a->block_min) != napi_ok ||
+      napi_get_value_double(env, argv[5], &a->spin_micros) != napi_ok || a->fd < 0 ||
+      !dp_is_whole(a->size, 9007199254740991.0) || !dp_is_whole(a->block_min, 1 << 30) ||
+      a->block_min < 1 || !dp_is_whole(a->spin_micros, DP_SPIN_MAX_US) ||
+      (a->options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP)) != 0 ||
+      napi_typeof(env, argv[7], &a->initial_type) != napi_ok ||
       napi_typeof(env, argv[8], &callback_type) != napi_ok || callback_type != napi_function ||
-      (initial_type != napi_null && (napi_is_buffer(env, argv[7], &is_buffer) != napi_ok ||
-                                     !is_buffer))) {
+      (a->initial_type != napi_null &&
+       (napi_is_buffer(env, argv[7], &is_buffer) != napi_ok || !is_buffer))) {
     napi_throw_type_error(env, NULL, "createDatapath(socketFd, extents, size, options, "
                                      "blockSizeMin, spinMicros, dirty, initial, onEvent)");
-    return NULL;
+    return 0;
   }
+  return 1;
+}
+
+/* A datapath from checked arguments, its map read and its buffers allocated (the initial bytes
+ * copied in); NULL after throwing, with nothing left allocated. No thread, socket or eventfd
+ * yet. */
+static struct datapath *new_datapath(napi_env env, const struct create_args *a) {
   struct datapath *dp = calloc(1, sizeof *dp);
-  struct dp_box *box = calloc(1, sizeof *box);
-  if (dp == NULL || box == NULL) {
-    free(dp);
-    free(box);
+  if (dp == NULL) {
     xvd_throw_errno(env, ENOMEM, "createDatapath");
     return NULL;
   }
   pthread_mutex_init(&dp->mutex, NULL);
   dp->sock = -1;
   dp->wake_fd = -1;
-  dp->size = (int64_t)size;
-  dp->block_min = (int64_t)block_min;
-  dp->options = options;
+  dp->size = (int64_t)a->size;
+  dp->block_min = (int64_t)a->block_min;
+  dp->options = a->options;
   dp->params = (struct xvd_request_params){
-      .size = (uint64_t)size,
-      .block_min = (uint64_t)block_min,
+      .size = (uint64_t)a->size,
+      .block_min = (uint64_t)a->block_min,
       /* the thread serves only plain READs and WRITEs: read-only is all it needs to know */
-      .eflags = (options & DP_WRITABLE) != 0 ? 0 : XVD_NBD_FLAG_T_READ_ONLY,
-      .is_structured = (options & DP_STRUCTURED) != 0,
+      .eflags = (a->options & DP_WRITABLE) != 0 ? 0 : XVD_NBD_FLAG_T_READ_ONLY,
+      .is_structured = (a->options & DP_STRUCTURED) != 0,
   };
-  dp->spin_ns = (int64_t)spin_micros * 1000;
+  dp->spin_ns = (int64_t)a->spin_micros * 1000;
   dp->is_receiving = 1;
-  const char *problem = dp_map_read(env, dp, argv[1], argv[6]);
+  dp->framing = DP_FRAMING;
+  const char *problem = dp_map_read(env, dp, a->argv[1], a->argv[6]);
   size_t initial_length = 0;
   void *initial = NULL;
-  if (initial_type != napi_null) napi_get_buffer_info(env, argv[7], &initial, &initial_length);
+  if (a->initial_type != napi_null) {
+    napi_get_buffer_info(env, a->argv[7], &initial, &initial_length);
+  }
   dp->rcap = initial_length > DP_RECV_MIN ? initial_length : DP_RECV_MIN;
   dp->scap = DP_SEND_BATCH;
   if (problem == NULL) {
@@ -240,7 +257,6 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
   }
   if (problem != NULL) {
     datapath_finalize(env, dp, NULL);
-    free(box);
     napi_throw_range_error(env, NULL, problem);
     return NULL;
   }
@@ -250,6 +266,14 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
   dp_note_capacity(dp);
   if (initial_length > 0) memcpy(dp->rbuf, initial, initial_length);
   dp->rend = initial_length;
+  dp_assert_buffers(dp);
+  return dp;
+}
+
+/* Gives dp its socket (a dup of fd), eventfd and thread-safe function, and starts its thread;
+ * false after throwing, dp freed. */
+static int start_datapath(napi_env env, struct datapath *dp, int fd, napi_value on_event) {
+  napi_value name;
   dp->sock = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   dp->wake_fd = dp->sock < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (dp->sock < 0 || dp->wake_fd < 0) {
@@ -257,26 +281,39 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
     const char *syscall = dp->sock < 0 ? "dup" : "eventfd";
     if (dp->sock >= 0) close(dp->sock);
     datapath_finalize(env, dp, NULL);
-    free(box);
     xvd_throw_errno(env, err, syscall);
-    return NULL;
+    return 0;
   }
   napi_create_string_utf8(env, "xvd datapath", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[8], NULL, name, 0, 1, dp, datapath_finalize, dp,
+  if (napi_create_threadsafe_function(env, on_event, NULL, name, 0, 1, dp, datapath_finalize, dp,
                                       datapath_deliver, &dp->tsfn) != napi_ok) {
     close(dp->sock);
     datapath_finalize(env, dp, NULL);
-    free(box);
     napi_throw_error(env, NULL, "createDatapath: no thread-safe function");
-    return NULL;
+    return 0;
   }
   /* ref'd until the thread released it: the JS socket is paused, so this keeps the loop alive */
   int err = pthread_create(&dp->thread, NULL, dp_main, dp);
   if (err != 0) {
     close(dp->sock);
     napi_release_threadsafe_function(dp->tsfn, napi_tsfn_release); /* finalizes: frees dp */
-    free(box);
     xvd_throw_errno(env, err, "pthread_create");
+    return 0;
+  }
+  return 1;
+}
+
+napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
+  struct create_args args;
+  if (!read_create_args(env, info, &args)) return NULL;
+  struct dp_box *box = calloc(1, sizeof *box);
+  if (box == NULL) {
+    xvd_throw_errno(env, ENOMEM, "createDatapath");
+    return NULL;
+  }
+  struct datapath *dp = new_datapath(env, &args);
+  if (dp == NULL || !start_datapath(env, dp, args.fd, args.argv[8])) {
+    free(box);
     return NULL;
   }
   box->base.object = dp;

@@ -181,7 +181,8 @@ static int write_piece(struct datapath *dp, struct dp_extent *e, int64_t positio
  * frame (a WRITE's payload follows it). */
 int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offset,
              size_t length) {
-  XVD_ASSERT(type == XVD_NBD_CMD_READ || type == XVD_NBD_CMD_WRITE, "only READ and WRITE are served");
+  XVD_ASSERT(type == XVD_NBD_CMD_READ || type == XVD_NBD_CMD_WRITE,
+             "only READ and WRITE are served");
   XVD_ASSERT(length > 0 && length <= DP_PAYLOAD_MAX, "a served length is a valid payload");
   XVD_ASSERT(type == XVD_NBD_CMD_READ || (dp->options & DP_WRITABLE) != 0,
              "a WRITE is served only on a writable export");

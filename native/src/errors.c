@@ -41,7 +41,8 @@ const char *xvd_errno_name(int err) {
 napi_value xvd_make_errno_error(napi_env env, int err, const char *syscall) {
   const char *name = xvd_errno_name(err);
   char text[256];
-  snprintf(text, sizeof text, "%s: %s: %s", syscall, name, strerror(err == ENODEV ? EOPNOTSUPP : err));
+  snprintf(text, sizeof text, "%s: %s: %s", syscall, name,
+           strerror(err == ENODEV ? EOPNOTSUPP : err));
   napi_value message, code, error, number, sys;
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);

@@ -156,6 +156,12 @@ napi_value xvd_thread_handle_new(napi_env env, struct xvd_thread_box *box,
 /* Removes the cleanup hook, then stop(box, abort). */
 void xvd_thread_box_close(struct xvd_thread_box *box, int abort);
 
+/* file-read.c: for sender.c. xvd_pread_full reads exactly `length` bytes (zeros past EOF): 0
+ * or errno. xvd_is_cached: 1 when all of the range is in the page cache (or cachestat(2) is
+ * missing), 0 when not or unsure. */
+int xvd_pread_full(int fd, uint8_t *at, size_t length, int64_t position);
+int xvd_is_cached(int fd, int64_t position, int64_t length);
+
 /* sockopt.c: synchronous int socket options; 0/value or -errno */
 napi_value xvd_set_sockopt_int(napi_env env, napi_callback_info info);
 napi_value xvd_get_sockopt_int(napi_env env, napi_callback_info info);

@@ -3,7 +3,8 @@
  * can serve cached reads itself instead of handing each one to the libuv pool (a thread hop of
  * several microseconds per read). Returns bytes read (0 at EOF), or -errno: -EAGAIN when the
  * data is not cached (the caller then uses fs.read), -EOPNOTSUPP when the file does not support
- * RWF_NOWAIT. Never throws for I/O errors: the caller retries through fs.read, which reports them. */
+ * RWF_NOWAIT. Never throws for I/O errors: the caller retries through fs.read, which reports
+ * them. */
 #include <errno.h>
 #include <sys/uio.h>
 #include "ops.h"

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ops.h"
+#include "xvd-assert.h"
 
 /** Pieces per call: a request spans at most this many extents (checked by the caller too). */
 #define PIECES_MAX 4096
@@ -29,9 +30,12 @@ struct batch_args {
 };
 
 void xvd_batch_execute(struct xvd_batch *b) {
+  XVD_ASSERT(b->count > 0 && b->count <= PIECES_MAX, "a batch holds 1 to PIECES_MAX pieces");
   b->failed = b->count;
   for (size_t i = 0; i < b->count; i++) {
     const struct xvd_piece *p = &b->pieces[i];
+    XVD_ASSERT(p->length > 0, "a piece has bytes (batch_init)");
+    XVD_ASSERT(p->buffer_offset >= 0 && p->position >= 0, "a piece's offsets are not negative");
     int64_t done = 0;
     while (done < p->length) {
       ssize_t wrote = pwrite(p->fd, b->base + p->buffer_offset + done,
@@ -42,6 +46,7 @@ void xvd_batch_execute(struct xvd_batch *b) {
         b->failed = i;
         return;
       }
+      XVD_ASSERT(wrote <= p->length - done, "pwrite writes at most what it was asked");
       done += wrote;
     }
   }
@@ -49,6 +54,7 @@ void xvd_batch_execute(struct xvd_batch *b) {
 
 /* argv[0..1] = (error or null, index) */
 static void batch_result(napi_env env, const struct xvd_batch *b, napi_value *argv) {
+  XVD_ASSERT(b->failed <= b->count, "the failed index is a piece's, or count for none");
   if (b->failed < b->count && b->err != 0) {
     argv[0] = xvd_make_errno_error(env, b->err, "pwrite");
     napi_create_int32(env, (int32_t)b->failed, &argv[1]);
@@ -135,6 +141,7 @@ static int batch_init(napi_env env, const struct batch_args *args, struct xvd_ba
   }
   b->base = args->data;
   b->count = args->count;
+  XVD_ASSERT(b->count > 0 && b->count <= PIECES_MAX, "batch_parse bounded the count");
   return 0;
 }
 

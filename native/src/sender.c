@@ -11,33 +11,27 @@
  * thread's own buffer (up to SCRATCH_MAX at a time) and sends that (on this kernel, loopback TCP
  * takes sendfile slower than pread+send): the same copies as from JS, but on a second core.
  *
- * The thread owns a dup of the socket, so the descriptor stays valid whatever the JS side does
- * with its own; the socket is non-blocking (one open file description), so the thread waits in
- * poll() for room, together with an eventfd that closeSender(abort) signals.
+ * The thread owns a dup of the socket, valid whatever JS does with its own; the socket is
+ * non-blocking, so the thread waits in poll() for room and for closeSender(abort)'s eventfd.
  *
  * A read error should not come after a reply's header went out (the reply could not report it):
- * sendfile takes a job only when cachestat(2) finds all its pages in the page cache; other jobs
- * are sent as in copy mode, which reads a job's first SCRATCH_MAX bytes before it sends any
- * (an error past them, in a READ of more than 4 MiB, still ends the connection).
- *
- * sendfile queues page-cache pages, not copies: a peer that has not read a reply yet receives
- * what the pages hold when it reads, which may be bytes written after the job completed. That
- * is why the server uses it only when asked (serve --sendfile).
+ * sendfile takes a job only when file-read.c's xvd_is_cached() finds all its pages in the page
+ * cache (see its caveats); other jobs are sent as in copy mode, which reads a job's first
+ * SCRATCH_MAX bytes before it sends any (an error past them, in a READ of more than 4 MiB, or
+ * after a page was evicted since the check, still ends the connection). sendfile queues
+ * page-cache pages, not copies: a peer that has not read a reply yet receives what the pages
+ * hold when it reads, maybe bytes written after the job completed; so the server uses it only
+ * when asked (serve --sendfile). sendfile has no MSG_NOSIGNAL: like every socket write in Node,
+ * it relies on Node ignoring SIGPIPE.
  *
  * Ordering and failure: jobs are sent in submission order, whole. A job whose bytes were partly
  * sent and then failed leaves the stream broken: the sender sends nothing more and every later
  * job completes with ECANCELED (the caller ends the connection). In copy mode a pread failure in
- * the job's first SCRATCH_MAX bytes is found before anything of the job is sent: the job completes with the error and
- * isIntact = true (the stream is whole: the caller can send an error reply). A piece that ends early (EOF) is padded with
- * zeros, as reads past the end of a file are.
- *
- * Limits and caveats: cachestat needs the caller to own the file or be root for an O_RDONLY
- * descriptor (EPERM otherwise), and pages can be evicted between the check and sendfile: either
- * way the job is read first (correct, slower) or, in the race, a late read error ends the
- * connection. closeSender(abort) joins the thread, so it waits for a pread or sendfile already
- * under way (one of at most SCRATCH_MAX bytes from the page cache or the disk). sendfile has no
- * MSG_NOSIGNAL: like every socket write in Node, it relies on Node ignoring SIGPIPE. A
- * connection keeps its copy-mode scratch buffer (at most SCRATCH_MAX) until it closes.
+ * the job's first SCRATCH_MAX bytes is found before anything of the job is sent: the job
+ * completes with the error and isIntact = true (the stream is whole: the caller can send an
+ * error reply). A piece that ends early (EOF) is padded with zeros (file-read.c).
+ * closeSender(abort) joins the thread, so it waits for a pread or sendfile already under way (at
+ * most SCRATCH_MAX bytes). A connection keeps its scratch buffer until it closes.
  *
  * Completions: callback(error or null, isIntact) on the JS thread, through a thread-safe
  * function ref'd only while jobs are pending (as writer.c). */
@@ -54,6 +48,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include "ops.h"
+#include "xvd-assert.h"
 
 enum { SENDER_MODE_SENDFILE = 0, SENDER_MODE_COPY = 1 };
 
@@ -101,7 +96,8 @@ static int is_aborted(struct sender *s) {
 
 /* Waits until the socket takes more bytes; ECANCELED once aborted. */
 static int wait_writable(struct sender *s) {
-  struct pollfd fds[2] = {{.fd = s->sock, .events = POLLOUT}, {.fd = s->abort_fd, .events = POLLIN}};
+  struct pollfd fds[2] = {{.fd = s->sock, .events = POLLOUT},
+                          {.fd = s->abort_fd, .events = POLLIN}};
   for (;;) {
     if (is_aborted(s)) return ECANCELED;
     int n = poll(fds, 2, -1);
@@ -149,7 +145,8 @@ static int send_file_piece(struct sender *s, const struct send_piece *piece, int
     size_t take = left > (1 << 30) ? (size_t)1 << 30 : (size_t)left;
     ssize_t n = sendfile(s->sock, piece->fd, &position, take);
     if (n > 0) {
-        left -= n;
+      XVD_ASSERT(n <= left, "sendfile sends at most what it was asked");
+      left -= n;
       continue;
     }
     if (n == 0) return send_zeros(s, left, more); /* EOF: reads past it are zeros */
@@ -164,22 +161,6 @@ static int send_file_piece(struct sender *s, const struct send_piece *piece, int
 /* Copy mode reads at most this much ahead of the socket: the scratch buffer a connection keeps
  * (a reply up to it is read whole before its first byte is sent; see the header). */
 #define SCRATCH_MAX ((size_t)4 << 20)
-
-/* pread of exactly `length` bytes (zeros past EOF) */
-static int pread_full(int fd, uint8_t *at, size_t length, int64_t position) {
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = pread(fd, at + done, length - done, (off_t)position + (off_t)done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    if (n == 0) {
-      memset(at + done, 0, length - done);
-      break;
-    }
-    done += (size_t)n;
-  }
-  return 0;
-}
 
 /* Copy mode: the bytes, then the pieces read into the scratch buffer a window at a time. A
  * failure reading the first window leaves nothing sent (is_intact); a later one breaks the
@@ -204,9 +185,11 @@ static int send_copied(struct sender *s, struct send_job *job) {
     size_t filled = 0;
     while (piece < job->count && filled < s->scratch_size) {
       const struct send_piece *p = &job->pieces[piece];
+      XVD_ASSERT(within < p->length, "a window resumes inside its piece");
       size_t room = s->scratch_size - filled;
       size_t take = p->length - within < (int64_t)room ? (size_t)(p->length - within) : room;
-      int err = pread_full(p->fd, s->scratch + filled, take, p->position + within);
+      XVD_ASSERT(take > 0, "each read advances the window");
+      int err = xvd_pread_full(p->fd, s->scratch + filled, take, p->position + within);
       if (err != 0) {
         job->is_intact = is_first;
         return err;
@@ -218,6 +201,7 @@ static int send_copied(struct sender *s, struct send_job *job) {
         within = 0;
       }
     }
+    XVD_ASSERT(filled <= s->scratch_size, "a window fits the scratch buffer");
     struct iovec iov[2] = {{.iov_base = (void *)job->bytes, .iov_len = job->bytes_length},
                            {.iov_base = s->scratch, .iov_len = filled}};
     int err = is_first ? send_iov(s, iov, 2, piece < job->count)
@@ -228,41 +212,18 @@ static int send_copied(struct sender *s, struct send_job *job) {
   return 0;
 }
 
-#ifndef __NR_cachestat
-#define __NR_cachestat 451 /* Linux 6.5; the same number on every architecture */
-#endif
-struct xvd_cachestat_range {
-  uint64_t off;
-  uint64_t len;
-};
-struct xvd_cachestat {
-  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
-};
-
-/* cachestat(2) is missing (kernel before 6.5): sendfile then goes uncached ranges too */
-static int has_no_cachestat;
-
 /* True when every page under the job's pieces is in the page cache, so sendfile cannot meet a
- * read error (or EOF) after the reply's header went out; false when unsure. */
+ * read error (or EOF) after the reply's header went out; false when unsure (file-read.c). */
 static int is_cached(const struct send_job *job) {
-  long page = sysconf(_SC_PAGESIZE);
   for (size_t i = 0; i < job->count; i++) {
     const struct send_piece *p = &job->pieces[i];
-    uint64_t first = (uint64_t)p->position / (uint64_t)page;
-    uint64_t end = ((uint64_t)p->position + (uint64_t)p->length + (uint64_t)page - 1) /
-                   (uint64_t)page;
-    struct xvd_cachestat_range range = {.off = (uint64_t)p->position, .len = (uint64_t)p->length};
-    struct xvd_cachestat stat;
-    if (syscall(__NR_cachestat, p->fd, &range, &stat, 0) != 0) {
-      if (errno == ENOSYS) __atomic_store_n(&has_no_cachestat, 1, __ATOMIC_RELAXED);
-      return __atomic_load_n(&has_no_cachestat, __ATOMIC_RELAXED);
-    }
-    if (stat.nr_cache < end - first) return 0;
+    if (!xvd_is_cached(p->fd, p->position, p->length)) return 0;
   }
   return 1;
 }
 
 static void execute(struct sender *s, struct send_job *job) {
+  XVD_ASSERT(job->err == 0 && !job->is_intact, "a job is executed once");
   if (s->is_broken || is_aborted(s)) {
     job->err = ECANCELED;
     return;
@@ -323,6 +284,7 @@ static void sender_complete(napi_env env, napi_value js_callback, void *context,
     job_free(NULL, job);
     return;
   }
+  XVD_ASSERT(s->pending > 0, "a job completes after it was counted pending");
   if (--s->pending == 0) napi_unref_threadsafe_function(env, s->done);
   napi_value callback, global, argv[2];
   napi_get_reference_value(env, job->callback_ref, &callback);
@@ -352,6 +314,7 @@ static void sender_stop(struct xvd_thread_box *box, int abort) {
   if (s == NULL) return;
   box->object = NULL;
   pthread_mutex_lock(&s->mutex);
+  XVD_ASSERT(!s->is_stopping, "a sender is stopped once (object is NULL after)");
   s->is_stopping = 1;
   if (abort) __atomic_store_n(&s->is_aborted, 1, __ATOMIC_RELEASE);
   pthread_cond_signal(&s->wake);
@@ -420,10 +383,6 @@ napi_value xvd_create_sender(napi_env env, napi_callback_info info) {
   return xvd_thread_handle_new(env, box, &SENDER_TAG, "createSender");
 }
 
-static struct xvd_thread_box *get_box(napi_env env, napi_value value) {
-  return xvd_handle_get(env, value, &SENDER_TAG);
-}
-
 /* Reads and checks (fd, position, length) triples; NULL after throwing. */
 static struct send_job *job_new(napi_env env, napi_value pieces_value) {
   size_t count = 0;
@@ -455,7 +414,8 @@ static struct send_job *job_new(napi_env env, napi_value pieces_value) {
   for (size_t i = 0; i < count; i++) {
     double fd = triples[3 * i], position = triples[3 * i + 1], length = triples[3 * i + 2];
     if (!(fd >= 0 && fd <= 2147483647.0 && fd == (double)(int)fd) ||
-        !(position >= 0 && position <= 9007199254740991.0 && position == (double)(int64_t)position) ||
+        !(position >= 0 && position <= 9007199254740991.0 &&
+          position == (double)(int64_t)position) ||
         !(length > 0 && length <= 9007199254740991.0 && length == (double)(int64_t)length)) {
       free(job);
       napi_throw_range_error(env, NULL, "senderSubmit: a piece is not (fd, position, length)");
@@ -481,7 +441,7 @@ napi_value xvd_sender_submit(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "senderSubmit(sender, bytes, pieces, callback)");
     return NULL;
   }
-  struct xvd_thread_box *box = get_box(env, argv[0]);
+  struct xvd_thread_box *box = xvd_handle_get(env, argv[0], &SENDER_TAG);
   if (box == NULL || box->object == NULL) {
     napi_throw_error(env, NULL, box == NULL ? "senderSubmit: not a sender"
                                             : "senderSubmit: the sender is closed");
@@ -527,7 +487,7 @@ napi_value xvd_close_sender(napi_env env, napi_callback_info info) {
   napi_value argv[2], undefined;
   bool abort = true;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct xvd_thread_box *box = argc < 1 ? NULL : get_box(env, argv[0]);
+  struct xvd_thread_box *box = argc < 1 ? NULL : xvd_handle_get(env, argv[0], &SENDER_TAG);
   if (box == NULL || (argc >= 2 && napi_get_value_bool(env, argv[1], &abort) != napi_ok)) {
     napi_throw_type_error(env, NULL, "closeSender(sender, abort)");
     return NULL;
