@@ -28,12 +28,9 @@ const FILE_LINES_MAX_C = 500;
  * file instead).
  */
 const KNOWN_LONG_FILES: Readonly<Record<string, number>> = {
-  'src/catalog/catalog.ts': 1044,
   'src/nbd/connection.ts': 550,
   'src/nbd/server.ts': 425,
-  'src/serve/catalog-provider.ts': 472,
   'src/sys/index.ts': 473,
-  'native/src/sender.c': 538,
 };
 
 /**
@@ -41,9 +38,7 @@ const KNOWN_LONG_FILES: Readonly<Record<string, number>> = {
  * body length. MAY ONLY SHRINK, like KNOWN_LONG_FILES: split a long function rather than list it.
  */
 const KNOWN_LONG_FUNCTIONS: Readonly<Record<string, number>> = {
-  'src/catalog/catalog.ts: prepareAll': 75,
-  'src/catalog/statements.ts: prepareStatements': 75,
-  'native/src/datapath-binding.c: xvd_create_datapath': 104,
+  // empty: every function is within the limit today; keep it that way
 };
 
 function filesUnder(dir: string, suffix: string): string[] {
