@@ -2,15 +2,16 @@
  * its lookup, and what the thread knows of holes.
  *
  * The form (createDatapath's `extents` and `dirty`; src/sys/index.ts DatapathMap, built by the
- * engine's ExtentExport.datapathMap() from its ExtentMap and its backings):
+ * engine's datapathMapOf, src/engine/extent-datapath.ts, from its ExtentMap and its backings):
  *   extents  Float64Array of 6-tuples (startVirtual, length, fd, offsetBacking, backingIndex,
  *            kind), in virtual order and contiguous from 0, covering at least the export's size;
  *            kind 0 a file, 1 a device (never a hole), 2 a file extent the backing knew to be
- *            all data when the map was made (FileBacking.isAllData over the extent)
+ *            all data when the map was made (extent-state.ts isBackingAllData, FileBacking's
+ *            learned data runs)
  *   dirty    Array of Int32Array, one per backing index: word 0 the pool entry's dirty flag,
  *            set to 1 here before a WRITE's reply (so a FLUSH on any connection syncs it); word
  *            1, when there is one, the backing's hole epoch, which JS bumps after every TRIM or
- *            WRITE_ZEROES on that backing, before its reply
+ *            WRITE_ZEROES on that backing, before its reply (src/backing/pool.ts)
  * The thread keeps no map of its own: a new map means a new thread (JS fences and restarts
  * it). dp_extent_of() is a binary search over the tuples exactly as they came; the engine's
  * ExtentMap is the definition.

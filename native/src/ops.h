@@ -1,6 +1,11 @@
-/* xvd native addon: shared declarations.
- * Only what Node lacks: fallocate modes, BLKDISCARD, BLKZEROOUT, BLKGETSIZE64, BLKSSZGET,
- * SEEK_DATA/SEEK_HOLE. Blocking calls run as async work and resolve a Promise. */
+/* ops.h: the declarations the addon's files share (addon.c registers what they export, and its
+ * header lists it). One section per file, in the order of binding.gyp: the syscall groups Node
+ * lacks (fallocate modes, BLKDISCARD, BLKZEROOUT, BLKGETSIZE64, BLKSSZGET, SEEK_DATA/SEEK_HOLE,
+ * RWF_NOWAIT, int socket options), the thread-backed objects (writer, sender, data path) and
+ * their shared handle lifecycle, the memory budget, and request.c's test binding. Calls that can
+ * block run as async work or on the objects' own threads; only O(1) calls are synchronous.
+ * The data path's internal contract is datapath.h; the wire constants are protocol.h
+ * (generated); the assertion macro is xvd-assert.h. */
 #ifndef XVD_OPS_H
 #define XVD_OPS_H
 
@@ -135,10 +140,10 @@ napi_status xvd_handle_new(napi_env env, void *data, napi_finalize finalize,
 void *xvd_handle_get(napi_env env, napi_value value, const napi_type_tag *tag);
 
 /* handle.c: what JS owns of a native object that runs a thread (writer.c, sender.c,
- * datapath.c), usually embedded first in a larger box. stop(box, abort) stops the object's
- * thread and joins it; it runs from close, from the environment's cleanup hook and from the
- * handle's finalizer (both aborting), so after the first call it must do nothing. release(box),
- * when set, runs just before the box is freed. */
+ * datapath-binding.c), usually embedded first in a larger box. stop(box, abort) stops the
+ * object's thread and joins it; it runs from close, from the environment's cleanup hook and
+ * from the handle's finalizer (both aborting), so after the first call it must do nothing.
+ * release(box), when set, runs just before the box is freed. */
 struct xvd_thread_box {
   void *object;
   napi_env env;

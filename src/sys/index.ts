@@ -42,36 +42,36 @@ export type SendCallback = (error: NodeJS.ErrnoException | null, isIntact: boole
 /** Fields per piece in senderSubmit's Float64Array: fd, position, length. */
 export const SEND_PIECE_FIELDS = 3;
 
-/** A connection's data-path thread (native/src/datapath.c); opaque. */
+/** A connection's data-path thread (native/src/datapath.h and its parts); opaque. */
 export interface NativeDatapath {
   readonly __brand?: 'NativeDatapath';
 }
 
 /** Fields per extent in createDatapath's Float64Array. */
 export const DATAPATH_EXTENT_FIELDS = 6;
-/** The last field of an extent: what is under it (datapath.c skips SEEK_HOLE unless `file`). */
+/** The last field of an extent: what is under it (the thread probes holes only under `file`). */
 export const DATAPATH_EXTENT_KIND = { file: 0, device: 1, fileAllData: 2 } as const;
 export const DATAPATH_OPTION = { structured: 1, writable: 2, tcp: 4 } as const;
-export const DATAPATH_EVENT = {
-  forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5,
-} as const;
+export const DATAPATH_EVENT = { forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5 } as const;
 const DATAPATH_OP = { pause: 1, fence: 2, stop: 3 } as const;
 
 /** A data-path event on the JS thread: `bytes` for forward, `value` (errno) for error. */
 export type DatapathEventHandler = (kind: number, bytes: Buffer | null, value: number) => void;
 
-/** An export's part of what createDatapath needs (ExtentExport.datapathMap). */
+/** An export's map, in the one form the data-path thread takes it (engine datapathMapOf; the
+ * contract is native/src/dp-map.c's header): the thread keeps no map or hole table of its own. */
 export interface DatapathMap {
   /** (startVirtual, length, fd, offsetBacking, backingIndex, DATAPATH_EXTENT_KIND) per extent,
-   * in order */
+   * in order, contiguous from 0, covering `size`; fileAllData: the backing knew it has no hole */
   readonly extents: Float64Array;
   readonly size: number;
   readonly isWritable: boolean;
-  /** the pool entries' dirty flags by backing index, set to 1 before a WRITE's reply */
+  /** by backing index: [dirty flag, set to 1 before a WRITE's reply; hole epoch, bumped after a
+   * TRIM or WRITE_ZEROES: all the thread learned of that backing's holes is then stale] */
   readonly dirty: Int32Array[];
 }
 
-/** What createDatapath needs (see native/src/datapath.c): the map and the connection's part. */
+/** What createDatapath needs (native/src/datapath-binding.c): the map and the connection's part. */
 export interface DatapathSpec extends DatapathMap {
   readonly isStructured: boolean;
   /** a TCP socket: SO_RCVLOWAT follows large WRITE payloads */
@@ -131,7 +131,7 @@ export interface NativeBinding {
     SO_RCVBUF: number;
     SO_SNDBUFFORCE: number;
     SO_RCVLOWAT: number;
-    /** native/src/datapath.c's bounds (a test keeps them equal to LIMITS) */
+    /** the data path's bounds (native/src/datapath.h; a test keeps them equal to LIMITS) */
     DATAPATH_PAYLOAD_MAX?: number;
     DATAPATH_SPARSE_MIN?: number;
     /** the receive buffer's first capacity, and what it shrinks back to when idle */

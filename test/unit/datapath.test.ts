@@ -1,4 +1,4 @@
-// The data-path thread per connection (native/src/datapath.c) through src/sys/index.ts, on real
+// The data-path thread per connection (native/src/datapath.h and its parts) through src/sys/index.ts, on real
 // unix and TCP sockets with temporary files as backings: plain READs are answered from the files
 // (exact simple and structured bytes), plain WRITEs land at the translated positions across
 // extents and files and set the backings' dirty flags, everything else is forwarded byte for
@@ -34,9 +34,9 @@ const { EAGAIN, ECONNRESET, EPIPE } = os.constants.errno;
 const WAIT_MS = 20_000;
 /** how long "nothing happens" is watched for */
 const QUIET_MS = 300;
-/** DP_SPARSE_MIN in datapath.c (sys.test.ts keeps them equal) */
+/** DP_SPARSE_MIN in datapath.h (sys.test.ts keeps them equal) */
 const SPARSE_MIN = LIMITS.nbdSparseReadMin;
-/** DP_PAYLOAD_MAX in datapath.c */
+/** DP_PAYLOAD_MAX in datapath.h */
 const PAYLOAD_MAX = LIMITS.nbdPayloadMax;
 const FILE_BYTES = 6 * MiB;
 const FLAG_DONE = 1;
