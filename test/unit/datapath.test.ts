@@ -1,4 +1,4 @@
-// The data-path thread per connection (native/src/datapath.h and its parts) through src/sys/index.ts, on real
+// The data-path thread per connection (native/src/datapath.h) through src/sys/index.ts, on real
 // unix and TCP sockets with temporary files as backings: plain READs are answered from the files
 // (exact simple and structured bytes), plain WRITEs land at the translated positions across
 // extents and files and set the backings' dirty flags, everything else is forwarded byte for
