@@ -7,16 +7,18 @@
  * so the guarantee is built from three pieces:
  *
  *   1. Leases. Before the server serves a VD it takes a lease on it in the catalog
- *      (acquireLease, one IMMEDIATE transaction that also checks the VD is alive). The allocator
- *      never takes extents of a dead VD that a live server still leases (inside its own IMMEDIATE
- *      transaction), so "create" and "lease" are serialised by SQLite's write lock.
+ *      (acquireLease, one IMMEDIATE transaction that also checks the VD is alive; the exports of
+ *      one VD share its lease, counted in lease-keeper.ts). The allocator never takes extents of
+ *      a dead VD that a live server still leases (inside its own IMMEDIATE transaction), so
+ *      "create" and "lease" are serialised by SQLite's write lock.
  *   2. Fence, then drain, then release. This provider polls PRAGMA data_version (cheap: no I/O
  *      unless another connection committed) and re-resolves every open export on a change and on
  *      a slow tick (expiry is a matter of time, not of commits). An export whose VBD was removed,
- *      whose VD is dead, or whose mode or extents changed is taken out of the table first (new
- *      opens no longer find it), then fenced: every connection bound to it answers later requests
- *      with NBD_ESHUTDOWN while requests in flight finish. Only when none is in flight is the
- *      lease released, and only then can the allocator reuse the extents.
+ *      whose VD is dead, or whose mode or extents changed (judge() in export-verdict.ts, pure) is
+ *      taken out of the table first (new opens no longer find it), then fenced: every connection
+ *      bound to it answers later requests with NBD_ESHUTDOWN while requests in flight finish.
+ *      Only when none is in flight is the lease released, and only then can the allocator reuse
+ *      the extents.
  *   3. Liveness. A lease counts only while its server process lives (pid plus its start time
  *      from /proc, so a recycled pid does not count). When the server dies nothing is in flight
  *      any more, and its leases stop counting at once.
@@ -43,7 +45,7 @@
  * Lease writes are therefore asynchronous, and the rules are: an open answers only after its
  * acquireLease committed (serving before the lease is committed is never allowed); a release is
  * sent only after fence and drain, and may commit later (holding a lease a little longer is
- * always safe); the takes and drops of one VD run one after another (leaseQueues), so its
+ * always safe); the takes and drops of one VD run one after another (LeaseKeeper), so its
  * reference count and its lease row agree; stop() waits for every open, retire and release in
  * flight before it unregisters. A heartbeat still running at the next tick skips that tick.
  *
@@ -52,13 +54,15 @@
  */
 import assert from 'node:assert';
 import { BackingPool } from '../backing/pool';
-import type { Catalog, Lease, ResolvedVbd } from '../catalog/index';
+import type { Catalog, ResolvedVbd } from '../catalog/index';
 import { openExport, type ExtentExport } from '../engine/extent-export';
 import { EmuError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
 import { catalogWriterOf, type CatalogWriter } from './catalog-writer';
+import { describeResolved, judge, parseExportName } from './export-verdict';
+import { LeaseKeeper } from './lease-keeper';
 
 /**
  * Resolve-and-lease attempts per open. Each retry follows a commit that changed the VD between
@@ -92,13 +96,6 @@ export interface CatalogProviderOptions {
   heartbeatMs?: number;
 }
 
-/** `DOMAIN/DEVICE` → parts, or null when the name is not of that shape. */
-export function parseExportName(name: string): { domain: number; device: string } | null {
-  const match = /^(\d{1,9})\/([A-Za-z0-9._-]{1,64})$/.exec(name);
-  if (match === null || match[1] === undefined || match[2] === undefined) return null;
-  return { domain: Number(match[1]), device: match[2] };
-}
-
 export class CatalogProvider implements ExportProvider {
   private readonly catalog: Catalog;
   private readonly writer: CatalogWriter;
@@ -109,10 +106,7 @@ export class CatalogProvider implements ExportProvider {
   private readonly entries = new Map<string, Entry>();
   /** entries not yet closed, in the table or retired and still used */
   private readonly live = new Set<Entry>();
-  /** vdId → number of entries holding its lease */
-  private readonly leaseRefs = new Map<number, number>();
-  /** vdId → the last lease take or drop of that VD queued (leaseQueued) */
-  private readonly leaseQueues = new Map<number, Promise<void>>();
+  private readonly leases: LeaseKeeper;
   private readonly opening = new Set<Promise<unknown>>();
   private readonly retiring = new Set<Promise<void>>();
   private heartbeatRunning: Promise<void> | null = null;
@@ -133,6 +127,7 @@ export class CatalogProvider implements ExportProvider {
     this.pool = options.pool ?? new BackingPool();
     this.pollMs = options.pollMs ?? LIMITS.servePollMs;
     this.heartbeatMs = options.heartbeatMs ?? LIMITS.serveHeartbeatMs;
+    this.leases = new LeaseKeeper(this.writer, this.log, () => this.serverId);
   }
 
   /** Registers this server in the catalog and starts watching it. */
@@ -194,9 +189,9 @@ export class CatalogProvider implements ExportProvider {
     await Promise.allSettled([...this.opening]);
     for (const entry of [...this.live]) await this.retire(entry, true);
     await Promise.all([...this.retiring]);
-    await Promise.all([...this.leaseQueues.values()]);
+    await this.leases.settled();
     await this.heartbeatRunning;
-    assert(this.leaseRefs.size === 0, 'stop: a lease is still counted after every retire');
+    assert(this.leases.countedVds === 0, 'stop: a lease is still counted after every retire');
     if (this.serverId !== null) this.catalog.unregisterServer(this.serverId);
     this.serverId = null;
     await this.pool.close();
@@ -239,7 +234,7 @@ export class CatalogProvider implements ExportProvider {
       const resolved = this.resolve(domain, device);
       if (resolved === null || resolved.isDangling) return null;
       if (resolved.vdId === null) return resolved;
-      const lease = await this.takeLease(resolved);
+      const lease = await this.leases.take(resolved);
       if (lease === 'taken') return resolved;
       if (lease === 'gone') return null;
     }
@@ -253,10 +248,10 @@ export class CatalogProvider implements ExportProvider {
     // the lease is committed (or there is no VD): the extents are this VD's until we release it
     let exp: ExtentExport;
     try {
-      exp = await openExport({ name, description: describe(resolved), mode: resolved.mode,
+      exp = await openExport({ name, description: describeResolved(resolved), mode: resolved.mode,
         size: resolved.size, extents: resolved.extents, pool: this.pool });
     } catch (error) {
-      if (resolved.vdId !== null) await this.dropLease(resolved.vdId);
+      if (resolved.vdId !== null) await this.leases.drop(resolved.vdId);
       this.log.error({ err: error, export: name }, 'open: backing failed');
       return null;
     }
@@ -264,7 +259,7 @@ export class CatalogProvider implements ExportProvider {
     if (this.isStopping || (raced !== undefined && !raced.isRetired)) {
       // stopping, or another open of the same name finished first (use it): drop ours
       await exp.close();
-      if (resolved.vdId !== null) await this.dropLease(resolved.vdId);
+      if (resolved.vdId !== null) await this.leases.drop(resolved.vdId);
       return this.isStopping ? null : raced ?? null;
     }
     const entry: Entry = { name, resolved, export: exp, refs: 0, isRetired: false,
@@ -274,75 +269,6 @@ export class CatalogProvider implements ExportProvider {
     this.log.info({ export: name, vd: resolved.vdId, size: resolved.size,
       extents: resolved.extents.length, mode: resolved.mode }, 'export opened');
     return entry;
-  }
-
-  /**
-   * Takes (or shares) the lease of a resolved VD, unless the VD died or changed meanwhile.
-   * Resolves once the lease is committed.
-   */
-  private takeLease(resolved: ResolvedVbd): Promise<'taken' | 'changed' | 'gone'> {
-    assert(resolved.vdId !== null);
-    const vdId = resolved.vdId;
-    return this.leaseQueued(vdId, async () => {
-      assert(this.serverId !== null);
-      const refs = this.leaseRefs.get(vdId) ?? 0;
-      if (refs === 0) {
-        const outcome = await this.acquireLease(this.serverId, resolved);
-        if (outcome !== 'taken') return outcome;
-      }
-      this.leaseRefs.set(vdId, refs + 1);
-      return 'taken';
-    });
-  }
-
-  private async acquireLease(serverId: number, resolved: ResolvedVbd):
-    Promise<'taken' | 'changed' | 'gone'> {
-    assert(resolved.vdId !== null);
-    let lease: Lease;
-    try {
-      lease = await this.writer.acquireLease(serverId, resolved.vdId);
-      if (lease.generation === resolved.generation) return 'taken';
-      await this.writer.releaseLease(serverId, resolved.vdId);
-      return 'changed';
-    } catch (error) {
-      if (!(error instanceof EmuError)) throw error;
-      if (error.code === 'ERR_SERVE_CATALOG_WRITER') {
-        this.log.error({ err: error, vd: resolved.vdId }, 'open: cannot lease the VD');
-      }
-      return 'gone';
-    }
-  }
-
-  /** Gives back one reference to a VD's lease; the last one releases it in the catalog. */
-  private dropLease(vdId: number): Promise<void> {
-    return this.leaseQueued(vdId, async () => {
-      const refs = this.leaseRefs.get(vdId) ?? 0;
-      assert(refs > 0);
-      if (refs > 1) {
-        this.leaseRefs.set(vdId, refs - 1);
-        return;
-      }
-      this.leaseRefs.delete(vdId);
-      if (this.serverId === null) return;
-      try {
-        await this.writer.releaseLease(this.serverId, vdId);
-      } catch (error) {
-        // still held: it stops counting when this server unregisters (stop) or dies
-        this.log.error({ err: error, vd: vdId }, 'lease release failed; kept until stop');
-      }
-    });
-  }
-
-  /** Runs `work` after every lease take or drop of the VD queued before it. */
-  private leaseQueued<T>(vdId: number, work: () => Promise<T>): Promise<T> {
-    const before = this.leaseQueues.get(vdId) ?? Promise.resolve();
-    const result = before.then(work);
-    const tail = result.then(() => undefined, () => undefined);
-    this.leaseQueues.set(vdId, tail);
-    void tail.then(() => {
-      if (this.leaseQueues.get(vdId) === tail) this.leaseQueues.delete(vdId);
-    });
-    return result;
   }
 
   /**
@@ -370,7 +296,7 @@ export class CatalogProvider implements ExportProvider {
     await entry.export.close().catch((error: unknown) =>
       this.log.error({ err: error, export: entry.name }, 'close failed'));
     // fenced and drained (or unused): only now may the catalog hand the extents on
-    if (entry.resolved.vdId !== null) await this.dropLease(entry.resolved.vdId);
+    if (entry.resolved.vdId !== null) await this.leases.drop(entry.resolved.vdId);
   }
 
   /**
@@ -431,42 +357,4 @@ export class CatalogProvider implements ExportProvider {
     }
     await Promise.all(work);
   }
-}
-
-type Verdict = 'keep' | 'replace' | string;
-
-/** Whether an open export may stay as it is, be replaced for new connections, or must be fenced. */
-function judge(before: ResolvedVbd, now: ResolvedVbd | null): Verdict {
-  if (now === null) return 'VBD removed';
-  if (now.isDangling) return 'VD deleted, expired or not yet zeroed';
-  if (now.vdId !== before.vdId) return 'VBD now maps another source';
-  if (now.mode !== before.mode) return 'VBD mode changed';
-  if (now.generation === before.generation && now.size === before.size) {
-    return sameExtents(before, now) ? 'keep' : 'VBD extents changed';
-  }
-  if (now.size < before.size) return 'VD shrank';
-  // enlarged: the old extents must be a prefix of the new ones
-  for (let index = 0; index < before.extents.length; index++) {
-    const a = before.extents[index];
-    const b = now.extents[index];
-    if (a === undefined || b === undefined) return 'VD extents changed';
-    const isLast = index === before.extents.length - 1;
-    if (a.path !== b.path || a.offset !== b.offset) return 'VD extents changed';
-    if (isLast ? b.length < a.length : b.length !== a.length) return 'VD extents changed';
-  }
-  return 'replace';
-}
-
-function sameExtents(a: ResolvedVbd, b: ResolvedVbd): boolean {
-  if (a.extents.length !== b.extents.length) return false;
-  return a.extents.every((x, index) => {
-    const y = b.extents[index];
-    return y !== undefined && x.path === y.path && x.offset === y.offset && x.length === y.length;
-  });
-}
-
-function describe(resolved: ResolvedVbd): string {
-  const source = resolved.vdId === null ? 'device' : `vd ${resolved.vdId}`;
-  const mode = resolved.mode === 'r' ? 'read-only' : 'writable';
-  return `xvd ${source}, ${mode}, domain ${resolved.domain}`;
 }
