@@ -14,9 +14,10 @@
  * hold, so both sides decide against the same total. */
 #include <stdint.h>
 #include "ops.h"
+#include "protocol.h"
 #include "xvd-assert.h"
 
-#define BUDGET_MAX_DEFAULT ((int64_t)128 << 20) /* LIMITS.nbdBudgetBytesMax */
+#define BUDGET_MAX_DEFAULT ((int64_t)XVD_LIMIT_NBD_BUDGET_BYTES_MAX) /* until budgetSync sets it */
 
 static int64_t held_threads; /* atomic */
 static int64_t held_js;      /* atomic: as JS last reported it */
