@@ -6,10 +6,11 @@
  *
  * The bytes are zeroed by the one zeroing ladder, the backing layer's (src/backing): the member
  * is opened as a Backing (a file or a block device, as its fstat says) and each piece goes
- * through Backing.zero with holes allowed and slow fallbacks allowed (mayTrim, not fastOnly):
- * a file gets fallocate ZERO_RANGE or PUNCH_HOLE, a device BLKDISCARD (when discarded sectors
- * read as zeros) or BLKZEROOUT, with an unaligned head and tail written; written zeros are the
- * last rung of both. Then one fdatasync, before the rows are cleared.
+ * through zeroSparse (backing/zero-sparse.ts): a file gets a hole punched, so a sparse pool image
+ * stays sparse; otherwise, and on devices, Backing.zero with holes and slow fallbacks allowed
+ * (fallocate ZERO_RANGE; BLKDISCARD when discarded sectors read as zeros, or BLKZEROOUT, with an
+ * unaligned head and tail written; written zeros last). Then one fdatasync, before the rows are
+ * cleared.
  *
  * A VD's pending rows are cleared by completeZeroing only after all its ranges were zeroed and
  * synced, so a crash at any moment leaves the work pending for the next command. Ranges go in
@@ -18,6 +19,7 @@
  * zeroing someone else's data.
  */
 import { openBacking } from '../backing/open-backing';
+import { zeroSparse } from '../backing/zero-sparse';
 import { LIMITS } from '../limits';
 import type { Catalog } from './index';
 import type { PendingZero } from './types';
@@ -29,7 +31,7 @@ async function zeroRange(catalog: Catalog, row: PendingZero): Promise<boolean> {
     for (let done = 0; done < row.length;) {
       if (!catalog.hasPendingZero(row.vdId)) return false;
       const piece = Math.min(LIMITS.zeroRangeBytesMax, row.length - done);
-      await backing.zero(row.offset + done, piece, true, false);
+      await zeroSparse(backing, row.offset + done, piece);
       done += piece;
     }
     await backing.sync();
