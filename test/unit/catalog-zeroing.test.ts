@@ -6,6 +6,7 @@ import t from 'tap';
 import {
   identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog,
 } from '../../src/catalog';
+import * as sys from '../../src/sys';
 import { loopUnavailable } from '../helpers/process';
 
 const MiB = 1024 * 1024;
@@ -151,3 +152,21 @@ t.test('an enlarge with --no-zero leaves its own range as it was (the explicit o
     t.equal(grown.state, 'live', 'nothing pending');
     t.ok(isAll(readVirtual(catalog, b.id, 0, 7 * MiB), 0xab));
   });
+
+t.test('zeroing a file member punches holes: a pool image stays sparse', async (t) => {
+  const dir = t.testdir();
+  const image = path.join(dir, 'pool.img');
+  const catalog = openCatalog(path.join(dir, 'catalog.sqlite'));
+  t.teardown(() => catalog.close());
+  formatFilePool(catalog, image, 8 * MiB, 0xab); // every block allocated
+  const allocatedBefore = fs.statSync(image).blocks * 512;
+  t.ok(allocatedBefore >= 8 * MiB, 'the image starts dense');
+  const vd = catalog.createVd({ size: 4 * MiB });
+  t.same(await zeroPending(catalog), [vd.id]);
+  const data = fs.readFileSync(image);
+  t.ok(isAll(data.subarray(0, 4 * MiB), 0), 'the VD reads zero');
+  t.ok(isAll(data.subarray(4 * MiB), 0xab), 'the rest is untouched');
+  if (!sys.isNative) return; // without the addon zeros are written; nothing is punched
+  t.ok(fs.statSync(image).blocks * 512 <= allocatedBefore - 4 * MiB,
+    'the zeroed extent no longer holds blocks');
+});
