@@ -28,12 +28,13 @@ import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
 import { ArenaReceiver } from './arena-receiver';
 import {
-  Connection, PHASE, type ConnectionLimits, type ConnectionStats, type TlsUpgrader,
+  Connection, type ConnectionLimits, type TlsUpgrader,
 } from './connection';
 import * as sys from '../sys/index';
 import { MemoryBudget } from './budget';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
+import { type NbdServerStats, addStats } from './server-stats';
 import { adoptWithUserBuffer, receiveLowWaterOf, tuneSocket } from './user-buffer-socket';
 
 export interface NbdServerLimits extends ConnectionLimits {
@@ -61,36 +62,9 @@ export interface NbdServerOptions {
   sendfile?: boolean;
 }
 
-export type ListenTarget = { host?: string; port?: number } | { path: string } | { fd: number };
+export type { NbdServerStats } from './server-stats';
 
-export interface NbdServerStats {
-  connectionsAccepted: number;
-  connectionsRefused: number;
-  connectionsOpen: number;
-  /** accepted sockets read through arenas (the rest through stream chunks) */
-  connectionsArena: number;
-  requests: number;
-  requestErrors: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** of `requests`, those data-path threads served themselves (plain READs and WRITEs) */
-  threadRequests: number;
-  /** data-path threads' busy-polls that found a request, and those that found none */
-  busyPollHits: number;
-  busyPollMisses: number;
-  /** internal errors contained by ending one connection (should stay 0: each is a bug) */
-  connectionFaults: number;
-  /** bytes connections hold in the memory budget now (data-path threads included), of those
-   * the threads', and the most held at once */
-  budgetHeldBytes: number;
-  budgetThreadsBytes: number;
-  budgetPeakBytes: number;
-  /** requests waiting for the budget now, and those that ever had to wait */
-  budgetWaiting: number;
-  budgetParkedTotal: number;
-  /** connections ended for holding memory while their client took and sent nothing */
-  connectionsStalled: number;
-}
+export type ListenTarget = { host?: string; port?: number } | { path: string } | { fd: number };
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 10809;
@@ -110,20 +84,6 @@ function limitsOf(overrides: Partial<NbdServerLimits> | undefined): NbdServerLim
     budgetFloorBytes: LIMITS.nbdBudgetFloorBytes,
     ...overrides,
   };
-}
-
-type Totals = Pick<NbdServerStats, 'requests' | 'requestErrors' | 'bytesRead' | 'bytesWritten' |
-  'threadRequests' | 'busyPollHits' | 'busyPollMisses' | 'connectionFaults'>;
-
-function addStats(totals: Totals, stats: ConnectionStats): void {
-  totals.requests += stats.requests;
-  totals.requestErrors += stats.errors;
-  totals.bytesRead += stats.bytesRead;
-  totals.bytesWritten += stats.bytesWritten;
-  totals.threadRequests += stats.threadRequests;
-  totals.busyPollHits += stats.busyPollHits;
-  totals.busyPollMisses += stats.busyPollMisses;
-  totals.connectionFaults += stats.faults;
 }
 
 /** Events: 'connection-open' (id), 'connection-close' (id), 'listening' (address). */
@@ -289,7 +249,7 @@ export class NbdServer extends EventEmitter {
       log: this.log.child({ conn: id }),
       limits: this.limits,
       tls: this.tls,
-      isSendfile: this.isSendfile,
+      executors: { isSendfile: this.isSendfile },
       isShuttingDown: () => this.isShuttingDown,
       budget: this.budget,
       hooks: {
@@ -380,7 +340,7 @@ export class NbdServer extends EventEmitter {
   }
 
   private async flushExports(bound: readonly Connection[]): Promise<void> {
-    const exportSet = new Set(bound.filter((connection) => connection.phase !== PHASE.CLOSED ||
+    const exportSet = new Set(bound.filter((connection) => !connection.isClosed() ||
       connection.inflight === 0).map((connection) => connection.export));
     for (const exp of exportSet) {
       if (!exp.canFlush || exp.isReadOnly) continue;

@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { ProtocolError, UsageError } from '../errors';
-import type { TlsUpgrader } from './connection';
+import type { TlsUpgrader } from './connection-options';
 import type { Domain } from './provider';
 
 export interface TlsOptions {

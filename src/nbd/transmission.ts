@@ -34,6 +34,7 @@ import {
   simpleReply,
   sparseReadChunks,
 } from './replies';
+import type { ReplyChannel } from './reply-channel';
 import type { Request } from './validate';
 
 export interface TransmissionContext {
@@ -43,19 +44,14 @@ export interface TransmissionContext {
   /** true when a buffer may be reused once send's onWritten ran (the output copied it) */
   readonly canReuseBuffers: boolean;
   /**
-   * Queues a frame; onWritten runs once the output no longer needs it (or it was dropped).
-   * `heldBytes`: what stays allocated until then (a pooled buffer behind the frame), counted
-   * against the connection's bytes in flight.
-   */
-  send(frame: Buffer, onWritten?: () => void, heldBytes?: number): void;
-  sendv(frames: readonly Buffer[], onWritten?: () => void, heldBytes?: number): void;
-  /**
-   * Optional: sends `header` then the file pieces of a ReadPlan on the connection's sender
-   * thread (reply-sender.ts); resolves once all of it was sent. Null when the output cannot take
-   * it now: the caller sends the reply from a buffer. A rejection with `isIntact` false means the
+   * Where replies go (reply-channel.ts): send() queues a frame, onWritten runs once the output
+   * no longer needs it (or it was dropped), `heldBytes` is what stays allocated until then (a
+   * pooled buffer behind the frame). With a sender thread (`canSendPlanned`), sendPlanned()
+   * sends a header then the file pieces of a ReadPlan; null when the output cannot take it now
+   * (the caller sends the reply from a buffer); a rejection with `isIntact` false means the
    * connection is ending (a reply may have been cut short).
    */
-  sendPlanned?(header: Buffer, pieces: Float64Array): Promise<void> | null;
+  readonly channel: ReplyChannel;
   /**
    * Optional: a bug (errors.ts isBug) while serving a request: after its error
    * reply the connection ends, and the fault is logged and counted (connection.ts fault()).
@@ -69,7 +65,7 @@ export function sendError(
 ): void {
   const isChunked = context.isStructured &&
     (request.type === NBD_CMD.READ || request.type === NBD_CMD.BLOCK_STATUS);
-  context.send(isChunked
+  context.channel.send(isChunked
     ? errorChunk(errno, request.cookieHigh, request.cookieLow, message)
     : simpleReply(errno, request.cookieHigh, request.cookieLow));
 }
@@ -89,7 +85,7 @@ function isSparseRead(context: TransmissionContext, request: Request): boolean {
  */
 function sendPlanned(context: TransmissionContext, request: Request): Promise<void> | null {
   const exp = context.export;
-  if (context.sendPlanned === undefined || exp.planRead === undefined ||
+  if (!context.channel.canSendPlanned || exp.planRead === undefined ||
     request.length < LIMITS.nbdSenderReadMin) {
     return null;
   }
@@ -98,7 +94,7 @@ function sendPlanned(context: TransmissionContext, request: Request): Promise<vo
   if (plan === null) return null;
   let sent: Promise<void> | null = null;
   try {
-    sent = context.sendPlanned(
+    sent = context.channel.sendPlanned(
       readReplyHeader(context.isStructured, cookieHigh, cookieLow, offset, length), plan.pieces);
   } finally {
     if (sent === null) plan.done();
@@ -109,7 +105,7 @@ function sendPlanned(context: TransmissionContext, request: Request): Promise<vo
 async function serveRead(context: TransmissionContext, request: Request): Promise<void> {
   const planned = sendPlanned(context, request);
   if (planned !== null) return planned;
-  const { offset, length, cookieHigh, cookieLow } = request;
+  const { length } = request;
   const storage = context.canReuseBuffers
     ? bufferPool.acquire(READ_DATA_OFFSET_STRUCTURED + length)
     : undefined;
@@ -134,7 +130,7 @@ async function readInto(
   const isSparse = isSparseRead(context, request);
   if (!isSparse || exp.readSparse === undefined) {
     await exp.read(offset, length, frame, frame.length - length);
-    context.send(frame, release, storage?.length);
+    context.channel.send(frame, release, storage?.length);
     return;
   }
   const pieces = await exp.readSparse(offset, length, frame, READ_DATA_OFFSET_STRUCTURED);
@@ -146,7 +142,7 @@ async function readInto(
     sendError(context, request, NBD_E.EIO, 'internal error');
     return;
   }
-  context.sendv(chunks, release, storage?.length);
+  context.channel.sendv(chunks, release, storage?.length);
 }
 
 async function serveBlockStatus(context: TransmissionContext, request: Request): Promise<void> {
@@ -157,7 +153,7 @@ async function serveBlockStatus(context: TransmissionContext, request: Request):
     sendError(context, request, NBD_E.EIO, 'block status returned no runs');
     return;
   }
-  context.send(blockStatusChunk(request.cookieHigh, request.cookieLow, BASE_ALLOCATION_ID,
+  context.channel.send(blockStatusChunk(request.cookieHigh, request.cookieLow, BASE_ALLOCATION_ID,
     clipped));
 }
 
@@ -194,7 +190,7 @@ async function serveCommand(
     default:
       throw new Error(`unexpected command ${request.type}`); // validate.ts rejects these
   }
-  context.send(simpleReply(0, request.cookieHigh, request.cookieLow));
+  context.channel.send(simpleReply(0, request.cookieHigh, request.cookieLow));
 }
 
 /** Runs one validated request and sends its reply; never rejects. */
