@@ -112,7 +112,7 @@ export function requireTools(t: Test, commands: readonly string[]): boolean {
   const missing = commands.filter((command) => !hasCommand(command));
   if (missing.length === 0) return true;
   if (isRoot()) t.fail(`missing ${missing.join(', ')} although root (ensure-tools installs them)`);
-  else t.skip(`missing ${missing.join(', ')} (not root: cannot install them)`);
+  else t.skip(`missing ${missing.join(', ')} (not root: cannot install them)`, () => undefined);
   return false;
 }
 

@@ -15,7 +15,7 @@ const MIB = 1024 * 1024;
 
 const reason = loopUnavailable();
 if (reason !== null) {
-  t.skip(`loop-device members: ${reason}`);
+  t.skip(`loop-device members: ${reason}`, () => undefined);
 } else {
   t.test('loop devices work as pool members and overlap with their backing files', async (t) => {
     const dir = t.testdir();

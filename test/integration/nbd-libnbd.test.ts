@@ -13,7 +13,7 @@ import {
 const MiB = 1024 * 1024;
 
 t.test('nbdinfo --list shows every export with its description', async (t) => {
-  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing');
+  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing', () => undefined);
   const { port } = await startServer(t, [memoryDisk('disk', 8 * MiB),
     memoryDisk('ro', 4 * MiB, true)]);
   const result = await runTool('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`]);
@@ -28,7 +28,7 @@ t.test('nbdinfo --list shows every export with its description', async (t) => {
 
 t.test('nbdinfo --json over TCP and over the Unix socket reports size and capabilities',
   async (t) => {
-    if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing');
+    if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing', () => undefined);
     const { uri, unixUri } = await startServer(t, [memoryDisk('disk', 8 * MiB)]);
     for (const target of [uri(), unixUri()]) {
       const result = await runTool('nbdinfo', ['--json', target]);
@@ -44,7 +44,7 @@ t.test('nbdinfo --json over TCP and over the Unix socket reports size and capabi
   });
 
 t.test('nbdinfo --map reports written data and holes through base:allocation', async (t) => {
-  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing');
+  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing', () => undefined);
   const disk = memoryDisk('disk', 4 * MiB);
   await disk.write(MiB, Buffer.alloc(MiB, 1), { fua: false });
   const { uri } = await startServer(t, [disk]);
@@ -119,7 +119,7 @@ print(json.dumps(r))
 `;
 
 t.test('nbdsh (strict mode off) gets the spec error code for every command', async (t) => {
-  if (!fs.existsSync(PYTHON_LIBNBD) || !hasTool('nbdsh')) return t.skip('python3-libnbd missing');
+  if (!fs.existsSync(PYTHON_LIBNBD) || !hasTool('nbdsh')) return t.skip('python3-libnbd missing', () => undefined);
   const { uri } = await startServer(t, [memoryDisk('disk', 64 * MiB)]);
   const result = await runTool(PYTHON_LIBNBD, ['-c', ERROR_SCRIPT, uri()]);
   t.equal(result.code, 0, result.stderr);
@@ -134,7 +134,7 @@ t.test('nbdsh (strict mode off) gets the spec error code for every command', asy
 });
 
 t.test('nbdsh on a read-only export: writes, trims and zeroes get EPERM', async (t) => {
-  if (!fs.existsSync(PYTHON_LIBNBD)) return t.skip('python3-libnbd missing');
+  if (!fs.existsSync(PYTHON_LIBNBD)) return t.skip('python3-libnbd missing', () => undefined);
   const { unixUri } = await startServer(t, [memoryDisk('ro', 4 * MiB, true)]);
   const result = await runTool(PYTHON_LIBNBD, ['-c', RO_SCRIPT, unixUri('ro')]);
   t.equal(result.code, 0, result.stderr);
@@ -145,7 +145,7 @@ t.test('nbdsh on a read-only export: writes, trims and zeroes get EPERM', async 
 
 t.test('nbdcopy round trip (multi-connection) preserves a random image byte for byte',
   async (t) => {
-    if (!hasTool('nbdcopy')) return t.skip('nbdcopy missing');
+    if (!hasTool('nbdcopy')) return t.skip('nbdcopy missing', () => undefined);
     const dir = t.testdir();
     const source = path.join(dir, 'source.img');
     const back = path.join(dir, 'back.img');

@@ -8,7 +8,7 @@ import { hasTool, memoryDisk, runTool, startServer } from '../helpers/nbd-client
 const MiB = 1024 * 1024;
 
 t.test('qemu-img info reports the virtual size over TCP and the Unix socket', async (t) => {
-  if (!hasTool('qemu-img')) return t.skip('qemu-img missing');
+  if (!hasTool('qemu-img')) return t.skip('qemu-img missing', () => undefined);
   const { uri, unixUri } = await startServer(t, [memoryDisk('disk', 16 * MiB)]);
   for (const target of [uri(), unixUri()]) {
     const result = await runTool('qemu-img', ['info', '--output=json', target]);
@@ -19,7 +19,7 @@ t.test('qemu-img info reports the virtual size over TCP and the Unix socket', as
 
 t.test('qemu-img convert writes an image, compare finds it identical, map sees the holes',
   async (t) => {
-    if (!hasTool('qemu-img')) return t.skip('qemu-img missing');
+    if (!hasTool('qemu-img')) return t.skip('qemu-img missing', () => undefined);
     const source = path.join(t.testdir(), 'source.raw');
     const image = Buffer.alloc(16 * MiB);
     crypto.randomBytes(4 * MiB).copy(image, 2 * MiB);
@@ -39,7 +39,7 @@ t.test('qemu-img convert writes an image, compare finds it identical, map sees t
   });
 
 t.test('qemu-io writes patterns (plain, FUA, zeroes, discard) and reads them back', async (t) => {
-  if (!hasTool('qemu-io')) return t.skip('qemu-io missing');
+  if (!hasTool('qemu-io')) return t.skip('qemu-io missing', () => undefined);
   const { uri } = await startServer(t, [memoryDisk('disk', 16 * MiB)]);
   const commands = [
     'write -P 0xab 0 1M', 'write -f -P 0xcd 1M 64k', 'write -z 2M 256k',

@@ -30,7 +30,7 @@ const NODE = [process.execPath, '-r',
     'transpile-only.js'), '-e'];
 
 t.test('socket activation: nbdinfo launches the server with a listening fd 3', async (t) => {
-  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing');
+  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing', () => undefined);
   const result = await runTool('nbdinfo', ['--json', '--', '[', ...NODE, ACTIVATED, ']'],
     { env: { TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json') }, timeoutMs: 90_000 });
   t.equal(result.code, 0, result.stderr);
@@ -39,7 +39,7 @@ t.test('socket activation: nbdinfo launches the server with a listening fd 3', a
 });
 
 t.test('stdin/stdout mode: nbdinfo talks to the server over a pipe pair', async (t) => {
-  if (!hasTool('nbdsh')) return t.skip('python3-libnbd missing');
+  if (!hasTool('nbdsh')) return t.skip('python3-libnbd missing', () => undefined);
   const script = `
 import nbd, sys, json
 h = nbd.NBD()

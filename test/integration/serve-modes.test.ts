@@ -4,7 +4,7 @@
  * catalog: a VBD added after the server started is listed and served without a restart, and a
  * removed one disappears.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { MAIN, makeImage, runXvd, spawnXvd } from '../helpers/cli';
@@ -12,7 +12,7 @@ import { hasTool, PYTHON_LIBNBD, runTool } from '../helpers/nbd-client';
 
 const MiB = 1024 * 1024;
 
-async function setup(t: Tap): Promise<string> {
+async function setup(t: Test): Promise<string> {
   const dir = t.testdir();
   const catalog = path.join(dir, 'catalog.sqlite');
   const image = makeImage(path.join(dir, 'pool.img'), 64 * MiB);
@@ -24,7 +24,6 @@ async function setup(t: Tap): Promise<string> {
   return catalog;
 }
 
-type Tap = typeof t;
 
 /** The port from serve's 'listening' log line (it was asked for port 0). */
 function listeningPort(server: ChildProcess): Promise<number> {
@@ -45,7 +44,7 @@ const env = (catalog: string): NodeJS.ProcessEnv =>
 
 t.test('socket activation: nbdinfo starts xvd serve and reaches the only export by default',
   async (t) => {
-    if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing');
+    if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing', () => undefined);
     const catalog = await setup(t);
     const result = await runTool('nbdinfo', ['--size', '--', '[', process.execPath, MAIN,
       'serve', ']'], { env: env(catalog), timeoutMs: 60_000 });
@@ -56,7 +55,7 @@ t.test('socket activation: nbdinfo starts xvd serve and reaches the only export 
 t.test('stdio mode: libnbd connect_command writes and reads back through xvd serve --stdio',
   async (t) => {
     const probe = await runTool(PYTHON_LIBNBD, ['-c', 'import nbd']);
-    if (probe.code !== 0) return t.skip('python3-libnbd missing');
+    if (probe.code !== 0) return t.skip('python3-libnbd missing', () => undefined);
     const catalog = await setup(t);
     const script = [
       'import nbd, sys',
@@ -75,7 +74,7 @@ t.test('stdio mode: libnbd connect_command writes and reads back through xvd ser
   });
 
 t.test('a VBD added while serving is listed and served; a removed one is gone', async (t) => {
-  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing');
+  if (!hasTool('nbdinfo')) return t.skip('nbdinfo missing', () => undefined);
   const catalog = await setup(t);
   const uri = 'nbd://127.0.0.1:';
   const server = spawnXvd(['serve', '--listen', '127.0.0.1:0'],

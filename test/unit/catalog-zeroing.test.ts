@@ -2,7 +2,7 @@ import assert from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog,
 } from '../../src/catalog';
@@ -96,10 +96,9 @@ function readVirtual(catalog: Catalog, vdId: number, start: number, end: number)
   return out;
 }
 
-declare namespace Tap { type Test = typeof t }
 
 /** A pool of `extents` 4 MiB extents; VD A covers it, is written with 0xab and deleted. */
-async function poolAfterDeletedVd(t: Tap.Test, extents: number): Promise<Catalog> {
+async function poolAfterDeletedVd(t: Test, extents: number): Promise<Catalog> {
   const dir = t.testdir();
   const image = path.join(dir, 'pool.img');
   const catalog = openCatalog(path.join(dir, 'catalog.sqlite'));

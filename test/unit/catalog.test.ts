@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import Database from 'better-sqlite3';
 import { openCatalog, identityOfFile, zeroPending, type Catalog } from '../../src/catalog';
 import { MIGRATIONS } from '../../src/catalog/migrations';
@@ -23,7 +23,7 @@ function makeImage(dir: string, name: string, sizeBytes: number): { file: string
   return { file, identity: identityOfFile(st.dev, st.ino) };
 }
 
-function setup(t: Tap.Test, extents = 16): Fixture {
+function setup(t: Test, extents = 16): Fixture {
   const dir = t.testdir();
   const clock = { ms: 1_000_000 };
   const catalog = openCatalog(path.join(dir, 'sub', 'catalog.sqlite'), { now: () => clock.ms });
@@ -45,7 +45,6 @@ function dump(file: string): string {
   }
 }
 
-declare namespace Tap { type Test = typeof t }
 
 t.test('create allocates whole extents, keeps the exact size and reports extents', async (t) => {
   const { catalog, file } = setup(t);
