@@ -163,8 +163,10 @@ async function fuzz(options) {
     fs.copyFileSync(path.join(summary.artifacts, name), path.join(CRASHES, name));
   }
   if (!options.isJson || summary.exitCode !== 0) process.stderr.write(summary.log);
-  const { log, artifacts, ...shown } = summary;
-  process.stdout.write(`${JSON.stringify({ ...shown, replayed })}\n`);
+  const shown = { ...summary, replayed };
+  delete shown.log;
+  delete shown.artifacts;
+  process.stdout.write(`${JSON.stringify(shown)}\n`);
   if (isTemporary) fs.rmSync(work, { recursive: true, force: true }); // crashes were copied
   return summary.exitCode === 0 && summary.crashes.length === 0 ? 0 : 1;
 }

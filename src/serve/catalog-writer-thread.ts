@@ -128,7 +128,7 @@ export class CatalogWriterThread implements CatalogWriter {
     if (this.failure !== null) return Promise.reject(this.failure);
     const id = this.idNext++;
     const answer = this.send(id);
-    this.worker.postMessage({ ...request, id } as WriterRequest);
+    this.worker.postMessage({ ...request, id });
     return answer;
   }
 

@@ -203,7 +203,7 @@ t.test('random operation sequences keep every invariant and agree with the model
   let seq = 0;
   fc.assert(fc.property(
     fc.array(opArb, { minLength: 1, maxLength: 40 })
-      .map((ops) => [{ op: 'format', extents: 8 } as Op, ...ops]),
+      .map((ops) => [{ op: 'format', extents: 8 } satisfies Op, ...ops]),
     (ops) => {
       runSequence(dir, ops, seq++);
     },

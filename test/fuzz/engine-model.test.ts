@@ -70,8 +70,8 @@ type Op =
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
-    kind: fc.constantFrom('read', 'read', 'write', 'write', 'trim', 'zero') as fc.Arbitrary<
-      'read' | 'trim' | 'zero' | 'write'>,
+    kind: fc.constantFrom<'read' | 'trim' | 'zero' | 'write'>('read', 'read', 'write', 'write',
+      'trim', 'zero'),
     at: fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }),
     span: fc.oneof(fc.integer({ min: 1, max: 600 }), fc.integer({ min: 1, max: 300_000 })),
     mayTrim: fc.boolean(),
@@ -167,8 +167,7 @@ t.test('concurrent non-overlapping requests give the same result as the referenc
   let run = 0;
   const batchArb = fc.array(
     fc.record({
-      kind: fc.constantFrom('write', 'write', 'zero', 'trim') as fc.Arbitrary<
-        'write' | 'zero' | 'trim'>,
+      kind: fc.constantFrom<'write' | 'zero' | 'trim'>('write', 'write', 'zero', 'trim'),
       span: fc.integer({ min: 1, max: 200_000 }),
       fua: fc.boolean(),
       seed: fc.nat(),

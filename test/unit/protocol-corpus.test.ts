@@ -50,7 +50,7 @@ interface Verdict {
 function contextOf(entry: CorpusCase): ValidateContext {
   const context = typeof entry.context === 'string' ? corpus.contexts[entry.context]
     : entry.context;
-  if (context === undefined) throw new Error(`${entry.name}: no context ${String(entry.context)}`);
+  if (context === undefined) throw new Error(`${entry.name}: no context ${JSON.stringify(entry.context)}`);
   return context;
 }
 
