@@ -21,14 +21,12 @@
  * against a client that takes no replies), or at once; `onStopped` runs once it has been joined,
  * and only then may the export's descriptors be released.
  *
- * XVD_DATAPATH=off keeps every request on the JS path (for comparisons); so does a sender mode
- * (serve --sendfile, XVD_SENDER), which needs the JS path's READs.
+ * Whether a connection gets a thread is decided by routesOf (dataplane/routes.ts).
  */
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { LIMITS } from '../limits';
 import * as sys from '../sys/index';
-import { senderModeOf } from './reply-sender';
 import { socketFdOf } from './user-buffer-socket';
 
 export interface DatapathHandlers {
@@ -42,12 +40,6 @@ export interface DatapathHandlers {
   onStopped(): void;
   /** start() could not start the thread (it returns null) */
   onStartFailed(error: unknown): void;
-}
-
-/** Whether connections on `socket` get a data-path thread (see the header). */
-export function isDatapathWanted(socket: net.Socket, isSendfile: boolean): boolean {
-  return sys.isNative && process.env['XVD_DATAPATH'] !== 'off' && socketFdOf(socket) !== null &&
-    senderModeOf(socket, isSendfile) === null;
 }
 
 export class Datapath {

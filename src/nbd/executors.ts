@@ -1,59 +1,77 @@
 /**
- * nbd/executors: at the start of transmission, which code serves this connection's requests,
- * decided once: the JS path (transmission.ts) with replies on the stream; the JS path with
- * large READ replies on a sender thread (SenderChannel); or a data-path thread that reads the
- * socket, serves plain READs and WRITEs itself and forwards every other request's bytes here
- * (datapath.ts, DatapathChannel).
+ * nbd/executors: at the start of transmission, routesOf (dataplane/routes.ts) decides once
+ * which code serves this connection's requests, the decision is logged with its reason, and
+ * the executors it chose start: a sender thread behind the stream (SenderChannel), or a
+ * data-path thread that takes the socket (datapath.ts, DatapathChannel); otherwise the JS path
+ * with replies on the stream goes on as in the handshake.
  *
- * The data-path thread takes the socket only when the connection reads it into arenas (so
- * pausing it stops libuv reading), without TLS, unfenced, with an export whose backings all
- * have descriptors, and once the handshake's last reply went out; bytes already received go to
- * the thread first. If the thread cannot start, the JS path goes on, unless it had taken
- * bytes (then the connection ends: they are gone with the receiver).
+ * The data-path thread starts once the handshake's last reply went out, with the bytes already
+ * received; if it cannot (no descriptors now, a reply still queued, no thread), the JS path
+ * goes on, unless the thread had taken bytes (then the connection ends: they are gone).
  */
+import assert from 'node:assert';
+import { type RouteSettings, type Routes, routesOf } from '../dataplane/routes';
 import { LIMITS } from '../limits';
+import * as sys from '../sys/index';
 import type { Connection } from './connection';
 import type { ConnectionStats } from './connection-options';
-import { Datapath, isDatapathWanted } from './datapath';
+import { Datapath } from './datapath';
 import { Framer } from './framer';
 import { PHASE } from './phase';
 import { finalizeIfIdle, finishClosing } from './teardown';
 import { guarded } from './reply-channel';
 import { DatapathChannel } from './reply-datapath';
 import { SenderChannel } from './reply-sender-channel';
-import { senderModeOf } from './reply-sender';
+import { socketFdOf } from './user-buffer-socket';
 
-/** What the server's options say about executors (the routes' inputs). */
-export interface ExecutorSettings {
-  /** large READ replies on unix sockets by sendfile(2) (server option; reply-sender.ts) */
-  isSendfile: boolean;
+/** The server's settings that routesOf weighs (dataplane/routes.ts). */
+export type ExecutorSettings = RouteSettings;
+
+/** The routes for `c` now (its export bound, transmission starting). */
+export function routesFor(c: Connection): Routes {
+  const socket = c.socket;
+  const isOwnSocket = socket !== null && c.output === socket && socketFdOf(socket) !== null;
+  return routesOf({
+    ...c.executors,
+    isNative: sys.isNative,
+    hasSocketFd: isOwnSocket,
+    isTcp: socket !== null && typeof socket.remotePort === 'number',
+    isTls: c.isTls,
+    isArenaReceive: c.isSelfReading,
+    isFenced: c.isFenced,
+    hasDataPlane: c.export.datapathMap !== undefined,
+    isWriteMaxFull: c.limits.writeDiscardMax >= LIMITS.nbdPayloadMax,
+  });
 }
 
+/** Asks routesOf once, logs its answer, and starts the executors it chose. */
 export function startTransmission(c: Connection): void {
-  const socket = c.socket;
-  const isOwnSocket = socket !== null && c.output === socket && !c.isTls;
-  const mode = isOwnSocket ? senderModeOf(socket, c.executors.isSendfile) : null;
-  if (mode !== null) {
-    c.channel = new SenderChannel(c.stream, socket!, mode, c, c.counts,
+  const routes = routesFor(c);
+  c.log.info({ routes }, `routes: ${routes.reason}`);
+  if (routes.senderMode !== null) {
+    assert(c.socket !== null); // routesOf: a socket of its own
+    c.channel = new SenderChannel(c.stream, c.socket, routes.senderMode, c, c.counts,
       2 * c.limits.inflightMax);
-    return;
+  } else if (routes.receive === 'datapath') {
+    startDatapath(c);
   }
-  startDatapath(c);
 }
 
 function startDatapath(c: Connection): void {
   const socket = c.socket;
-  if (!c.isSelfReading || socket === null || c.output !== socket || c.isTls ||
-    c.isFenced || !isDatapathWanted(socket, c.executors.isSendfile) ||
-    c.limits.writeDiscardMax < LIMITS.nbdPayloadMax) { // the thread serves up to that
-    return;
-  }
+  assert(socket !== null); // routesOf: a socket of its own
   const exp = c.export;
   const map = exp.datapathMap?.() ?? null;
-  if (map === null) return;
+  if (map === null) {
+    c.log.info('data path: the export has no descriptors now: JS serves every request');
+    return;
+  }
   // the handshake's last reply goes out before the thread writes anything
   c.channel.uncork();
-  if (c.output.writableLength > 0) return;
+  if (c.output.writableLength > 0) {
+    c.log.info('data path: a reply is still queued: JS serves every request');
+    return;
+  }
   const buffered = c.framer.length;
   const initial = buffered > 0 ? Buffer.from(c.framer.take(buffered)) : null;
   const datapath = Datapath.start(socket, {

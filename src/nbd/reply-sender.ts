@@ -26,36 +26,14 @@
  * Failures: the sender sends every job whole or breaks the stream (a job cut short: the peer
  * cannot resync). The callback says which: `isIntact` only when the pieces could not be read
  * before any byte was sent (copy mode), where the caller answers with an error reply; otherwise
- * the connection must end. XVD_SENDER (off, sendfile, copy, auto) overrides the choice for
- * experiments.
+ * the connection must end. Which mode a connection's sender has, if any, routesOf decides
+ * (dataplane/routes.ts: serve --sendfile, or XVD_SENDER for experiments).
  */
 import type net from 'node:net';
 import * as sys from '../sys/index';
 import { socketFdOf } from './user-buffer-socket';
 
 export type SendDone = (error: NodeJS.ErrnoException | null, isIntact: boolean) => void;
-
-/**
- * The mode for `socket`'s sender, or null when replies stay on the JS thread: sendfile on a unix
- * socket when the server was asked for it (`isSendfile`), else none. XVD_SENDER overrides it
- * for experiments: off, sendfile, copy, or on (sendfile on unix sockets, copy on TCP).
- */
-export function senderModeOf(socket: net.Socket, isSendfile: boolean): sys.SenderMode | null {
-  if (!sys.isNative || socketFdOf(socket) === null) return null;
-  const isTcp = typeof socket.remotePort === 'number';
-  switch (process.env['XVD_SENDER'] ?? 'auto') {
-    case 'off':
-      return null;
-    case 'sendfile':
-      return 'sendfile';
-    case 'copy':
-      return 'copy';
-    case 'on':
-      return isTcp ? 'copy' : 'sendfile';
-    default:
-      return isSendfile && !isTcp ? 'sendfile' : null;
-  }
-}
 
 export class ReplySender {
   /** jobs submitted and not yet completed */

@@ -23,6 +23,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import type { DatapathSetting, RouteSettings, SenderSetting } from '../dataplane/routes';
 import { EmuError, UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
@@ -60,6 +61,10 @@ export interface NbdServerOptions {
    * bytes, so a client that has not read a reply yet can receive bytes written after it was sent.
    */
   sendfile?: boolean;
+  /** 'off': every request on the JS path (XVD_DATAPATH, parsed by cli/route-env.ts) */
+  datapath?: DatapathSetting;
+  /** the sender thread's mode, overriding `sendfile` (XVD_SENDER; dataplane/routes.ts) */
+  sender?: SenderSetting;
 }
 
 export type { NbdServerStats } from './server-stats';
@@ -93,7 +98,7 @@ export class NbdServer extends EventEmitter {
   private readonly log: Logger;
   private readonly tls: TlsUpgrader | null;
   private readonly isArenaReceive: boolean;
-  private readonly isSendfile: boolean;
+  private readonly routeSettings: RouteSettings;
   private readonly netServers: net.Server[] = [];
   private readonly connections = new Set<Connection>();
   private nextId = 1;
@@ -115,7 +120,8 @@ export class NbdServer extends EventEmitter {
     this.tls = options.tls === undefined ? null : createTlsUpgrader(options.tls);
     // STARTTLS swaps the stream under the connection: arenas only without TLS
     this.isArenaReceive = (options.receive ?? 'arena') === 'arena' && this.tls === null;
-    this.isSendfile = options.sendfile === true;
+    this.routeSettings = { isSendfile: options.sendfile === true,
+      datapath: options.datapath ?? 'auto', sender: options.sender ?? 'auto' };
     this.budget = new MemoryBudget(this.limits.budgetBytesMax, this.limits.budgetFloorBytes,
       sys.budgetSync, LIMITS.nbdBudgetRetryMs);
   }
@@ -249,7 +255,7 @@ export class NbdServer extends EventEmitter {
       log: this.log.child({ conn: id }),
       limits: this.limits,
       tls: this.tls,
-      executors: { isSendfile: this.isSendfile },
+      executors: this.routeSettings,
       isShuttingDown: () => this.isShuttingDown,
       budget: this.budget,
       hooks: {

@@ -12,6 +12,7 @@
  */
 import fs from 'node:fs';
 import { openCatalog } from '../catalog/index';
+import type { DatapathSetting, ReceiveSetting, SenderSetting } from '../dataplane/routes';
 import { UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log, type Logger } from '../log';
@@ -31,6 +32,11 @@ export interface ServeOptions {
   tls: TlsOptions;
   /** READ replies on unix sockets by sendfile(2) (nbd/reply-sender.ts; off by default) */
   isSendfile?: boolean;
+  /** XVD_DATAPATH, XVD_SENDER, XVD_NBD_RECEIVE as cli/route-env.ts parsed them (defaults:
+   * the data-path thread where it can run, the sender as isSendfile says, arena receive) */
+  datapath?: DatapathSetting;
+  sender?: SenderSetting;
+  receive?: ReceiveSetting;
   /** data-path threads' busy-poll budget in microseconds (LIMITS.nbdDatapathSpinUs by default) */
   busyPollMicros?: number;
   /** connections served at once (LIMITS.nbdConnectionsMax by default) */
@@ -89,15 +95,14 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   }
   const provider = new CatalogProvider({ catalog, writer, log: logger,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
-  // XVD_NBD_RECEIVE=stream: read sockets through Node's 'data' chunks (nbd/server.ts 'receive')
-  const receive = process.env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena';
   const limits = {
     ...(options.busyPollMicros === undefined ? {} : { busyPollMicros: options.busyPollMicros }),
     ...(options.connectionsMax === undefined ? {} : { connectionsMax: options.connectionsMax }),
     ...(options.budgetBytesMax === undefined ? {} : { budgetBytesMax: options.budgetBytesMax }),
   };
-  const server = createServer({ provider, tls: options.tls, log: logger, receive,
-    sendfile: options.isSendfile === true, limits });
+  const server = createServer({ provider, tls: options.tls, log: logger,
+    receive: options.receive ?? 'arena', sendfile: options.isSendfile === true,
+    datapath: options.datapath ?? 'auto', sender: options.sender ?? 'auto', limits });
   const addresses: (string | { address: string; port: number })[] = [];
   try {
     provider.start(server);

@@ -27,6 +27,7 @@ import { BackingPool } from '../../src/backing/pool';
 import { openExport, type ExtentExport } from '../../src/engine/extent-export';
 import { ExtentMap, type ExtentSpec } from '../../src/engine/extent-map';
 import { LIMITS } from '../../src/limits';
+import { routeEnvOf } from '../../src/cli/route-env';
 import { createServer, type NbdServer, type NbdServerLimits } from '../../src/nbd/index';
 import {
   PYTHON_LIBNBD, ScriptedClient, createFixedProvider, hasTool, quietLog, runTool,
@@ -162,9 +163,11 @@ async function startFixture(t: Test, options: FixtureOptions = {}): Promise<Fixt
   const calls: Calls = { read: 0, readSparse: 0, write: 0, zero: 0, trim: 0, flush: 0,
     blockStatus: 0 };
   spyExport(exp, calls);
+  // XVD_DATAPATH and XVD_SENDER as `xvd serve` reads them (cli/route-env.ts)
+  const { datapath, sender } = routeEnvOf(process.env);
   const server = createServer({ provider: createFixedProvider([exp]), log: options.log ?? quietLog,
-    receive: options.receive ?? 'arena', ...(options.limits === undefined ? {}
-      : { limits: options.limits }) });
+    receive: options.receive ?? 'arena', datapath, sender,
+    ...(options.limits === undefined ? {} : { limits: options.limits }) });
   const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-dp-', async () => {
     await exp.close();
     await pool.close();

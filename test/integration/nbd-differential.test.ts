@@ -23,6 +23,7 @@ import { BackingPool } from '../../src/backing/pool';
 import { openExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 import { LIMITS } from '../../src/limits';
+import { routeEnvOf } from '../../src/cli/route-env';
 import { createServer, type NbdServer } from '../../src/nbd/index';
 import { ScriptedClient, createFixedProvider, quietLog } from '../helpers/nbd-client';
 import { connectRaw, listenTcpAndUnix } from '../helpers/sockets';
@@ -137,7 +138,8 @@ interface Fixture {
 }
 
 /** Files of seeded bytes, a writable export `disk` and a read-only `ro` over them. */
-async function startFixture(t: Test, dir: string, seed: number): Promise<Fixture> {
+async function startFixture(t: Test, dir: string, seed: number, datapath: 'on' | 'off',
+): Promise<Fixture> {
   const files = ['a.img', 'b.img'].map((name) => path.join(dir, name));
   const random = new FuzzRandom(seed);
   for (const file of files) fs.writeFileSync(file, random.bytes(FILE_BYTES));
@@ -149,7 +151,9 @@ async function startFixture(t: Test, dir: string, seed: number): Promise<Fixture
   const roPool = new BackingPool();
   const ro = await openExport({ name: 'ro', description: 'ro', mode: 'r', size, extents,
     pool: roPool });
-  const server = createServer({ provider: createFixedProvider([disk, ro]), log: quietLog });
+  // XVD_DATAPATH as `xvd serve` reads it (cli/route-env.ts)
+  const server = createServer({ provider: createFixedProvider([disk, ro]), log: quietLog,
+    datapath: routeEnvOf({ XVD_DATAPATH: datapath }).datapath });
   const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-diff-', async () => {
     await disk.close();
     await ro.close();
@@ -197,19 +201,12 @@ async function runSession(t: Test, session: Session, fileSeed: number,
   datapath: 'on' | 'off'): Promise<RunResult> {
   const dir = path.join(t.testdir(), datapath);
   fs.mkdirSync(dir, { recursive: true });
-  const fixture = await startFixture(t, dir, fileSeed);
-  const before = process.env['XVD_DATAPATH'];
-  process.env['XVD_DATAPATH'] = datapath;
+  const fixture = await startFixture(t, dir, fileSeed, datapath);
   const socket = await connectRaw(t, fixture, 'tcp');
   socket.on('error', () => undefined);
   const client = new ScriptedClient(socket, socket);
-  try {
-    await client.handshake({ name: session.name, structured: session.structured,
-      meta: session.meta, infos: session.blockSize ? [INFO.BLOCK_SIZE] : [] });
-  } finally {
-    if (before === undefined) delete process.env['XVD_DATAPATH'];
-    else process.env['XVD_DATAPATH'] = before;
-  }
+  await client.handshake({ name: session.name, structured: session.structured,
+    meta: session.meta, infos: session.blockSize ? [INFO.BLOCK_SIZE] : [] });
   const stream: Buffer[] = [];
   const perCookie = new Map<bigint, Buffer>();
   for (const round of session.rounds) {

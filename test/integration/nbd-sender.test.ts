@@ -22,6 +22,7 @@ import { BackingPool } from '../../src/backing/pool';
 import { LIMITS } from '../../src/limits';
 import { openExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
+import { routeEnvOf } from '../../src/cli/route-env';
 import { createServer, type NbdServer } from '../../src/nbd/index';
 import {
   ScriptedClient, checkHealthy, createFixedProvider, hasTool, quietLog, runTool,
@@ -95,8 +96,10 @@ async function startServerOver(t: Test, extents: ExtentSpec[], image: Buffer,
   const pool = new BackingPool();
   const exp = await openExport({ name: 'disk', description: 'files', mode: 'w',
     size: image.length, extents, pool });
+  // the environment as `xvd serve` reads it (XVD_SENDER, XVD_DATAPATH: cli/route-env.ts)
+  const { datapath, sender } = routeEnvOf(process.env);
   const server = createServer({ provider: createFixedProvider([exp]), log,
-    sendfile: isSendfile });
+    sendfile: isSendfile, datapath, sender });
   const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-snd-', async () => {
     await exp.close();
     await pool.close();
@@ -240,7 +243,6 @@ for (const transport of TRANSPORTS) {
 
 t.test('the same READs under each XVD_SENDER setting: same bytes, sender only when on',
   async (t) => {
-    const fixture = await startFileServer(t);
     const settings: [string | undefined, boolean][] = [
       ['off', false], [undefined, false], ['auto', false], ['on', true], ['sendfile', true],
       ['copy', true],
@@ -249,6 +251,7 @@ t.test('the same READs under each XVD_SENDER setting: same bytes, sender only wh
       for (const transport of TRANSPORTS) {
         await t.test(`XVD_SENDER=${setting ?? '(unset)'} over ${transport}`, async (t) => {
           withEnv(t, 'XVD_SENDER', setting);
+          const fixture = await startFileServer(t);
           await checkLargeReads(t, fixture, transport, transport === 'unix', isSent, false);
         });
       }
@@ -257,7 +260,6 @@ t.test('the same READs under each XVD_SENDER setting: same bytes, sender only wh
 
 t.test('the server option sendfile: the sender on unix sockets only, unless XVD_SENDER says',
   async (t) => {
-    const fixture = await startFileServer(t, undefined, true);
     const cases: [string | undefined, Transport, boolean][] = [
       [undefined, 'unix', true], [undefined, 'tcp', false], ['off', 'unix', false],
       ['copy', 'tcp', true],
@@ -265,6 +267,7 @@ t.test('the server option sendfile: the sender on unix sockets only, unless XVD_
     for (const [setting, transport, isSent] of cases) {
       await t.test(`XVD_SENDER=${setting ?? '(unset)'} over ${transport}`, async (t) => {
         withEnv(t, 'XVD_SENDER', setting);
+        const fixture = await startFileServer(t, undefined, true);
         await checkLargeReads(t, fixture, transport, transport === 'unix', isSent, false);
       });
     }

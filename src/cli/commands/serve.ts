@@ -10,6 +10,7 @@ import { parseSize } from '../../size';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../nbd/index';
 import { runServeUntilSignal, tlsOptionsOf } from '../../serve/index';
 import type { Context } from '../context';
+import { routeEnvOf } from '../route-env';
 
 interface ServeFlags {
   listen: string[];
@@ -91,7 +92,7 @@ export function runServe(context: Context, options: { host: string; port: number
 ): Promise<number> {
   setThreads(undefined);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp: [options], sockets: [],
-    isStdio: false, tls: { mode: 'off' } });
+    isStdio: false, tls: { mode: 'off' }, ...routeEnvOf(process.env) });
 }
 
 function serve(context: Context, flags: ServeFlags): Promise<number> {
@@ -108,6 +109,7 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
     flags.tlsVerifyPeer === true);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
     isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
+    ...routeEnvOf(process.env),
     ...(busyPollMicros === undefined ? {} : { busyPollMicros }),
     ...(connectionsMax === undefined ? {} : { connectionsMax }),
     ...(budgetBytesMax === undefined ? {} : { budgetBytesMax }) });

@@ -1,0 +1,32 @@
+/**
+ * cli/route-env: the environment variables that steer how connections are served, parsed in
+ * one place and passed down as options (serve/index.ts ServeOptions → nbd/server.ts
+ * NbdServerOptions → each connection's routesOf, src/dataplane/routes.ts). Meant for
+ * comparisons and experiments; the flags of `xvd serve` are the supported interface.
+ * - XVD_DATAPATH=off: every request on the JS path (any other value: the data-path thread
+ *   where it can run).
+ * - XVD_SENDER=off|sendfile|copy|on: the sender thread's mode for large READ replies (on:
+ *   sendfile on unix sockets, copy on TCP); unset or anything else: serve --sendfile decides.
+ * - XVD_NBD_RECEIVE=stream: sockets are read through Node's 'data' chunks (else arenas).
+ */
+import type {
+  DatapathSetting, ReceiveSetting, SenderSetting,
+} from '../dataplane/routes';
+
+export interface RouteEnv {
+  datapath: DatapathSetting;
+  sender: SenderSetting;
+  receive: ReceiveSetting;
+}
+
+const SENDER_SETTINGS: readonly string[] = ['off', 'sendfile', 'copy', 'on'];
+
+/** Reads XVD_DATAPATH, XVD_SENDER and XVD_NBD_RECEIVE from `env` (see the header). */
+export function routeEnvOf(env: NodeJS.ProcessEnv): RouteEnv {
+  const sender = env['XVD_SENDER'] ?? 'auto';
+  return {
+    datapath: env['XVD_DATAPATH'] === 'off' ? 'off' : 'auto',
+    sender: SENDER_SETTINGS.includes(sender) ? sender as SenderSetting : 'auto',
+    receive: env['XVD_NBD_RECEIVE'] === 'stream' ? 'stream' : 'arena',
+  };
+}
