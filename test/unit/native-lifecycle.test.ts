@@ -5,6 +5,8 @@
  * child process: its thread count (/proc/self/task) goes back to where it was, the peer of
  * each socket sees the end, and the process exits 0 (a thread still using a freed thread-safe
  * function, or a hook run twice, crashes it).
+ * And the end a broken invariant gets: XVD_ASSERT (native/src/xvd-assert.h) aborts with file:line
+ * and the invariant in every build, NDEBUG or not (checked on a small C program, when gcc is here).
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
@@ -136,4 +138,24 @@ t.test('threads left open are joined when their handles are collected and when t
   t.ok(result['inWorker']! >= 3 * COUNT, `the worker started its threads (${result['inWorker']})`);
   t.equal(result['workerExit'], 0, 'the worker exited 0');
   t.equal(result['afterWorker'], 0, 'the worker\'s teardown joined every thread it left');
+});
+
+t.test('a failed XVD_ASSERT aborts with where and which invariant, also with NDEBUG', async (t) => {
+  const gcc = spawnSync('gcc', ['--version'], { encoding: 'utf8' });
+  if (gcc.status !== 0) return t.skip('no gcc', () => undefined);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-assert-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const source = path.join(dir, 'probe.c');
+  fs.writeFileSync(source, '#include "xvd-assert.h"\n' +
+    'int main(int argc, char **argv) {\n  (void)argv;\n' +
+    '  XVD_ASSERT(argc == 1, "one argument");\n  return 0;\n}\n');
+  const program = path.join(dir, 'probe');
+  const include = path.resolve(__dirname, '..', '..', 'native', 'src');
+  const built = spawnSync('gcc', ['-O2', '-DNDEBUG', '-Wall', '-Wextra', '-Werror', `-I${include}`,
+    '-o', program, source], { encoding: 'utf8' });
+  t.equal(built.status, 0, `it compiles: ${built.stderr}`);
+  t.equal(spawnSync(program, [], { encoding: 'utf8' }).status, 0, 'a holding invariant: exit 0');
+  const broken = spawnSync(program, ['x'], { encoding: 'utf8' });
+  t.equal(broken.signal, 'SIGABRT', 'a broken one aborts');
+  t.match(broken.stderr, /xvd: assertion failed at .*probe\.c:4: one argument \(argc == 1\)/);
 });
