@@ -26,15 +26,16 @@
  *   "thread"    the data-path thread only (and create/finalize, when no thread runs)
  *   "JS"        the JS thread only
  *
- * States. The flags are grouped into sub-states, each with its allowed transitions; every
- * transition goes through a dp_set_* or dp_* function below that asserts it.
+ * States. The flags are grouped into sub-states, each with its allowed transitions; those a
+ * bug could break are asserted where they happen (dp_set_raw, dp_set_starved below; tell_fenced,
+ * begin_op, end_op in dp-io.c; finish in dp-loop.c; join and request_stop in datapath-binding.c).
  *
  *   lifecycle (stop_mode, guarded; is_aborted, is_closed; is_joined, JS):
  *     DP_STOP_NONE -> DP_STOP_DRAIN -> DP_STOP_ABORT   (never backwards; NONE -> ABORT allowed)
  *     is_aborted 0 -> 1  (an abort, a failure, or the thread's end: nothing more is sent)
  *     is_closed 0 -> 1   (the thread took the last frames; submit refuses from then on)
  *     is_joined 0 -> 1   (only once is_closed, or the thread never ran)
- *   input framing (is_raw, thread):
+ *   input framing (framing, thread):
  *     DP_FRAMING (this thread frames requests) -> DP_RAW (JS frames every later byte)
  *   reading (is_receiving, thread): 1 -> 0 on EOF, a recv error or a broken stream (again
  *     0 -> 0 when a send fails after an EOF)
