@@ -127,9 +127,12 @@ export const LIMITS = {
    * is closed after this long, so a fence never waits on a client (connection.ts fence()). */
   nbdFenceSenderWaitMs: 2000,
   /** nbd/datapath: forwarded bytes the JS side has not taken yet beyond which the thread stops
-   * reading (native/src/datapath.c DP_FORWARD_MAX; the thread also mirrors nbdPayloadMax,
-   * nbdSparseReadMin and nbdRecvLowWater*, and test/unit/sys.test.ts keeps them equal). */
+   * reading. The C code takes this and every other limit it shares with JS from
+   * native/src/protocol.h, which scripts/gen-protocol.js writes from this file. */
   nbdDatapathForwardMax: 64 * 1024 * 1024,
+  /** nbd/datapath: a data-path thread's receive buffer to start with, and what it shrinks back
+   * to once idle (native/src/dp-io.c); grown past it, the rest counts against the budget. */
+  nbdDatapathRecvMin: 256 * 1024,
   /** nbd/datapath: replies gathered into one send (a larger READ reply goes alone). */
   nbdDatapathSendBatch: 1024 * 1024,
   /** nbd/datapath: after its replies went out, a data-path thread whose client sent its last
@@ -154,6 +157,9 @@ export const LIMITS = {
    * files past it write through the libuv pool, one job per request.
    */
   backingWriterThreadsMax: 64,
+  /** backing: pieces one batched write (pwriteBatch, a writer thread's job) takes; a request
+   * of more goes piece by piece (native/src/pwrite-batch.c). */
+  backingBatchPiecesMax: 4096,
   /** backing/file-backing: data runs mapped at open (2 lseeks each); a pool member has about one
    * per extent. Past this, unmapped ranges take the block-status path. */
   fileDataRunsLearnMax: 4096,

@@ -69,8 +69,8 @@
 #define DP_SPIN_MAX_US XVD_LIMIT_NBD_DATAPATH_SPIN_MAX_US
 #define DP_SPIN_LENGTH_MAX ((size_t)XVD_LIMIT_NBD_DATAPATH_SPIN_LENGTH_MAX)
 #define DP_BUDGET_RETRY_MS XVD_LIMIT_NBD_BUDGET_RETRY_MS /* a starved thread asks this often */
+#define DP_RECV_MIN ((size_t)XVD_LIMIT_NBD_DATAPATH_RECV_MIN) /* receive buffer to start with */
 /* C-only tuning, no JS twin */
-#define DP_RECV_MIN ((size_t)256 << 10) /* receive buffer to start with (and to shrink back to) */
 #define DP_FRAMES_IOV 64                /* JS frames per sendmsg */
 #define DP_SHRINK_AFTER_MS 1000 /* idle this long: grown buffers shrink (a connection keeps
                                    at most DP_RECV_MIN + DP_SEND_BATCH while idle) */

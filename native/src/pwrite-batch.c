@@ -16,10 +16,12 @@
 #include <string.h>
 #include <unistd.h>
 #include "ops.h"
+#include "protocol.h"
 #include "xvd-assert.h"
 
-/** Pieces per call: a request spans at most this many extents (checked by the caller too). */
-#define PIECES_MAX 4096
+/** Pieces per call (LIMITS.backingBatchPiecesMax): a request spans at most this many extents
+ * (checked by the caller too). */
+#define PIECES_MAX ((size_t)XVD_LIMIT_BACKING_BATCH_PIECES_MAX)
 
 /* (buffer, pieces, callback) read once: the buffer's bytes, the pieces array, their count */
 struct batch_args {

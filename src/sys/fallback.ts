@@ -4,7 +4,7 @@
  * methods (writing zeros, no block status).
  */
 import fs from 'node:fs';
-import type { BatchCallback, NativeBinding } from './index';
+import type { BatchCallback, NativeBinding } from './binding';
 
 function unsupported(syscall: string): Error {
   const error = new Error(`${syscall}: EOPNOTSUPP: not supported without the native addon`);
