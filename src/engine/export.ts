@@ -51,6 +51,27 @@ export interface ReadPlan {
   done(): void;
 }
 
+/**
+ * What an export whose backings have descriptors offers the data plane (src/dataplane), as one
+ * optional capability (Export.dataPlane). None of its methods throws.
+ */
+export interface DataPlaneSource {
+  /**
+   * A ReadPlan for [offset, offset+length), or null when this read cannot be sent from
+   * descriptors (a backing without one, the export closed) or, with `requireData`, when the
+   * range may hold holes (a sparse reply would describe them).
+   */
+  planRead(offset: number, length: number, requireData: boolean): ReadPlan | null;
+  /**
+   * The map as a connection's data-path thread takes it (native/src/datapath.c), or null when a
+   * backing has no descriptor or the export is closed. Its descriptors stay open as long as the
+   * export does.
+   */
+  datapathMap(): DatapathMap | null;
+  /** Calls `listener` when requests starting later use another map; returns an unsubscribe. */
+  onMapReplaced(listener: () => void): () => void;
+}
+
 export interface Export {
   /** NBD export name, `DOMAIN/DEVICE` */
   readonly name: string;
@@ -81,19 +102,10 @@ export interface Export {
   readSparse?(offset: number, length: number, target: Buffer, targetOffset: number,
   ): Promise<ReadPiece[]>;
   /**
-   * Optional: a ReadPlan for [offset, offset+length), or null when this read cannot be sent
-   * from descriptors (a backing without one, the export closed) or, with `requireData`, when
-   * the range may hold holes (a sparse reply would describe them). Never throws.
+   * Optional: the export's backing descriptors, for the data plane (src/dataplane: the sender
+   * and data-path threads). The NBD layer hands it to the data plane and never looks inside.
    */
-  planRead?(offset: number, length: number, requireData: boolean): ReadPlan | null;
-  /**
-   * Optional: the map as a connection's data-path thread takes it (native/src/datapath.c), or
-   * null when a backing has no descriptor or the export is closed. Its descriptors stay open as
-   * long as the export does.
-   */
-  datapathMap?(): DatapathMap | null;
-  /** Optional: calls `listener` when requests starting later use another map; unsubscribes. */
-  onMapReplaced?(listener: () => void): () => void;
+  readonly dataPlane?: DataPlaneSource;
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, flags: WriteFlags): Promise<void>;

@@ -23,11 +23,11 @@ import assert from 'node:assert';
 import net, { type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { ProtocolError } from '../errors';
-import type { Export } from '../engine/export';
+import type { DataPlaneSource, Export } from '../engine/export';
 import type { Logger } from '../log';
 import type { MemoryBudget } from './budget';
 import { NBD_FLAG } from './constants';
-import type { Datapath } from './datapath';
+import type { Datapath } from '../dataplane/datapath';
 import { type ExecutorSettings, statsOf } from './executors';
 import { Framer, type Receiver } from './framer';
 import type { ArenaReceiver } from './arena-receiver';
@@ -81,7 +81,8 @@ export class Connection implements OptionSession, TransmissionContext, ReplyHost
   channel: ReplyChannel;
   /** the data-path thread (executors.ts), kept after it stopped until finalized */
   datapath: Datapath | null = null;
-  unsubscribeMap: (() => void) | null = null;
+  /** the export's data plane, found at the start of transmission (opaque here) */
+  dataPlane: DataPlaneSource | undefined = undefined;
 
   phase: Phase = PHASE_INITIAL;
   domain: Domain = null;

@@ -2,7 +2,7 @@
  * nbd/executors: at the start of transmission, routesOf (dataplane/routes.ts) decides once
  * which code serves this connection's requests, the decision is logged with its reason, and
  * the executors it chose start: a sender thread behind the stream (SenderChannel), or a
- * data-path thread that takes the socket (datapath.ts, DatapathChannel); otherwise the JS path
+ * data-path thread that takes the socket (dataplane/datapath.ts, DatapathChannel); otherwise the JS path
  * with replies on the stream goes on as in the handshake.
  *
  * The data-path thread starts once the handshake's last reply went out, with the bytes already
@@ -10,12 +10,13 @@
  * goes on, unless the thread had taken bytes (then the connection ends: they are gone).
  */
 import assert from 'node:assert';
+import { Datapath } from '../dataplane/datapath';
 import { type RouteSettings, type Routes, routesOf } from '../dataplane/routes';
+import { dataPlaneOf } from '../dataplane/source';
 import { LIMITS } from '../limits';
 import * as sys from '../sys/index';
 import type { Connection } from './connection';
 import type { ConnectionStats } from './connection-options';
-import { Datapath } from './datapath';
 import { Framer } from './framer';
 import { PHASE } from './phase';
 import { finalizeIfIdle, finishClosing } from './teardown';
@@ -39,18 +40,20 @@ export function routesFor(c: Connection): Routes {
     isTls: c.isTls,
     isArenaReceive: c.isSelfReading,
     isFenced: c.isFenced,
-    hasDataPlane: c.export.datapathMap !== undefined,
+    hasDataPlane: c.dataPlane !== undefined,
     isWriteMaxFull: c.limits.writeDiscardMax >= LIMITS.nbdPayloadMax,
   });
 }
 
 /** Asks routesOf once, logs its answer, and starts the executors it chose. */
 export function startTransmission(c: Connection): void {
+  c.dataPlane = dataPlaneOf(c.export);
   const routes = routesFor(c);
   c.log.info({ routes }, `routes: ${routes.reason}`);
   if (routes.senderMode !== null) {
-    assert(c.socket !== null); // routesOf: a socket of its own
-    c.channel = new SenderChannel(c.stream, c.socket, routes.senderMode, c, c.counts,
+    const socketFd = c.socket === null ? null : socketFdOf(c.socket);
+    assert(socketFd !== null); // routesOf: a socket of its own
+    c.channel = new SenderChannel(c.stream, socketFd, routes.senderMode, c, c.counts,
       2 * c.limits.inflightMax);
   } else if (routes.receive === 'datapath') {
     startDatapath(c);
@@ -59,25 +62,24 @@ export function startTransmission(c: Connection): void {
 
 function startDatapath(c: Connection): void {
   const socket = c.socket;
-  assert(socket !== null); // routesOf: a socket of its own
-  const exp = c.export;
-  const map = exp.datapathMap?.() ?? null;
-  if (map === null) {
-    c.log.info('data path: the export has no descriptors now: JS serves every request');
-    return;
-  }
+  const socketFd = socket === null ? null : socketFdOf(socket);
+  const source = c.dataPlane;
+  assert(socket !== null && socketFd !== null && source !== undefined); // routesOf checked
   // the handshake's last reply goes out before the thread writes anything
   c.channel.uncork();
   if (c.output.writableLength > 0) {
     c.log.info('data path: a reply is still queued: JS serves every request');
     return;
   }
-  const buffered = c.framer.length;
-  const initial = buffered > 0 ? Buffer.from(c.framer.take(buffered)) : null;
-  const datapath = Datapath.start(socket, {
-    ...map, isStructured: c.isStructured, blockSizeMin: c.validateContext.blockSizeMin,
+  let hadInitial = false;
+  const started = Datapath.start(socketFd, source, {
+    isStructured: c.isStructured, blockSizeMin: c.validateContext.blockSizeMin,
     isTcp: typeof socket.remotePort === 'number', spinMicros: c.limits.busyPollMicros,
-  }, initial, {
+  }, () => {
+    const buffered = c.framer.length;
+    hadInitial = buffered > 0;
+    return hadInitial ? Buffer.from(c.framer.take(buffered)) : null;
+  }, {
     onForward: guarded(c, 'onDatapathForward', (bytes: Buffer): void => {
       if (c.isClosed()) return;
       (c.framer as Framer).push(bytes);
@@ -88,8 +90,12 @@ function startDatapath(c: Connection): void {
     onStopped: guarded(c, 'onDatapathStopped', () => onDatapathStopped(c)),
     onStartFailed: (error) => c.log.error({ err: error }, 'data path: no thread'),
   });
-  if (datapath === null) {
-    if (initial === null) return; // the JS path goes on as it was
+  if (started === 'no-map') {
+    c.log.info('data path: the export has no descriptors now: JS serves every request');
+    return;
+  }
+  if (started === 'no-thread') {
+    if (!hadInitial) return; // the JS path goes on as it was
     // the bytes it had are gone with the receiver: the stream cannot be resumed here
     c.closeHard(new Error('data path: no thread'), 'no data-path thread');
     return;
@@ -97,15 +103,12 @@ function startDatapath(c: Connection): void {
   c.input.pause();
   c.framer.dispose();
   c.framer = new Framer();
-  c.datapath = datapath;
-  c.channel = new DatapathChannel(datapath, c, c.limits.inflightBytesMax);
-  c.unsubscribeMap = exp.onMapReplaced?.(() => datapath.handOff()) ?? null;
+  c.datapath = started;
+  c.channel = new DatapathChannel(started, c, c.limits.inflightBytesMax);
 }
 
 /** The thread was joined: nothing of it touches the export's descriptors any more. */
 function onDatapathStopped(c: Connection): void {
-  if (c.unsubscribeMap !== null) c.unsubscribeMap();
-  c.unsubscribeMap = null;
   if (c.phase === PHASE.CLOSING) {
     // stopped when asked (nothing in flight) or on its own (a failure: an error came first)
     if (c.inflight === 0) finishClosing(c);

@@ -5,14 +5,16 @@
  *   are corked and sent together on setImmediate; a full write buffer waits for 'drain'.
  * - SenderChannel (reply-sender-channel.ts): the stream, plus a sender thread that sends large
  *   READ replies straight from descriptors; while it has jobs queued every reply goes through
- *   it (one writer at a time: see reply-sender.ts).
- * - DatapathChannel (reply-datapath.ts): the data-path thread owns the socket; every reply
+ *   it (one writer at a time: see dataplane/reply-sender.ts).
+ * - DatapathChannel (reply-datapath.ts): the data-path thread (dataplane/datapath.ts) owns it; every reply
  *   from JS is submitted to it whole.
  * Each channel counts the reply bytes it holds (`replyBytes`: a pooled READ buffer until its
  * write callback, frames queued on a thread until sent) and tells its host when they go down,
  * so the connection can keep the memory budget (budget.ts) and resume reading. After close()
  * a channel drops what it is given (onWritten still runs: nothing holds the buffer).
  */
+
+import type { DataPlaneSource } from '../engine/export';
 
 /** What a channel reports to its connection. */
 export interface ReplyHost {
@@ -52,8 +54,13 @@ export interface ReplyChannel {
   sendv(frames: readonly Buffer[], onWritten?: () => void, heldBytes?: number): void;
   /** true when sendPlanned() may take a READ reply (a sender thread) */
   readonly canSendPlanned: boolean;
-  /** A READ reply from descriptors (sender thread only); null: send it from a buffer. */
-  sendPlanned(header: Buffer, pieces: Float64Array): Promise<void> | null;
+  /**
+   * A READ reply: `header`, then [offset, offset+length) as `source` plans it (sender thread
+   * only; with `requireData` a range that may hold holes has no plan); null: nothing was sent,
+   * send the reply from a buffer.
+   */
+  sendPlanned(source: DataPlaneSource, offset: number, length: number, requireData: boolean,
+    header: Buffer): Promise<void> | null;
   /** Hands what is corked to the kernel now. */
   uncork(): void;
   /**

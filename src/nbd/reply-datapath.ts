@@ -5,7 +5,7 @@
  * until the thread sent it; the thread counts the bytes it sends (stats), and a frame it could
  * not send is reported by the thread itself as a broken stream (DatapathHandlers.onError).
  */
-import type { Datapath } from './datapath';
+import type { Datapath } from '../dataplane/datapath';
 import type { ReplyChannel, ReplyHost } from './reply-channel';
 
 export class DatapathChannel implements ReplyChannel {

@@ -1,6 +1,6 @@
 /**
  * nbd/reply-sender-channel: the ReplyChannel (reply-channel.ts) of a connection whose large READ
- * replies go out on a sender thread (reply-sender.ts, serve --sendfile or XVD_SENDER): the JS
+ * replies go out on a sender thread (dataplane/reply-sender.ts; routesOf chose it): the JS
  * stream (a StreamChannel) and the thread write the same socket, so one owns it at a time. The
  * thread takes a READ plan only while nothing is queued on the stream, and while it has jobs
  * queued every reply, small ones too, goes through it. Frames queued on the thread count in
@@ -10,21 +10,21 @@
  * stream. A job cut short breaks the stream (host.onStreamBroken); a plan whose pieces could not
  * be read before any byte went out rejects (`isIntact`) so that an error reply follows.
  */
-import type net from 'node:net';
+import { ReplySender, type SendDone } from '../dataplane/reply-sender';
+import type { DataPlaneSource } from '../engine/export';
 import { IoError } from '../errors';
 import type * as sys from '../sys/index';
 import { type ReplyChannel, type ReplyCounts, type ReplyHost, guarded } from './reply-channel';
-import { ReplySender, type SendDone } from './reply-sender';
 import type { StreamChannel } from './reply-stream';
 
 export class SenderChannel implements ReplyChannel {
   private readonly sender: ReplySender;
   private isClosed = false;
 
-  constructor(private readonly stream: StreamChannel, socket: net.Socket, mode: sys.SenderMode,
+  constructor(private readonly stream: StreamChannel, socketFd: number, mode: sys.SenderMode,
     private readonly host: ReplyHost, private readonly counts: ReplyCounts,
     private readonly pendingMax: number) {
-    this.sender = new ReplySender(socket, mode,
+    this.sender = new ReplySender(socketFd, mode,
       guarded(host, 'onSenderSettled', (): void => host.onThreadSettled()));
   }
 
@@ -76,37 +76,41 @@ export class SenderChannel implements ReplyChannel {
     if (last >= 0) this.send(frames[last]!, onWritten, heldBytes);
   }
 
-  sendPlanned(header: Buffer, pieces: Float64Array): Promise<void> | null {
+  sendPlanned(source: DataPlaneSource, offset: number, length: number, requireData: boolean,
+    header: Buffer): Promise<void> | null {
     if (this.isClosed) return null;
     const sender = this.sender;
-    if (!sender.isUsable || (sender.pending === 0 && this.stream.queuedBytes > 0)) return null;
-    let settle: SendDone = () => undefined;
-    const sent = new Promise<void>((resolve, reject) => {
-      settle = (error, isIntact): void => {
-        if (error === null) {
-          resolve();
-          return;
-        }
-        if (isIntact) {
-          reject(error); // nothing of this reply was sent: an error reply follows
-          return;
-        }
-        this.host.onStreamBroken(error.code ?? '', error);
-        // the connection is gone: no reply can follow (logged once, by onStreamBroken)
-        reject(new IoError('ESHUTDOWN', 'send', `send: ESHUTDOWN: ${error.message}`,
-          { cause: error }));
-      };
-    });
     const wasIdle = sender.pending === 0;
-    if (!sender.submit(header, pieces, settle)) {
+    let resolveSent: () => void = noop;
+    let rejectSent: (error: Error) => void = noop;
+    const settle: SendDone = (error, isIntact): void => {
+      if (error === null) {
+        resolveSent();
+        return;
+      }
+      if (isIntact) {
+        rejectSent(error); // nothing of this reply was sent: an error reply follows
+        return;
+      }
+      this.host.onStreamBroken(error.code ?? '', error);
+      // the connection is gone: no reply can follow (logged once, by onStreamBroken)
+      rejectSent(new IoError('ESHUTDOWN', 'send', `send: ESHUTDOWN: ${error.message}`,
+        { cause: error }));
+    };
+    // the thread settles a job later, never within submitRead
+    const outcome = sender.submitRead(source, offset, length, requireData, header,
+      !wasIdle || this.stream.queuedBytes === 0, settle);
+    if (outcome === 'refused') {
       if (wasIdle) return null; // the stream is the JS side's: the caller sends the reply
       this.host.closeHard(new Error('send: the sender refused a reply'), 'sender refused a reply');
       return Promise.reject(new Error('send: the sender refused a reply'));
     }
-    let bytes = header.length;
-    for (let at = 2; at < pieces.length; at += 3) bytes += pieces[at]!;
-    this.counts.bytesWritten += bytes;
-    return sent;
+    if (outcome !== 'queued') return null;
+    this.counts.bytesWritten += header.length + length; // the pieces tile the range
+    return new Promise<void>((resolve, reject) => {
+      resolveSent = resolve;
+      rejectSent = reject;
+    });
   }
 
   uncork(): void {
@@ -124,3 +128,5 @@ export class SenderChannel implements ReplyChannel {
     this.stream.detach();
   }
 }
+
+function noop(): void { /* replaced once the job is queued */ }

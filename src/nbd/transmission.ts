@@ -12,11 +12,11 @@
  * bufferPool and goes back in the callback, or at once when the read fails (then no payload is
  * sent: only the error). With a sender thread (serve --sendfile, reply-sender.ts) a READ of
  * LIMITS.nbdSenderReadMin or more from descriptors is a header plus the export's ReadPlan, sent
- * by that thread; the plan is released once it is sent. executeRequest never rejects: every
+ * by that thread from the export's data plane (the plan is the data plane's business). executeRequest never rejects: every
  * failure becomes an error reply (errno.ts), so one bad request never ends the connection (a
  * reply the sender cut short ends it: see reply-sender.ts).
  */
-import type { Export } from '../engine/export';
+import type { DataPlaneSource, Export } from '../engine/export';
 import { isBug } from '../errors';
 import type { Logger } from '../log';
 import { LIMITS } from '../limits';
@@ -52,6 +52,8 @@ export interface TransmissionContext {
    * connection is ending (a reply may have been cut short).
    */
   readonly channel: ReplyChannel;
+  /** the export's data plane (dataplane/source.ts), handed to the channel unopened */
+  readonly dataPlane: DataPlaneSource | undefined;
   /**
    * Optional: a bug (errors.ts isBug) while serving a request: after its error
    * reply the connection ends, and the fault is logged and counted (connection.ts fault()).
@@ -81,25 +83,17 @@ function isSparseRead(context: TransmissionContext, request: Request): boolean {
 
 /**
  * A large READ sent from the backing descriptors by the sender thread; null when it cannot be
- * (no sender, a backing without a descriptor, holes a sparse reply should describe).
+ * (no sender, an export without a data plane, holes a sparse reply should describe).
  */
 function sendPlanned(context: TransmissionContext, request: Request): Promise<void> | null {
-  const exp = context.export;
-  if (!context.channel.canSendPlanned || exp.planRead === undefined ||
+  const source = context.dataPlane;
+  if (!context.channel.canSendPlanned || source === undefined ||
     request.length < LIMITS.nbdSenderReadMin) {
     return null;
   }
   const { offset, length, cookieHigh, cookieLow } = request;
-  const plan = exp.planRead(offset, length, isSparseRead(context, request));
-  if (plan === null) return null;
-  let sent: Promise<void> | null = null;
-  try {
-    sent = context.channel.sendPlanned(
-      readReplyHeader(context.isStructured, cookieHigh, cookieLow, offset, length), plan.pieces);
-  } finally {
-    if (sent === null) plan.done();
-  }
-  return sent === null ? null : sent.finally(plan.done);
+  return context.channel.sendPlanned(source, offset, length, isSparseRead(context, request),
+    readReplyHeader(context.isStructured, cookieHigh, cookieLow, offset, length));
 }
 
 async function serveRead(context: TransmissionContext, request: Request): Promise<void> {

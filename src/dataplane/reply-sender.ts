@@ -1,5 +1,5 @@
 /**
- * nbd/reply-sender: a connection's sender thread (native/src/sender.c) for large READ replies,
+ * dataplane/reply-sender: a connection's sender thread (native/src/sender.c) for large READ replies,
  * sent from the backing descriptors instead of through a reply buffer on the JS thread.
  *
  * Why: from JS a READ reply costs two copies on the one JS thread (file to reply buffer, buffer
@@ -17,6 +17,10 @@
  * against 1603-1772 MiB/s), and loopback TCP takes sendfile slower than pread+send; so without
  * --sendfile every reply stays on the JS thread.
  *
+ * READ plans: submitRead() asks the export's data plane (engine/export.ts DataPlaneSource) for
+ * the (fd, position, length) pieces of a READ and hands them to the thread; the plan is
+ * released once the thread is done with them. The connection never sees the descriptors.
+ *
  * One byte stream, two writers: the JS socket and the sender thread write the same socket, so
  * a reply must never interleave with another. The rule (Connection keeps it): the sender takes
  * a job only while the JS side has nothing queued on the socket (writableLength 0, nothing
@@ -29,11 +33,17 @@
  * the connection must end. Which mode a connection's sender has, if any, routesOf decides
  * (dataplane/routes.ts: serve --sendfile, or XVD_SENDER for experiments).
  */
-import type net from 'node:net';
+import type { DataPlaneSource } from '../engine/export';
 import * as sys from '../sys/index';
-import { socketFdOf } from './user-buffer-socket';
 
 export type SendDone = (error: NodeJS.ErrnoException | null, isIntact: boolean) => void;
+
+/**
+ * What submitRead did: 'queued' (`done` will run), or nothing was queued and the caller replies
+ * from a buffer ('no-plan': the range cannot be sent from descriptors; 'busy': no thread, or
+ * the stream is not free), or the thread refused the job ('refused').
+ */
+export type ReadSubmit = 'queued' | 'no-plan' | 'busy' | 'refused';
 
 export class ReplySender {
   /** jobs submitted and not yet completed */
@@ -41,7 +51,7 @@ export class ReplySender {
   private native: sys.NativeSender | null = null;
   private isStartable = true;
 
-  constructor(private readonly socket: net.Socket, private readonly mode: sys.SenderMode,
+  constructor(private readonly socketFd: number, private readonly mode: sys.SenderMode,
     private readonly onSettled: () => void) {}
 
   /** False when no sender thread can run (it could not start, or closed): send from JS. */
@@ -72,6 +82,28 @@ export class ReplySender {
   }
 
   /**
+   * Queues `header` then the pieces of [offset, offset+length) planned by `source` (with
+   * `requireData`: null when the range may hold holes). `isStreamFree`: the JS side has nothing
+   * queued on the socket, so the thread may take it (or it holds it already). See ReadSubmit.
+   */
+  submitRead(source: DataPlaneSource, offset: number, length: number, requireData: boolean,
+    header: Buffer, isStreamFree: boolean, done: SendDone): ReadSubmit {
+    const plan = source.planRead(offset, length, requireData);
+    if (plan === null) return 'no-plan';
+    if (!this.isUsable || !isStreamFree) {
+      plan.done();
+      return 'busy';
+    }
+    const isQueued = this.submit(header, plan.pieces, (error, isIntact) => {
+      plan.done();
+      done(error, isIntact);
+    });
+    if (isQueued) return 'queued';
+    plan.done();
+    return 'refused';
+  }
+
+  /**
    * Stops the thread and joins it: after the queue when `abort` is false (call it with nothing
    * pending), else at once, the queued jobs completing with ECANCELED. Later submits fail.
    */
@@ -84,10 +116,8 @@ export class ReplySender {
 
   private start(): boolean {
     if (!this.isStartable) return false;
-    const fd = socketFdOf(this.socket);
     try {
-      if (fd === null) throw new Error('no descriptor');
-      this.native = sys.createSender(fd, this.mode);
+      this.native = sys.createSender(this.socketFd, this.mode);
       return true;
     } catch {
       this.isStartable = false; // e.g. EAGAIN from pthread_create: replies stay on the JS thread

@@ -1,5 +1,5 @@
 /**
- * nbd/datapath: a connection's data-path thread (native/src/datapath.c), which reads the
+ * dataplane/datapath: a connection's data-path thread (native/src/datapath.c), which reads the
  * client's requests itself, serves plain READs and WRITEs from the backing descriptors, and
  * hands every other request to the connection as the bytes it came in ("forwarded").
  *
@@ -7,6 +7,10 @@
  * I/O threads, and the one JS thread does every copy; nbdcopy and 1 MiB writes were limited by
  * that. The thread does what nbdkit's file plugin does per connection: recv, pread or pwrite,
  * send, with several replies gathered into one sendmsg.
+ *
+ * What it serves from: the export's data plane (engine/export.ts DataPlaneSource), whose map
+ * start() takes and whose replacement it follows (handOff); the connection hands the source
+ * over without looking inside.
  *
  * Ownership: from start() the thread reads the socket (the JS socket stays paused, which in
  * onread mode stops libuv reading it) and is the only writer: every JS reply goes through
@@ -23,11 +27,23 @@
  *
  * Whether a connection gets a thread is decided by routesOf (dataplane/routes.ts).
  */
-import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
+import type { DataPlaneSource } from '../engine/export';
 import { LIMITS } from '../limits';
 import * as sys from '../sys/index';
-import { socketFdOf } from './user-buffer-socket';
+
+/** What the thread needs beyond the export's map. */
+export interface DatapathSettings {
+  isStructured: boolean;
+  /** the minimum block size advertised (1 when none was) */
+  blockSizeMin: number;
+  isTcp: boolean;
+  /** busy-poll budget in microseconds, 0: off (datapath.c spin()) */
+  spinMicros: number;
+}
+
+/** Why start() started no thread: no map now (nothing taken), or the thread failed. */
+export type DatapathRefusal = 'no-map' | 'no-thread';
 
 export interface DatapathHandlers {
   /** stream bytes the connection must handle itself, in order */
@@ -38,7 +54,7 @@ export interface DatapathHandlers {
   onError(code: string): void;
   /** the thread was joined */
   onStopped(): void;
-  /** start() could not start the thread (it returns null) */
+  /** start() could not start the thread (it returns 'no-thread') */
   onStartFailed(error: unknown): void;
 }
 
@@ -50,24 +66,34 @@ export class Datapath {
   private stopTimer: NodeJS.Timeout | null = null;
   private isPaused = false;
 
+  private unsubscribeMap: (() => void) | null = null;
+
   private constructor(private readonly native: sys.NativeDatapath) {}
 
-  /** Starts the thread on `socket`; null when it cannot run (nothing was taken from `initial`). */
-  static start(socket: net.Socket, spec: sys.DatapathSpec, initial: Buffer | null,
-    handlers: DatapathHandlers): Datapath | null {
-    const fd = socketFdOf(socket);
-    if (fd === null) return null;
+  /**
+   * Starts the thread on the socket `socketFd` over `source`'s map; `takeInitial` gives the
+   * bytes already received (called only once the map is there). 'no-map': nothing was taken;
+   * 'no-thread': handlers.onStartFailed was told (and what takeInitial gave is gone).
+   */
+  static start(socketFd: number, source: DataPlaneSource, settings: DatapathSettings,
+    takeInitial: () => Buffer | null, handlers: DatapathHandlers): Datapath | DatapathRefusal {
+    const map = source.datapathMap();
+    if (map === null) return 'no-map';
+    const initial = takeInitial();
     let datapath: Datapath | null = null;
     const onEvent: sys.DatapathEventHandler = (kind, bytes, value) => {
       datapath?.deliver(kind, bytes, value, handlers);
     };
     try {
-      datapath = new Datapath(sys.createDatapath(fd, spec, initial, onEvent));
+      datapath = new Datapath(sys.createDatapath(socketFd, { ...map, ...settings }, initial,
+        onEvent));
     } catch (error) {
       handlers.onStartFailed(error); // e.g. EAGAIN from pthread_create
-      return null;
+      return 'no-thread';
     }
-    return datapath;
+    const started = datapath;
+    started.unsubscribeMap = source.onMapReplaced(() => started.handOff());
+    return started;
   }
 
   private deliver(kind: number, bytes: Buffer | null, value: number,
@@ -89,6 +115,8 @@ export class Datapath {
         this.isStopped = true;
         this.clearStopTimer();
         this.releaseFence();
+        if (this.unsubscribeMap !== null) this.unsubscribeMap();
+        this.unsubscribeMap = null;
         handlers.onStopped();
         return;
       default:
