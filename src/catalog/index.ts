@@ -118,10 +118,10 @@ export interface Catalog {
   close(): void;
 }
 
-/** `$XVD_CATALOG`, else `~/.local/share/xvd/catalog.sqlite`. */
-export function defaultCatalogPath(): string {
-  const fromEnv = process.env['XVD_CATALOG'];
-  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+/** `override` (the CLI passes XVD_CATALOG) when given, else
+ * `~/.local/share/xvd/catalog.sqlite`. */
+export function defaultCatalogPath(override?: string): string {
+  if (override !== undefined && override !== '') return override;
   return path.join(os.homedir(), '.local', 'share', 'xvd', 'catalog.sqlite');
 }
 

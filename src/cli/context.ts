@@ -6,12 +6,13 @@
  */
 import path from 'node:path';
 import { defaultCatalogPath } from '../catalog';
+import { catalogPathOf } from './env';
 import { openCatalogPort } from './adapter';
 import type { CatalogPort } from './port';
 
 export class Context {
   exitCode = 0;
-  private catalogPathValue: string = defaultCatalogPath();
+  private catalogPathValue: string = defaultCatalogPath(catalogPathOf(process.env));
   private opened: CatalogPort | null = null;
 
   setCatalogPath(catalogPath: string): void {

@@ -15,7 +15,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { UsageError } from '../errors';
+import { configureLog } from '../log';
 import { Context } from './context';
+import { logOptionsOf } from './env';
 import { errorLine, EXIT, EXIT_HELP, exitCodeOf, oneLine } from './exit';
 import { register as registerDisks } from './commands/disks';
 import { register as registerFormat } from './commands/format';
@@ -100,6 +102,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 if (require.main === module) {
+  configureLog(logOptionsOf(process.env, process.stderr.isTTY === true));
   // Node ignores SIGPIPE, so a reader that goes away (`xvd list | head -1`) shows up as EPIPE on
   // a later write: stop there, quietly, as SIGPIPE stops a C tool, not with a stack trace
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
