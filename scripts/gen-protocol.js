@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Generates native/src/protocol.h, the C twin of the NBD wire table src/nbd/constants.ts and of
-// the numeric bounds in src/limits.ts, so that the C code (request.c, datapath.c) declares no
-// magic, command, flag, errno, length or limit of its own. Works on a fresh checkout: it
-// transpiles the two TypeScript modules with `typescript`'s transpileModule and evaluates them,
-// no `tsc` run needed.
+// the numeric bounds in src/limits.ts, so that the C code (request.c, the data path's dp-*.c,
+// budget.c) declares no magic, command, flag, errno, length or limit of its own. Works on a
+// fresh checkout: it transpiles the two TypeScript modules with `typescript`'s transpileModule
+// and evaluates them, no `tsc` run needed.
 //
 // Names (fixed; C code is written against them):
 //   export const NBD_X = { KEY: v }   -> #define XVD_NBD_X_KEY v

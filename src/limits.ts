@@ -141,7 +141,8 @@ export const LIMITS = {
    * here). `serve --busy-poll` sets it, 0 turns it off; at most nbdDatapathSpinMaxUs. */
   nbdDatapathSpinUs: 100,
   nbdDatapathSpinMaxUs: 10_000,
-  /** nbd/datapath: ...and only after a request of at most this many bytes (datapath.c spin()) */
+  /** nbd/datapath: ...and only after a request of at most this many bytes (native/src/dp-loop.c
+   * spin()) */
   nbdDatapathSpinLengthMax: 64 * 1024,
   /** nbd/reply-sender: READs of at least this many bytes go out on the connection's sender
    * thread (smaller ones cost less inline than the hand-off to a thread and back). */
@@ -179,7 +180,7 @@ export const LIMITS = {
    * over nbdBudgetBytesMax at nbdConnectionsMax connections. */
   nbdBudgetFloorBytes: 256 * 1024,
   /** nbd/budget: while requests wait, how often JS looks again at what the data-path threads
-   * hold (they give bytes back without telling JS); native/src/datapath.c retries as often. */
+   * hold (they give bytes back without telling JS); native/src/dp-loop.c retries as often. */
   nbdBudgetRetryMs: 10,
   /** A connection holding nbdStallHeldMin bytes or more whose client neither sends nor takes
    * a byte this long is ended (ERR_NBD_STALLED), and what it held goes back to the budget. The

@@ -1,7 +1,7 @@
 /* request.h: the data-path thread's reading of client bytes, as pure functions over a byte
  * buffer (request.c). No I/O, no allocation, no global state: the libFuzzer harness
  * (native/fuzz/fuzz-request.c) and the addon's requestCheck binding call exactly what
- * datapath.c calls. */
+ * dp-loop.c calls. */
 #ifndef XVD_REQUEST_H
 #define XVD_REQUEST_H
 

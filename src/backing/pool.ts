@@ -34,7 +34,7 @@ export class PooledBacking {
   readonly key: string;
   refs = 0;
   /**
-   * Shared memory with every data-path thread of this backing (native/src/datapath.c). Word 0,
+   * Shared memory with every data-path thread of this backing (native/src/dp-map.c). Word 0,
    * the dirty flag: 1 when a write completed since the last sync began; a thread sets it too,
    * before its WRITE's reply goes out. Word 1, the hole epoch: bumped after every TRIM or
    * WRITE_ZEROES (markHoled), so a thread knows that what it learned of holes is stale.

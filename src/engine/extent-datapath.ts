@@ -7,7 +7,7 @@
  * `requireData`, the range may hold holes. The export counts a plan as in flight until its
  * done() runs (ExtentExport.planRead), so its descriptors stay open meanwhile.
  *
- * datapathMapOf gives a connection's data-path thread (native/src/datapath.c) the whole map as
+ * datapathMapOf gives a connection's data-path thread (native/src/dp-map.c) the whole map as
  * DATAPATH_EXTENT_FIELDS-tuples (startVirtual, length, fd, offsetBacking, backingIndex, kind) plus
  * each backing's dirty flag; kind says device, file, or file range known to be all data (a
  * capability of the backing, extent-state isBackingAllData), which spares the thread a SEEK_HOLE
