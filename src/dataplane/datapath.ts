@@ -1,5 +1,5 @@
 /**
- * dataplane/datapath: a connection's data-path thread (native/src/datapath.c), which reads the
+ * dataplane/datapath: a connection's data-path thread (native/src/dp-*.c), which reads the
  * client's requests itself, serves plain READs and WRITEs from the backing descriptors, and
  * hands every other request to the connection as the bytes it came in ("forwarded").
  *
@@ -38,7 +38,7 @@ export interface DatapathSettings {
   /** the minimum block size advertised (1 when none was) */
   blockSizeMin: number;
   isTcp: boolean;
-  /** busy-poll budget in microseconds, 0: off (datapath.c spin()) */
+  /** busy-poll budget in microseconds, 0: off (native/src/dp-loop.c spin()) */
   spinMicros: number;
 }
 

@@ -1,6 +1,6 @@
 /**
- * dataplane/reply-sender: a connection's sender thread (native/src/sender.c) for large READ replies,
- * sent from the backing descriptors instead of through a reply buffer on the JS thread.
+ * dataplane/reply-sender: a connection's sender thread (native/src/sender.c) for large READ
+ * replies, sent from the backing descriptors instead of through a reply buffer on the JS thread.
  *
  * Why: from JS a READ reply costs two copies on the one JS thread (file to reply buffer, buffer
  * to socket), and that thread is what limits nbdcopy and 1 MiB reads. On a unix socket the

@@ -2,15 +2,16 @@
  * dataplane/routes: which code serves a connection's requests, decided once, at the start of
  * transmission (nbd/executors.ts asks), by one pure function. Its inputs are the server's
  * settings (serve --sendfile; XVD_DATAPATH, XVD_SENDER, parsed by src/cli/route-env.ts) and
- * what the connection is (socket or stream pair, TCP or unix, TLS, how it reads, fenced, what
- * the export offers). The answer names an executor for each kind of work, and why.
+ * what the connection is (socket or stream pair, TCP or unix, TLS, how it reads: receiveOf,
+ * decided at accept; fenced; what the export offers). The answer names an executor for each
+ * kind of work, and why.
  *
  * The executors:
  * - js: nbd/transmission.ts on the JS thread; replies on the stream (nbd/reply-stream.ts).
  * - sender: the JS path, but READs of LIMITS.nbdSenderReadMin or more that the export can send
  *   from descriptors without holes a sparse reply would describe go out on a sender thread
- *   (reply-sender.ts); while it has jobs queued every reply goes through it.
- * - datapath: a data-path thread (datapath.ts) reads the socket and serves plain READs and
+ *   (dataplane/reply-sender.ts); while it has jobs queued every reply goes through it.
+ * - datapath: a data-path thread (dataplane/datapath.ts) reads the socket, serves plain READs and
  *   WRITEs itself; every other request (and any it cannot serve: flags, errors, a fence, a map
  *   replaced) is forwarded to the JS path; JS replies are submitted to the thread.
  *
@@ -79,6 +80,16 @@ export interface Routes {
   senderMode: SenderMode | null;
   /** why: what chose the sender or the thread, or the first thing that kept the thread off */
   reason: string;
+}
+
+/**
+ * How an accepted socket is read, decided at accept, before the handshake (so before
+ * routesOf): into arenas, unless the setting says stream chunks or the server offers TLS
+ * (STARTTLS swaps the stream under the connection). Adopting a socket for arenas can still
+ * fail (nbd/user-buffer-socket.ts): then it is read through stream chunks.
+ */
+export function receiveOf(setting: ReceiveSetting, hasTls: boolean): ReceiveSetting {
+  return setting === 'arena' && !hasTls ? 'arena' : 'stream';
 }
 
 /** The sender thread's mode for these inputs, or null (see the header). */

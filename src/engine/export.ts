@@ -63,7 +63,7 @@ export interface DataPlaneSource {
    */
   planRead(offset: number, length: number, requireData: boolean): ReadPlan | null;
   /**
-   * The map as a connection's data-path thread takes it (native/src/datapath.c), or null when a
+   * The map as a connection's data-path thread takes it (native/src/dp-map.c), or null when a
    * backing has no descriptor or the export is closed. Its descriptors stay open as long as the
    * export does.
    */

@@ -19,7 +19,7 @@ export interface ConnectionLimits {
   inflightBytesMax: number;
   writeDiscardMax: number;
   handshakeTimeoutMs: number;
-  /** the data-path thread's busy-poll budget in microseconds, 0: off (datapath.c spin()) */
+  /** the data-path thread's busy-poll budget in microseconds, 0: off (dp-loop.c spin()) */
   busyPollMicros: number;
   /** a connection holding memory whose client neither sends nor takes bytes this long ends */
   stallTimeoutMs: number;

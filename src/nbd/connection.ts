@@ -40,7 +40,7 @@ import type { Domain, ExportHandle, ExportProvider } from './provider';
 import { guarded, type ReplyChannel, type ReplyHost } from './reply-channel';
 import { StreamChannel } from './reply-stream';
 import {
-  decodeRequest, resumeParked, stepRequestHeader, stepWriteDiscard, stepWritePayload,
+  resumeParked, stepRequestHeader, stepWriteDiscard, stepWritePayload,
 } from './request-intake';
 import * as teardown from './teardown';
 import type { TransmissionContext } from './transmission';
@@ -349,11 +349,6 @@ export class Connection implements OptionSession, TransmissionContext, ReplyHost
 
   /** The budget's waiter: resumes the parked request once it may take its bytes. */
   readonly onBudget = (): boolean => resumeParked(this);
-
-  /** The JS request decoder (request-intake.ts); test/unit/native-request.test.ts calls it. */
-  decodeRequest(header: Buffer): Request {
-    return decodeRequest(header);
-  }
 
   // --- option-session services ---
 

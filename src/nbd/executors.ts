@@ -2,8 +2,8 @@
  * nbd/executors: at the start of transmission, routesOf (dataplane/routes.ts) decides once
  * which code serves this connection's requests, the decision is logged with its reason, and
  * the executors it chose start: a sender thread behind the stream (SenderChannel), or a
- * data-path thread that takes the socket (dataplane/datapath.ts, DatapathChannel); otherwise the JS path
- * with replies on the stream goes on as in the handshake.
+ * data-path thread that takes the socket (dataplane/datapath.ts, DatapathChannel); otherwise
+ * the JS path with replies on the stream goes on as in the handshake.
  *
  * The data-path thread starts once the handshake's last reply went out, with the bytes already
  * received; if it cannot (no descriptors now, a reply still queued, no thread), the JS path
@@ -121,7 +121,7 @@ function onDatapathStopped(c: Connection): void {
 }
 
 /** Requests, refusals and bytes so far, the data-path thread's included, and its busy-polls
- * (datapath.c spin()): those that found a request and those that found none. */
+ * (native/src/dp-loop.c spin()): those that found a request and those that found none. */
 export function statsOf(c: Connection): ConnectionStats {
   if (c.datapath === null) {
     return { ...c.counts, threadRequests: 0, busyPollHits: 0, busyPollMisses: 0 };

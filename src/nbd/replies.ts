@@ -102,7 +102,8 @@ export function simpleReply(errno: number, cookieHigh: number, cookieLow: number
 
 /**
  * The success header of a READ reply of `length` bytes alone (the data follows from elsewhere:
- * reply-sender.ts): a simple reply, or an OFFSET_DATA chunk flagged DONE with its offset.
+ * dataplane/reply-sender.ts): a simple reply, or an OFFSET_DATA chunk flagged DONE with its
+ * offset.
  */
 export function readReplyHeader(
   isStructured: boolean, cookieHigh: number, cookieLow: number, offset: number, length: number,

@@ -6,8 +6,8 @@
  * - SenderChannel (reply-sender-channel.ts): the stream, plus a sender thread that sends large
  *   READ replies straight from descriptors; while it has jobs queued every reply goes through
  *   it (one writer at a time: see dataplane/reply-sender.ts).
- * - DatapathChannel (reply-datapath.ts): the data-path thread (dataplane/datapath.ts) owns it; every reply
- *   from JS is submitted to it whole.
+ * - DatapathChannel (reply-datapath.ts): the data-path thread (dataplane/datapath.ts) owns
+ *   the socket; every reply from JS is submitted to it whole.
  * Each channel counts the reply bytes it holds (`replyBytes`: a pooled READ buffer until its
  * write callback, frames queued on a thread until sent) and tells its host when they go down,
  * so the connection can keep the memory budget (budget.ts) and resume reading. After close()

@@ -1,9 +1,10 @@
 /**
  * nbd/reply-datapath: the ReplyChannel (reply-channel.ts) of a connection whose socket a
- * data-path thread owns (datapath.ts): the thread is the only writer, so every reply from JS
- * is submitted to it whole, between the replies it sends itself. A frame counts in replyBytes
- * until the thread sent it; the thread counts the bytes it sends (stats), and a frame it could
- * not send is reported by the thread itself as a broken stream (DatapathHandlers.onError).
+ * data-path thread owns (dataplane/datapath.ts): the thread is the only writer, so every reply
+ * from JS is submitted to it whole, between the replies it sends itself. A frame counts in
+ * replyBytes until the thread sent it; the thread counts the bytes it sends (stats), and a frame
+ * it could not send is reported by the thread itself as a broken stream
+ * (DatapathHandlers.onError).
  */
 import type { Datapath } from '../dataplane/datapath';
 import type { ReplyChannel, ReplyHost } from './reply-channel';

@@ -1,6 +1,7 @@
 /**
  * nbd/request-intake: the transmission phase's input side (proto.md "Transmission", "Request
- * message"): a 28-byte header is decoded (decodeRequest, pure), validated (validate.ts) and
+ * message"): a 28-byte header is decoded and validated (validate.ts: decodeRequest, pure, and
+ * validateRequest) and
  * dispatched to transmission.ts; a WRITE's payload is received into the Receiver first, or
  * skipped when the request was refused. Each step consumes one frame and says whether it did.
  *
@@ -14,30 +15,13 @@
  */
 import assert from 'node:assert';
 import { ProtocolError } from '../errors';
-import { NBD_CMD, NBD_E, NBD_REQUEST_MAGIC, REQUEST_LENGTH, nameOf } from './constants';
+import { NBD_CMD, NBD_E, REQUEST_LENGTH, nameOf } from './constants';
 import type { Connection } from './connection';
 import type { Payload } from './framer';
 import { PHASE } from './phase';
 import { finalizeIfIdle, finishClosing } from './teardown';
 import { executeRequest, sendError } from './transmission';
-import { type Request, validateRequest } from './validate';
-
-/** A request header (REQUEST_LENGTH bytes) → Request; bad magic is a ProtocolError. */
-export function decodeRequest(header: Buffer): Request {
-  if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
-    throw new ProtocolError('ERR_NBD_BAD_MAGIC', 'request: bad request magic');
-  }
-  const offsetHigh = header.readUInt32BE(16);
-  const offsetLow = header.readUInt32BE(20);
-  return {
-    flags: header.readUInt16BE(4),
-    type: header.readUInt16BE(6),
-    cookieHigh: header.readUInt32BE(8),
-    cookieLow: header.readUInt32BE(12),
-    offset: offsetHigh >= 0x200000 ? -1 : offsetHigh * 0x100000000 + offsetLow,
-    length: header.readUInt32BE(24),
-  };
-}
+import { type Request, decodeRequest, validateRequest } from './validate';
 
 export function stepRequestHeader(c: Connection): boolean {
   if (c.framer.length < REQUEST_LENGTH) return false;

@@ -23,7 +23,9 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import type { DatapathSetting, RouteSettings, SenderSetting } from '../dataplane/routes';
+import {
+  type DatapathSetting, type RouteSettings, type SenderSetting, receiveOf,
+} from '../dataplane/routes';
 import { EmuError, UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
@@ -57,8 +59,9 @@ export interface NbdServerOptions {
   receive?: 'arena' | 'stream';
   /**
    * READ replies of 64 KiB and more on unix sockets go out by sendfile(2) from a sender thread
-   * per connection (reply-sender.ts). Off by default: the kernel queues page-cache pages, not
-   * bytes, so a client that has not read a reply yet can receive bytes written after it was sent.
+   * per connection (dataplane/reply-sender.ts). Off by default: the kernel queues page-cache
+   * pages, not bytes, so a client that has not read a reply yet can receive bytes written after
+   * it was sent.
    */
   sendfile?: boolean;
   /** 'off': every request on the JS path (XVD_DATAPATH, parsed by cli/route-env.ts) */
@@ -118,8 +121,7 @@ export class NbdServer extends EventEmitter {
     this.log = (options.log ?? rootLog).child({ component: 'nbd' });
     this.limits = limitsOf(options.limits);
     this.tls = options.tls === undefined ? null : createTlsUpgrader(options.tls);
-    // STARTTLS swaps the stream under the connection: arenas only without TLS
-    this.isArenaReceive = (options.receive ?? 'arena') === 'arena' && this.tls === null;
+    this.isArenaReceive = receiveOf(options.receive ?? 'arena', this.tls !== null) === 'arena';
     this.routeSettings = { isSendfile: options.sendfile === true,
       datapath: options.datapath ?? 'auto', sender: options.sender ?? 'auto' };
     this.budget = new MemoryBudget(this.limits.budgetBytesMax, this.limits.budgetFloorBytes,

@@ -1,7 +1,8 @@
 /**
  * nbd/transmission: phase 2 execution (proto.md "Transmission", "Request types"): one validated
- * request in, the Export operation run, one reply out. connection.ts decodes, validates, counts
- * requests in flight and pauses the socket at the cap; this module only executes and replies.
+ * request in, the Export operation run, one reply out. request-intake.ts decodes, validates and
+ * counts requests in flight, connection.ts pauses reading at the caps; this module only
+ * executes and replies (through the connection's reply channel, reply-channel.ts).
  *
  * Replies: simple unless structured replies were negotiated; then READ answers with OFFSET_DATA
  * (or OFFSET_DATA/OFFSET_HOLE chunks when the Export can read sparsely and the read is long and
@@ -10,11 +11,11 @@
  * A READ reply is one Buffer that the Export fills in place; when the context says the output
  * is done with a buffer once its write callback runs (a socket), that Buffer comes from
  * bufferPool and goes back in the callback, or at once when the read fails (then no payload is
- * sent: only the error). With a sender thread (serve --sendfile, reply-sender.ts) a READ of
- * LIMITS.nbdSenderReadMin or more from descriptors is a header plus the export's ReadPlan, sent
- * by that thread from the export's data plane (the plan is the data plane's business). executeRequest never rejects: every
- * failure becomes an error reply (errno.ts), so one bad request never ends the connection (a
- * reply the sender cut short ends it: see reply-sender.ts).
+ * sent: only the error). With a sender thread (routesOf chose it) a READ of
+ * LIMITS.nbdSenderReadMin or more is a header, then the range as the export's data plane plans
+ * it from descriptors, sent by that thread (dataplane/reply-sender.ts). executeRequest never
+ * rejects: every failure becomes an error reply (errno.ts), so one bad request never ends the
+ * connection (a reply the sender cut short ends it).
  */
 import type { DataPlaneSource, Export } from '../engine/export';
 import { isBug } from '../errors';

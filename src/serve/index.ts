@@ -30,7 +30,7 @@ export interface ServeOptions {
   /** one connection on stdin/stdout, then exit */
   isStdio: boolean;
   tls: TlsOptions;
-  /** READ replies on unix sockets by sendfile(2) (nbd/reply-sender.ts; off by default) */
+  /** READ replies on unix sockets by sendfile(2) (dataplane/reply-sender.ts; off by default) */
   isSendfile?: boolean;
   /** XVD_DATAPATH, XVD_SENDER, XVD_NBD_RECEIVE as cli/route-env.ts parsed them (defaults:
    * the data-path thread where it can run, the sender as isSendfile says, arena receive) */

@@ -6,7 +6,7 @@
 // words what each setting does.
 import t from 'tap';
 import {
-  type DatapathSetting, type RouteInputs, type Routes, type SenderSetting, routesOf,
+  type DatapathSetting, type RouteInputs, type Routes, type SenderSetting, receiveOf, routesOf,
 } from '../../src/dataplane/routes';
 
 const BOOLEAN_KEYS = ['isNative', 'hasSocketFd', 'isTcp', 'isTls', 'isArenaReceive',
@@ -134,3 +134,12 @@ t.test('named rows', (t) => {
   t.equal(routesOf({ ...SERVED, sender: 'on' }).senderMode, 'sendfile');
   t.end();
 });
+
+t.test('sockets are read into arenas unless XVD_NBD_RECEIVE=stream or the server offers TLS',
+  (t) => {
+    t.equal(receiveOf('arena', false), 'arena');
+    t.equal(receiveOf('arena', true), 'stream', 'STARTTLS swaps the stream');
+    t.equal(receiveOf('stream', false), 'stream');
+    t.equal(receiveOf('stream', true), 'stream');
+    t.end();
+  });
