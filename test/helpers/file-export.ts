@@ -1,7 +1,7 @@
 /**
  * test/helpers/file-export: a server whose export `disk` is an ExtentExport over one file of
- * random bytes, so that its connections are served by the data-path thread (native/src/
- * datapath.c) as `xvd serve` serves them: arena receive, no TLS, XVD_DATAPATH not off. The
+ * random bytes, so that its connections are served by the data-path thread (native/src/dp-*.c)
+ * as `xvd serve` serves them (src/dataplane/routes.ts: arena receive, no TLS, a data plane). The
  * errors tests in test/errors/errors-client-datapath-*.test.ts use it to send their violation
  * to that thread, not to the JS path that the memory export has.
  *
