@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ArenaReceiver } from '../../src/nbd/arena-receiver';
 import { Framer } from '../../src/nbd/framer';
 import type { NbdServerOptions } from '../../src/nbd/index';
@@ -31,7 +31,7 @@ function capturingLog(): { log: pino.Logger; errors: Logged[] } {
   return { log: pino({ level: 'info' }, sink), errors };
 }
 
-async function expectContained(t: Tap.Test, options: Partial<NbdServerOptions>,
+async function expectContained(t: Test, options: Partial<NbdServerOptions>,
   attack: (connectPort: number) => Promise<void>, where: string): Promise<void> {
   const { log, errors } = capturingLog();
   const { port, server } = await startServer(t, [memoryDisk()], { ...options, log });
@@ -43,7 +43,7 @@ async function expectContained(t: Tap.Test, options: Partial<NbdServerOptions>,
   t.equal(await checkHealthy(port), true, 'the server goes on');
 }
 
-async function goAndRead(t: Tap.Test, port: number): Promise<void> {
+async function goAndRead(t: Test, port: number): Promise<void> {
   const client = await connectClient(port);
   await client.handshake();
   client.request({ type: CMD.READ, offset: 0, length: 4096 });
@@ -95,7 +95,8 @@ for (const receive of ['arena', 'stream'] as const) {
   t.test(`a fault in the socket's receive path (${receive})`, async (t) => {
     const target = receive === 'arena' ? ArenaReceiver.prototype : Framer.prototype;
     const method = receive === 'arena' ? 'nextBuffer' : 'push';
-    const original = target[method] as (...args: unknown[]) => unknown;
+    const original = (target as unknown as Record<string, unknown>)[method] as
+      (...args: unknown[]) => unknown;
     // the third call on the first receiver made after arming: the greeting went out and the
     // handshake is under way (earlier servers' sockets may still call theirs)
     let victim: unknown = null;

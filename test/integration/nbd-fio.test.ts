@@ -6,7 +6,9 @@ t.test('fio --ioengine=nbd randwrite (64 KiB, qd32) with --verify=crc32c finds n
   async (t) => {
   if (!hasTool('fio')) return t.skip('fio missing', () => undefined);
   const engines = await runTool('fio', ['--enghelp']);
-  if (!engines.stdout.includes('nbd')) return t.skip('fio built without the nbd engine', () => undefined);
+  if (!engines.stdout.includes('nbd')) {
+    return t.skip('fio built without the nbd engine', () => undefined);
+  }
   const { uri, server } = await startServer(t, [memoryDisk('disk', 64 * 1024 * 1024)]);
   const result = await runTool('fio', [
     '--name=verify', '--ioengine=nbd', `--uri=${uri()}`, '--rw=randwrite', '--bs=64k',

@@ -119,7 +119,9 @@ print(json.dumps(r))
 `;
 
 t.test('nbdsh (strict mode off) gets the spec error code for every command', async (t) => {
-  if (!fs.existsSync(PYTHON_LIBNBD) || !hasTool('nbdsh')) return t.skip('python3-libnbd missing', () => undefined);
+  if (!fs.existsSync(PYTHON_LIBNBD) || !hasTool('nbdsh')) {
+    return t.skip('python3-libnbd missing', () => undefined);
+  }
   const { uri } = await startServer(t, [memoryDisk('disk', 64 * MiB)]);
   const result = await runTool(PYTHON_LIBNBD, ['-c', ERROR_SCRIPT, uri()]);
   t.equal(result.code, 0, result.stderr);

@@ -49,9 +49,10 @@ async function readsWithin(file: string, timeoutMs: number): Promise<boolean> {
 
 t.test('nbdfuse + losetup + mkfs.ext4 + mount: files written survive a remount and fsck',
   async (t) => {
-    if (process.getuid?.() !== 0) return t.skip('needs root for losetup and mount', () => undefined);
-    if (!fs.existsSync('/dev/fuse')) return t.skip('/dev/fuse missing', () => undefined);
-    if (!fs.existsSync('/dev/loop-control')) return t.skip('/dev/loop-control missing', () => undefined);
+    const skip = (why: string): unknown => t.skip(why, () => undefined);
+    if (process.getuid?.() !== 0) return skip('needs root for losetup and mount');
+    if (!fs.existsSync('/dev/fuse')) return skip('/dev/fuse missing');
+    if (!fs.existsSync('/dev/loop-control')) return skip('/dev/loop-control missing');
     if (!requireTools(t, TOOLS)) return;
     const disk = memoryDisk('disk', 64 * 1024 * 1024);
     const { uri } = await startServer(t, [disk]);

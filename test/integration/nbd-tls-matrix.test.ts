@@ -37,7 +37,7 @@
  * D2 likewise for domain 2; NULL = both listed, 2/xvda opened and read.
  */
 import tls from 'node:tls';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createServer, readX509Dir, type NbdServer } from '../../src/nbd/index';
 import type { TlsOptions } from '../../src/nbd/tls';
 import { hasTool, quietLog } from '../helpers/nbd-client';
@@ -149,7 +149,7 @@ async function listen(tlsOptions: TlsOptions): Promise<{ server: NbdServer; port
 }
 
 t.test('the TLS matrix with Node tls clients', async (t) => {
-  if (!hasTool('certtool')) return t.skip('certtool missing');
+  if (!hasTool('certtool')) return t.skip('certtool missing', () => undefined);
   const pki = await makePki(t.testdir());
   for (const name of SERVERS) {
     for (const mode of ['on', 'require'] as const) {
@@ -177,7 +177,7 @@ t.test('the TLS matrix with Node tls clients', async (t) => {
   }
 });
 
-async function exportNameCases(t: Tap.Test, name: ServerName, mode: 'on' | 'require', pki: Pki,
+async function exportNameCases(t: Test, name: ServerName, mode: 'on' | 'require', pki: Pki,
   port: number): Promise<void> {
   const plain = await connectPlain(port);
   t.equal(await probeExportName(plain.client),

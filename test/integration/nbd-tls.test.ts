@@ -26,7 +26,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createServer, readX509Dir, type NbdServer } from '../../src/nbd/index';
 import type { TlsOptions } from '../../src/nbd/tls';
 import { PYTHON_LIBNBD, hasTool, quietLog, runTool, type ToolResult,
@@ -67,7 +67,7 @@ function pskFile(dir: string, name: string, identity: string, key: Buffer): stri
 t.test('libnbd and qemu against x509 verify-peer + PSK, and x509 alone', async (t) => {
   const tools = ['certtool', 'nbdinfo', 'qemu-img', 'qemu-io'];
   const missing = tools.filter((tool) => !hasTool(tool));
-  if (missing.length > 0) return t.skip(`missing: ${missing.join(' ')}`);
+  if (missing.length > 0) return t.skip(`missing: ${missing.join(' ')}`, () => undefined);
   const dir = t.testdir();
   const pki = await makePki(dir);
   const psk = new Map([['domain-1', PSK_KEY], ['nobody', Buffer.alloc(32, 0x7c)]]);
@@ -131,7 +131,7 @@ t.test('libnbd and qemu against x509 verify-peer + PSK, and x509 alone', async (
   'no connection left open');
 });
 
-async function qemuCases(t: Tap.Test, port: number, clientDir: Record<ClientCertName, string>,
+async function qemuCases(t: Test, port: number, clientDir: Record<ClientCertName, string>,
   psk: { good: string; wrong: string }): Promise<void> {
   const x509 = (name: ClientCertName): string =>
     `tls-creds-x509,id=tls0,endpoint=client,dir=${clientDir[name]}`;
