@@ -26,6 +26,9 @@ import { ProtocolError } from '../errors';
 import type { DataPlaneSource, Export } from '../engine/export';
 import type { Logger } from '../log';
 import type { MemoryBudget } from './budget';
+import type {
+  ConnectionHooks, ConnectionLimits, ConnectionOptions, ConnectionStats, TlsUpgrader,
+} from './connection-options';
 import { NBD_FLAG } from './constants';
 import type { Datapath } from '../dataplane/datapath';
 import { type ExecutorSettings, statsOf } from './executors';
@@ -48,10 +51,6 @@ import { type Request, type ValidateContext, transmissionFlagsOf } from './valid
 import { encodeGreeting, encodeOptionReply } from './wire-writer';
 import { LIMITS } from '../limits';
 
-export { PHASE, PHASE_TRANSITIONS, type Phase } from './phase';
-import type {
-  ConnectionHooks, ConnectionLimits, ConnectionOptions, ConnectionStats, TlsUpgrader,
-} from './connection-options';
 export type {
   ConnectionHooks, ConnectionLimits, ConnectionOptions, ConnectionStats, TlsUpgrader,
 } from './connection-options';
