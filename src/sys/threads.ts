@@ -1,8 +1,8 @@
 /**
  * sys/threads: a connection's threads in the addon, typed and checked: the sender thread
  * (sender.c) and the data-path thread (datapath.h and its parts), the memory budget they share
- * with JS (budget.c), and the data-path thread's request verdict (request.c) for tests. Each create* throws without the addon (sys.isNative false): callers
- * keep the work on the JS side instead.
+ * with JS (budget.c), and the data-path thread's request verdict (request.c) for tests. Each
+ * create* throws without the addon (sys.isNative false): callers keep the work on the JS side.
  */
 import assert from 'node:assert';
 import {
