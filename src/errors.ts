@@ -73,7 +73,7 @@ export const ERRORS = {
 export type ErrorCode = keyof typeof ERRORS;
 
 /** Base of every error xvd throws on purpose. */
-export class EmuError extends Error {
+export class XvdError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
@@ -83,13 +83,13 @@ export class EmuError extends Error {
 }
 
 /** The user gave bad input: CLI exit code 2 when it is a usage error, 1 otherwise. */
-export class UsageError extends EmuError {}
+export class UsageError extends XvdError {}
 
 /** The peer violated the NBD protocol. */
-export class ProtocolError extends EmuError {}
+export class ProtocolError extends XvdError {}
 
 /** An operating failure of a syscall on a backing. `errno` is the name, such as 'ENOSPC'. */
-export class IoError extends EmuError {
+export class IoError extends XvdError {
   readonly errno: string;
   readonly syscall: string;
   constructor(errno: string, syscall: string, message: string, options?: ErrorOptions) {
@@ -108,8 +108,8 @@ export class IoError extends EmuError {
   }
 }
 
-export function isEmuError(value: unknown): value is EmuError {
-  return value instanceof EmuError;
+export function isEmuError(value: unknown): value is XvdError {
+  return value instanceof XvdError;
 }
 
 /**

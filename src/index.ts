@@ -12,7 +12,7 @@
  *   ExportProvider, for programs that bring their own exports.
  * - The engine: openExport(options) opens a VD's extents as an Export (read, write, zero, trim,
  *   flush, block status) through a BackingPool, the way the server does.
- * - Errors: EmuError and its subclasses with a `.code` from ERRORS; branch on `.code`.
+ * - Errors: XvdError and its subclasses with a `.code` from ERRORS; branch on `.code`.
  */
 export {
   openCatalog, defaultCatalogPath, identityOfDevice, identityOfFile, zeroPending,
@@ -39,6 +39,6 @@ export type { ExtentSpec } from './engine/extent-map';
 export { BackingPool } from './backing/pool';
 export type { BackingMode, BackingPoolOptions } from './backing/pool';
 
-export { ERRORS, EmuError, IoError, ProtocolError, UsageError, isEmuError } from './errors';
+export { ERRORS, XvdError, IoError, ProtocolError, UsageError, isEmuError } from './errors';
 export type { ErrorCode } from './errors';
 export { LIMITS } from './limits';

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import { MIGRATIONS } from './migrations';
 
@@ -16,15 +16,15 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim();
 }
 
-function openFailure(file: string, cause: unknown): EmuError {
+function openFailure(file: string, cause: unknown): XvdError {
   const detail = cause instanceof Error ? cause.message : String(cause);
-  return new EmuError('ERR_CATALOG_OPEN', `catalog: ${file}: ${oneLine(detail)}`, { cause });
+  return new XvdError('ERR_CATALOG_OPEN', `catalog: ${file}: ${oneLine(detail)}`, { cause });
 }
 
 function connect(file: string, isCreate: boolean, isReadonly: boolean): Db {
   if (isCreate && !isReadonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   if (!isCreate && !fs.existsSync(file)) {
-    throw new EmuError('ERR_CATALOG_OPEN', `catalog: ${file}: no such file`);
+    throw new XvdError('ERR_CATALOG_OPEN', `catalog: ${file}: no such file`);
   }
   return new Database(file, { readonly: isReadonly, fileMustExist: !isCreate || isReadonly });
 }
@@ -49,7 +49,7 @@ function userVersion(db: Db): number {
 
 function refuseNewer(file: string, version: number): void {
   if (version > MIGRATIONS.length) {
-    throw new EmuError('ERR_CATALOG_VERSION', `catalog: ${file}: schema version ${version} is `
+    throw new XvdError('ERR_CATALOG_VERSION', `catalog: ${file}: schema version ${version} is `
       + `newer than this xvd knows (${MIGRATIONS.length}); upgrade xvd`);
   }
 }
@@ -80,7 +80,7 @@ export function openDatabase(file: string, isCreate: boolean, isReadonly: boolea
     return { db, version };
   } catch (cause) {
     db?.close();
-    if (cause instanceof EmuError) throw cause;
+    if (cause instanceof XvdError) throw cause;
     throw openFailure(file, cause);
   }
 }

@@ -11,7 +11,7 @@
  * its import (ERR_VD_IMPORT_LOST otherwise).
  */
 import { mergeAdjacent } from '../allocator/allocator';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { rewriteFreeRuns } from './allocation';
 import { isProcessAlive, processStartTime } from './liveness';
 import { all, expiryAt, get, tx, type CatalogContext, type ImportRow } from './statements';
@@ -42,7 +42,7 @@ function isMine(row: ImportRow | undefined): row is ImportRow {
 function ownImportRow(cx: CatalogContext, op: string, vdId: number): ImportRow {
   const row = get<ImportRow>(cx.st.importOf, vdId);
   if (!isMine(row)) {
-    throw new EmuError('ERR_VD_IMPORT_LOST', `${op}: VD ${vdId} is not being imported by this `
+    throw new XvdError('ERR_VD_IMPORT_LOST', `${op}: VD ${vdId} is not being imported by this `
       + 'process (its import was abandoned and cleaned up, or never began)');
   }
   return row;

@@ -10,7 +10,7 @@
  * them or dies; once it is dead nothing of it is in flight. The heartbeat is informational.
  * registerServer also removes the rows of servers that are no longer running.
  */
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { isProcessAlive, processStartTime } from './liveness';
 import { all, get, tx, type CatalogContext, type ServerRow } from './statements';
 import type { Lease } from './types';
@@ -44,7 +44,7 @@ export function registerServer(cx: CatalogContext): number {
 function serverRow(cx: CatalogContext, op: string, serverId: number): ServerRow {
   const row = get<ServerRow>(cx.st.server, serverId);
   if (row === undefined) {
-    throw new EmuError('ERR_CATALOG_SERVER_UNKNOWN', `${op}: no registered server ${serverId}`);
+    throw new XvdError('ERR_CATALOG_SERVER_UNKNOWN', `${op}: no registered server ${serverId}`);
   }
   return row;
 }

@@ -9,7 +9,7 @@ import {
   identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog, type VbdSource,
   type VdSummary,
 } from '../catalog';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { CatalogPort, MemberRecord, NewMember, NewVbd, PieceRecord, VdRecord } from './port';
 
@@ -204,7 +204,7 @@ function waitForDrain<T>(allocate: () => T): T {
     try {
       return allocate();
     } catch (error) {
-      const isDraining = error instanceof EmuError && error.code === 'ERR_VD_SPACE_DRAINING';
+      const isDraining = error instanceof XvdError && error.code === 'ERR_VD_SPACE_DRAINING';
       if (!isDraining || Date.now() >= deadline) throw error;
       Atomics.wait(sleeper, 0, 0, DRAIN_RETRY_MS);
     }

@@ -12,7 +12,7 @@
 import assert from 'node:assert';
 import fs from 'node:fs';
 import cliProgress from 'cli-progress';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import { dataRuns } from '../sys';
 import { killPoint } from './kill-point';
@@ -155,7 +155,7 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
           const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
           readFully(sourceFd, chunk, at);
           if (!isOwned()) {
-            throw new EmuError('ERR_VD_IMPORT_LOST', `import: ${source}: the VD was freed while `
+            throw new XvdError('ERR_VD_IMPORT_LOST', `import: ${source}: the VD was freed while `
               + 'copying (its import was judged abandoned)');
           }
           const memberFd = members.get(piece.path);

@@ -26,7 +26,7 @@ import type { Readable, Writable } from 'node:stream';
 import {
   type DatapathSetting, type RouteSettings, type SenderSetting, receiveOf,
 } from '../dataplane/routes';
-import { EmuError, UsageError } from '../errors';
+import { XvdError, UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
 import { ArenaReceiver } from './arena-receiver';
@@ -372,7 +372,7 @@ function removeStaleSocket(path: string): void {
   try {
     if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
   } catch (error) {
-    if (error instanceof EmuError || (error as { code?: string }).code !== 'ENOENT') throw error;
+    if (error instanceof XvdError || (error as { code?: string }).code !== 'ENOENT') throw error;
   }
 }
 

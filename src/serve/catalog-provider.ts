@@ -56,7 +56,7 @@ import assert from 'node:assert';
 import { BackingPool } from '../backing/pool';
 import type { Catalog, ResolvedVbd } from '../catalog/index';
 import { openExport, type ExtentExport } from '../engine/extent-export';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
@@ -219,7 +219,7 @@ export class CatalogProvider implements ExportProvider {
     try {
       return this.catalog.resolveVbd(domain, device);
     } catch (error) {
-      if (error instanceof EmuError) return null;
+      if (error instanceof XvdError) return null;
       throw error;
     }
   }

@@ -25,7 +25,7 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Lease } from '../catalog/index';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
 import {
@@ -56,7 +56,7 @@ export class CatalogWriterThread implements CatalogWriter {
   private readonly exited: Promise<void>;
   private idNext = WRITER_OPEN_ID + 1;
   /** set once the worker is gone or closing: every later request rejects with it */
-  private failure: EmuError | null = null;
+  private failure: XvdError | null = null;
   private isClosing = false;
   private errorLast: Error | null = null;
 
@@ -108,7 +108,7 @@ export class CatalogWriterThread implements CatalogWriter {
     if (this.isClosing) return this.exited;
     const closed = this.failure === null ? this.request({ op: 'close' }) : Promise.resolve(null);
     this.isClosing = true;
-    this.failure ??= new EmuError('ERR_SERVE_CATALOG_WRITER', 'catalog writer: closed');
+    this.failure ??= new XvdError('ERR_SERVE_CATALOG_WRITER', 'catalog writer: closed');
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, LIMITS.serveWriterCloseMs);
@@ -158,7 +158,7 @@ export class CatalogWriterThread implements CatalogWriter {
   private onExit(code: number): void {
     const isExpected = this.isClosing;
     const detail = this.errorLast === null ? '' : `: ${this.errorLast.message}`;
-    const failure = new EmuError('ERR_SERVE_CATALOG_WRITER',
+    const failure = new XvdError('ERR_SERVE_CATALOG_WRITER',
       `catalog writer: the worker thread exited (code ${code})${detail}`,
       this.errorLast === null ? undefined : { cause: this.errorLast });
     this.failure ??= failure;

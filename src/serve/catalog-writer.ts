@@ -13,11 +13,11 @@
  * thread.
  *
  * Errors cross the thread boundary as data (WireError) and come back as the same class with the
- * same code and message (EmuError, UsageError, ProtocolError, IoError), so callers keep branching
- * on `instanceof EmuError` and `.code`; any other error comes back as an Error with its name,
+ * same code and message (XvdError, UsageError, ProtocolError, IoError), so callers keep branching
+ * on `instanceof XvdError` and `.code`; any other error comes back as an Error with its name,
  * message and, when it had one, its string code (SQLITE_BUSY).
  */
-import { ERRORS, EmuError, IoError, ProtocolError, UsageError, type ErrorCode } from '../errors';
+import { ERRORS, XvdError, IoError, ProtocolError, UsageError, type ErrorCode } from '../errors';
 import type { Catalog, Lease } from '../catalog/index';
 
 /** The catalog writes of a serving server. Each resolves once its transaction committed. */
@@ -56,7 +56,7 @@ export interface WriterData {
   catalogPath: string;
 }
 
-type WireClass = 'EmuError' | 'UsageError' | 'ProtocolError' | 'IoError' | 'Error';
+type WireClass = 'XvdError' | 'UsageError' | 'ProtocolError' | 'IoError' | 'Error';
 
 /** An error as structured-clone data. */
 export interface WireError {
@@ -73,7 +73,7 @@ function kindOf(error: unknown): WireClass {
   if (error instanceof IoError) return 'IoError';
   if (error instanceof UsageError) return 'UsageError';
   if (error instanceof ProtocolError) return 'ProtocolError';
-  if (error instanceof EmuError) return 'EmuError';
+  if (error instanceof XvdError) return 'XvdError';
   return 'Error';
 }
 
@@ -104,14 +104,14 @@ export function errorOfWire(wire: WireError): Error {
   return error;
 }
 
-function emuErrorOfWire(wire: WireError): EmuError | null {
+function emuErrorOfWire(wire: WireError): XvdError | null {
   if (wire.kind === 'IoError') {
     return new IoError(wire.errno ?? 'EIO', wire.syscall ?? 'unknown', wire.message);
   }
   if (wire.kind === 'Error' || !isErrorCode(wire.code)) return null;
   if (wire.kind === 'UsageError') return new UsageError(wire.code, wire.message);
   if (wire.kind === 'ProtocolError') return new ProtocolError(wire.code, wire.message);
-  return new EmuError(wire.code, wire.message);
+  return new XvdError(wire.code, wire.message);
 }
 
 function plainErrorOfWire(wire: WireError): Error {

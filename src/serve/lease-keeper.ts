@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert';
 import type { Lease, ResolvedVbd } from '../catalog/index';
-import { EmuError } from '../errors';
+import { XvdError } from '../errors';
 import type { Logger } from '../log';
 import type { CatalogWriter } from './catalog-writer';
 
@@ -94,7 +94,7 @@ export class LeaseKeeper {
       await this.writer.releaseLease(serverId, resolved.vdId);
       return 'changed';
     } catch (error) {
-      if (!(error instanceof EmuError)) throw error;
+      if (!(error instanceof XvdError)) throw error;
       if (error.code === 'ERR_SERVE_CATALOG_WRITER') {
         this.log.error({ err: error, vd: resolved.vdId }, 'open: cannot lease the VD');
       }

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { EmuError, IoError, UsageError } from '../../src/errors';
+import { XvdError, IoError, UsageError } from '../../src/errors';
 import { errorLine, EXIT, exitCodeOf } from '../../src/cli/exit';
 
 t.test('usage and size errors exit 2', async (t) => {
@@ -8,17 +8,17 @@ t.test('usage and size errors exit 2', async (t) => {
 });
 
 t.test('catalog open and version errors exit 3', async (t) => {
-  t.equal(exitCodeOf(new EmuError('ERR_CATALOG_OPEN', 'catalog: x')), EXIT.catalog);
-  t.equal(exitCodeOf(new EmuError('ERR_CATALOG_VERSION', 'catalog: x')), EXIT.catalog);
+  t.equal(exitCodeOf(new XvdError('ERR_CATALOG_OPEN', 'catalog: x')), EXIT.catalog);
+  t.equal(exitCodeOf(new XvdError('ERR_CATALOG_VERSION', 'catalog: x')), EXIT.catalog);
 });
 
 t.test('check faults exit 4 and other refusals exit 1', async (t) => {
-  t.equal(exitCodeOf(new EmuError('ERR_CLI_CHECK_FAULTS', 'check: 2 faults')), EXIT.faults);
+  t.equal(exitCodeOf(new XvdError('ERR_CLI_CHECK_FAULTS', 'check: 2 faults')), EXIT.faults);
   t.equal(exitCodeOf(new UsageError('ERR_CLI_MEMBER_OVERLAP', 'format: x')), EXIT.failed);
   t.equal(exitCodeOf(new IoError('ENOSPC', 'write', 'write: ENOSPC')), EXIT.failed);
 });
 
-t.test('anything that is not an EmuError is internal: exit 70', async (t) => {
+t.test('anything that is not an XvdError is internal: exit 70', async (t) => {
   t.equal(exitCodeOf(new TypeError('boom')), EXIT.internal);
   t.equal(exitCodeOf('string'), EXIT.internal);
 });

@@ -15,7 +15,7 @@ const FUNCTIONS = [
   'openExport', 'isEmuError',
 ] as const;
 const CLASSES = [
-  'NbdServer', 'ExtentExport', 'BackingPool', 'EmuError', 'IoError', 'ProtocolError',
+  'NbdServer', 'ExtentExport', 'BackingPool', 'XvdError', 'IoError', 'ProtocolError',
   'UsageError',
 ] as const;
 
@@ -27,7 +27,8 @@ t.test('the entry exports its functions, classes and constants', async (t) => {
     t.ok(typeof value === 'function' && /^class\b/.test(Function.prototype.toString.call(value)),
       `${name} is a class`);
   }
-  t.ok(new xvd.IoError('EIO', 'pread', 'read: EIO') instanceof xvd.EmuError, 'IoError is an EmuError');
+  t.ok(new xvd.IoError('EIO', 'pread', 'read: EIO') instanceof xvd.XvdError,
+    'IoError is an XvdError');
   t.type(xvd.ERRORS, 'object');
   t.type(xvd.LIMITS, 'object');
   t.type(xvd.DEFAULT_PORT, 'number');

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { identityOfFile, openCatalog, zeroPending, type Catalog } from '../../src/catalog';
-import { EmuError } from '../../src/errors';
+import { XvdError } from '../../src/errors';
 import { CatalogProvider } from '../../src/serve/catalog-provider';
 import { catalogWriterOf, type CatalogWriter } from '../../src/serve/catalog-writer';
 import { quietLog } from '../helpers/nbd-client';
@@ -219,7 +219,7 @@ t.test('a writer that is gone: opens of VD exports fail, open exports keep servi
   async (t) => {
     const { catalog, provider, writer } = await setup(t);
     const a = await provider.open('1/xvda', null);
-    writer.failure = new EmuError('ERR_SERVE_CATALOG_WRITER', 'catalog writer: test: gone');
+    writer.failure = new XvdError('ERR_SERVE_CATALOG_WRITER', 'catalog writer: test: gone');
     t.equal(await provider.open('1/xvdb', null), null, 'a new VD export does not open');
     const shared = await provider.open('1/xvda', null);
     t.ok(shared !== null, 'an export already open is shared without a new lease');

@@ -12,7 +12,7 @@ import path from 'node:path';
 import pino from 'pino';
 import t, { type Test } from 'tap';
 import { identityOfFile, openCatalog, type Catalog } from '../../src/catalog';
-import { EmuError, IoError, ProtocolError, UsageError } from '../../src/errors';
+import { XvdError, IoError, ProtocolError, UsageError } from '../../src/errors';
 import { errorOfWire, wireErrorOf } from '../../src/serve/catalog-writer';
 import { CatalogWriterThread } from '../../src/serve/catalog-writer-thread';
 import { ensureBuilt, ROOT } from '../helpers/cli';
@@ -54,9 +54,9 @@ t.test('errors come back as the class, code and message the catalog threw', asyn
   const { catalog, serverId, vdId } = await setup(t);
   const thread = await startThread(t, catalog);
   const unknown = await rejection(thread.acquireLease(serverId + 100, vdId));
-  t.ok(unknown instanceof EmuError, 'an EmuError');
+  t.ok(unknown instanceof XvdError, 'an XvdError');
   t.notOk(unknown instanceof UsageError, 'not a UsageError');
-  t.equal((unknown as EmuError).code, 'ERR_CATALOG_SERVER_UNKNOWN');
+  t.equal((unknown as XvdError).code, 'ERR_CATALOG_SERVER_UNKNOWN');
   catalog.deleteVd(vdId);
   const deleted = await rejection(thread.acquireLease(serverId, vdId));
   let local: unknown = null;
@@ -74,7 +74,7 @@ t.test('errors of every class survive the trip as data', async (t) => {
   const sqlite = Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
   sqlite.name = 'SqliteError';
   const cases: Error[] = [
-    new EmuError('ERR_VD_UNKNOWN', 'lease: no VD 9'),
+    new XvdError('ERR_VD_UNKNOWN', 'lease: no VD 9'),
     new UsageError('ERR_VD_DELETED', 'lease: VD 9 is deleted'),
     new ProtocolError('ERR_NBD_BAD_MAGIC', 'x: bad magic'),
     new IoError('ENOSPC', 'pwrite', 'pwrite: ENOSPC: full'),
@@ -112,8 +112,8 @@ t.test('requests commit and answer in the order they were sent', async (t) => {
 t.test('a catalog the worker cannot open fails the start', async (t) => {
   const missing = path.join(t.testdir(), 'missing.sqlite');
   const error = await rejection(CatalogWriterThread.start(missing, pino({ level: 'silent' })));
-  t.ok(error instanceof EmuError);
-  t.equal((error as EmuError).code, 'ERR_CATALOG_OPEN');
+  t.ok(error instanceof XvdError);
+  t.equal((error as XvdError).code, 'ERR_CATALOG_OPEN');
   t.notOk(fs.existsSync(missing), 'and the worker did not create it');
 });
 
@@ -127,12 +127,12 @@ t.test('a terminated worker: pending and later requests reject, and it is logged
     await thread.worker.terminate();
     for (const outcome of await Promise.all(pending)) {
       if (outcome === 'ok') continue; // answered before the end
-      t.equal((outcome as EmuError).code, 'ERR_SERVE_CATALOG_WRITER', 'pending: rejected');
+      t.equal((outcome as XvdError).code, 'ERR_SERVE_CATALOG_WRITER', 'pending: rejected');
     }
     const later = await rejection(thread.heartbeat(serverId));
-    t.ok(later instanceof EmuError);
-    t.equal((later as EmuError).code, 'ERR_SERVE_CATALOG_WRITER', 'later: rejected');
-    t.match((later as EmuError).message, /worker thread exited/);
+    t.ok(later instanceof XvdError);
+    t.equal((later as XvdError).code, 'ERR_SERVE_CATALOG_WRITER', 'later: rejected');
+    t.match((later as XvdError).message, /worker thread exited/);
     const died = lines.filter((line) => line.msg.startsWith('catalog writer thread died'));
     t.equal(died.length, 1, 'the death is logged once');
     t.equal(died[0]?.level, 50, 'as an error');

@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { EmuError, UsageError } from '../../errors';
+import { XvdError, UsageError } from '../../errors';
 import { parseId, parseName, parseSeconds } from '../args';
 import type { Context } from '../context';
 import { exportTo, importInto } from '../copy';
@@ -68,7 +68,7 @@ async function exportVd(context: Context, idText: string, file: string): Promise
   const { vd, pieces } = context.catalog().show(id);
   if (!vd.isLive) {
     // its extents may already hold another VD's data
-    throw new EmuError('ERR_VD_DELETED', `export: VD ${id}: deleted (undelete it first)`);
+    throw new XvdError('ERR_VD_DELETED', `export: VD ${id}: deleted (undelete it first)`);
   }
   removeStaleStaging(file);
   const staging = stagingPathOf(file);
