@@ -304,7 +304,7 @@ function submit(rig: Rig, frame: Buffer, order?: number[], index?: number,
   return new Promise((resolve) => {
     sys.datapathSubmit(rig.datapath, frame, (error) => {
       if (order !== undefined && index !== undefined) order.push(index);
-      resolve(error as NodeJS.ErrnoException | null);
+      resolve(error);
     });
   });
 }
