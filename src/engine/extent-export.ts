@@ -39,7 +39,9 @@ import { LIMITS } from '../limits';
 import type { BackingPool, BackingMode, PooledBacking } from '../backing/pool';
 import type { DatapathMap } from '../sys/index';
 import { ExtentMap, type ExtentSpec } from './extent-map';
-import type { Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags } from './export';
+import type {
+  DataPlaneSource, Export, ReadPiece, ReadPlan, StatusRun, WriteFlags, ZeroFlags,
+} from './export';
 import { checkExtentsFit, makeExtentState, type ExtentState } from './extent-state';
 import { Job, settleAll, type JobOwner } from './extent-job';
 import { issueRead, readAhead, readSparse } from './extent-read';
@@ -156,6 +158,11 @@ export class ExtentExport implements Export, JobOwner {
     targetOffset: number,
   ): Promise<ReadPiece[]> {
     return readSparse(this, this.state, offset, length, target, targetOffset);
+  }
+
+  /** Export.dataPlane: the export is its own source (planRead, datapathMap, onMapReplaced). */
+  get dataPlane(): DataPlaneSource {
+    return this;
   }
 
   planRead(offset: number, length: number, requireData: boolean): ReadPlan | null {

@@ -80,7 +80,8 @@ export class Connection implements OptionSession, TransmissionContext, ReplyHost
   channel: ReplyChannel;
   /** the data-path thread (executors.ts), kept after it stopped until finalized */
   datapath: Datapath | null = null;
-  /** the export's data plane, found at the start of transmission (opaque here) */
+  /** the export's data plane (Export.dataPlane), taken at the start of transmission; opaque
+   * here: only src/dataplane looks inside */
   dataPlane: DataPlaneSource | undefined = undefined;
 
   phase: Phase = PHASE_INITIAL;

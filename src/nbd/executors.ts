@@ -12,7 +12,6 @@
 import assert from 'node:assert';
 import { Datapath } from '../dataplane/datapath';
 import { type RouteSettings, type Routes, routesOf } from '../dataplane/routes';
-import { dataPlaneOf } from '../dataplane/source';
 import { LIMITS } from '../limits';
 import * as sys from '../sys/index';
 import type { Connection } from './connection';
@@ -47,7 +46,7 @@ export function routesFor(c: Connection): Routes {
 
 /** Asks routesOf once, logs its answer, and starts the executors it chose. */
 export function startTransmission(c: Connection): void {
-  c.dataPlane = dataPlaneOf(c.export);
+  c.dataPlane = c.export.dataPlane;
   const routes = routesFor(c);
   c.log.info({ routes }, `routes: ${routes.reason}`);
   if (routes.senderMode !== null) {

@@ -53,7 +53,7 @@ export interface TransmissionContext {
    * connection is ending (a reply may have been cut short).
    */
   readonly channel: ReplyChannel;
-  /** the export's data plane (dataplane/source.ts), handed to the channel unopened */
+  /** the export's data plane (Export.dataPlane), handed to the channel unopened */
   readonly dataPlane: DataPlaneSource | undefined;
   /**
    * Optional: a bug (errors.ts isBug) while serving a request: after its error
