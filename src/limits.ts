@@ -126,25 +126,25 @@ export const LIMITS = {
   /** A fenced connection whose replies wait on its sender thread (the client is not reading)
    * is closed after this long, so a fence never waits on a client (connection.ts fence()). */
   nbdFenceSenderWaitMs: 2000,
-  /** nbd/datapath: forwarded bytes the JS side has not taken yet beyond which the thread stops
-   * reading. The C code takes this and every other limit it shares with JS from
+  /** dataplane/datapath: forwarded bytes the JS side has not taken yet beyond which the thread
+   * stops reading. The C code takes this and every other limit it shares with JS from
    * native/src/protocol.h, which scripts/gen-protocol.js writes from this file. */
   nbdDatapathForwardMax: 64 * 1024 * 1024,
-  /** nbd/datapath: a data-path thread's receive buffer to start with, and what it shrinks back
-   * to once idle (native/src/dp-io.c); grown past it, the rest counts against the budget. */
+  /** dataplane/datapath: a data-path thread's receive buffer to start with, and what it shrinks
+   * back to once idle (native/src/dp-io.c); grown past it, the rest counts against the budget. */
   nbdDatapathRecvMin: 256 * 1024,
-  /** nbd/datapath: replies gathered into one send (a larger READ reply goes alone). */
+  /** dataplane/datapath: replies gathered into one send (a larger READ reply goes alone). */
   nbdDatapathSendBatch: 1024 * 1024,
-  /** nbd/datapath: after its replies went out, a data-path thread whose client sent its last
-   * requests within this long tries recv for up to this long before it sleeps (busy-poll; it
+  /** dataplane/datapath: after its replies went out, a data-path thread whose client sent its
+   * last requests within this long tries recv for up to this long before it sleeps (busy-poll; it
    * saves the sleep and wake-up of each round trip, the larger part of a small request's cost
    * here). `serve --busy-poll` sets it, 0 turns it off; at most nbdDatapathSpinMaxUs. */
   nbdDatapathSpinUs: 100,
   nbdDatapathSpinMaxUs: 10_000,
-  /** nbd/datapath: ...and only after a request of at most this many bytes (native/src/dp-loop.c
-   * spin()) */
+  /** dataplane/datapath: ...and only after a request of at most this many bytes
+   * (native/src/dp-loop.c spin()) */
   nbdDatapathSpinLengthMax: 64 * 1024,
-  /** nbd/reply-sender: READs of at least this many bytes go out on the connection's sender
+  /** dataplane/reply-sender: READs of at least this many bytes go out on the connection's sender
    * thread (smaller ones cost less inline than the hand-off to a thread and back). */
   nbdSenderReadMin: 64 * 1024,
   /** backing/fd-backing: reads up to this size try the page cache inline (preadv2 RWF_NOWAIT)

@@ -326,7 +326,7 @@ function loadMax(run) {
 function describeCell(cell) {
   if (cell.error && !(cell.value > 0)) return `n/a (${cell.error})`;
   const perGiB = cell.cpuSecondsPerGiB;
-  const cpu = perGiB == null ? '' : `, ${perGiB.toFixed(2)} cpu s/GiB`;
+  const cpu = perGiB === null || perGiB === undefined ? '' : `, ${perGiB.toFixed(2)} cpu s/GiB`;
   const other = cell.otherCores === undefined
     ? ''
     : `; other work ${cell.otherCores} cores, steal ${cell.stealCores}`;

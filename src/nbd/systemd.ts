@@ -5,9 +5,9 @@
  */
 export const SD_LISTEN_FDS_START = 3;
 
-/** The inherited listening fds, or [] when the process was not socket-activated. */
-export function listenFdsFromEnv(env: NodeJS.ProcessEnv = process.env, pid = process.pid,
-): number[] {
+/** The inherited listening fds `env` (the CLI passes process.env) describes, or [] when the
+ * process was not socket-activated. */
+export function listenFdsFromEnv(env: NodeJS.ProcessEnv, pid = process.pid): number[] {
   if (env['LISTEN_PID'] !== String(pid)) return [];
   const count = Number(env['LISTEN_FDS']);
   if (!Number.isSafeInteger(count) || count <= 0 || count > 64) return [];

@@ -112,7 +112,8 @@ function verifyErrorOf(secure: tls.TLSSocket): string | null {
   const error = handle.verifyError();
   if (error === null || error === undefined) return null;
   const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' ? code : String(error);
+  if (typeof code === 'string') return code;
+  return error instanceof Error ? error.toString() : 'unknown verification error';
 }
 
 function domainOfPeer(secure: tls.TLSSocket, options: TlsOptions, pskIdentity: string | null,

@@ -16,7 +16,7 @@ import type { DatapathSetting, ReceiveSetting, SenderSetting } from '../dataplan
 import { UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log, type Logger } from '../log';
-import { createServer, listenFdsFromEnv, readPskFile, readX509Dir } from '../nbd/index';
+import { createServer, readPskFile, readX509Dir } from '../nbd/index';
 import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
 import { CatalogWriterThread } from './catalog-writer-thread';
@@ -29,6 +29,9 @@ export interface ServeOptions {
   sockets: string[];
   /** one connection on stdin/stdout, then exit */
   isStdio: boolean;
+  /** listening sockets inherited from systemd (nbd/systemd.ts listenFdsFromEnv; none by
+   * default) */
+  inheritedFds?: number[];
   tls: TlsOptions;
   /** READ replies on unix sockets by sendfile(2) (dataplane/reply-sender.ts; off by default) */
   isSendfile?: boolean;
@@ -138,7 +141,7 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
 async function listenAll(server: NbdServer, options: ServeOptions):
   Promise<(string | { address: string; port: number })[]> {
   const addresses: (string | { address: string; port: number })[] = [];
-  const inherited = options.isStdio ? [] : listenFdsFromEnv();
+  const inherited = options.isStdio ? [] : options.inheritedFds ?? [];
   const targets: ListenTarget[] = [
     ...inherited.map((fd) => ({ fd })),
     ...options.tcp,

@@ -103,6 +103,8 @@ for (const receive of ['arena', 'stream'] as const) {
     let calls = 0;
     (target as unknown as Record<string, unknown>)[method] = function (this: unknown,
       ...args: unknown[]): unknown {
+      // the receiver the fault is aimed at: the first that calls after arming
+      // eslint-disable-next-line @typescript-eslint/no-this-alias
       victim ??= this;
       // arena: nextBuffer()'s third call; stream: the chunk with the READ request
       const isDue = receive === 'arena' ? ++calls === 3 : (args[0] as Buffer).length === 28;

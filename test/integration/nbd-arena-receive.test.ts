@@ -69,7 +69,7 @@ async function pipelinedWrites(client: ScriptedClient, writes: Write[]): Promise
     piece += 1;
     if (piece % 7 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
-  const errnos: number[] = new Array(writes.length).fill(-1);
+  const errnos = new Array<number>(writes.length).fill(-1);
   for (let count = 0; count < writes.length; count += 1) {
     const reply = await client.readSimpleReply();
     errnos[Number(reply.cookie) - 1] = reply.errno;

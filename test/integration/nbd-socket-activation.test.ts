@@ -18,7 +18,7 @@ const server = createServer({ provider: createFixedProvider([disk]),
   log: pino({ level: 'silent' }) });
 `;
 const ACTIVATED = `${PRELUDE}
-const fds = listenFdsFromEnv();
+const fds = listenFdsFromEnv(process.env);
 if (fds.length === 0) { process.stderr.write('not socket-activated\\n'); process.exit(3); }
 for (const fd of fds) server.listen({ fd });
 `;

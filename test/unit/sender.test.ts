@@ -499,7 +499,7 @@ for (const transport of TRANSPORTS) {
 for (const transport of TRANSPORTS) {
   // copy mode only: sendfile queues page-cache pages, not bytes, so a write after completion
   // reaches a peer that has not read yet; that is why the server uses it only when asked
-  // (serve --sendfile, documented in src/nbd/reply-sender.ts)
+  // (serve --sendfile, documented in src/dataplane/reply-sender.ts)
   for (const mode of ['copy'] as const) {
     // the server counts a READ done (its plan released, fence() satisfied) at the callback:
     // what the peer gets must not change after it

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../../errors';
 import { LIMITS } from '../../limits';
 import { parseSize } from '../../size';
-import { DEFAULT_HOST, DEFAULT_PORT } from '../../nbd/index';
+import { DEFAULT_HOST, DEFAULT_PORT, listenFdsFromEnv } from '../../nbd/index';
 import { runServeUntilSignal, tlsOptionsOf } from '../../serve/index';
 import type { Context } from '../context';
 import { routeEnvOf } from '../route-env';
@@ -109,6 +109,7 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
     flags.tlsVerifyPeer === true);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
     isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
+    inheritedFds: listenFdsFromEnv(process.env),
     ...routeEnvOf(process.env),
     ...(busyPollMicros === undefined ? {} : { busyPollMicros }),
     ...(connectionsMax === undefined ? {} : { connectionsMax }),
