@@ -19,7 +19,9 @@
  *   is forwarded), DP_STOP (value 1: abort; 0: after the frames queued; DP_EV_STOPPED follows)
  * datapathStats(dp) -> Float64Array [requests served here, bytes received, bytes sent here,
  *   busy-polls that found a request, busy-polls that found none, receive buffer capacity, reply
- *   buffer capacity (both 0 once the thread freed them)]; the last counts once the thread is gone
+ *   buffer capacity (both 0 once the thread freed them), READs served here, their bytes, WRITEs
+ *   served here, their bytes, then DP_LAT_BUCKETS service-time buckets (datapath.h)]; the last
+ *   counts once the thread is gone
  *
  * Lifetime: the thread holds the thread-safe function (ref'd: the JS socket is paused, so this
  * keeps the loop alive) until its end; it is joined when DP_EV_STOPPED is delivered, so stopping
@@ -123,11 +125,15 @@ static void datapath_deliver(napi_env env, napi_value on_event, void *context, v
 }
 
 static void read_stats(struct datapath *dp, double *values) {
-  uint64_t *counters[DP_STATS] = {&dp->stat_requests, &dp->stat_received, &dp->stat_sent,
-                                  &dp->stat_spin_hits, &dp->stat_spin_misses, &dp->stat_rcap,
-                                  &dp->stat_scap};
-  for (int i = 0; i < DP_STATS; i++) {
+  uint64_t *counters[DP_STATS_COUNTS] = {
+      &dp->stat_requests, &dp->stat_received,   &dp->stat_sent,   &dp->stat_spin_hits,
+      &dp->stat_spin_misses, &dp->stat_rcap,    &dp->stat_scap,   &dp->stat_reads,
+      &dp->stat_read_bytes,  &dp->stat_writes,  &dp->stat_write_bytes};
+  for (int i = 0; i < DP_STATS_COUNTS; i++) {
     values[i] = (double)__atomic_load_n(counters[i], __ATOMIC_RELAXED);
+  }
+  for (int i = 0; i < DP_LAT_BUCKETS; i++) {
+    values[DP_STATS_COUNTS + i] = (double)__atomic_load_n(&dp->stat_latency[i], __ATOMIC_RELAXED);
   }
 }
 
@@ -459,6 +465,8 @@ void xvd_datapath_constants(napi_env env, napi_value constants) {
       {"DATAPATH_SPIN_MAX_US", (double)DP_SPIN_MAX_US},
       {"DATAPATH_SPIN_LENGTH_MAX", (double)DP_SPIN_LENGTH_MAX},
       {"DATAPATH_SPINNERS_MAX", (double)dp_spinners_max()},
+      {"DATAPATH_STATS_COUNTS", (double)DP_STATS_COUNTS},
+      {"DATAPATH_LATENCY_BUCKETS", (double)DP_LAT_BUCKETS},
   };
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     napi_value value;

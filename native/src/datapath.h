@@ -75,7 +75,9 @@
 #define DP_SHRINK_AFTER_MS 1000 /* idle this long: grown buffers shrink (a connection keeps
                                    at most DP_RECV_MIN + DP_SEND_BATCH while idle) */
 #define DP_HOT_IDLE_MS 1 /* a hot connection without a request this long is not hot */
-#define DP_STATS 7       /* datapathStats' values */
+#define DP_STATS_COUNTS 11 /* datapathStats' counters, then the latency buckets */
+#define DP_LAT_BUCKETS 24  /* log2 microseconds: [0, 2), then [2^i, 2^(i+1)), the last open */
+#define DP_STATS (DP_STATS_COUNTS + DP_LAT_BUCKETS) /* datapathStats' values */
 
 /* createDatapath's options, events and controls (src/sys/index.ts DATAPATH_*) */
 enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4 };
@@ -129,6 +131,8 @@ struct datapath {
   int64_t unacked;  /* forwarded bytes not yet delivered, >= 0 */
   uint64_t stat_requests, stat_received, stat_sent, stat_spin_hits, stat_spin_misses;
   uint64_t stat_rcap, stat_scap; /* rcap and scap as the thread last set them */
+  uint64_t stat_reads, stat_read_bytes, stat_writes, stat_write_bytes; /* served here */
+  uint64_t stat_latency[DP_LAT_BUCKETS]; /* service times (framed to reply ready), log2 us */
   /* set at create, read-only after */
   int sock, wake_fd;
   int options; /* DP_TCP is cleared by the thread when SO_RCVLOWAT fails */
@@ -221,6 +225,8 @@ static inline int dp_is_whole(double value, double max) {
 int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offset,
              size_t length);
 int dp_make_room(struct datapath *dp, size_t need);
+int64_t dp_now_ns(void);
+void dp_count_served(struct datapath *dp, int type, size_t length, int64_t start_ns);
 void dp_shrink(struct datapath *dp);
 void dp_note_capacity(struct datapath *dp);
 

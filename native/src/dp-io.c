@@ -177,6 +177,20 @@ static int write_piece(struct datapath *dp, struct dp_extent *e, int64_t positio
   return 0;
 }
 
+/* Counts a request served here: by command, bytes, and its service time since start_ns. */
+void dp_count_served(struct datapath *dp, int type, size_t length, int64_t start_ns) {
+  int is_read = type == XVD_NBD_CMD_READ;
+  __atomic_add_fetch(&dp->stat_requests, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(is_read ? &dp->stat_reads : &dp->stat_writes, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(is_read ? &dp->stat_read_bytes : &dp->stat_write_bytes, (uint64_t)length,
+                     __ATOMIC_RELAXED);
+  int64_t elapsed = dp_now_ns() - start_ns;
+  uint64_t micros = elapsed > 0 ? (uint64_t)elapsed / 1000 : 0;
+  int bucket = micros < 2 ? 0 : 63 - __builtin_clzll(micros);
+  if (bucket >= DP_LAT_BUCKETS) bucket = DP_LAT_BUCKETS - 1;
+  __atomic_add_fetch(&dp->stat_latency[bucket], 1, __ATOMIC_RELAXED);
+}
+
 /* Serves one request here; 0 when it must be forwarded instead. `header` is the request's
  * frame (a WRITE's payload follows it). */
 int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offset,
@@ -186,6 +200,7 @@ int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offs
   XVD_ASSERT(length > 0 && length <= DP_PAYLOAD_MAX, "a served length is a valid payload");
   XVD_ASSERT(type == XVD_NBD_CMD_READ || (dp->options & DP_WRITABLE) != 0,
              "a WRITE is served only on a writable export");
+  int64_t start_ns = dp_now_ns();
   int is_structured = (dp->options & DP_STRUCTURED) != 0;
   size_t head = dp_wire_read_head_length(is_structured);
   size_t reply_length = type == XVD_NBD_CMD_READ ? head + length : DP_SIMPLE_REPLY_LENGTH;
@@ -210,6 +225,6 @@ int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offs
   if (type == XVD_NBD_CMD_READ) dp_wire_read_reply(at, header, offset, length, is_structured);
   else dp_wire_simple_reply(at, header);
   dp->sused += reply_length;
-  __atomic_add_fetch(&dp->stat_requests, 1, __ATOMIC_RELAXED);
+  dp_count_served(dp, type, length, start_ns);
   return 1;
 }

@@ -123,7 +123,7 @@ static int receive(struct datapath *dp) {
   return 0;
 }
 
-static int64_t now_ns(void) {
+int64_t dp_now_ns(void) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
@@ -171,7 +171,7 @@ static int spin(struct datapath *dp) {
       __atomic_load_n(&hot, __ATOMIC_RELAXED) > dp_spinners_max()) { /* see `hot` */
     return 0;
   }
-  int64_t start = now_ns(), now = start;
+  int64_t start = dp_now_ns(), now = start;
   int got = 0, is_interrupted = 0;
   while (got == 0 && now - start < dp->spin_ns) {
     if (!dp->is_receiving || dp->is_broken || dp->is_woken || dp_load(&dp->is_signalled) ||
@@ -180,7 +180,7 @@ static int spin(struct datapath *dp) {
       break;
     }
     got = receive(dp);
-    now = now_ns();
+    now = dp_now_ns();
   }
   if (is_interrupted) return 0;
   note_wait(dp, got != 0 ? now - start : INT64_MAX);
@@ -196,7 +196,7 @@ static int wait_events(struct datapath *dp, int want_in) {
                           {.fd = dp->wake_fd, .events = POLLIN}};
   int is_grown = dp->scap > DP_SEND_BATCH || dp->rcap > DP_RECV_MIN;
   int is_timed = want_in && dp->spin_ns > 0; /* the wait decides whether it is hot */
-  int64_t start = is_timed ? now_ns() : 0;
+  int64_t start = is_timed ? dp_now_ns() : 0;
   int n = 0;
   if (want_in && dp->is_hot) { /* idle for DP_HOT_IDLE_MS: the connection is not hot */
     n = poll(fds, 2, DP_HOT_IDLE_MS);
@@ -205,7 +205,7 @@ static int wait_events(struct datapath *dp, int want_in) {
   if (n == 0) {
     n = poll(fds, 2, dp->is_starved ? DP_BUDGET_RETRY_MS : is_grown ? DP_SHRINK_AFTER_MS : -1);
   }
-  if (is_timed && n > 0 && fds[0].revents != 0) note_wait(dp, now_ns() - start);
+  if (is_timed && n > 0 && fds[0].revents != 0) note_wait(dp, dp_now_ns() - start);
   if (n < 0 && errno != EINTR) {
     dp_break_stream(dp, errno);
     return 0;

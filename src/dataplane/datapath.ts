@@ -125,9 +125,15 @@ export class Datapath {
   }
 
   /** sys.datapathStats: [requests served by the thread, bytes received, bytes sent, busy-polls
-   * that found a request, busy-polls that found none] so far (the last counts once stopped). */
+   * that found a request, busy-polls that found none, receive and reply buffer capacities, READs
+   * served, their bytes, WRITEs served, their bytes] so far (the last counts once stopped). */
   stats(): Float64Array {
     return sys.datapathStats(this.native);
+  }
+
+  /** sys.datapathLatency: the thread's service times in sys.LATENCY_BUCKETS log2-µs buckets. */
+  latency(): Float64Array {
+    return sys.datapathLatency(this.native);
   }
 
   /** Queues a whole frame; `done(error)` once it was sent or could not be. */

@@ -112,13 +112,29 @@ export function datapathStop(datapath: NativeDatapath, abort: boolean): void {
   binding.datapathControl(datapath, DATAPATH_OP.stop, abort ? 1 : 0);
 }
 
+/** datapathStats' counters (native DP_STATS_COUNTS), before the latency buckets. */
+export const DATAPATH_STATS_COUNTS = 11;
+
+/**
+ * Latency histograms' buckets, shared by the data-path thread and the JS path: log2
+ * microseconds, bucket 0 is [0, 2) µs, bucket i [2^i, 2^(i+1)) µs, the last one open-ended
+ * (native DP_LAT_BUCKETS).
+ */
+export const LATENCY_BUCKETS = 24;
+
 /**
  * [requests served by the thread, bytes it received, bytes it sent, busy-polls that found a
  * request, busy-polls that found none, receive buffer capacity, reply buffer capacity (the
- * capacities are 0 once the thread freed its buffers)]; once the thread is gone, its last counts.
+ * capacities are 0 once the thread freed its buffers), READs served by the thread, their bytes,
+ * WRITEs served by the thread, their bytes]; once the thread is gone, its last counts.
  */
 export function datapathStats(datapath: NativeDatapath): Float64Array {
-  return binding.datapathStats(datapath);
+  return binding.datapathStats(datapath).subarray(0, DATAPATH_STATS_COUNTS);
+}
+
+/** The thread's service times (request framed to reply ready) in LATENCY_BUCKETS buckets. */
+export function datapathLatency(datapath: NativeDatapath): Float64Array {
+  return binding.datapathStats(datapath).subarray(DATAPATH_STATS_COUNTS);
 }
 
 /**

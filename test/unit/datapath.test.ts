@@ -595,6 +595,13 @@ t.test('a 4 MiB and a 32 MiB WRITE are served; the next requests still are', asy
     'the 32 MiB WRITE landed, in both files');
   t.same(rig.dirty.map((flag) => Atomics.load(flag, 0)), [1, 1]);
   t.equal(stats(rig).requests, 3);
+  const counts = sys.datapathStats(rig.datapath);
+  t.same([...counts.subarray(7)], [1, 4 * MiB, 2, 4 * MiB + PAYLOAD_MAX],
+    'READs and WRITEs served, and their bytes, counted by command');
+  const latency = sys.datapathLatency(rig.datapath);
+  t.equal(latency.length, sys.LATENCY_BUCKETS);
+  t.equal(latency.reduce((sum, n) => sum + n, 0), 3, 'one service time per request served');
+  t.ok(latency.subarray(0, 4).every((n) => n === 0), 'a 32 MiB WRITE takes more than 16 µs');
   t.equal(rig.events.forwardedLength, 0);
 });
 
@@ -1109,7 +1116,7 @@ t.test('stop(false) sends the queued frames, then reports stopped', async (t) =>
   t.throws(() => sys.datapathSubmit(rig.datapath, Buffer.from('x'), null), /stopped/,
     'no submit after it stopped');
   t.throws(() => sys.datapathFence(rig.datapath), /stopped/);
-  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0, 0, 0],
+  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0, 0, 0, 0, 0, 0, 0],
     'the counters, read when stopped is reported (the buffers freed: capacities 0)');
   await sleep(100); // the thread's state is freed by now
   t.same([...sys.datapathStats(rig.datapath)], rig.events.statsAtStop,

@@ -19,6 +19,8 @@ t.test('the data-path thread\'s bounds are the ones in LIMITS', async (t) => {
   t.equal(C.DATAPATH_SEND_BATCH, LIMITS.nbdDatapathSendBatch);
   t.equal(C.DATAPATH_SPIN_MAX_US, LIMITS.nbdDatapathSpinMaxUs);
   t.equal(C.DATAPATH_SPIN_LENGTH_MAX, LIMITS.nbdDatapathSpinLengthMax);
+  t.equal(C.DATAPATH_STATS_COUNTS, sys.DATAPATH_STATS_COUNTS);
+  t.equal(C.DATAPATH_LATENCY_BUCKETS, sys.LATENCY_BUCKETS);
 });
 
 t.test('punchHole makes a written range read as zeros and SEEK_DATA skips it', async (t) => {
