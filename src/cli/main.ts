@@ -16,6 +16,7 @@ import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { UsageError } from '../errors';
 import { configureLog } from '../log';
+import { version } from '../version';
 import { Context } from './context';
 import { logOptionsOf } from './env';
 import { errorLine, EXIT, EXIT_HELP, exitCodeOf, oneLine } from './exit';
@@ -47,6 +48,7 @@ function optionalServe(argv: readonly string[]): Register | null {
 function buildProgram(context: Context, argv: readonly string[]): Command {
   const program = new Command('xvd')
     .description('virtual disks on a pool of disks, partitions and image files, served over NBD')
+    .version(`xvd ${version()}`, '-V, --version', 'print xvd\'s version and exit')
     .option('--catalog <path>', 'catalog file (env XVD_CATALOG; default ' +
       '~/.local/share/xvd/catalog.sqlite)')
     .addHelpText('after', `\nSizes: a number with an optional unit B, S (512-byte sectors), K, M,

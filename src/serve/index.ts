@@ -16,6 +16,7 @@ import type { DatapathSetting, ReceiveSetting, SenderSetting } from '../dataplan
 import { UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log, type Logger } from '../log';
+import { version } from '../version';
 import { createServer, readPskFile, readX509Dir } from '../nbd/index';
 import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
@@ -172,7 +173,7 @@ export async function runServeUntilSignal(options: ServeOptions): Promise<number
   if (options.isStdio) return runStdio(options);
   const running = await startServe(options);
   for (const address of running.addresses) {
-    log.info({ address }, 'xvd serve: listening');
+    log.info({ version: version(), address }, 'xvd serve: listening');
   }
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
