@@ -28,7 +28,7 @@ import {
 } from './statements';
 import type {
   AddVbdInput, CheckReport, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions,
-  PendingZero, ResolvedVbd, Vbd, VdDetail, VdSummary,
+  PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail, VdSummary,
 } from './types';
 import * as vbds from './vbds';
 import * as vdRows from './vd-rows';
@@ -117,7 +117,10 @@ class CatalogImpl implements Catalog {
   dataVersion(): number { return this.cx.db.pragma('data_version', { simple: true }) as number; }
 
   // --- fencing (server) ---
-  registerServer(): number { return leases.registerServer(this.cx); }
+  registerServer(controlPath: string | null = null): number {
+    return leases.registerServer(this.cx, controlPath);
+  }
+  listServers(): ServerInfo[] { return leases.listServers(this.cx); }
   heartbeat(serverId: number): void { leases.heartbeat(this.cx, serverId); }
   unregisterServer(serverId: number): void { leases.unregisterServer(this.cx, serverId); }
   acquireLease(serverId: number, vdId: number): Lease {

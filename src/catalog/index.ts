@@ -31,7 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type {
   AddVbdInput, CheckReport, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions,
-  PendingZero, ResolvedVbd, Vbd, VdDetail, VdSummary,
+  PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail, VdSummary,
 } from './types';
 
 export * from './types';
@@ -107,7 +107,10 @@ export interface Catalog {
   dataVersion(): number;
 
   // --- fencing (server) ---
-  registerServer(): number;
+  /** Registers this process as a server; `controlPath`: where it answers `xvd status`. */
+  registerServer(controlPath?: string | null): number;
+  /** Every registered server, with whether its process still runs. */
+  listServers(): ServerInfo[];
   heartbeat(serverId: number): void;
   unregisterServer(serverId: number): void;
   acquireLease(serverId: number, vdId: number): Lease;

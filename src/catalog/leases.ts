@@ -8,12 +8,14 @@
  * process lives: liveness is the process itself, not its heartbeat, since a server that is alive
  * but slow (or stopped) may still have writes in flight, so its leases hold until it releases
  * them or dies; once it is dead nothing of it is in flight. The heartbeat is informational.
- * registerServer also removes the rows of servers that are no longer running.
+ * registerServer also removes the rows of servers that are no longer running, and records where
+ * the new server answers `xvd status` (its control socket, src/serve/control.ts), which
+ * listServers reads back.
  */
 import { XvdError } from '../errors';
 import { isProcessAlive, processStartTime } from './liveness';
 import { all, get, tx, type CatalogContext, type ServerRow } from './statements';
-import type { Lease } from './types';
+import type { Lease, ServerInfo } from './types';
 import { liveVdRow } from './vd-rows';
 
 export function isServerAlive(row: ServerRow): boolean {
@@ -29,16 +31,25 @@ export function liveLeases(cx: CatalogContext): Lease[] {
     .map((l) => ({ serverId: l.server_id, vdId: l.vd_id, generation: l.generation }));
 }
 
-export function registerServer(cx: CatalogContext): number {
+export function registerServer(cx: CatalogContext, controlPath: string | null): number {
   return tx(cx, () => {
     const now = cx.now();
     for (const s of all<ServerRow>(cx.st.servers)) {
       if (!isServerAlive(s)) cx.st.deleteServer.run(s.id);
     }
     const start = processStartTime(process.pid);
-    const info = cx.st.insertServer.run(process.pid, start, now, now);
+    const info = cx.st.insertServer.run(process.pid, start, now, now, controlPath);
     return Number(info.lastInsertRowid);
   });
+}
+
+/** Every registered server, running or not (a row outlives a crashed server until the next
+ * registerServer), in id order. */
+export function listServers(cx: CatalogContext): ServerInfo[] {
+  return all<ServerRow>(cx.st.servers).map((s) => ({
+    id: s.id, pid: s.pid, startedAtMs: s.started_at, heartbeatAtMs: s.heartbeat_at,
+    controlPath: s.control_path ?? null, isAlive: isServerAlive(s),
+  }));
 }
 
 function serverRow(cx: CatalogContext, op: string, serverId: number): ServerRow {

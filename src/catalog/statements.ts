@@ -37,7 +37,10 @@ export interface RangeRow {
   vbd_id: number; seq: number; path: string; offset: number; length: number;
 }
 export interface PendingRow { vd_id: number; member_id: number; offset: number; length: number }
-export interface ServerRow { id: number; pid: number; pid_start_time: string; heartbeat_at: number }
+export interface ServerRow {
+  id: number; pid: number; pid_start_time: string; heartbeat_at: number; started_at: number;
+  control_path: string | null;
+}
 export interface ImportRow {
   vd_id: number; pid: number; pid_start_time: string; started_at: number; expiry_seconds: number;
 }
@@ -99,8 +102,8 @@ const SQL = {
     + 'VALUES (?, ?, ?, ?, ?)',
   servers: 'SELECT * FROM servers ORDER BY id',
   server: 'SELECT * FROM servers WHERE id = ?',
-  insertServer: 'INSERT INTO servers (pid, pid_start_time, heartbeat_at, started_at) '
-    + 'VALUES (?, ?, ?, ?)',
+  insertServer: 'INSERT INTO servers (pid, pid_start_time, heartbeat_at, started_at, '
+    + 'control_path) VALUES (?, ?, ?, ?, ?)',
   heartbeat: 'UPDATE servers SET heartbeat_at = ? WHERE id = ?',
   deleteServer: 'DELETE FROM servers WHERE id = ?',
   leases: 'SELECT * FROM leases ORDER BY server_id, vd_id',

@@ -150,6 +150,18 @@ export interface ResolvedVbd {
   extents: ByteRange[];
 }
 
+/** A registered server (catalog/leases.ts). Times are ms since the epoch. */
+export interface ServerInfo {
+  id: number;
+  pid: number;
+  startedAtMs: number;
+  heartbeatAtMs: number;
+  /** its control socket (src/serve/control.ts), or null when it has none */
+  controlPath: string | null;
+  /** its process still runs (pid and start time, catalog/liveness.ts) */
+  isAlive: boolean;
+}
+
 export interface Lease {
   serverId: number;
   vdId: number;

@@ -11,7 +11,9 @@ import {
 } from '../catalog';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
-import type { CatalogPort, MemberRecord, NewMember, NewVbd, PieceRecord, VdRecord } from './port';
+import type {
+  CatalogPort, MemberRecord, NewMember, NewVbd, PieceRecord, ServerRecord, VdRecord,
+} from './port';
 
 /** Pause between allocation tries while a server drains a deleted VD (one serve poll). */
 const DRAIN_RETRY_MS = 100;
@@ -169,6 +171,12 @@ class CatalogAdapter implements CatalogPort {
       domain: vbd.domain, device: vbd.device, mode: vbd.mode, source: vbd.sourceText,
       pieces: this.catalog.resolveVbd(vbd.domain, vbd.device).extents.map((e) => ({ ...e })),
     }));
+  }
+
+  servers(): ServerRecord[] {
+    return this.catalog.listServers().map((s) => ({ id: s.id, pid: s.pid,
+      startedAt: Math.floor(s.startedAtMs / 1000), controlPath: s.controlPath,
+      isAlive: s.isAlive }));
   }
 
   close(): void {

@@ -70,6 +70,17 @@ export interface NewVbd {
   expert: 0 | 1 | 2;
 }
 
+/** A server registered in the catalog (`xvd status`). */
+export interface ServerRecord {
+  id: number;
+  pid: number;
+  startedAt: number;
+  /** where it answers `xvd status` (src/serve/control.ts); null when it has no such socket */
+  controlPath: string | null;
+  /** its process still runs */
+  isAlive: boolean;
+}
+
 export interface CatalogPort {
   members(): MemberRecord[];
   format(member: NewMember): MemberRecord;
@@ -99,5 +110,7 @@ export interface CatalogPort {
   vbdAdd(vbd: NewVbd): void;
   vbdRemove(domain: number, device: string): void;
   vbdList(): VbdRecord[];
+  /** Every server registered, running or not. */
+  servers(): ServerRecord[];
   close(): void;
 }

@@ -161,6 +161,15 @@ CREATE TABLE vd_imports (
 ) STRICT;
 `;
 
+/**
+ * Where a running server answers `xvd status` (src/serve/control.ts): the path of its control
+ * socket, recorded when it registers; null for a server that has none (it could not create one,
+ * or an xvd from before this step registered it).
+ */
+const M0006_RECORD_SERVER_CONTROL = `
+ALTER TABLE servers ADD COLUMN control_path TEXT;
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
@@ -168,4 +177,5 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '0003-record-vbd-expert', sql: M0003_RECORD_VBD_EXPERT },
   { name: '0004-record-undelete-expert', sql: M0004_RECORD_UNDELETE_EXPERT },
   { name: '0005-record-vd-imports', sql: M0005_RECORD_VD_IMPORTS },
+  { name: '0006-record-server-control', sql: M0006_RECORD_SERVER_CONTROL },
 ];
