@@ -31,7 +31,7 @@ import type {
 } from './connection-options';
 import { NBD_FLAG } from './constants';
 import type { Datapath } from '../dataplane/datapath';
-import { type ExecutorSettings, statsOf } from './executors';
+import { type ExecutorSettings, type Routes, statsOf } from './executors';
 import { Framer, type Receiver } from './framer';
 import type { ArenaReceiver } from './arena-receiver';
 import { bindExport, stepClientFlags, stepOptionHeader, stepOptionPayload } from './handshake';
@@ -42,6 +42,7 @@ import {
 import type { Domain, ExportHandle, ExportProvider } from './provider';
 import { guarded, type ReplyChannel, type ReplyHost } from './reply-channel';
 import { StreamChannel } from './reply-stream';
+import { RequestCounts } from './request-stats';
 import {
   resumeParked, stepRequestHeader, stepWriteDiscard, stepWritePayload,
 } from './request-intake';
@@ -118,6 +119,9 @@ export class Connection implements OptionSession, TransmissionContext, ReplyHost
   idleWaiters: (() => void)[] = [];
   private isPumping = false;
   readonly counts = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, faults: 0 };
+  readonly requestCounts = new RequestCounts(); // by command and errno (request-stats.ts)
+  /** routesOf's answer, set when transmission starts (executors.ts) */
+  routes: Routes | null = null;
   /** Date.now() when the client last sent bytes or took reply bytes (the stall deadline) */
   progressAt = Date.now();
   progressMark = 0;

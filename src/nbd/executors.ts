@@ -26,6 +26,7 @@ import { socketFdOf } from './user-buffer-socket';
 
 /** The server's settings that routesOf weighs (dataplane/routes.ts). */
 export type ExecutorSettings = RouteSettings;
+export type { Routes } from '../dataplane/routes';
 
 /** The routes for `c` now (its export bound, transmission starting). */
 export function routesFor(c: Connection): Routes {
@@ -48,6 +49,7 @@ export function routesFor(c: Connection): Routes {
 export function startTransmission(c: Connection): void {
   c.dataPlane = c.export.dataPlane;
   const routes = routesFor(c);
+  c.routes = routes;
   c.log.info({ routes }, `routes: ${routes.reason}`);
   if (routes.senderMode !== null) {
     const socketFd = c.socket === null ? null : socketFdOf(c.socket);
@@ -74,6 +76,7 @@ function startDatapath(c: Connection): void {
   const started = Datapath.start(socketFd, source, {
     isStructured: c.isStructured, blockSizeMin: c.validateContext.blockSizeMin,
     isTcp: typeof socket.remotePort === 'number', spinMicros: c.limits.busyPollMicros,
+    hasReader: true,
   }, () => {
     const buffered = c.framer.length;
     hadInitial = buffered > 0;

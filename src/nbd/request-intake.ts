@@ -12,6 +12,9 @@
  *
  * A request that validation refuses is answered here (an error reply); a WRITE above
  * limits.writeDiscardMax ends the connection (its payload cannot be skipped in bounded time).
+ *
+ * Counts (request-stats.ts): a refused request by command and errno; an executed one also with
+ * its bytes and its service time, from dispatch (its frame whole) to its reply handed on.
  */
 import assert from 'node:assert';
 import { ProtocolError } from '../errors';
@@ -124,6 +127,7 @@ export function stepWriteDiscard(c: Connection): boolean {
 
 function refuse(c: Connection, request: Request, errno: number): void {
   c.counts.errors += 1;
+  c.requestCounts.refused(request.type, errno);
   c.log.debug({ command: nameOf(NBD_CMD, request.type), flags: request.flags,
     offset: request.offset, length: request.length, errno }, 'request refused');
   sendError(c, request, errno, 'request refused');
@@ -139,13 +143,19 @@ function dispatch(c: Connection, request: Request, payload: Payload | null): voi
   c.inflight += 1;
   c.inflightBytes += cost;
   c.syncBudget();
-  const settle = (): void => afterRequestSafely(c, cost, payload);
-  // never rejects; kept for safety
+  const startMs = performance.now();
+  // resolves with the errno replied; never rejects (kept for safety: counted as EIO)
+  const settle = (errno: unknown): void => {
+    afterRequestSafely(c, request, typeof errno === 'number' ? errno : NBD_E.EIO, startMs, cost,
+      payload);
+  };
   executeRequest(c, request, payload === null ? null : payload.data).then(settle, settle);
 }
 
-function afterRequestSafely(c: Connection, cost: number, payload: Payload | null): void {
+function afterRequestSafely(c: Connection, request: Request, errno: number, startMs: number,
+  cost: number, payload: Payload | null): void {
   try {
+    c.requestCounts.settled(request.type, request.length, errno, startMs);
     if (payload !== null) payload.release();
     afterRequest(c, cost);
   } catch (error) {

@@ -37,7 +37,7 @@ import * as sys from '../sys/index';
 import { MemoryBudget } from './budget';
 import type { ExportProvider } from './provider';
 import { createTlsUpgrader, type TlsOptions } from './tls';
-import { type NbdServerStats, addStats } from './server-stats';
+import { ExportBook, type ExportStats, type NbdServerStats, addStats } from './server-stats';
 import { adoptWithUserBuffer, receiveLowWaterOf, tuneSocket } from './user-buffer-socket';
 
 export interface NbdServerLimits extends ConnectionLimits {
@@ -106,8 +106,8 @@ export class NbdServer extends EventEmitter {
   private readonly connections = new Set<Connection>();
   private nextId = 1;
   private isShuttingDown = false;
-  private readonly closedStats = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0,
-    threadRequests: 0, busyPollHits: 0, busyPollMisses: 0, connectionFaults: 0 };
+  /** closed connections' counts, in total and per export, and fences (server-stats.ts) */
+  private readonly book = new ExportBook();
   private readonly budget: MemoryBudget;
   private stallTimer: NodeJS.Timeout | null = null;
   private stalled = 0;
@@ -135,14 +135,19 @@ export class NbdServer extends EventEmitter {
 
   get stats(): NbdServerStats {
     this.budget.refresh(); // what the data-path threads hold now
-    const totals = { ...this.closedStats };
+    const totals = { ...this.book.closed };
     for (const connection of this.connections) addStats(totals, connection.stats);
     return { connectionsAccepted: this.accepted, connectionsRefused: this.refused,
       connectionsOpen: this.connections.size, connectionsArena: this.acceptedArena, ...totals,
       budgetHeldBytes: this.budget.heldBytes, budgetThreadsBytes: this.budget.threadsHeldBytes,
       budgetPeakBytes: this.budget.peakBytes,
       budgetWaiting: this.budget.waiting, budgetParkedTotal: this.budget.parkedTotal,
-      connectionsStalled: this.stalled };
+      connectionsStalled: this.stalled, fences: this.book.fences };
+  }
+
+  /** Per export: open connections and the counts of all it had (`xvd status`, metrics). */
+  exportStats(): ExportStats[] {
+    return this.book.exports(this.connections);
   }
 
   /** Starts a listener; resolves with its address (port for TCP, path for Unix). */
@@ -301,7 +306,7 @@ export class NbdServer extends EventEmitter {
 
   private forget(connection: Connection): void {
     if (!this.connections.delete(connection)) return;
-    addStats(this.closedStats, connection.stats);
+    this.book.addClosed(connection);
     this.emit('connection-close', connection.id);
   }
 
@@ -317,6 +322,7 @@ export class NbdServer extends EventEmitter {
       // an option in progress may have opened the export just before this call
       if (connection.exportName === null) connection.fenceOnBind(name);
     }
+    this.book.fences += 1;
     this.log.info({ export: name, connections: bound.length }, 'fencing export');
     await Promise.all(bound.map((connection) => connection.fence()));
   }

@@ -15,7 +15,8 @@
  * LIMITS.nbdSenderReadMin or more is a header, then the range as the export's data plane plans
  * it from descriptors, sent by that thread (dataplane/reply-sender.ts). executeRequest never
  * rejects: every failure becomes an error reply (errno.ts), so one bad request never ends the
- * connection (a reply the sender cut short ends it).
+ * connection (a reply the sender cut short ends it); it resolves with the NBD errno it replied
+ * (0: success), which request-intake.ts counts (request-stats.ts).
  */
 import type { DataPlaneSource, Export } from '../engine/export';
 import { isBug } from '../errors';
@@ -97,16 +98,19 @@ function sendPlanned(context: TransmissionContext, request: Request): Promise<vo
     readReplyHeader(context.isStructured, cookieHigh, cookieLow, offset, length));
 }
 
-async function serveRead(context: TransmissionContext, request: Request): Promise<void> {
+async function serveRead(context: TransmissionContext, request: Request): Promise<number> {
   const planned = sendPlanned(context, request);
-  if (planned !== null) return planned;
+  if (planned !== null) {
+    await planned;
+    return NBD_E.OK;
+  }
   const { length } = request;
   const storage = context.canReuseBuffers
     ? bufferPool.acquire(READ_DATA_OFFSET_STRUCTURED + length)
     : undefined;
   const release = storage === undefined ? undefined : (): void => bufferPool.release(storage);
   try {
-    await readInto(context, request, storage, release);
+    return await readInto(context, request, storage, release);
   } catch (error) {
     // the Export settled: nothing writes into storage any more, and none of it was sent
     if (release !== undefined) release();
@@ -117,7 +121,7 @@ async function serveRead(context: TransmissionContext, request: Request): Promis
 async function readInto(
   context: TransmissionContext, request: Request, storage: Buffer | undefined,
   release: (() => void) | undefined,
-): Promise<void> {
+): Promise<number> {
   const { offset, length, cookieHigh, cookieLow } = request;
   const exp = context.export;
   const frame = readReplyBuffer(context.isStructured, cookieHigh, cookieLow, offset, length,
@@ -126,7 +130,7 @@ async function readInto(
   if (!isSparse || exp.readSparse === undefined) {
     await exp.read(offset, length, frame, frame.length - length);
     context.channel.send(frame, release, storage?.length);
-    return;
+    return NBD_E.OK;
   }
   const pieces = await exp.readSparse(offset, length, frame, READ_DATA_OFFSET_STRUCTURED);
   fillSmallZeroPieces(frame, pieces);
@@ -135,26 +139,29 @@ async function readInto(
     context.log.error({ offset, length }, 'NBD_CMD_READ: readSparse pieces do not tile the range');
     if (release !== undefined) release();
     sendError(context, request, NBD_E.EIO, 'internal error');
-    return;
+    return NBD_E.EIO;
   }
   context.channel.sendv(chunks, release, storage?.length);
+  return NBD_E.OK;
 }
 
-async function serveBlockStatus(context: TransmissionContext, request: Request): Promise<void> {
+async function serveBlockStatus(context: TransmissionContext, request: Request,
+): Promise<number> {
   const runsMax = hasFlag(request, NBD_CMD_FLAG.REQ_ONE) ? 1 : LIMITS.nbdBlockStatusRunsMax;
   const runs = await context.export.blockStatus(request.offset, request.length, runsMax);
   const clipped = clipStatusRuns(runs, request.length).slice(0, runsMax);
   if (clipped.length === 0) {
     sendError(context, request, NBD_E.EIO, 'block status returned no runs');
-    return;
+    return NBD_E.EIO;
   }
   context.channel.send(blockStatusChunk(request.cookieHigh, request.cookieLow, BASE_ALLOCATION_ID,
     clipped));
+  return NBD_E.OK;
 }
 
 async function serveCommand(
   context: TransmissionContext, request: Request, payload: Buffer | null,
-): Promise<void> {
+): Promise<number> {
   const exp = context.export;
   const fua = hasFlag(request, NBD_CMD_FLAG.FUA);
   switch (request.type) {
@@ -186,14 +193,15 @@ async function serveCommand(
       throw new Error(`unexpected command ${request.type}`); // validate.ts rejects these
   }
   context.channel.send(simpleReply(0, request.cookieHigh, request.cookieLow));
+  return NBD_E.OK;
 }
 
-/** Runs one validated request and sends its reply; never rejects. */
+/** Runs one validated request and sends its reply; resolves with its errno, never rejects. */
 export async function executeRequest(
   context: TransmissionContext, request: Request, payload: Buffer | null,
-): Promise<void> {
+): Promise<number> {
   try {
-    await serveCommand(context, request, payload);
+    return await serveCommand(context, request, payload);
   } catch (error) {
     const errno = nbdErrnoOf(error, request.flags);
     const command = nameOf(NBD_CMD, request.type);
@@ -202,5 +210,6 @@ export async function executeRequest(
       errno }, `NBD_CMD_${command}: failed`);
     sendError(context, request, errno, `${command} failed`);
     if (isBug(error) && context.fault !== undefined) context.fault(error, `NBD_CMD_${command}`);
+    return errno;
   }
 }
