@@ -27,6 +27,10 @@ const PACKAGES = {
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
   clang: 'clang', // builds the libFuzzer harness (test/fuzz/native-request-fuzz.test.ts)
+  // contrib/systemd's units: verify, security, socket activation (systemd-units.test.ts)
+  'systemd-analyze': 'systemd',
+  'systemd-socket-activate': 'systemd',
+  setpriv: 'util-linux',
 };
 const EXTRA = ['python3-libnbd'];
 
