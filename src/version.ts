@@ -14,7 +14,8 @@ let cached: string | undefined;
 export function version(): string {
   if (cached === undefined) {
     const file = path.join(__dirname, '..', 'package.json');
-    const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: unknown; version?: unknown };
+    const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as
+      { name?: unknown; version?: unknown };
     assert(parsed.name === 'xvd', `${file} is not xvd's package.json`);
     assert(typeof parsed.version === 'string' && parsed.version !== '');
     cached = parsed.version;
