@@ -6,7 +6,7 @@
                   "src/pread-nowait.c", "src/sockopt.c",
                   "src/pwrite-batch.c", "src/writer.c", "src/sender.c", "src/file-read.c",
                   "src/dp-wire.c", "src/dp-map.c", "src/dp-io.c", "src/dp-send.c",
-                  "src/dp-loop.c", "src/datapath-binding.c",
+                  "src/dp-loop.c", "src/dp-reader.c", "src/datapath-binding.c",
                   "src/handle.c", "src/request.c", "src/request-binding.c",
                   "src/budget.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-std=gnu11"],

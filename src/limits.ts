@@ -135,6 +135,13 @@ export const LIMITS = {
   nbdDatapathRecvMin: 256 * 1024,
   /** dataplane/datapath: replies gathered into one send (a larger READ reply goes alone). */
   nbdDatapathSendBatch: 1024 * 1024,
+  /** dataplane/datapath: READs of at least this many bytes are read by the connection's reader
+   * thread while the data-path thread sends the reply before (native/src/dp-reader.c); smaller
+   * ones cost less inline than the hand-off. */
+  nbdDatapathReaderMin: 256 * 1024,
+  /** dataplane/datapath: READs handed to the reader thread and not yet sent, per connection (each
+   * holds a reply buffer in the memory budget while it is in flight or not yet shrunk). */
+  nbdDatapathReaderSlots: 3,
   /** dataplane/datapath: after its replies went out, a data-path thread whose client sent its
    * last requests within this long tries recv for up to this long before it sleeps (busy-poll; it
    * saves the sleep and wake-up of each round trip, the larger part of a small request's cost

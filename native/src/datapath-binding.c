@@ -7,7 +7,8 @@
  *                onEvent) -> handle:
  *   extents, dirty  the map, in the one form dp-map.c's header documents
  *   size       the export's size in bytes
- *   options    DP_STRUCTURED (READ replies as one OFFSET_DATA chunk), DP_WRITABLE, DP_TCP
+ *   options    DP_STRUCTURED (READ replies as one OFFSET_DATA chunk), DP_WRITABLE, DP_TCP,
+ *              DP_READER (large READs read by a reader thread beside it: dp-reader.c)
  *   spinMicros busy-poll budget (0: none; at most DP_SPIN_MAX_US; dp-loop.c spin())
  *   initial    bytes the JS side had already received (or null)
  *   onEvent(kind, bytes, value) on the JS thread: DP_EV_FORWARD (bytes: stream bytes the JS
@@ -149,6 +150,9 @@ static void datapath_finalize(napi_env env, void *data, void *hint) {
   }
   if (dp->wake_fd >= 0) close(dp->wake_fd);
   pthread_mutex_destroy(&dp->mutex);
+  pthread_mutex_destroy(&dp->reader.mutex);
+  pthread_cond_destroy(&dp->reader.work);
+  pthread_cond_destroy(&dp->reader.done);
   dp_map_free(dp);
   free(dp->rbuf);
   free(dp->sbuf);
@@ -211,7 +215,7 @@ static int read_create_args(napi_env env, napi_callback_info info, struct create
       napi_get_value_double(env, argv[5], &a->spin_micros) != napi_ok || a->fd < 0 ||
       !dp_is_whole(a->size, 9007199254740991.0) || !dp_is_whole(a->block_min, 1 << 30) ||
       a->block_min < 1 || !dp_is_whole(a->spin_micros, DP_SPIN_MAX_US) ||
-      (a->options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP)) != 0 ||
+      (a->options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP | DP_READER)) != 0 ||
       napi_typeof(env, argv[7], &a->initial_type) != napi_ok ||
       napi_typeof(env, argv[8], &callback_type) != napi_ok || callback_type != napi_function ||
       (a->initial_type != napi_null &&
@@ -233,6 +237,9 @@ static struct datapath *new_datapath(napi_env env, const struct create_args *a) 
     return NULL;
   }
   pthread_mutex_init(&dp->mutex, NULL);
+  pthread_mutex_init(&dp->reader.mutex, NULL);
+  pthread_cond_init(&dp->reader.work, NULL);
+  pthread_cond_init(&dp->reader.done, NULL);
   dp->sock = -1;
   dp->wake_fd = -1;
   dp->size = (int64_t)a->size;
@@ -414,7 +421,7 @@ napi_value xvd_datapath_control(napi_env env, napi_callback_info info) {
       break;
     case DP_FENCE:
       dp_store(&dp->is_fenced, 1);
-      out = !dp_load(&dp->is_op_active);
+      out = dp_load(&dp->ops_active) == 0;
       dp_wake(dp);
       break;
     default:

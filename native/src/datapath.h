@@ -13,6 +13,7 @@
  *   dp-wire.c          reply encoding, pure
  *   dp-map.c           the map as JS hands it over, extent lookup, hole knowledge
  *   dp-io.c            serving one request: buffers under the memory budget, the fence, pieces
+ *   dp-reader.c        the reader thread: large READs read while the reply before is sent
  *   dp-send.c          everything that leaves the thread: replies, JS frames, forwarded bytes,
  *                      events
  *   dp-loop.c          the thread: receive, process, SO_RCVLOWAT, busy-poll, the main loop
@@ -40,8 +41,9 @@
  *   reading (is_receiving, thread): 1 -> 0 on EOF, a recv error or a broken stream (again
  *     0 -> 0 when a send fails after an EOF)
  *   output (is_broken, thread): 0 -> 1 on a send failure; broken implies not reading
- *   fence (is_fenced, atomic, set by JS; is_fence_told, thread): 0 -> 1 each, told only once
- *     fenced; no backing I/O begins once fenced (is_op_active brackets each)
+ *   fence (is_fenced, atomic, set by JS; is_fence_told, atomic): 0 -> 1 each, told only once
+ *     fenced and no I/O is under way; no backing I/O begins once fenced (ops_active counts
+ *     those under way, the thread's and its reader's)
  *   starved (is_starved, thread): 0 -> 1 when a receive buffer must grow and the budget
  *     refuses (1 -> 1 when a spin asks again), 1 -> 0 only to ask the budget again
  *   paused (is_paused, atomic, JS): 0 <-> 1 freely
@@ -70,6 +72,8 @@
 #define DP_SPIN_LENGTH_MAX ((size_t)XVD_LIMIT_NBD_DATAPATH_SPIN_LENGTH_MAX)
 #define DP_BUDGET_RETRY_MS XVD_LIMIT_NBD_BUDGET_RETRY_MS /* a starved thread asks this often */
 #define DP_RECV_MIN ((size_t)XVD_LIMIT_NBD_DATAPATH_RECV_MIN) /* receive buffer to start with */
+#define DP_READER_MIN ((size_t)XVD_LIMIT_NBD_DATAPATH_READER_MIN) /* READs for the reader thread */
+#define DP_READER_SLOTS XVD_LIMIT_NBD_DATAPATH_READER_SLOTS      /* ...at most this many at once */
 /* C-only tuning, no JS twin */
 #define DP_FRAMES_IOV 64                /* JS frames per sendmsg */
 #define DP_SHRINK_AFTER_MS 1000 /* idle this long: grown buffers shrink (a connection keeps
@@ -80,7 +84,7 @@
 #define DP_STATS (DP_STATS_COUNTS + DP_LAT_BUCKETS) /* datapathStats' values */
 
 /* createDatapath's options, events and controls (src/sys/index.ts DATAPATH_*) */
-enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4 };
+enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4, DP_READER = 8 };
 enum { DP_EV_FORWARD = 1, DP_EV_EOF = 2, DP_EV_ERROR = 3, DP_EV_FENCED = 4, DP_EV_STOPPED = 5,
        DP_EV_FRAMES = 6 };
 enum { DP_PAUSE = 1, DP_FENCE = 2, DP_STOP = 3 };
@@ -106,6 +110,30 @@ struct dp_frame {
   int err;
 };
 
+/* A large READ handed to the reader thread (dp-reader.c; its header has the states). */
+enum dp_slot_state { DP_SLOT_FREE = 0, DP_SLOT_QUEUED, DP_SLOT_DONE, DP_SLOT_FAILED };
+struct dp_slot {
+  uint8_t request[XVD_NBD_REQUEST_LENGTH]; /* the READ's frame: its reply's cookie, or forwarded */
+  uint64_t offset;
+  size_t length, head; /* the data goes at buffer + head, after the reply's header */
+  uint8_t *buffer;
+  size_t capacity; /* counted in the budget (dp->budget_own), all of it */
+  int64_t start_ns;
+  enum dp_slot_state state; /* under reader.mutex */
+};
+
+/* The reader thread's side of a connection (dp-reader.c). */
+struct dp_reader {
+  pthread_t thread;
+  pthread_mutex_t mutex; /* guards the slots' state, next, fill and is_stopping */
+  pthread_cond_t work, done;
+  struct dp_slot slots[DP_READER_SLOTS];
+  size_t fill, collect; /* data-path thread (fill also read by the reader, under the mutex) */
+  size_t next;          /* the reader's next slot (under the mutex) */
+  int is_stopping;      /* under the mutex */
+  int is_running, is_broken; /* data-path thread: started (not joined); could not start */
+};
+
 /* What the thread posts to the JS thread (dp_post, datapath_deliver). */
 struct dp_event {
   int kind;
@@ -126,7 +154,7 @@ struct datapath {
   int is_aborted;
   int is_paused;
   int is_fenced;
-  int is_op_active; /* an I/O on a backing is under way */
+  int ops_active;   /* I/O on a backing under way: by this thread and its reader, 0..2 */
   int is_signalled; /* dp_wake() was called since the main loop's last look */
   int64_t unacked;  /* forwarded bytes not yet delivered, >= 0 */
   uint64_t stat_requests, stat_received, stat_sent, stat_spin_hits, stat_spin_misses;
@@ -143,7 +171,8 @@ struct datapath {
   int32_t **dirty;
   size_t dirty_count;
   int32_t **holes; /* per backing: the hole epoch word JS bumps, or NULL */
-  /* thread */
+  /* thread (its reader's fields: dp-reader.c) */
+  struct dp_reader reader;
   int64_t *data_from, *data_to; /* per backing: a range SEEK_HOLE found to hold no hole */
   int32_t *data_epoch;          /* per backing: the hole epoch that range was found at */
   uint8_t *rbuf;
@@ -152,7 +181,8 @@ struct datapath {
   uint8_t *sbuf;
   size_t scap, sused; /* sused <= scap */
   enum dp_framing framing;
-  int is_receiving, is_broken, is_fence_told;
+  int is_receiving, is_broken;
+  int is_fence_told; /* atomic: the thread and its reader */
   int is_woken; /* wait_writable took a wake-up the main loop has not acted on */
   int lowat;    /* SO_RCVLOWAT set on a TCP socket; 0: unknown */
   int64_t spin_ns; /* busy-poll budget; 0: never */
@@ -181,9 +211,13 @@ struct dp_box {
 static inline int dp_load(int *at) { return __atomic_load_n(at, __ATOMIC_SEQ_CST); }
 static inline void dp_store(int *at, int value) { __atomic_store_n(at, value, __ATOMIC_SEQ_CST); }
 
-/* Transitions (the table in the header). */
+void dp_reader_drain(struct datapath *dp);
+
+/* Transitions (the table in the header). The reader is drained first: a READ it could not
+ * serve is forwarded as its frame, which only a framed stream can take. */
 static inline void dp_set_raw(struct datapath *dp) {
   XVD_ASSERT(dp->framing == DP_FRAMING, "the stream turns raw once, from framing");
+  dp_reader_drain(dp);
   dp->framing = DP_RAW;
 }
 /* may repeat: an EOF, then a send failure */
@@ -225,6 +259,11 @@ static inline int dp_is_whole(double value, double max) {
 int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offset,
              size_t length);
 int dp_make_room(struct datapath *dp, size_t need);
+int dp_resize_counted(struct datapath *dp, uint8_t **buffer, size_t *capacity, size_t base,
+                      size_t size);
+int dp_begin_op(struct datapath *dp);
+void dp_end_op(struct datapath *dp);
+int dp_read_pieces(struct datapath *dp, int64_t offset, size_t length, uint8_t *at);
 int64_t dp_now_ns(void);
 void dp_count_served(struct datapath *dp, int type, size_t length, int64_t start_ns);
 void dp_shrink(struct datapath *dp);
@@ -239,6 +278,15 @@ void dp_break_stream(struct datapath *dp, int err);
 void dp_flush_replies(struct datapath *dp);
 void dp_send_frames(struct datapath *dp);
 void dp_flush_forward(struct datapath *dp);
+void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t length);
+void dp_forward_frame(struct datapath *dp, const uint8_t *frame, size_t length);
+
+/* dp-reader.c */
+int dp_reader_submit(struct datapath *dp, const uint8_t *request, uint64_t offset, size_t length,
+                     size_t head);
+void dp_reader_collect(struct datapath *dp, int wait);
+void dp_reader_shrink(struct datapath *dp);
+void dp_reader_end(struct datapath *dp);
 
 /* dp-loop.c */
 void *dp_main(void *data);

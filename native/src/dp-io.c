@@ -12,8 +12,10 @@
  *   - a WRITE whose pwrite fails is forwarded whole: JS writes it again and reports the error.
  *     The backing's dirty flag is set before the reply, even on failure (part may have reached
  *     the page cache), as extent-export.ts does;
- *   - once fenced no backing I/O begins (is_op_active brackets each; DP_EV_FENCED is told once
- *     the one under way ended) and the stream turns raw.
+ *   - a READ of DP_READER_MIN bytes or more, when the export asked for it (DP_READER), goes to
+ *     the connection's reader thread once the hole check passed (dp-reader.c);
+ *   - once fenced no backing I/O begins (ops_active counts those under way, this thread's and
+ *     the reader's; DP_EV_FENCED is told once none is) and the stream turns raw.
  *
  * Buffers (thread only): the receive buffer starts at DP_RECV_MIN, the reply batch at
  * DP_SEND_BATCH; what either holds above that first size counts in the server's one memory
@@ -30,6 +32,12 @@
 /* Sets a buffer's capacity (its bytes up to the new capacity kept); false on ENOMEM, the
  * buffer unchanged. */
 static int resize(uint8_t **buffer, size_t *capacity, size_t size) {
+  if (size == 0) {
+    free(*buffer);
+    *buffer = NULL;
+    *capacity = 0;
+    return 1;
+  }
   uint8_t *moved = realloc(*buffer, size);
   if (moved == NULL) return 0;
   *buffer = moved;
@@ -39,9 +47,9 @@ static int resize(uint8_t **buffer, size_t *capacity, size_t size) {
 
 /* Sets a buffer's capacity as resize() does, counting what it holds above `base` in the
  * memory budget: 1 done, 0 ENOMEM, -1 the budget has no room for the growth now (the buffer
- * unchanged either way). */
-static int resize_counted(struct datapath *dp, uint8_t **buffer, size_t *capacity, size_t base,
-                          size_t size) {
+ * unchanged either way). Size 0 frees it. */
+int dp_resize_counted(struct datapath *dp, uint8_t **buffer, size_t *capacity, size_t base,
+                      size_t size) {
   int64_t before = *capacity > base ? (int64_t)(*capacity - base) : 0;
   int64_t after = size > base ? (int64_t)(size - base) : 0;
   XVD_ASSERT(dp->budget_own >= before, "a buffer's share is part of the thread's share");
@@ -68,7 +76,7 @@ static int reserve_reply(struct datapath *dp, size_t bytes) {
   dp_flush_replies(dp);
   XVD_ASSERT(dp->sused == 0, "a flush empties the reply batch");
   if (dp->scap >= bytes) return 1;
-  int is_resized = resize_counted(dp, &dp->sbuf, &dp->scap, DP_SEND_BATCH, bytes) == 1;
+  int is_resized = dp_resize_counted(dp, &dp->sbuf, &dp->scap, DP_SEND_BATCH, bytes) == 1;
   dp_note_capacity(dp);
   return is_resized;
 }
@@ -83,46 +91,48 @@ int dp_make_room(struct datapath *dp, size_t need) {
     dp->fstart = dp->rstart = 0;
   }
   if (dp->rcap >= need) return 1;
-  int is_resized = resize_counted(dp, &dp->rbuf, &dp->rcap, DP_RECV_MIN, need);
+  int is_resized = dp_resize_counted(dp, &dp->rbuf, &dp->rcap, DP_RECV_MIN, need);
   dp_note_capacity(dp);
   dp_assert_buffers(dp);
   return is_resized;
 }
 
-/* Idle for DP_SHRINK_AFTER_MS: buffers grown for large requests go back to their first size. */
+/* Idle for DP_SHRINK_AFTER_MS: buffers grown for large requests go back to their first size,
+ * and the reader thread ends. */
 void dp_shrink(struct datapath *dp) {
+  dp_reader_shrink(dp);
   if (dp->sused == 0 && dp->scap > DP_SEND_BATCH) {
-    resize_counted(dp, &dp->sbuf, &dp->scap, DP_SEND_BATCH, DP_SEND_BATCH);
+    dp_resize_counted(dp, &dp->sbuf, &dp->scap, DP_SEND_BATCH, DP_SEND_BATCH);
   }
   if (dp->rstart == dp->rend && dp->rcap > DP_RECV_MIN &&
-      resize_counted(dp, &dp->rbuf, &dp->rcap, DP_RECV_MIN, DP_RECV_MIN) == 1) {
+      dp_resize_counted(dp, &dp->rbuf, &dp->rcap, DP_RECV_MIN, DP_RECV_MIN) == 1) {
     dp->rstart = dp->rend = dp->fstart = 0;
   }
   dp_note_capacity(dp);
   dp_assert_buffers(dp);
 }
 
+/* Told once (either thread may be the one), when fenced and no I/O is under way. */
 static void tell_fenced(struct datapath *dp) {
   XVD_ASSERT(dp_load(&dp->is_fenced), "DP_EV_FENCED is told only once fenced");
-  if (dp->is_fence_told) return;
-  dp->is_fence_told = 1;
+  if (__atomic_exchange_n(&dp->is_fence_told, 1, __ATOMIC_SEQ_CST)) return;
   dp_post(dp, DP_EV_FENCED, 0, NULL, 0, NULL);
 }
 
-/* Starts I/O on a backing unless fenced (then every later byte is forwarded). */
-static int begin_op(struct datapath *dp) {
-  XVD_ASSERT(!dp_load(&dp->is_op_active), "one backing I/O at a time");
-  dp_store(&dp->is_op_active, 1);
+/* Starts I/O on a backing unless fenced (then every later byte is forwarded). The count, then
+ * the fence: with datapathControl's fence, then count, one of the two sees the other. */
+int dp_begin_op(struct datapath *dp) {
+  int active = __atomic_add_fetch(&dp->ops_active, 1, __ATOMIC_SEQ_CST);
+  XVD_ASSERT(active >= 1 && active <= 2, "one backing I/O per thread at a time");
   if (!dp_load(&dp->is_fenced)) return 1;
-  dp_store(&dp->is_op_active, 0);
-  tell_fenced(dp);
+  dp_end_op(dp);
   return 0;
 }
 
-static void end_op(struct datapath *dp) {
-  XVD_ASSERT(dp_load(&dp->is_op_active), "an I/O ends after it began");
-  dp_store(&dp->is_op_active, 0);
-  if (dp_load(&dp->is_fenced)) tell_fenced(dp);
+void dp_end_op(struct datapath *dp) {
+  int active = __atomic_sub_fetch(&dp->ops_active, 1, __ATOMIC_SEQ_CST);
+  XVD_ASSERT(active >= 0, "an I/O ends after it began");
+  if (active == 0 && dp_load(&dp->is_fenced)) tell_fenced(dp);
 }
 
 /* One piece of a request on one extent: `length` bytes at `position` of e's file and `at`. */
@@ -160,6 +170,21 @@ static int read_piece(struct datapath *dp, struct dp_extent *e, int64_t position
     got += (size_t)n;
   }
   return 0;
+}
+
+/* No hole under the piece (dp-map.c): the data-path thread's check before it hands a READ
+ * to the reader thread. */
+static int check_piece(struct datapath *dp, struct dp_extent *e, int64_t position, uint8_t *at,
+                       size_t length, int check_holes) {
+  (void)at;
+  (void)check_holes;
+  return dp_is_data(dp, e, position, (int64_t)length) ? 0 : -1;
+}
+
+/* Reads [offset, offset+length) to `at` from the page cache, without the hole check (which
+ * only the data-path thread may make): 0, or -1 when it must be forwarded. Either thread. */
+int dp_read_pieces(struct datapath *dp, int64_t offset, size_t length, uint8_t *at) {
+  return each_piece(dp, offset, length, at, read_piece, 0);
 }
 
 /* Marks the backing dirty, even on failure (see the header). */
@@ -203,24 +228,32 @@ int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offs
   int64_t start_ns = dp_now_ns();
   int is_structured = (dp->options & DP_STRUCTURED) != 0;
   size_t head = dp_wire_read_head_length(is_structured);
+  int check_holes = is_structured && length >= DP_SPARSE_MIN;
+  if (type == XVD_NBD_CMD_READ && (dp->options & DP_READER) != 0 && length >= DP_READER_MIN) {
+    uint8_t *unused = (uint8_t *)header; /* check_piece writes nothing */
+    if (check_holes && each_piece(dp, (int64_t)offset, length, unused, check_piece, 1) != 0) {
+      return 0;
+    }
+    if (dp_reader_submit(dp, header, offset, length, head)) return 1; /* dp-reader.c */
+    check_holes = 0; /* known: none */
+  }
   size_t reply_length = type == XVD_NBD_CMD_READ ? head + length : DP_SIMPLE_REPLY_LENGTH;
   /* room first: a send that waits for the client is no I/O on a backing (a fence need not wait) */
   if (!reserve_reply(dp, reply_length)) return 0;
   XVD_ASSERT(dp->sused + reply_length <= dp->scap, "a reply fits the room reserved for it");
-  if (!begin_op(dp)) {
+  if (!dp_begin_op(dp)) {
     dp_set_raw(dp);
     return 0;
   }
   uint8_t *at = dp->sbuf + dp->sused;
   int is_served;
   if (type == XVD_NBD_CMD_READ) {
-    int check_holes = is_structured && length >= DP_SPARSE_MIN;
     is_served = each_piece(dp, (int64_t)offset, length, at + head, read_piece, check_holes) == 0;
   } else {
     is_served = each_piece(dp, (int64_t)offset, length, (uint8_t *)header + XVD_NBD_REQUEST_LENGTH,
                            write_piece, 0) == 0;
   }
-  end_op(dp);
+  dp_end_op(dp);
   if (!is_served) return 0;
   if (type == XVD_NBD_CMD_READ) dp_wire_read_reply(at, header, offset, length, is_structured);
   else dp_wire_simple_reply(at, header);

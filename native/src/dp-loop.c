@@ -114,6 +114,7 @@ static int receive(struct datapath *dp) {
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   int err = n == 0 ? 0 : errno;
   if (dp_load(&dp->is_aborted)) return 0; /* our own shutdown: nothing to tell */
+  if (dp->framing == DP_FRAMING) dp_reader_drain(dp); /* its forwards come before the end */
   /* what came before goes to JS; a request cut short is dropped: it can never be served, and
    * its bytes (up to a whole payload) would only be copied to JS to be thrown away there */
   if (dp->framing == DP_RAW) dp->rstart = dp->rend;
@@ -194,7 +195,7 @@ static int spin(struct datapath *dp) {
 static int wait_events(struct datapath *dp, int want_in) {
   struct pollfd fds[2] = {{.fd = want_in ? dp->sock : -1, .events = POLLIN},
                           {.fd = dp->wake_fd, .events = POLLIN}};
-  int is_grown = dp->scap > DP_SEND_BATCH || dp->rcap > DP_RECV_MIN;
+  int is_grown = dp->scap > DP_SEND_BATCH || dp->rcap > DP_RECV_MIN || dp->reader.is_running;
   int is_timed = want_in && dp->spin_ns > 0; /* the wait decides whether it is hot */
   int64_t start = is_timed ? dp_now_ns() : 0;
   int n = 0;
@@ -222,6 +223,7 @@ static int wait_events(struct datapath *dp, int want_in) {
 /* The end (see the header); the thread's last acts. */
 static void finish(struct datapath *dp) {
   note_wait(dp, INT64_MAX); /* not hot any more */
+  dp_reader_end(dp); /* its replies go out first, unless aborted */
   if (!dp_load(&dp->is_aborted)) dp_flush_replies(dp);
   else dp->sused = 0;
   /* frames still queued (an abort) complete with ECANCELED; later submits are refused */
@@ -255,6 +257,7 @@ void *dp_main(void *data) {
     if (dp_load(&dp->is_aborted)) break;
     dp->is_woken = 0; /* everything below is looked at afresh */
     dp_store(&dp->is_signalled, 0);
+    dp_reader_collect(dp, 0); /* what the reader finished goes out */
     dp_send_frames(dp);
     pthread_mutex_lock(&dp->mutex);
     enum dp_stop_mode stop_mode = dp->stop_mode;

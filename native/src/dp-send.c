@@ -114,6 +114,18 @@ void dp_flush_replies(struct datapath *dp) {
   if (err != 0) dp_break_stream(dp, err);
 }
 
+/* Sends the gathered replies, then `bytes` (a reply of the reader thread), in one sendmsg. */
+void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t length) {
+  XVD_ASSERT(dp->sused <= dp->scap, "gathered replies fit the reply buffer");
+  struct iovec iov[2] = {{.iov_base = dp->sbuf, .iov_len = dp->sused},
+                         {.iov_base = (void *)bytes, .iov_len = length}};
+  int has_replies = dp->sused > 0;
+  dp->sused = 0;
+  if (dp->is_broken) return;
+  int err = send_all(dp, has_replies ? iov : iov + 1, has_replies ? 2 : 1);
+  if (err != 0) dp_break_stream(dp, err);
+}
+
 /* Sends the frames JS queued, in order, and hands them back completed. */
 void dp_send_frames(struct datapath *dp) {
   pthread_mutex_lock(&dp->mutex);
@@ -142,19 +154,32 @@ void dp_send_frames(struct datapath *dp) {
   dp_post(dp, DP_EV_FRAMES, 0, NULL, 0, frames);
 }
 
+/* Hands a copy of `length` bytes to JS: 0, or -1 when out of memory (the thread stops). */
+static int forward(struct datapath *dp, const uint8_t *from, size_t length) {
+  uint8_t *bytes = malloc(length);
+  if (bytes == NULL) {
+    dp_fail(dp, ENOMEM);
+    return -1;
+  }
+  memcpy(bytes, from, length);
+  xvd_budget_charge((int64_t)length); /* until JS took it (datapath_deliver) */
+  __atomic_add_fetch(&dp->unacked, (int64_t)length, __ATOMIC_SEQ_CST);
+  dp_post(dp, DP_EV_FORWARD, 0, bytes, length, NULL);
+  return 0;
+}
+
 /* Hands [fstart, rstart) of the receive buffer to JS. */
 void dp_flush_forward(struct datapath *dp) {
   dp_assert_buffers(dp);
   size_t length = dp->rstart - dp->fstart;
   if (length == 0) return;
-  uint8_t *bytes = malloc(length);
-  if (bytes == NULL) {
-    dp_fail(dp, ENOMEM);
-    return;
-  }
-  memcpy(bytes, dp->rbuf + dp->fstart, length);
-  dp->fstart = dp->rstart;
-  xvd_budget_charge((int64_t)length); /* until JS took it (datapath_deliver) */
-  __atomic_add_fetch(&dp->unacked, (int64_t)length, __ATOMIC_SEQ_CST);
-  dp_post(dp, DP_EV_FORWARD, 0, bytes, length, NULL);
+  if (forward(dp, dp->rbuf + dp->fstart, length) == 0) dp->fstart = dp->rstart;
+}
+
+/* Hands JS one whole request frame taken out of the stream earlier (a READ the reader thread
+ * could not serve), after what is still to be forwarded: JS frames it as the next request. */
+void dp_forward_frame(struct datapath *dp, const uint8_t *frame, size_t length) {
+  XVD_ASSERT(dp->framing == DP_FRAMING, "a frame is forwarded only into a framed stream");
+  dp_flush_forward(dp);
+  forward(dp, frame, length);
 }

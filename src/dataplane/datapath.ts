@@ -40,6 +40,8 @@ export interface DatapathSettings {
   isTcp: boolean;
   /** busy-poll budget in microseconds, 0: off (native/src/dp-loop.c spin()) */
   spinMicros: number;
+  /** large READs are read by a reader thread while the reply before is sent (dp-reader.c) */
+  hasReader: boolean;
 }
 
 /** Why start() started no thread: no map now (nothing taken), or the thread failed. */

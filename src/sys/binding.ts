@@ -103,7 +103,8 @@ export interface NativeBinding {
     DATAPATH_SPIN_LENGTH_MAX?: number;
     /** connections that may spin at once (half the CPUs, at least one) */
     DATAPATH_SPINNERS_MAX?: number;
-    /** datapathStats' counters, then its latency buckets (sys DATAPATH_STATS_COUNTS, LATENCY_BUCKETS) */
+    /** datapathStats' counters, then its latency buckets (sys DATAPATH_STATS_COUNTS and
+     * LATENCY_BUCKETS) */
     DATAPATH_STATS_COUNTS?: number;
     DATAPATH_LATENCY_BUCKETS?: number;
   };

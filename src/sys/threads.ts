@@ -20,7 +20,7 @@ export const SEND_PIECE_FIELDS = 3;
 export const DATAPATH_EXTENT_FIELDS = 6;
 /** The last field of an extent: what is under it (the thread probes holes only under `file`). */
 export const DATAPATH_EXTENT_KIND = { file: 0, device: 1, fileAllData: 2 } as const;
-export const DATAPATH_OPTION = { structured: 1, writable: 2, tcp: 4 } as const;
+export const DATAPATH_OPTION = { structured: 1, writable: 2, tcp: 4, reader: 8 } as const;
 export const DATAPATH_EVENT = { forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5 } as const;
 const DATAPATH_OP = { pause: 1, fence: 2, stop: 3 } as const;
 
@@ -45,6 +45,9 @@ export interface DatapathSpec extends DatapathMap {
   readonly blockSizeMin: number;
   /** busy-poll budget in microseconds (0, the default: sleep in poll() at once) */
   readonly spinMicros?: number;
+  /** READs of LIMITS.nbdDatapathReaderMin bytes or more are read by a reader thread beside the
+   * data-path thread, which sends the reply before meanwhile (native/src/dp-reader.c) */
+  readonly hasReader?: boolean;
 }
 
 /**
@@ -82,7 +85,8 @@ export function createDatapath(
   assert(Number.isInteger(socketFd) && socketFd >= 0);
   assert(spec.extents.length % DATAPATH_EXTENT_FIELDS === 0);
   const options = (spec.isStructured ? DATAPATH_OPTION.structured : 0) |
-    (spec.isWritable ? DATAPATH_OPTION.writable : 0) | (spec.isTcp ? DATAPATH_OPTION.tcp : 0);
+    (spec.isWritable ? DATAPATH_OPTION.writable : 0) | (spec.isTcp ? DATAPATH_OPTION.tcp : 0) |
+    (spec.hasReader === true ? DATAPATH_OPTION.reader : 0);
   return binding.createDatapath(socketFd, spec.extents, spec.size, options, spec.blockSizeMin,
     spec.spinMicros ?? 0, spec.dirty, initial, onEvent);
 }

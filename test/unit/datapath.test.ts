@@ -155,6 +155,8 @@ interface RigOptions {
   openFlags?: (string | number)[];
   /** busy-poll budget (default 0: none) */
   spinMicros?: number;
+  /** large READs go to the reader thread (default: XVD_TEST_READER=1 in the environment) */
+  hasReader?: boolean;
 }
 
 interface Rig {
@@ -205,6 +207,7 @@ async function startRig(t: Test, options: RigOptions = {}): Promise<Rig> {
     extents: extentsOf(layout, backings), size: options.size ?? SIZE,
     isStructured: options.structured ?? false, isWritable: options.writable ?? true,
     blockSizeMin: options.blockSizeMin ?? 1, dirty, spinMicros: options.spinMicros ?? 0,
+    hasReader: options.hasReader ?? process.env.XVD_TEST_READER === '1',
   }, options.initial ?? null, events.handler);
   events.datapath = datapath;
   t.teardown(async () => {
@@ -479,21 +482,56 @@ for (const transport of TRANSPORTS) {
   });
 }
 
-for (const transport of TRANSPORTS) {
-  t.test(`${transport}: a seeded stream of served and forwarded requests in random pieces: ` +
-    'exact replies, exact forwarded bytes', async (t) => {
-    const rig = await startRig(t, { transport, structured: transport === 'unix' });
+/**
+ * With the reader thread a large READ is read while later requests are served, so the seeded
+ * stream keeps it apart from every WRITE: WRITEs in the first half of the export, READs of
+ * nbdDatapathReaderMin bytes or more in the second (a READ and a WRITE both in flight may see
+ * either order, as NBD allows).
+ */
+function placed(hasReader: boolean, kind: number, offset: number, length: number): number {
+  if (!hasReader) return offset;
+  if (kind > 2) return offset % (SIZE / 2 - length + 1);
+  if (length < LIMITS.nbdDatapathReaderMin) return offset;
+  return SIZE / 2 + (offset % (SIZE / 2 - length + 1));
+}
+
+/** Splits `got` into replies by their cookies (simple, or one structured chunk with DONE) and
+ * compares each with the reply expected for its cookie: the replies that differ or are missing. */
+function repliesByCookie(got: Buffer, expected: Map<bigint, Buffer>): string[] {
+  const wrong: string[] = [];
+  let at = 0;
+  while (at + 16 <= got.length) {
+    const cookie = got.readBigUInt64BE(8 + at);
+    const reply = expected.get(cookie);
+    if (reply === undefined || !got.subarray(at, at + reply.length).equals(reply)) {
+      wrong.push(`reply at ${at} (cookie ${cookie})`);
+      return wrong;
+    }
+    expected.delete(cookie);
+    at += reply.length;
+  }
+  for (const cookie of expected.keys()) wrong.push(`no reply for cookie ${cookie}`);
+  return wrong;
+}
+
+for (const [transport, hasReader] of TRANSPORTS.flatMap((transport) =>
+  [[transport, false], [transport, true]] as const)) {
+  t.test(`${transport}${hasReader ? ', reader thread' : ''}: a seeded stream of served and ` +
+    'forwarded requests in random pieces: exact replies, exact forwarded bytes', async (t) => {
+    const rig = await startRig(t, { transport, structured: transport === 'unix', hasReader });
     const structured = transport === 'unix';
-    const next = seededRandom(transport === 'tcp' ? 11 : 12);
+    const next = seededRandom((transport === 'tcp' ? 11 : 12) + (hasReader ? 10 : 0));
     const model = readVirtual(rig, 0, SIZE);
     const frames: Buffer[] = [];
     const forwarded: Buffer[] = [];
     const replies: Buffer[] = [];
+    const byCookie = new Map<bigint, Buffer>();
     for (let index = 0; index < 400; index++) {
       const cookie = BigInt(index);
       const length = 1 + next(next(4) === 0 ? 600 * KiB : 8 * KiB);
-      const offset = next(SIZE - length);
+      const unplaced = next(SIZE - length);
       const kind = next(8);
+      const offset = placed(hasReader, kind, unplaced, length);
       let frame: Buffer;
       if (kind <= 2) { // served READ: what the served WRITEs before it left
         frame = requestFrame(read(cookie, offset, length));
@@ -514,6 +552,7 @@ for (const transport of TRANSPORTS) {
           : read(cookie, offset, length, CMD_FLAG.DF));
         forwarded.push(frame);
       }
+      if (kind <= 4) byCookie.set(cookie, replies.at(-1)!);
       frames.push(frame);
     }
     const stream = Buffer.concat(frames);
@@ -529,8 +568,12 @@ for (const transport of TRANSPORTS) {
     const got = await rig.client.read(expectedReplies.length);
     await bounded(writing, WAIT_MS, 'the peer writing');
     await rig.events.waitForwarded(expectedForward.length);
-    t.equal(firstDifference(got, expectedReplies), -1,
-      `${replies.length} replies, byte for byte, in order`);
+    if (hasReader) {
+      t.same(repliesByCookie(got, byCookie), [], `${replies.length} replies, byte for byte`);
+    } else {
+      t.equal(firstDifference(got, expectedReplies), -1,
+        `${replies.length} replies, byte for byte, in order`);
+    }
     t.equal(rig.events.forwardedLength, expectedForward.length, 'nothing more forwarded');
     t.equal(firstDifference(rig.events.forwarded, expectedForward), -1,
       `${forwarded.length} forwarded requests, byte for byte, in order`);
@@ -680,10 +723,8 @@ function isUncached(file: Backing): boolean {
   return sys.preadNoWait(file.fd, Buffer.alloc(4096), 0, 4096, FILE_BYTES - 4096) === -EAGAIN;
 }
 
-t.test('a READ of pages not in the page cache is forwarded',
-  { skip: hasDd ? false : 'dd missing' }, async (t) => {
-  const rig = await startRig(t);
-  const file = rig.backings[1]!;
+/** Drops a backing file's pages from the page cache (a failure fails the test). */
+async function dropPages(t: Test, file: Backing): Promise<void> {
   fs.fdatasyncSync(file.fd); // clean pages can be dropped
   // DONTNEED skips pages that are busy for a moment: a few tries
   let isDropped = false;
@@ -695,6 +736,12 @@ t.test('a READ of pages not in the page cache is forwarded',
     if (!isDropped) await sleep(50);
   }
   t.ok(isDropped, 'posix_fadvise(DONTNEED) dropped the pages (else this case proves nothing)');
+}
+
+t.test('a READ of pages not in the page cache is forwarded',
+  { skip: hasDd ? false : 'dd missing' }, async (t) => {
+  const rig = await startRig(t);
+  await dropPages(t, rig.backings[1]!);
   const frame = requestFrame(read(1n, 2 * MiB, 4096)); // E1: file 1
   rig.client.request(read(1n, 2 * MiB, 4096));
   rig.client.request(read(2n, 0, 4096)); // E0: file 0, still cached
@@ -704,6 +751,101 @@ t.test('a READ of pages not in the page cache is forwarded',
   await rig.events.waitForwarded(28);
   t.equal(firstDifference(rig.events.forwarded, frame), -1, 'the uncached READ, whole');
   t.equal(stats(rig).requests, 1);
+});
+
+t.test('reader thread: a large READ not in the page cache is forwarded as its frame, before ' +
+  'the stream turns raw; a cached one is served', { skip: hasDd ? false : 'dd missing' },
+async (t) => {
+  const rig = await startRig(t, { hasReader: true });
+  await dropPages(t, rig.backings[1]!);
+  const large = 512 * KiB;
+  const uncached = requestFrame(read(1n, 2 * MiB, large)); // E1: file 1
+  rig.client.request(read(1n, 2 * MiB, large));
+  rig.client.request(read(2n, 0, large)); // E0: file 0, still cached
+  const served = readReply(rig, false, 2n, 0, large);
+  t.equal(firstDifference(await rig.client.read(served.length), served), -1,
+    'the cached READ after it is served');
+  await rig.events.waitForwarded(28);
+  t.equal(firstDifference(rig.events.forwarded, uncached), -1, 'the uncached READ, whole');
+  // a bad magic turns the stream raw: its bytes follow the READ's frame, nothing in between
+  const garbage = Buffer.alloc(28, 0xee);
+  rig.client.request(read(3n, 2 * MiB + large, large)); // uncached too: forwarded, then raw
+  rig.client.write(garbage);
+  await rig.events.waitForwarded(3 * 28);
+  t.equal(firstDifference(rig.events.forwarded, Buffer.concat([uncached,
+    requestFrame(read(3n, 2 * MiB + large, large)), garbage])), -1,
+  'the second uncached READ whole, then the raw bytes');
+  t.equal(stats(rig).requests, 1);
+});
+
+t.test('reader thread: fence during a stream of large READs: each one is answered or forwarded, ' +
+  'exactly once and whole', async (t) => {
+  const rig = await startRig(t, { hasReader: true, transport: 'tcp' });
+  const large = 512 * KiB;
+  const count = 48;
+  const frames: Buffer[] = [];
+  for (let index = 0; index < count; index++) {
+    frames.push(requestFrame(read(BigInt(index), (index * large) % (SIZE - large), large)));
+  }
+  rig.client.write(Buffer.concat(frames));
+  await rig.events.until(() => stats(rig).requests >= 2, 'two READs served', WAIT_MS, 5);
+  if (!sys.datapathFence(rig.datapath)) await rig.events.waitKind(sys.DATAPATH_EVENT.fenced);
+  await rig.events.until(() => stats(rig).requests + rig.events.forwardedLength / 28 >= count,
+    'every READ answered or forwarded', WAIT_MS, 5);
+  const served = stats(rig).requests;
+  const answered: bigint[] = [];
+  for (let index = 0; index < served; index++) {
+    const reply = await rig.client.read(16 + large);
+    const cookie = reply.readBigUInt64BE(8);
+    answered.push(cookie);
+    const expected = readReply(rig, false, cookie, Number(cookie) * large % (SIZE - large),
+      large);
+    if (firstDifference(reply, expected) !== -1) t.fail(`the reply to READ ${cookie}`);
+  }
+  const forwarded = rig.events.forwarded;
+  t.equal(forwarded.length % 28, 0, 'whole frames forwarded');
+  const passed: bigint[] = [];
+  for (let at = 0; at < forwarded.length; at += 28) {
+    const cookie = forwarded.readBigUInt64BE(at + 8);
+    passed.push(cookie);
+    t.equal(firstDifference(forwarded.subarray(at, at + 28), frames[Number(cookie)]!), -1,
+      `the frame of READ ${cookie}`);
+  }
+  const all = [...answered, ...passed].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  t.same(all, frames.map((_frame, index) => BigInt(index)), 'each READ exactly once');
+  t.ok(passed.length > 0, 'the fence came before the last READs were served');
+});
+
+/** The reader threads of this process (named by dp-reader.c). */
+function readerThreads(): number {
+  let count = 0;
+  for (const task of fs.readdirSync('/proc/self/task')) {
+    try {
+      if (fs.readFileSync(`/proc/self/task/${task}/comm`, 'utf8') === 'xvd-reader\n') count++;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return count;
+}
+
+t.test('reader thread: it starts with the first large READ, ends after 1 s idle, and starts ' +
+  'again', async (t) => {
+  const before = readerThreads();
+  const rig = await startRig(t, { hasReader: true });
+  const large = 512 * KiB;
+  rig.client.request(read(4096n, 4096, 4096)); // a small one is read inline
+  await rig.client.read(16 + 4096);
+  t.equal(readerThreads(), before, 'no reader for a small READ');
+  for (const [cookie, offset] of [[1n, 0], [2n, 3 * MiB]] as const) {
+    rig.client.request(read(cookie, offset, large));
+    const expected = readReply(rig, false, cookie, offset, large);
+    t.equal(firstDifference(await rig.client.read(expected.length), expected), -1,
+      `READ ${cookie} served by the reader`);
+    t.equal(readerThreads(), before + 1, 'the reader runs');
+    await rig.events.until(() => readerThreads() === before, 'the idle reader ended', 5000, 20);
+  }
+  t.equal(stats(rig).requests, 3);
 });
 
 t.test('structured READs over a hole: from 64 KiB on forwarded, smaller ones served; simple ' +
@@ -1043,10 +1185,11 @@ t.test('pause stops reading: the peer\'s bytes wait until resume', async (t) => 
   t.equal(firstDifference(await rig.client.read(served.length), served), -1, 'and the READ');
 });
 
-for (const transport of TRANSPORTS) {
-  t.test(`${transport}: submitted frames arrive whole and in order among the thread's replies`,
-    async (t) => {
-      const rig = await startRig(t, { transport });
+for (const [transport, hasReader] of TRANSPORTS.flatMap((transport) =>
+  [[transport, false], [transport, true]] as const)) {
+  t.test(`${transport}${hasReader ? ', reader thread' : ''}: submitted frames arrive whole and ` +
+    'in order among the thread\'s replies', async (t) => {
+      const rig = await startRig(t, { transport, hasReader });
       const readCount = 300;
       const frameCount = 120;
       const lengths = new Map<bigint, number>();
@@ -1095,8 +1238,11 @@ for (const transport of TRANSPORTS) {
       await sending;
       t.equal(wrong, 0, 'every frame arrived whole');
       t.same(seenFrames, frames.map((_frame, index) => index), 'frames in submission order');
-      t.same(seenReads, requests.map((_request, index) => BigInt(index)),
-        'READ replies in request order');
+      // with the reader thread, a 300 KiB READ's reply may come after later small ones
+      const expectedReads = requests.map((_request, index) => BigInt(index));
+      if (hasReader) seenReads.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      t.same(seenReads, expectedReads,
+        hasReader ? 'every READ answered once' : 'READ replies in request order');
       t.same(await bounded(Promise.all(done), WAIT_MS, 'the callbacks'), frames.map(() => null));
       t.same(order, frames.map((_frame, index) => index), 'callbacks in submission order');
       t.equal(stats(rig).requests, readCount);
