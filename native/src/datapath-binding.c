@@ -8,7 +8,8 @@
  *   extents, dirty  the map, in the one form dp-map.c's header documents
  *   size       the export's size in bytes
  *   options    DP_STRUCTURED (READ replies as one OFFSET_DATA chunk), DP_WRITABLE, DP_TCP,
- *              DP_READER (large READs read by a reader thread beside it: dp-reader.c)
+ *              DP_READER (large READs read by a reader thread beside it while a CPU is free:
+ *              dp-reader.c), DP_READER_ALWAYS (whether a CPU is free or not: for tests)
  *   spinMicros busy-poll budget (0: none; at most DP_SPIN_MAX_US; dp-loop.c spin())
  *   initial    bytes the JS side had already received (or null)
  *   onEvent(kind, bytes, value) on the JS thread: DP_EV_FORWARD (bytes: stream bytes the JS
@@ -215,7 +216,8 @@ static int read_create_args(napi_env env, napi_callback_info info, struct create
       napi_get_value_double(env, argv[5], &a->spin_micros) != napi_ok || a->fd < 0 ||
       !dp_is_whole(a->size, 9007199254740991.0) || !dp_is_whole(a->block_min, 1 << 30) ||
       a->block_min < 1 || !dp_is_whole(a->spin_micros, DP_SPIN_MAX_US) ||
-      (a->options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP | DP_READER)) != 0 ||
+      (a->options & ~(DP_STRUCTURED | DP_WRITABLE | DP_TCP | DP_READER | DP_READER_ALWAYS)) !=
+          0 ||
       napi_typeof(env, argv[7], &a->initial_type) != napi_ok ||
       napi_typeof(env, argv[8], &callback_type) != napi_ok || callback_type != napi_function ||
       (a->initial_type != napi_null &&

@@ -84,7 +84,7 @@
 #define DP_STATS (DP_STATS_COUNTS + DP_LAT_BUCKETS) /* datapathStats' values */
 
 /* createDatapath's options, events and controls (src/sys/index.ts DATAPATH_*) */
-enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4, DP_READER = 8 };
+enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4, DP_READER = 8, DP_READER_ALWAYS = 16 };
 enum { DP_EV_FORWARD = 1, DP_EV_EOF = 2, DP_EV_ERROR = 3, DP_EV_FENCED = 4, DP_EV_STOPPED = 5,
        DP_EV_FRAMES = 6 };
 enum { DP_PAUSE = 1, DP_FENCE = 2, DP_STOP = 3 };

@@ -20,7 +20,9 @@ export const SEND_PIECE_FIELDS = 3;
 export const DATAPATH_EXTENT_FIELDS = 6;
 /** The last field of an extent: what is under it (the thread probes holes only under `file`). */
 export const DATAPATH_EXTENT_KIND = { file: 0, device: 1, fileAllData: 2 } as const;
-export const DATAPATH_OPTION = { structured: 1, writable: 2, tcp: 4, reader: 8 } as const;
+export const DATAPATH_OPTION = {
+  structured: 1, writable: 2, tcp: 4, reader: 8, readerAlways: 16,
+} as const;
 export const DATAPATH_EVENT = { forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5 } as const;
 const DATAPATH_OP = { pause: 1, fence: 2, stop: 3 } as const;
 
@@ -46,8 +48,9 @@ export interface DatapathSpec extends DatapathMap {
   /** busy-poll budget in microseconds (0, the default: sleep in poll() at once) */
   readonly spinMicros?: number;
   /** READs of LIMITS.nbdDatapathReaderMin bytes or more are read by a reader thread beside the
-   * data-path thread, which sends the reply before meanwhile (native/src/dp-reader.c) */
-  readonly hasReader?: boolean;
+   * data-path thread, which sends the reply before meanwhile (native/src/dp-reader.c), while a
+   * CPU is free ('always': whether one is or not, for tests) */
+  readonly hasReader?: boolean | 'always';
 }
 
 /**
@@ -86,7 +89,8 @@ export function createDatapath(
   assert(spec.extents.length % DATAPATH_EXTENT_FIELDS === 0);
   const options = (spec.isStructured ? DATAPATH_OPTION.structured : 0) |
     (spec.isWritable ? DATAPATH_OPTION.writable : 0) | (spec.isTcp ? DATAPATH_OPTION.tcp : 0) |
-    (spec.hasReader === true ? DATAPATH_OPTION.reader : 0);
+    (spec.hasReader === true ? DATAPATH_OPTION.reader : 0) |
+    (spec.hasReader === 'always' ? DATAPATH_OPTION.reader | DATAPATH_OPTION.readerAlways : 0);
   return binding.createDatapath(socketFd, spec.extents, spec.size, options, spec.blockSizeMin,
     spec.spinMicros ?? 0, spec.dirty, initial, onEvent);
 }

@@ -155,7 +155,7 @@ interface RigOptions {
   openFlags?: (string | number)[];
   /** busy-poll budget (default 0: none) */
   spinMicros?: number;
-  /** large READs go to the reader thread (default: XVD_TEST_READER=1 in the environment) */
+  /** large READs go to the reader thread, whether a CPU is free or not (default: off) */
   hasReader?: boolean;
 }
 
@@ -207,7 +207,7 @@ async function startRig(t: Test, options: RigOptions = {}): Promise<Rig> {
     extents: extentsOf(layout, backings), size: options.size ?? SIZE,
     isStructured: options.structured ?? false, isWritable: options.writable ?? true,
     blockSizeMin: options.blockSizeMin ?? 1, dirty, spinMicros: options.spinMicros ?? 0,
-    hasReader: options.hasReader ?? process.env.XVD_TEST_READER === '1',
+    hasReader: options.hasReader === true ? 'always' : false,
   }, options.initial ?? null, events.handler);
   events.datapath = datapath;
   t.teardown(async () => {
