@@ -13,7 +13,9 @@
  *   (dataplane/reply-sender.ts); while it has jobs queued every reply goes through it.
  * - datapath: a data-path thread (dataplane/datapath.ts) reads the socket, serves plain READs and
  *   WRITEs itself; every other request (and any it cannot serve: flags, errors, a fence, a map
- *   replaced) is forwarded to the JS path; JS replies are submitted to the thread.
+ *   replaced) is forwarded to the JS path; JS replies are submitted to the thread. Its READs of
+ *   LIMITS.nbdDatapathReaderMin or more are read by a reader thread beside it while a CPU is
+ *   free, so the read of one overlaps the send of the one before (native/src/dp-reader.c).
  *
  * The sender comes first: a sender mode means no data-path thread (it needs the JS path's
  * READs). The mode: XVD_SENDER off, sendfile, copy, or on (sendfile on unix sockets, copy on
