@@ -27,6 +27,8 @@ const PACKAGES = {
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
   clang: 'clang', // builds the libFuzzer harness (test/fuzz/native-request-fuzz.test.ts)
+  tmux: 'tmux', // a real terminal for xvd status --watch (test/integration/status-watch.test.ts)
+  promtool: 'prometheus', // checks serve --metrics (test/integration/serve-metrics.test.ts)
   // contrib/systemd's units: verify, security, socket activation (systemd-units.test.ts)
   'systemd-analyze': 'systemd',
   'systemd-socket-activate': 'systemd',

@@ -51,6 +51,9 @@ export const ERRORS = {
   // --- serve ---
   ERR_SERVE_CATALOG_WRITER: 'serve: the catalog writer thread is gone (it exited, or was closed): '
     + 'heartbeats and lease writes fail, so opens of VD exports fail until the server restarts',
+  ERR_SERVE_CONTROL: 'serve: the control socket `xvd status` reads cannot be created or read '
+    + '(its directory is not private, the path is unusable, or the server does not answer)',
+  ERR_SERVE_METRICS: 'serve --metrics: the metrics endpoint cannot listen where asked',
 
   // --- io (sys, backing, engine) ---
   ERR_IO_SYSCALL: 'a backing syscall failed; see .errno and .syscall',

@@ -5,6 +5,8 @@
  * - XVD_CATALOG: the catalog file when --catalog is not given.
  * - XVD_LOG_LEVEL: pino level (default info); XVD_LOG_PRETTY=1 readable lines, 0 JSON, unset:
  *   readable when stderr is a terminal.
+ * - XDG_RUNTIME_DIR: where `xvd serve` puts its control socket when the catalog's directory
+ *   gives too long a path (src/serve/control.ts).
  */
 import type { LogOptions } from '../log';
 
@@ -21,4 +23,10 @@ export function logOptionsOf(env: NodeJS.ProcessEnv, isTty: boolean): LogOptions
 export function catalogPathOf(env: NodeJS.ProcessEnv): string | undefined {
   const value = env['XVD_CATALOG'];
   return value === undefined || value === '' ? undefined : value;
+}
+
+/** XDG_RUNTIME_DIR, or undefined when unset, empty or relative (the XDG spec ignores those). */
+export function runtimeDirOf(env: NodeJS.ProcessEnv): string | undefined {
+  const value = env['XDG_RUNTIME_DIR'];
+  return value === undefined || !value.startsWith('/') ? undefined : value;
 }

@@ -26,6 +26,7 @@ import { register as registerData } from './commands/data';
 import { register as registerCheck } from './commands/check';
 import { register as registerVbd } from './commands/vbd';
 import { register as registerQuickstart } from './commands/quickstart';
+import { register as registerStatus } from './commands/status';
 
 type Register = (program: Command, context: Context) => void;
 
@@ -61,7 +62,7 @@ G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n
     if (catalog !== undefined) context.setCatalogPath(catalog);
   });
   const registers: Register[] = [registerFormat, registerDisks, registerData, registerCheck,
-    registerVbd, registerQuickstart];
+    registerVbd, registerQuickstart, registerStatus];
   const serve = optionalServe(argv);
   if (serve !== null) registers.push(serve);
   for (const register of registers) register(program, context);

@@ -130,11 +130,14 @@ export class CatalogProvider implements ExportProvider {
     this.leases = new LeaseKeeper(this.writer, this.log, () => this.serverId);
   }
 
-  /** Registers this server in the catalog and starts watching it. */
-  start(fencer: Fencer): void {
+  /**
+   * Registers this server in the catalog, with where it answers `xvd status` (`controlPath`,
+   * control.ts; null: nowhere), and starts watching it.
+   */
+  start(fencer: Fencer, controlPath: string | null = null): void {
     assert(this.serverId === null);
     this.fencer = fencer;
-    this.serverId = this.catalog.registerServer();
+    this.serverId = this.catalog.registerServer(controlPath);
     this.dataVersionSeen = this.catalog.dataVersion();
     this.timerPoll = setInterval(() => void this.poll(), this.pollMs);
     this.timerPoll.unref();
@@ -297,6 +300,16 @@ export class CatalogProvider implements ExportProvider {
       this.log.error({ err: error, export: entry.name }, 'close failed'));
     // fenced and drained (or unused): only now may the catalog hand the extents on
     if (entry.resolved.vdId !== null) await this.leases.drop(entry.resolved.vdId);
+  }
+
+  /** This server's id in the catalog (null before start and after stop). */
+  get registeredId(): number | null {
+    return this.serverId;
+  }
+
+  /** VDs this server holds a lease on now. */
+  get leasedVds(): number {
+    return this.leases.countedVds;
   }
 
   /**

@@ -16,6 +16,10 @@
  * default, so the worker loads src/serve/catalog-writer-worker.ts through the same loader, and
  * tests that import src/serve run the same code the CLI runs, without a build or a .js shim.
  *
+ * Commit times: every answered write is timed from the request sent to its answer (the commit,
+ * and any wait for the lock or behind earlier requests), by operation, in the log2-µs buckets
+ * of nbd/request-stats.ts (commitTimes, read by `xvd status` and the metrics endpoint).
+ *
  * If the worker dies (an uncaught error, or terminated), every pending request and every later
  * one rejects with ERR_SERVE_CATALOG_WRITER and the death is logged once. The server carries on:
  * open exports keep serving (their leases stay in the catalog while this process lives, and
@@ -28,6 +32,8 @@ import type { Lease } from '../catalog/index';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
+import { LATENCY_BUCKETS } from '../sys/index';
+import { latencyBucketOf } from '../nbd/index';
 import {
   WRITER_OPEN_ID, errorOfWire, type CatalogWriter, type WriterData, type WriterReply,
   type WriterRequest,
@@ -41,6 +47,19 @@ type Request = WithoutId<WriterRequest>;
 interface Pending {
   resolve(lease: Lease | null): void;
   reject(error: Error): void;
+  /** the write timed (commitTimes), and when it was sent (performance.now()) */
+  op: TimedOp | null;
+  startMs: number;
+}
+
+/** The writes whose commits are timed. */
+export type TimedOp = 'heartbeat' | 'acquireLease' | 'releaseLease';
+
+/** One operation's commit times: how many, their sum, and LATENCY_BUCKETS log2-µs buckets. */
+export interface CommitTimes {
+  count: number;
+  sumSeconds: number;
+  buckets: Float64Array;
 }
 
 /** The worker's file: a sibling of this module, with this module's extension (.js or .ts). */
@@ -59,6 +78,8 @@ export class CatalogWriterThread implements CatalogWriter {
   private failure: XvdError | null = null;
   private isClosing = false;
   private errorLast: Error | null = null;
+  /** answered writes' times by operation (see the header) */
+  readonly commitTimes = new Map<TimedOp, CommitTimes>();
 
   private constructor(catalogPath: string, log: Logger) {
     this.log = log;
@@ -127,15 +148,30 @@ export class CatalogWriterThread implements CatalogWriter {
   private request(request: Request): Promise<Lease | null> {
     if (this.failure !== null) return Promise.reject(this.failure);
     const id = this.idNext++;
-    const answer = this.send(id);
+    const answer = this.send(id, request.op === 'close' ? null : request.op);
     this.worker.postMessage({ ...request, id });
     return answer;
   }
 
   /** A pending answer for `id`; the worker stays ref'd while any is pending. */
-  private send(id: number): Promise<Lease | null> {
+  private send(id: number, op: TimedOp | null = null): Promise<Lease | null> {
     if (this.pending.size === 0) this.worker.ref();
-    return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const startMs = performance.now();
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, op, startMs });
+    });
+  }
+
+  private timed(op: TimedOp, startMs: number): void {
+    let times = this.commitTimes.get(op);
+    if (times === undefined) {
+      times = { count: 0, sumSeconds: 0, buckets: new Float64Array(LATENCY_BUCKETS) };
+      this.commitTimes.set(op, times);
+    }
+    const elapsedMs = performance.now() - startMs;
+    times.count += 1;
+    times.sumSeconds += elapsedMs / 1000;
+    times.buckets[latencyBucketOf(elapsedMs * 1000)]! += 1;
   }
 
   private settle(id: number): Pending | undefined {
@@ -151,6 +187,7 @@ export class CatalogWriterThread implements CatalogWriter {
       this.log.error({ id: reply.id }, 'catalog writer: an answer to no pending request');
       return;
     }
+    if (pending.op !== null) this.timed(pending.op, pending.startMs);
     if (reply.isOk) pending.resolve(reply.lease);
     else pending.reject(errorOfWire(reply.error));
   }

@@ -9,8 +9,13 @@
  * worker thread with its own connection (catalog-writer-thread.ts), so that no commit stalls the
  * event loop; it is started before the server and closed after the provider stopped (every
  * release committed, the server unregistered), on the error paths of startServe too.
+ *
+ * What the server shows of itself (observe.ts): a control socket that `xvd status` reads
+ * (control.ts; listening before the server registers, its path recorded in the catalog row)
+ * and, with `metrics`, a Prometheus endpoint (metrics.ts); both stop after the provider.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import { openCatalog } from '../catalog/index';
 import type { DatapathSetting, ReceiveSetting, SenderSetting } from '../dataplane/routes';
 import { UsageError } from '../errors';
@@ -21,6 +26,8 @@ import { createServer, readPskFile, readX509Dir } from '../nbd/index';
 import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
 import { CatalogWriterThread } from './catalog-writer-thread';
+import { controlPathOf } from './control';
+import { listenerText, Observers } from './observe';
 
 export interface ServeOptions {
   catalogPath: string;
@@ -49,6 +56,11 @@ export interface ServeOptions {
   budgetBytesMax?: number;
   /** the root logger unless a test passes its own */
   log?: Logger;
+  /** where the control socket goes when the catalog's directory gives too long a path
+   * (control.ts; the CLI passes $XDG_RUNTIME_DIR; the system's temporary directory by default) */
+  runtimeDir?: string;
+  /** serve Prometheus metrics at http://HOST:PORT/metrics (metrics.ts) */
+  metrics?: { host: string; port: number };
   /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
   heartbeatMs?: number;
   /** resolves when listening (tests, quickstart) */
@@ -60,6 +72,8 @@ export interface RunningServe {
   provider: CatalogProvider;
   /** the catalog writer thread (tests terminate its worker) */
   writer: CatalogWriterThread;
+  /** the control socket and metrics endpoint, and the status document they answer */
+  observers: Observers;
   addresses: (string | { address: string; port: number })[];
   /** graceful stop: drain, flush, release leases, leave the catalog */
   stop(): Promise<void>;
@@ -108,14 +122,21 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     receive: options.receive ?? 'arena', sendfile: options.isSendfile === true,
     datapath: options.datapath ?? 'auto', sender: options.sender ?? 'auto', limits });
   const addresses: (string | { address: string; port: number })[] = [];
+  const observers = new Observers({ server, provider, writer, tls: tls.mode, log: logger });
   try {
-    provider.start(server);
+    provider.start(server, await observers.startControl(controlPathOf(catalog.path, process.pid,
+      options.runtimeDir ?? os.tmpdir())));
     addresses.push(...await listenAll(server, options));
+    observers.listeners = addresses.map(listenerText);
+    if (options.metrics !== undefined) {
+      await observers.startMetrics(options.metrics.host, options.metrics.port);
+    }
   } catch (error) {
     try {
       await server.close({ graceMs: 0 });
       await provider.stop();
     } finally {
+      await observers.close();
       await writer.close();
       catalog.close();
     }
@@ -128,6 +149,7 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
         await server.close({ graceMs: LIMITS.nbdCloseGraceMs });
         await provider.stop();
       } finally {
+        await observers.close();
         await writer.close();
         catalog.close();
       }
@@ -136,7 +158,7 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     return stopping;
   };
   options.onListening?.(addresses);
-  return { server, provider, writer, addresses, stop };
+  return { server, provider, writer, observers, addresses, stop };
 }
 
 async function listenAll(server: NbdServer, options: ServeOptions):

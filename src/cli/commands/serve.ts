@@ -10,6 +10,7 @@ import { parseSize } from '../../size';
 import { DEFAULT_HOST, DEFAULT_PORT, listenFdsFromEnv } from '../../nbd/index';
 import { runServeUntilSignal, tlsOptionsOf } from '../../serve/index';
 import type { Context } from '../context';
+import { runtimeDirOf } from '../env';
 import { routeEnvOf } from '../route-env';
 
 interface ServeFlags {
@@ -25,15 +26,16 @@ interface ServeFlags {
   busyPoll?: string;
   maxConnections?: string;
   memoryMax?: string;
+  metrics?: string;
 }
 
-/** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts. */
-export function parseListen(text: string): { host: string; port: number } {
+/** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts (`option` names the flag in the error). */
+export function parseListen(text: string, option = '--listen'): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text) ??
     /^()()(\d{1,5})$/.exec(text);
   const port = match === null ? NaN : Number(match[3]);
   if (match === null || !(port >= 0 && port <= 65535)) {
-    throw new UsageError('ERR_USAGE', `serve: --listen: expected HOST:PORT, not ${text}`);
+    throw new UsageError('ERR_USAGE', `serve: ${option}: expected HOST:PORT, not ${text}`);
   }
   const host = match[1] ?? (match[2] === '' || match[2] === undefined ? DEFAULT_HOST : match[2]);
   return { host, port };
@@ -100,20 +102,24 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
   const busyPollMicros = busyPollOf(flags.busyPoll);
   const connectionsMax = maxConnectionsOf(flags.maxConnections);
   const budgetBytesMax = memoryMaxOf(flags.memoryMax);
-  const tcp = flags.listen.map(parseListen);
+  const tcp = flags.listen.map((text) => parseListen(text));
   const isInherited = process.env['LISTEN_FDS'] !== undefined;
   if (tcp.length === 0 && flags.socket.length === 0 && flags.stdio !== true && !isInherited) {
     tcp.push({ host: DEFAULT_HOST, port: DEFAULT_PORT });
   }
   const tls = tlsOptionsOf(flags.tls, flags.tlsCertificates, flags.tlsPsk,
     flags.tlsVerifyPeer === true);
+  const metrics = flags.metrics === undefined ? undefined : parseListen(flags.metrics, '--metrics');
+  const runtimeDir = runtimeDirOf(process.env);
   return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
     isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
     inheritedFds: listenFdsFromEnv(process.env),
     ...routeEnvOf(process.env),
     ...(busyPollMicros === undefined ? {} : { busyPollMicros }),
     ...(connectionsMax === undefined ? {} : { connectionsMax }),
-    ...(budgetBytesMax === undefined ? {} : { budgetBytesMax }) });
+    ...(budgetBytesMax === undefined ? {} : { budgetBytesMax }),
+    ...(metrics === undefined ? {} : { metrics }),
+    ...(runtimeDir === undefined ? {} : { runtimeDir }) });
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -140,5 +146,6 @@ export function register(program: Command, context: Context): void {
     .option('--memory-max <size>', 'what all clients together may make the server hold for ' +
       `them: replies not yet taken, payloads being received (default ` +
       `${LIMITS.nbdBudgetBytesMax / 1024 / 1024}M); past it, requests wait`)
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
     .action((flags: ServeFlags) => context.run(() => serve(context, flags)));
 }
