@@ -89,7 +89,7 @@ function commandRows(e: ExportDocument): string[][] {
       formatMicros(c.latency.p50Us), formatMicros(c.latency.p99Us)]);
   if (e.datapath.requests > 0) {
     const latency = e.datapath.latency;
-    rows.push(['of READ+WRITE, thread', String(e.datapath.requests), '',
+    rows.push(['READ+WRITE by thread', String(e.datapath.requests), '',
       formatMicros(latency.p50Us), formatMicros(latency.p99Us)]);
   }
   return rows;

@@ -9,7 +9,8 @@
  * The latency histograms are the counts' own log2 buckets (request-stats.ts), exported as they
  * are by BucketHistogram: le = each bucket's upper end in seconds (2 µs … 2^23 µs, then +Inf),
  * cumulative as the format wants. The data-path threads keep no sum of their times, so
- * xvd_datapath_request_duration_seconds has buckets and a count but no _sum.
+ * xvd_datapath_request_duration_seconds has buckets and a count but no _sum. A histogram's
+ * series appears once it has a time in it (a command the JS path never executed has none).
  *
  * Names follow Prometheus' conventions: the xvd_ prefix, base units (_seconds, _bytes), _total
  * on counters. Labels: export (DOMAIN/DEVICE), command (NBD_CMD name), errno (NBD errno name),
@@ -114,12 +115,13 @@ const HISTOGRAMS: readonly HistogramSpec[] = [
   { name: 'xvd_request_duration_seconds', help: 'service time of the requests the JS path ' +
     'executed, from the request whole to its reply handed on, by export and command',
   labels: ['export', 'command'], read: (doc) => doc.exports.flatMap((e) =>
-    Object.entries(e.commands).map(([command, c]) =>
+    Object.entries(e.commands).filter(([, c]) => c.latency.count > 0).map(([command, c]) =>
       [{ export: e.name, command }, c.latency] as const)) },
   { name: 'xvd_datapath_request_duration_seconds', help: 'service time of the plain READs and ' +
     'WRITEs data-path threads served, framed to reply ready, by export (no _sum: the threads ' +
     'keep none)', labels: ['export'],
-  read: (doc) => doc.exports.map((e) => [{ export: e.name }, e.datapath.latency] as const) },
+  read: (doc) => doc.exports.filter((e) => e.datapath.latency.count > 0)
+    .map((e) => [{ export: e.name }, e.datapath.latency] as const) },
   { name: 'xvd_catalog_commit_duration_seconds', help: 'catalog writes (heartbeats, leases), ' +
     'from the request to the writer thread to its committed answer, by operation',
   labels: ['operation'], read: (doc) => Object.entries(doc.catalogCommits)
