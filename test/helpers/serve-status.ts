@@ -90,6 +90,7 @@ const CLIENT = `
 import nbd, sys
 h = nbd.NBD()
 h.set_strict_mode(0)
+h.set_uri_allow_local_file(True)
 h.connect_uri(sys.argv[1])
 for i in range(${WRITES}):
     h.pwrite(b'w' * ${WRITE_BYTES}, i * ${WRITE_BYTES})

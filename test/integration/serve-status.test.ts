@@ -136,6 +136,24 @@ t.test('on the JS path every request is timed there, and a fence and its refusal
     t.notOk(fs.existsSync(expected));
   });
 
+t.test('a TLS client shows as such, with the domain its PSK identity names', async (t) => {
+  if (await skipWithoutLibnbd()) return t.skip('python3-libnbd missing', () => undefined);
+  const dir = shortTempDir(t);
+  const catalog = await makeStatusCatalog(dir);
+  const psk = path.join(dir, 'keys.psk');
+  fs.writeFileSync(psk, `1:${'ab'.repeat(32)}\n`);
+  const serve = await startServe(t, catalog, ['--tls', 'require', '--tls-psk', psk]);
+  t.equal(serve.document.server.tls, 'require');
+  const uri = serve.uri.replace('nbd://', 'nbds://1@') + `?tls-psk-file=${psk}`;
+  const client = startClient(t, uri);
+  await client.waitFor(/^ready$/);
+  const e = xvda(await statusUntil(catalog, isCounted));
+  t.match(e?.connections[0], { tls: true, domain: 1, executor: 'js', reason: 'TLS' });
+  t.equal(e?.commands['WRITE']?.requests, WRITES);
+  await client.close();
+  await stopChild(serve.child);
+});
+
 t.test('a killed server is skipped with a note; the next server sweeps its socket', async (t) => {
   const dir = shortTempDir(t);
   const catalog = await makeStatusCatalog(dir);
