@@ -37,6 +37,13 @@ import assert from 'node:assert';
 /** JS tells the data-path threads what it holds when it moved by this much (see adjust()). */
 const SYNC_STEP_BYTES = 256 * 1024;
 
+/**
+ * A full budget is reported (the `budget-wait` log line, log-events.ts) at most this often: a
+ * budget under pressure parks requests many times a second, and one line in ten seconds says
+ * it with the count since the last.
+ */
+const WAIT_REPORT_INTERVAL_MS = 10_000;
+
 /** A parked request: resumes when it may take its cost now (it takes it), false: still waits. */
 export type BudgetWaiter = () => boolean;
 
@@ -54,6 +61,8 @@ export class MemoryBudget {
   private isDraining = false;
   /** requests that had to park, over the server's life */
   parkedTotal = 0;
+  private waitReportedAtMs = -Infinity;
+  private waitReportedParked = 0;
 
   constructor(readonly maxBytes: number, readonly floorBytes: number,
     private readonly sync: BudgetSync = () => 0, private readonly retryMs = 20) {
@@ -128,6 +137,18 @@ export class MemoryBudget {
       this.retryTimer = setInterval(this.retry, this.retryMs);
       this.retryTimer.unref();
     }
+  }
+
+  /**
+   * After a park: the requests parked since the last report when one is due now (at most once
+   * per WAIT_REPORT_INTERVAL_MS), else null.
+   */
+  waitReportDue(nowMs: number): number | null {
+    if (nowMs - this.waitReportedAtMs < WAIT_REPORT_INTERVAL_MS) return null;
+    const parked = this.parkedTotal - this.waitReportedParked;
+    this.waitReportedAtMs = nowMs;
+    this.waitReportedParked = this.parkedTotal;
+    return parked;
   }
 
   private readonly retry = (): void => {

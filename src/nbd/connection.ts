@@ -178,7 +178,7 @@ export class Connection implements OptionSession, TransmissionContext, ReplyHost
     this.handshakeTimer = setTimeout(this.onHandshakeTimeout, this.limits.handshakeTimeoutMs);
     this.handshakeTimer.unref();
     this.channel.send(encodeGreeting(NBD_FLAG.FIXED_NEWSTYLE | NBD_FLAG.NO_ZEROES));
-    this.log.info({ remote: this.socket?.remoteAddress ?? 'stream' }, 'connection opened');
+    this.log.info('connection opened');
     this.pump(); // starts reading (a listener's sockets arrive paused)
   }
 

@@ -14,6 +14,7 @@
  */
 import assert from 'node:assert';
 import { isBug, ProtocolError } from '../errors';
+import { LOG_EVENT } from '../log-events';
 import {
   CLIENT_FLAGS_LENGTH, IHAVEOPT_HIGH, IHAVEOPT_LOW, NBD_FLAG_C, NBD_OPT, NBD_REP,
   OPTION_HEADER_LENGTH, nameOf,
@@ -86,6 +87,11 @@ async function runOption(c: Connection, option: number, payload: Buffer,
   }
   const isTlsExempt = option === NBD_OPT.STARTTLS || option === NBD_OPT.ABORT;
   if (c.tls?.mode === 'require' && !c.isTls && !isTlsExempt) {
+    // logged once per attempt to open an export, not for every option a client tries
+    if (option === NBD_OPT.GO || option === NBD_OPT.INFO || option === NBD_OPT.EXPORT_NAME) {
+      c.log.warn({ event: LOG_EVENT.tlsRefused, reason: 'TLS required',
+        option: nameOf(NBD_OPT, option) }, 'TLS refused');
+    }
     if (option === NBD_OPT.EXPORT_NAME) return 'disconnect';
     c.replyError(option, NBD_REP.ERR_TLS_REQD, 'TLS required');
     return 'continue';
@@ -167,7 +173,9 @@ function startTls(c: Connection): void {
     c.setPhase(PHASE.OPTION_HEADER);
     c.pump();
   }, (error: unknown) => {
-    c.closeHard(error, 'TLS handshake failed');
+    c.log.warn({ event: LOG_EVENT.tlsRefused, reason: 'handshake failed', err: error },
+      'TLS refused');
+    c.closeHard(null, 'TLS handshake failed');
     socket.destroy();
   });
 }
@@ -188,9 +196,9 @@ export function bindExport(c: Connection, handle: ExportHandle, blockSizeMin: nu
   c.fencedNamesWhileNegotiating = [];
   if (c.handshakeTimer !== null) clearTimeout(c.handshakeTimer);
   c.handshakeTimer = null;
-  c.log = c.log.child({ export: handle.export.name });
+  c.log = c.log.child({ export: handle.export.name, domain: c.domain });
   c.log.info({ size: handle.export.size, eflags: context.eflags, structured: c.isStructured,
-    baseAllocation: context.hasBaseAllocation, tls: c.isTls, domain: c.domain },
+    baseAllocation: context.hasBaseAllocation, tls: c.isTls },
   'export negotiated');
   c.hooks.onBound(c);
 }

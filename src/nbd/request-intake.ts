@@ -8,7 +8,8 @@
  * Memory: a READ or WRITE the server's budget (budget.ts) cannot take now is parked: reading
  * stops until the budget resumes it, so the connections that hold the most are the ones that
  * wait. A WRITE's length is held from its header until its payload arrived (writeReserveBytes),
- * then as a request in flight until it settled (inflightBytes).
+ * then as a request in flight until it settled (inflightBytes). A park says so in a `budget-wait`
+ * line (log-events.ts) at most once in ten seconds (budget.ts waitReportDue).
  *
  * A request that validation refuses is answered here (an error reply); a WRITE above
  * limits.writeDiscardMax ends the connection (its payload cannot be skipped in bounded time).
@@ -18,6 +19,7 @@
  */
 import assert from 'node:assert';
 import { ProtocolError } from '../errors';
+import { LOG_EVENT } from '../log-events';
 import { NBD_CMD, NBD_E, REQUEST_LENGTH, nameOf } from './constants';
 import type { Connection } from './connection';
 import type { Payload } from './framer';
@@ -62,6 +64,12 @@ function mustPark(c: Connection, request: Request): boolean {
   if (!isCounted || c.budget.canTake(c.heldBytes, request.length)) return false;
   c.parked = request;
   c.budget.park(c.onBudget);
+  const parked = c.budget.waitReportDue(Date.now());
+  if (parked !== null) {
+    c.log.warn({ event: LOG_EVENT.budgetWait, command: nameOf(NBD_CMD, request.type),
+      length: request.length, heldBytes: c.heldBytes, budgetHeldBytes: c.budget.heldBytes,
+      budgetMaxBytes: c.budget.maxBytes, parked }, 'memory budget full: requests wait');
+  }
   return true;
 }
 

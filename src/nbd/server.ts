@@ -29,6 +29,7 @@ import {
 import { XvdError, UsageError } from '../errors';
 import { LIMITS } from '../limits';
 import { log as rootLog, type Logger } from '../log';
+import { LOG_EVENT, peerOf } from '../log-events';
 import { ArenaReceiver } from './arena-receiver';
 import {
   Connection, type ConnectionLimits, type TlsUpgrader,
@@ -191,8 +192,9 @@ export class NbdServer extends EventEmitter {
     socket.setNoDelay(true);
     if (this.isShuttingDown || this.connections.size >= this.limits.connectionsMax) {
       this.refused += 1;
-      this.log.warn({ remote: socket.remoteAddress, open: this.connections.size },
-        'connection refused: server full or shutting down');
+      this.log.warn({ event: LOG_EVENT.connectionRefused, peer: peerOf(socket),
+        reason: this.isShuttingDown ? 'shutting down' : 'too many connections',
+        open: this.connections.size, max: this.limits.connectionsMax }, 'connection refused');
       socket.on('error', () => undefined);
       socket.destroy();
       return;
@@ -259,7 +261,7 @@ export class NbdServer extends EventEmitter {
     const connection = new Connection({
       id, input, output, socket, receiver,
       provider: this.provider,
-      log: this.log.child({ conn: id }),
+      log: this.log.child({ conn: id, peer: peerOf(socket) }),
       limits: this.limits,
       tls: this.tls,
       executors: this.routeSettings,
@@ -323,7 +325,7 @@ export class NbdServer extends EventEmitter {
       if (connection.exportName === null) connection.fenceOnBind(name);
     }
     this.book.fences += 1;
-    this.log.info({ export: name, connections: bound.length }, 'fencing export');
+    this.log.debug({ export: name, connections: bound.length }, 'fencing export');
     await Promise.all(bound.map((connection) => connection.fence()));
   }
 

@@ -15,10 +15,15 @@
  * fence(): every later request fails with ESHUTDOWN; resolves when none is in flight (a
  * data-path thread stops its I/O first). A READ queued on the sender thread for a client that
  * takes no bytes does not hold the fence longer than LIMITS.nbdFenceSenderWaitMs.
+ *
+ * Log (log-events.ts): a fence gives each connection one `connection-fenced` line; a client
+ * ended for stalling (checkStall, or last replies never taken) one `budget-stall` line before
+ * its `connection closed`.
  */
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../errors';
 import { LIMITS } from '../limits';
+import { LOG_EVENT } from '../log-events';
 import type { Connection } from './connection';
 import { PHASE, closedPhaseOf } from './phase';
 import { unpark } from './request-intake';
@@ -48,6 +53,8 @@ export function finishClosing(c: Connection): void {
   markClosed(c, null, c.closeReason);
   // a client that never takes the last replies must not keep the stream for ever
   const lingerTimer = setTimeout(() => {
+    c.log.warn({ event: LOG_EVENT.budgetStall, reason: 'last replies not taken',
+      stallTimeoutMs: c.limits.stallTimeoutMs }, 'client stalled: connection ended');
     input.destroy();
     output.destroy();
   }, c.limits.stallTimeoutMs);
@@ -128,7 +135,7 @@ export function finalizeIfIdle(c: Connection): void {
 
 /** Every later request fails with ESHUTDOWN; resolves when none is in flight. */
 export function fence(c: Connection): Promise<void> {
-  if (!c.isFenced) c.log.info('export fenced');
+  if (!c.isFenced) c.log.info({ event: LOG_EVENT.connectionFenced }, 'connection fenced');
   c.isFenced = true;
   if (c.datapath !== null) {
     // its I/O ends first; the requests it forwards from then on are refused here
@@ -167,8 +174,11 @@ export function checkStall(c: Connection, now: number): boolean {
   }
   const idleMs = now - c.progressAt;
   if (idleMs < c.limits.stallTimeoutMs) return false;
-  closeHard(c, new ProtocolError('ERR_NBD_STALLED', `transmission: the client took no ` +
-    `bytes for ${idleMs} ms while the server held ${held} bytes for it`), 'client stalled');
+  const error = new ProtocolError('ERR_NBD_STALLED', `transmission: the client took no ` +
+    `bytes for ${idleMs} ms while the server held ${held} bytes for it`);
+  c.log.warn({ event: LOG_EVENT.budgetStall, reason: 'no progress while holding memory',
+    heldBytes: held, idleMs, err: error }, 'client stalled: connection ended');
+  closeHard(c, null, 'client stalled');
   return true;
 }
 

@@ -51,6 +51,11 @@
  *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
+ *
+ * Log (log-events.ts): a `fence` line per export the catalog takes away; a `takeover` line per
+ * registered server found dead at start (registering removes its rows and leases); one
+ * `lease-lost` line if this server's own row disappears while it runs (a heartbeat finds it
+ * gone: another process judged it dead, and its leases no longer protect its extents).
  */
 import assert from 'node:assert';
 import { BackingPool } from '../backing/pool';
@@ -59,6 +64,7 @@ import { openExport, type ExtentExport } from '../engine/extent-export';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
+import { LOG_EVENT } from '../log-events';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
 import { catalogWriterOf, type CatalogWriter } from './catalog-writer';
 import { describeResolved, judge, parseExportName } from './export-verdict';
@@ -119,6 +125,7 @@ export class CatalogProvider implements ExportProvider {
   private dataVersionSeen = -1;
   private tickLast = 0;
   private isReconciling = false;
+  private isLeaseLost = false;
 
   constructor(options: CatalogProviderOptions) {
     this.catalog = options.catalog;
@@ -137,6 +144,7 @@ export class CatalogProvider implements ExportProvider {
   start(fencer: Fencer, controlPath: string | null = null): void {
     assert(this.serverId === null);
     this.fencer = fencer;
+    const dead = this.catalog.listServers().filter((server) => !server.isAlive);
     this.serverId = this.catalog.registerServer(controlPath);
     this.dataVersionSeen = this.catalog.dataVersion();
     this.timerPoll = setInterval(() => void this.poll(), this.pollMs);
@@ -144,6 +152,11 @@ export class CatalogProvider implements ExportProvider {
     this.timerHeartbeat = setInterval(() => this.heartbeat(), this.heartbeatMs);
     this.timerHeartbeat.unref();
     this.log.info({ serverId: this.serverId }, 'registered in the catalog');
+    for (const server of dead) {
+      this.log.warn({ event: LOG_EVENT.takeover, serverId: this.serverId,
+        deadServerId: server.id, deadPid: server.pid, heartbeatAtMs: server.heartbeatAtMs },
+      'took over from a server that no longer runs: its rows and leases are removed');
+    }
   }
 
   list(domain: Domain): ExportListing[] {
@@ -330,8 +343,21 @@ export class CatalogProvider implements ExportProvider {
       return;
     }
     this.heartbeatRunning = this.writer.heartbeat(this.serverId)
-      .catch((error: unknown) => this.log.error({ err: error }, 'heartbeat failed'))
+      .catch((error: unknown) => this.heartbeatFailed(error))
       .finally(() => (this.heartbeatRunning = null));
+  }
+
+  /** A failed heartbeat; this server's row gone means every lease of it is gone: said once. */
+  private heartbeatFailed(error: unknown): void {
+    const isGone = error instanceof XvdError && error.code === 'ERR_CATALOG_SERVER_UNKNOWN';
+    if (!isGone || this.isLeaseLost) {
+      this.log.error({ err: error }, 'heartbeat failed');
+      return;
+    }
+    this.isLeaseLost = true;
+    this.log.error({ event: LOG_EVENT.leaseLost, serverId: this.serverId,
+      vds: this.leases.countedVds, err: error }, 'this server is no longer registered in the ' +
+      'catalog: its leases are gone, and the extents of the VDs it serves may be handed on');
   }
 
   private async poll(): Promise<void> {
@@ -365,7 +391,8 @@ export class CatalogProvider implements ExportProvider {
         work.push(this.retire(entry, false));
         continue;
       }
-      this.log.info({ export: entry.name, vd: entry.resolved.vdId }, 'fencing export: ' + verdict);
+      this.log.info({ event: LOG_EVENT.fence, export: entry.name, vd: entry.resolved.vdId,
+        reason: verdict, connections: entry.refs }, 'fencing export: ' + verdict);
       work.push(this.retire(entry, true));
     }
     await Promise.all(work);

@@ -9,11 +9,15 @@
  * lease in the catalog (a failed release is logged and kept until the server unregisters, which
  * is always safe: holding a lease longer only delays reuse). The takes and drops of one VD run
  * one after another, so its reference count and its lease row agree; settled() waits for all.
+ *
+ * Log: one `lease-taken` line when a lease is committed and one `lease-released` line when it is
+ * given back (log-events.ts), naming the VD and the export whose open took it.
  */
 import assert from 'node:assert';
 import type { Lease, ResolvedVbd } from '../catalog/index';
 import { XvdError } from '../errors';
 import type { Logger } from '../log';
+import { LOG_EVENT } from '../log-events';
 import type { CatalogWriter } from './catalog-writer';
 
 export type LeaseOutcome = 'taken' | 'changed' | 'gone';
@@ -27,6 +31,8 @@ export class LeaseKeeper {
   private readonly refs = new Map<number, number>();
   /** vdId → the last lease take or drop of that VD queued (queued()) */
   private readonly queues = new Map<number, Promise<void>>();
+  /** vdId → the export whose open took its lease (for the release's log line) */
+  private readonly takenFor = new Map<number, string>();
 
   constructor(writer: CatalogWriter, log: Logger, serverIdOf: () => number | null) {
     this.writer = writer;
@@ -74,10 +80,14 @@ export class LeaseKeeper {
         return;
       }
       this.refs.delete(vdId);
+      const name = this.takenFor.get(vdId);
+      this.takenFor.delete(vdId);
       const serverId = this.serverIdOf();
       if (serverId === null) return;
       try {
         await this.writer.releaseLease(serverId, vdId);
+        this.log.info({ event: LOG_EVENT.leaseReleased, vd: vdId, export: name, serverId },
+          'lease released');
       } catch (error) {
         // still held: it stops counting when this server unregisters (stop) or dies
         this.log.error({ err: error, vd: vdId }, 'lease release failed; kept until stop');
@@ -90,8 +100,15 @@ export class LeaseKeeper {
     let lease: Lease;
     try {
       lease = await this.writer.acquireLease(serverId, resolved.vdId);
-      if (lease.generation === resolved.generation) return 'taken';
+      const name = `${resolved.domain}/${resolved.device}`;
+      if (lease.generation === resolved.generation) {
+        this.takenFor.set(resolved.vdId, name);
+        this.log.info({ event: LOG_EVENT.leaseTaken, vd: resolved.vdId, export: name, serverId,
+          generation: lease.generation }, 'lease taken');
+        return 'taken';
+      }
       await this.writer.releaseLease(serverId, resolved.vdId);
+      this.log.debug({ vd: resolved.vdId, export: name }, 'lease given back: the VD changed');
       return 'changed';
     } catch (error) {
       if (!(error instanceof XvdError)) throw error;

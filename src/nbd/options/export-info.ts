@@ -5,9 +5,12 @@
  * sync (the payload was already read whole). NBD_INFO_EXPORT is always sent, even unrequested
  * (nbd-client 3.24 asks for nothing); NAME, DESCRIPTION and BLOCK_SIZE when asked. The block
  * size minimum is enforced in transmission only when the client asked for BLOCK_SIZE.
+ * An export the provider does not open is refused with one `export-refused` line (log-events.ts;
+ * NBD_OPT_EXPORT_NAME's handler logs it the same way).
  */
 import { LIMITS } from '../../limits';
-import { NBD_INFO, NBD_REP } from '../constants';
+import { LOG_EVENT } from '../../log-events';
+import { NBD_INFO, NBD_OPT, NBD_REP, nameOf } from '../constants';
 import type { ExportHandle } from '../provider';
 import { WireReader, decodeString } from '../wire-reader';
 import { writeU64 } from '../wire-writer';
@@ -70,6 +73,27 @@ function sendInfos(
   }
 }
 
+/**
+ * Why an export was not opened, as far as the listings tell: another domain's export (the
+ * client is authenticated to a domain), one this client may see that could not be opened now
+ * (its VD is being zeroed, its backing failed, the server is stopping), or none by that name.
+ */
+function refusalOf(session: OptionSession, name: string | null): string {
+  if (name === null) return 'no default export';
+  const isListed = (domain: number | null): boolean =>
+    session.provider.list(domain).some((listing) => listing.name === name);
+  if (isListed(session.domain)) return 'unavailable';
+  return session.domain !== null && isListed(null) ? 'another domain' : 'unknown';
+}
+
+/** The `export-refused` line of an open that found no export (`name` null: no default). */
+export function logExportRefused(session: OptionSession, option: number, name: string | null,
+): void {
+  session.log.warn({ event: LOG_EVENT.exportRefused, option: nameOf(NBD_OPT, option),
+    export: name?.slice(0, LIMITS.nbdEchoLengthMax) ?? '', domain: session.domain,
+    reason: refusalOf(session, name) }, 'export refused');
+}
+
 /** Answers INFO (isGo false: the export is released again) or GO (bound on success). */
 export async function serveExportInfo(
   session: OptionSession, option: number, payload: Buffer, isGo: boolean,
@@ -82,6 +106,7 @@ export async function serveExportInfo(
   const name = request.name === '' ? session.provider.defaultName(session.domain) : request.name;
   const handle = name === null ? null : await session.provider.open(name, session.domain);
   if (name === null || handle === null) {
+    logExportRefused(session, option, name);
     session.replyError(option, NBD_REP.ERR_UNKNOWN, 'export not found');
     return 'continue';
   }

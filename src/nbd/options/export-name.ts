@@ -8,18 +8,17 @@ import { LIMITS } from '../../limits';
 import { EXPORT_NAME_PADDING_LENGTH } from '../constants';
 import { decodeString } from '../wire-reader';
 import { writeU64 } from '../wire-writer';
+import { logExportRefused } from './export-info';
 import type { OptionHandler } from './session';
 
-export const handleExportName: OptionHandler = async (session, _option, payload) => {
+export const handleExportName: OptionHandler = async (session, option, payload) => {
   if (payload.length > LIMITS.nbdStringLengthMax) return 'disconnect';
   const requested = decodeString(payload);
   if (requested === null) return 'disconnect';
   const name = requested === '' ? session.provider.defaultName(session.domain) : requested;
-  if (name === null) return 'disconnect';
-  const handle = await session.provider.open(name, session.domain);
+  const handle = name === null ? null : await session.provider.open(name, session.domain);
   if (handle === null) {
-    session.log.info({ export: name.slice(0, LIMITS.nbdEchoLengthMax) },
-      'NBD_OPT_EXPORT_NAME: unknown export: disconnecting');
+    logExportRefused(session, option, name);
     return 'disconnect';
   }
   const padding = session.noZeroes ? 0 : EXPORT_NAME_PADDING_LENGTH;
