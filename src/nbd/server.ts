@@ -325,7 +325,6 @@ export class NbdServer extends EventEmitter {
       if (connection.exportName === null) connection.fenceOnBind(name);
     }
     this.book.fences += 1;
-    this.log.debug({ export: name, connections: bound.length }, 'fencing export');
     await Promise.all(bound.map((connection) => connection.fence()));
   }
 
