@@ -22,7 +22,8 @@
  * datapathStats(dp) -> Float64Array [requests served here, bytes received, bytes sent here,
  *   busy-polls that found a request, busy-polls that found none, receive buffer capacity, reply
  *   buffer capacity (both 0 once the thread freed them), READs served here, their bytes, WRITEs
- *   served here, their bytes, then DP_LAT_BUCKETS service-time buckets (datapath.h)]; the last
+ *   served here, their bytes, READs the reader thread read, then DP_LAT_BUCKETS service-time
+ *   buckets (datapath.h)]; the last
  *   counts once the thread is gone
  *
  * Lifetime: the thread holds the thread-safe function (ref'd: the JS socket is paused, so this
@@ -130,7 +131,7 @@ static void read_stats(struct datapath *dp, double *values) {
   uint64_t *counters[DP_STATS_COUNTS] = {
       &dp->stat_requests, &dp->stat_received,   &dp->stat_sent,   &dp->stat_spin_hits,
       &dp->stat_spin_misses, &dp->stat_rcap,    &dp->stat_scap,   &dp->stat_reads,
-      &dp->stat_read_bytes,  &dp->stat_writes,  &dp->stat_write_bytes};
+      &dp->stat_read_bytes,  &dp->stat_writes,  &dp->stat_write_bytes, &dp->stat_reader_reads};
   for (int i = 0; i < DP_STATS_COUNTS; i++) {
     values[i] = (double)__atomic_load_n(counters[i], __ATOMIC_RELAXED);
   }

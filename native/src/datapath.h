@@ -79,7 +79,7 @@
 #define DP_SHRINK_AFTER_MS 1000 /* idle this long: grown buffers shrink (a connection keeps
                                    at most DP_RECV_MIN + DP_SEND_BATCH while idle) */
 #define DP_HOT_IDLE_MS 1 /* a hot connection without a request this long is not hot */
-#define DP_STATS_COUNTS 11 /* datapathStats' counters, then the latency buckets */
+#define DP_STATS_COUNTS 12 /* datapathStats' counters, then the latency buckets */
 #define DP_LAT_BUCKETS 24  /* log2 microseconds: [0, 2), then [2^i, 2^(i+1)), the last open */
 #define DP_STATS (DP_STATS_COUNTS + DP_LAT_BUCKETS) /* datapathStats' values */
 
@@ -160,6 +160,7 @@ struct datapath {
   uint64_t stat_requests, stat_received, stat_sent, stat_spin_hits, stat_spin_misses;
   uint64_t stat_rcap, stat_scap; /* rcap and scap as the thread last set them */
   uint64_t stat_reads, stat_read_bytes, stat_writes, stat_write_bytes; /* served here */
+  uint64_t stat_reader_reads; /* of stat_reads, those the reader thread read */
   uint64_t stat_latency[DP_LAT_BUCKETS]; /* service times (framed to reply ready), log2 us */
   /* set at create, read-only after */
   int sock, wake_fd;

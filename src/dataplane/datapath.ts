@@ -40,8 +40,9 @@ export interface DatapathSettings {
   isTcp: boolean;
   /** busy-poll budget in microseconds, 0: off (native/src/dp-loop.c spin()) */
   spinMicros: number;
-  /** large READs are read by a reader thread while the reply before is sent (dp-reader.c) */
-  hasReader: boolean;
+  /** large READs are read by a reader thread while the reply before is sent (dp-reader.c):
+   * while a CPU is free (true), or always */
+  hasReader: boolean | 'always';
 }
 
 /** Why start() started no thread: no map now (nothing taken), or the thread failed. */
@@ -128,7 +129,8 @@ export class Datapath {
 
   /** sys.datapathStats: [requests served by the thread, bytes received, bytes sent, busy-polls
    * that found a request, busy-polls that found none, receive and reply buffer capacities, READs
-   * served, their bytes, WRITEs served, their bytes] so far (the last counts once stopped). */
+   * served, their bytes, WRITEs served, their bytes, READs its reader read] so far (the last
+   * counts once stopped). */
   stats(): Float64Array {
     return sys.datapathStats(this.native);
   }

@@ -29,8 +29,10 @@
  */
 import type { SenderMode } from '../sys/index';
 
-/** XVD_DATAPATH: 'off' keeps every request on the JS path; 'auto': the thread when it can. */
-export type DatapathSetting = 'auto' | 'off';
+/** XVD_DATAPATH: 'off' keeps every request on the JS path; 'auto': the thread when it can,
+ * with its reader thread while a CPU is free; 'no-reader': the thread without it; 'reader':
+ * the thread with its reader for every large READ, free CPU or not. */
+export type DatapathSetting = 'auto' | 'off' | 'no-reader' | 'reader';
 /** XVD_SENDER: a sender mode, 'on' (by transport), 'off', or 'auto' (serve --sendfile). */
 export type SenderSetting = 'auto' | 'off' | 'sendfile' | 'copy' | 'on';
 /** XVD_NBD_RECEIVE: how sockets are read, into arenas (default) or through stream chunks. */
@@ -80,6 +82,9 @@ export interface Routes {
   replies: 'stream' | 'sender' | 'datapath';
   /** the sender thread's mode when `read` is 'sender' */
   senderMode: SenderMode | null;
+  /** when `read` is 'datapath': whether its reader thread takes large READs ('auto': while a
+   * CPU is free), or null (never) */
+  reader: 'auto' | 'always' | null;
   /** why: what chose the sender or the thread, or the first thing that kept the thread off */
   reason: string;
 }
@@ -132,13 +137,15 @@ export function routesOf(inputs: RouteInputs): Routes {
     const reason = inputs.sender === 'auto' ? 'serve --sendfile on a unix socket'
       : `XVD_SENDER=${inputs.sender}`;
     return { receive, read: 'sender', write: 'js', other: 'js', replies: 'sender', senderMode,
-      reason };
+      reader: null, reason };
   }
   const refusal = datapathRefusalOf(inputs);
   if (refusal === null) {
+    const reader = inputs.datapath === 'no-reader' ? null
+      : inputs.datapath === 'reader' ? 'always' : 'auto';
     return { receive: 'datapath', read: 'datapath', write: 'datapath', other: 'js',
-      replies: 'datapath', senderMode: null, reason: 'data-path thread' };
+      replies: 'datapath', senderMode: null, reader, reason: 'data-path thread' };
   }
   return { receive, read: 'js', write: 'js', other: 'js', replies: 'stream', senderMode: null,
-    reason: refusal };
+    reader: null, reason: refusal };
 }

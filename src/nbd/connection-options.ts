@@ -32,6 +32,8 @@ export interface ConnectionStats {
   bytesWritten: number;
   /** of `requests`, those the data-path thread served itself (plain READs and WRITEs) */
   threadRequests: number;
+  /** of `threadRequests`, the READs its reader thread read (native/src/dp-reader.c) */
+  readerRequests: number;
   busyPollHits: number;
   busyPollMisses: number;
   /** internal errors contained by ending this connection (a bug, never the client's fault) */

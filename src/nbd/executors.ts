@@ -76,7 +76,7 @@ function startDatapath(c: Connection): void {
   const started = Datapath.start(socketFd, source, {
     isStructured: c.isStructured, blockSizeMin: c.validateContext.blockSizeMin,
     isTcp: typeof socket.remotePort === 'number', spinMicros: c.limits.busyPollMicros,
-    hasReader: true,
+    hasReader: c.routes?.reader === 'always' ? 'always' : c.routes?.reader === 'auto',
   }, () => {
     const buffered = c.framer.length;
     hadInitial = buffered > 0;
@@ -126,12 +126,14 @@ function onDatapathStopped(c: Connection): void {
  * (native/src/dp-loop.c spin()): those that found a request and those that found none. */
 export function statsOf(c: Connection): ConnectionStats {
   if (c.datapath === null) {
-    return { ...c.counts, threadRequests: 0, busyPollHits: 0, busyPollMisses: 0 };
+    return { ...c.counts, threadRequests: 0, readerRequests: 0, busyPollHits: 0,
+      busyPollMisses: 0 };
   }
-  const [requests, bytesRead, bytesWritten, hits, misses] = c.datapath.stats();
+  const stats = c.datapath.stats();
+  const [requests, bytesRead, bytesWritten, hits, misses] = stats;
   return { requests: c.counts.requests + requests!, errors: c.counts.errors,
     faults: c.counts.faults,
     bytesRead: c.counts.bytesRead + bytesRead!,
     bytesWritten: c.counts.bytesWritten + bytesWritten!, threadRequests: requests!,
-    busyPollHits: hits!, busyPollMisses: misses! };
+    readerRequests: stats[11] ?? 0, busyPollHits: hits!, busyPollMisses: misses! };
 }

@@ -23,6 +23,8 @@ export interface NbdServerStats {
   bytesWritten: number;
   /** of `requests`, those data-path threads served themselves (plain READs and WRITEs) */
   threadRequests: number;
+  /** of `threadRequests`, the READs their reader threads read */
+  readerRequests: number;
   /** data-path threads' busy-polls that found a request, and those that found none */
   busyPollHits: number;
   busyPollMisses: number;
@@ -43,7 +45,8 @@ export interface NbdServerStats {
 }
 
 type Totals = Pick<NbdServerStats, 'requests' | 'requestErrors' | 'bytesRead' | 'bytesWritten' |
-  'threadRequests' | 'busyPollHits' | 'busyPollMisses' | 'connectionFaults'>;
+  'threadRequests' | 'readerRequests' | 'busyPollHits' | 'busyPollMisses' |
+  'connectionFaults'>;
 
 export function addStats(totals: Totals, stats: ConnectionStats): void {
   totals.requests += stats.requests;
@@ -51,6 +54,7 @@ export function addStats(totals: Totals, stats: ConnectionStats): void {
   totals.bytesRead += stats.bytesRead;
   totals.bytesWritten += stats.bytesWritten;
   totals.threadRequests += stats.threadRequests;
+  totals.readerRequests += stats.readerRequests;
   totals.busyPollHits += stats.busyPollHits;
   totals.busyPollMisses += stats.busyPollMisses;
   totals.connectionFaults += stats.faults;
@@ -125,7 +129,7 @@ export function requestCountsOf(c: Connection): RequestCounts {
 /** The counts of closed connections: totals, and per export (kept while the server runs). */
 export class ExportBook {
   readonly closed: Totals = { requests: 0, requestErrors: 0, bytesRead: 0, bytesWritten: 0,
-    threadRequests: 0, busyPollHits: 0, busyPollMisses: 0, connectionFaults: 0 };
+    threadRequests: 0, readerRequests: 0, busyPollHits: 0, busyPollMisses: 0, connectionFaults: 0 };
   private readonly closedByExport = new Map<string, RequestCounts>();
   /** fenceExport calls so far */
   fences = 0;

@@ -45,7 +45,7 @@ export const fallbackBinding: NativeBinding = {
     throw unsupported('datapathSubmit');
   },
   datapathControl: () => 0,
-  datapathStats: () => new Float64Array(11 + 24),
+  datapathStats: () => new Float64Array(12 + 24),
   budgetSync: () => 0,
   requestStep: () => {
     throw unsupported('requestStep');

@@ -121,7 +121,7 @@ export function datapathStop(datapath: NativeDatapath, abort: boolean): void {
 }
 
 /** datapathStats' counters (native DP_STATS_COUNTS), before the latency buckets. */
-export const DATAPATH_STATS_COUNTS = 11;
+export const DATAPATH_STATS_COUNTS = 12;
 
 /**
  * Latency histograms' buckets, shared by the data-path thread and the JS path: log2
@@ -134,7 +134,8 @@ export const LATENCY_BUCKETS = 24;
  * [requests served by the thread, bytes it received, bytes it sent, busy-polls that found a
  * request, busy-polls that found none, receive buffer capacity, reply buffer capacity (the
  * capacities are 0 once the thread freed its buffers), READs served by the thread, their bytes,
- * WRITEs served by the thread, their bytes]; once the thread is gone, its last counts.
+ * WRITEs served by the thread, their bytes, READs its reader thread read]; once the thread is
+ * gone, its last counts.
  */
 export function datapathStats(datapath: NativeDatapath): Float64Array {
   return binding.datapathStats(datapath).subarray(0, DATAPATH_STATS_COUNTS);

@@ -1,7 +1,8 @@
 /**
  * Differential fuzzing of the two executors: the same seeded request streams go to the same
  * file-backed export (an extent export over two files, so the data-path thread can take the
- * connection) once with the data-path thread (native/src/datapath.c) and once with
+ * connection) once with the data-path thread (native/src/datapath.h), once with it and its reader
+ * thread taking every large READ (XVD_DATAPATH=reader), and once with
  * XVD_DATAPATH=off (every request on JS, transmission.ts), each run starting from identical file
  * contents. The replies must be byte-identical: errors (simple or structured) and data. Replies
  * may complete out of order on either path, so pipelined rounds are compared per cookie (each
@@ -24,6 +25,7 @@ import { openExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 import { LIMITS } from '../../src/limits';
 import { routeEnvOf } from '../../src/cli/route-env';
+import type { DatapathSetting } from '../../src/dataplane/routes';
 import { createServer, type NbdServer } from '../../src/nbd/index';
 import { ScriptedClient, createFixedProvider, quietLog } from '../helpers/nbd-client';
 import { connectRaw, listenTcpAndUnix } from '../helpers/sockets';
@@ -138,7 +140,7 @@ interface Fixture {
 }
 
 /** Files of seeded bytes, a writable export `disk` and a read-only `ro` over them. */
-async function startFixture(t: Test, dir: string, seed: number, datapath: 'on' | 'off',
+async function startFixture(t: Test, dir: string, seed: number, datapath: DatapathSetting,
 ): Promise<Fixture> {
   const files = ['a.img', 'b.img'].map((name) => path.join(dir, name));
   const random = new FuzzRandom(seed);
@@ -193,12 +195,13 @@ interface RunResult {
   stream: Buffer;
   perCookie: Map<bigint, Buffer>;
   threadRequests: number;
+  readerRequests: number;
   files: Buffer[];
 }
 
 /** Runs the session on a fresh fixture with XVD_DATAPATH as given; the replies and files. */
 async function runSession(t: Test, session: Session, fileSeed: number,
-  datapath: 'on' | 'off'): Promise<RunResult> {
+  datapath: DatapathSetting): Promise<RunResult> {
   const dir = path.join(t.testdir(), datapath);
   fs.mkdirSync(dir, { recursive: true });
   const fixture = await startFixture(t, dir, fileSeed, datapath);
@@ -223,8 +226,8 @@ async function runSession(t: Test, session: Session, fileSeed: number,
   }
   client.request({ type: CMD.DISC });
   await client.waitClosed(10_000);
-  const threadRequests = fixture.server.stats.threadRequests;
-  return { stream: Buffer.concat(stream), perCookie, threadRequests,
+  const { threadRequests, readerRequests } = fixture.server.stats;
+  return { stream: Buffer.concat(stream), perCookie, threadRequests, readerRequests,
     files: fixture.files.map((file) => fs.readFileSync(file)) };
 }
 
@@ -260,13 +263,28 @@ function decode(bytes: Buffer, request: Request): { errno: number; data: Buffer 
   return { errno, data, types };
 }
 
+/** READs the reader threads read, over every session (the last test checks there were some). */
+let readerTotal = 0;
+
+/** The thread's runs against the JS path's: without XVD_DATAPATH, and with its reader thread
+ * taking every READ of LIMITS.nbdDatapathReaderMin or more (XVD_DATAPATH=reader). */
 async function compare(t: Test, session: Session, fileSeed: number,
   isSequential: boolean): Promise<void> {
-  const thread = await runSession(t, session, fileSeed, 'on');
   const js = await runSession(t, session, fileSeed, 'off');
-  const requests = new Map(session.rounds.flat().map((request) => [request.cookie, request]));
-  t.ok(thread.threadRequests > 0, `the thread served requests (${thread.threadRequests})`);
   t.equal(js.threadRequests, 0, 'XVD_DATAPATH=off: no request on a thread');
+  for (const datapath of ['no-reader', 'reader'] as const) {
+    const thread = await runSession(t, session, fileSeed, datapath);
+    compareRuns(t, session, thread, js, isSequential, datapath);
+  }
+}
+
+function compareRuns(t: Test, session: Session, thread: RunResult, js: RunResult,
+  isSequential: boolean, datapath: string): void {
+  const requests = new Map(session.rounds.flat().map((request) => [request.cookie, request]));
+  t.ok(thread.threadRequests > 0,
+    `${datapath}: the thread served requests (${thread.threadRequests})`);
+  if (datapath === 'no-reader') t.equal(thread.readerRequests, 0, 'no-reader: none read by one');
+  readerTotal += thread.readerRequests;
   t.same([...thread.perCookie.keys()].sort(), [...js.perCookie.keys()].sort(),
     'the same cookies were answered');
   let differences = 0;
@@ -328,4 +346,8 @@ t.test('a structured READ over a range trimmed on the same connection', async (t
       [{ type: CMD.TRIM, flags: 0, cookie: 2n, offset: BigInt(64 * KiB), length: 128 * KiB }],
       [{ type: CMD.READ, flags: 0, cookie: 3n, offset: 0n, length: 256 * KiB }]] };
   await compare(t, session, SEED, true);
+});
+
+t.test('the reader thread read large READs in the sessions above', async (t) => {
+  t.ok(readerTotal > 0, `${readerTotal} READs`);
 });

@@ -639,7 +639,7 @@ t.test('a 4 MiB and a 32 MiB WRITE are served; the next requests still are', asy
   t.same(rig.dirty.map((flag) => Atomics.load(flag, 0)), [1, 1]);
   t.equal(stats(rig).requests, 3);
   const counts = sys.datapathStats(rig.datapath);
-  t.same([...counts.subarray(7)], [1, 4 * MiB, 2, 4 * MiB + PAYLOAD_MAX],
+  t.same([...counts.subarray(7)], [1, 4 * MiB, 2, 4 * MiB + PAYLOAD_MAX, 0],
     'READs and WRITEs served, and their bytes, counted by command');
   const latency = sys.datapathLatency(rig.datapath);
   t.equal(latency.length, sys.LATENCY_BUCKETS);
@@ -846,6 +846,7 @@ t.test('reader thread: it starts with the first large READ, ends after 1 s idle,
     await rig.events.until(() => readerThreads() === before, 'the idle reader ended', 5000, 20);
   }
   t.equal(stats(rig).requests, 3);
+  t.equal(sys.datapathStats(rig.datapath)[11], 2, 'two READs read by the reader');
 });
 
 t.test('structured READs over a hole: from 64 KiB on forwarded, smaller ones served; simple ' +
@@ -1262,7 +1263,7 @@ t.test('stop(false) sends the queued frames, then reports stopped', async (t) =>
   t.throws(() => sys.datapathSubmit(rig.datapath, Buffer.from('x'), null), /stopped/,
     'no submit after it stopped');
   t.throws(() => sys.datapathFence(rig.datapath), /stopped/);
-  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0, 0, 0, 0, 0, 0, 0],
+  t.same(rig.events.statsAtStop, [0, 0, all.length, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     'the counters, read when stopped is reported (the buffers freed: capacities 0)');
   await sleep(100); // the thread's state is freed by now
   t.same([...sys.datapathStats(rig.datapath)], rig.events.statsAtStop,

@@ -11,7 +11,7 @@ import {
 
 const BOOLEAN_KEYS = ['isNative', 'hasSocketFd', 'isTcp', 'isTls', 'isArenaReceive',
   'isFenced', 'hasDataPlane', 'isWriteMaxFull', 'isSendfile'] as const;
-const DATAPATH: DatapathSetting[] = ['auto', 'off'];
+const DATAPATH: DatapathSetting[] = ['auto', 'off', 'no-reader', 'reader'];
 const SENDER: SenderSetting[] = ['auto', 'off', 'sendfile', 'copy', 'on'];
 
 function* allInputs(): Generator<RouteInputs> {
@@ -46,6 +46,13 @@ function oldDatapath(inputs: RouteInputs): boolean {
     isWanted && inputs.isWriteMaxFull && inputs.hasDataPlane;
 }
 
+/** The reader thread beside a data-path thread: XVD_DATAPATH=no-reader none, =reader always,
+ * else while a CPU is free (it came later than the scattered conditions). */
+function oldReader(inputs: RouteInputs): Routes['reader'] {
+  return inputs.datapath === 'no-reader' ? null : inputs.datapath === 'reader' ? 'always'
+    : 'auto';
+}
+
 t.test('every combination of inputs routes as the scattered conditions did', (t) => {
   let count = 0;
   let wrong = 0;
@@ -56,12 +63,12 @@ t.test('every combination of inputs routes as the scattered conditions did', (t)
     const isThread = oldDatapath(inputs);
     const expected: Omit<Routes, 'reason'> = mode !== null
       ? { receive: inputs.isArenaReceive ? 'arena' : 'stream', read: 'sender', write: 'js',
-        other: 'js', replies: 'sender', senderMode: mode as Routes['senderMode'] }
+        other: 'js', replies: 'sender', senderMode: mode as Routes['senderMode'], reader: null }
       : isThread
         ? { receive: 'datapath', read: 'datapath', write: 'datapath', other: 'js',
-          replies: 'datapath', senderMode: null }
+          replies: 'datapath', senderMode: null, reader: oldReader(inputs) }
         : { receive: inputs.isArenaReceive ? 'arena' : 'stream', read: 'js', write: 'js',
-          other: 'js', replies: 'stream', senderMode: null };
+          other: 'js', replies: 'stream', senderMode: null, reader: null };
     const { reason, ...rest } = routes;
     if (JSON.stringify(rest) !== JSON.stringify(expected) || reason === '') {
       wrong += 1;
@@ -83,6 +90,8 @@ t.test('every answer is consistent', (t) => {
       (routes.read === 'datapath') === (routes.replies === 'datapath') &&
       (routes.read === 'sender') === (routes.replies === 'sender') &&
       (routes.read === 'sender') === (routes.senderMode !== null) &&
+      (routes.reader === null || routes.read === 'datapath') &&
+      !(inputs.datapath === 'no-reader' && routes.reader !== null) &&
       routes.other === 'js' &&
       !(inputs.isTls && routes.read !== 'js') &&
       !(!inputs.isNative && routes.read !== 'js') &&
@@ -132,6 +141,12 @@ t.test('named rows', (t) => {
   }
   t.equal(routesOf({ ...SERVED, sender: 'on', isTcp: true }).senderMode, 'copy');
   t.equal(routesOf({ ...SERVED, sender: 'on' }).senderMode, 'sendfile');
+  t.equal(routesOf(SERVED).reader, 'auto', 'the reader thread while a CPU is free');
+  t.equal(routesOf({ ...SERVED, datapath: 'reader' }).reader, 'always', 'XVD_DATAPATH=reader');
+  t.equal(routesOf({ ...SERVED, datapath: 'no-reader' }).reader, null, 'XVD_DATAPATH=no-reader');
+  t.equal(routesOf({ ...SERVED, datapath: 'no-reader' }).read, 'datapath');
+  t.equal(routesOf({ ...SERVED, datapath: 'reader', isTls: true }).reader, null,
+    'no thread, no reader');
   t.end();
 });
 
