@@ -24,6 +24,11 @@
  *     with the next large READ. At the end (dp-loop.c finish) it is stopped and joined: slots
  *     not read by then are dropped with the connection.
  *
+ * Not the default yet (src/dataplane/routes.ts: XVD_DATAPATH=reader turns it on): with it on,
+ * 3 of 4 full test runs ended with the wire fuzzer's process spinning in Node's exit-time handle
+ * cleanup (no xvd thread left, a TCP socket still open after its servers closed); with it off, the
+ * run that followed did not. Which handle does not close is not known yet.
+ *
  * States of a slot (`state`, under reader.mutex): FREE -> QUEUED (data-path thread) -> DONE |
  * FAILED (reader) -> FREE (data-path thread, when collected). Slots are a ring: `fill` and
  * `collect` (data-path thread) and `next` (reader) only move forwards, collect <= next <= fill. */

@@ -11,7 +11,7 @@ import {
 
 const BOOLEAN_KEYS = ['isNative', 'hasSocketFd', 'isTcp', 'isTls', 'isArenaReceive',
   'isFenced', 'hasDataPlane', 'isWriteMaxFull', 'isSendfile'] as const;
-const DATAPATH: DatapathSetting[] = ['auto', 'off', 'no-reader', 'reader'];
+const DATAPATH: DatapathSetting[] = ['auto', 'off', 'reader', 'reader-always'];
 const SENDER: SenderSetting[] = ['auto', 'off', 'sendfile', 'copy', 'on'];
 
 function* allInputs(): Generator<RouteInputs> {
@@ -46,11 +46,11 @@ function oldDatapath(inputs: RouteInputs): boolean {
     isWanted && inputs.isWriteMaxFull && inputs.hasDataPlane;
 }
 
-/** The reader thread beside a data-path thread: XVD_DATAPATH=no-reader none, =reader always,
- * else while a CPU is free (it came later than the scattered conditions). */
+/** The reader thread beside a data-path thread: XVD_DATAPATH=reader while a CPU is free,
+ * =reader-always always, else none (it came later than the scattered conditions). */
 function oldReader(inputs: RouteInputs): Routes['reader'] {
-  return inputs.datapath === 'no-reader' ? null : inputs.datapath === 'reader' ? 'always'
-    : 'auto';
+  return inputs.datapath === 'reader' ? 'auto' : inputs.datapath === 'reader-always' ? 'always'
+    : null;
 }
 
 t.test('every combination of inputs routes as the scattered conditions did', (t) => {
@@ -91,7 +91,7 @@ t.test('every answer is consistent', (t) => {
       (routes.read === 'sender') === (routes.replies === 'sender') &&
       (routes.read === 'sender') === (routes.senderMode !== null) &&
       (routes.reader === null || routes.read === 'datapath') &&
-      !(inputs.datapath === 'no-reader' && routes.reader !== null) &&
+      !(inputs.datapath === 'auto' && routes.reader !== null) &&
       routes.other === 'js' &&
       !(inputs.isTls && routes.read !== 'js') &&
       !(!inputs.isNative && routes.read !== 'js') &&
@@ -141,10 +141,12 @@ t.test('named rows', (t) => {
   }
   t.equal(routesOf({ ...SERVED, sender: 'on', isTcp: true }).senderMode, 'copy');
   t.equal(routesOf({ ...SERVED, sender: 'on' }).senderMode, 'sendfile');
-  t.equal(routesOf(SERVED).reader, 'auto', 'the reader thread while a CPU is free');
-  t.equal(routesOf({ ...SERVED, datapath: 'reader' }).reader, 'always', 'XVD_DATAPATH=reader');
-  t.equal(routesOf({ ...SERVED, datapath: 'no-reader' }).reader, null, 'XVD_DATAPATH=no-reader');
-  t.equal(routesOf({ ...SERVED, datapath: 'no-reader' }).read, 'datapath');
+  t.equal(routesOf(SERVED).reader, null, 'no reader thread by default');
+  t.equal(routesOf({ ...SERVED, datapath: 'reader' }).reader, 'auto',
+    'XVD_DATAPATH=reader: while a CPU is free');
+  t.equal(routesOf({ ...SERVED, datapath: 'reader-always' }).reader, 'always',
+    'XVD_DATAPATH=reader-always');
+  t.equal(routesOf({ ...SERVED, datapath: 'reader' }).read, 'datapath');
   t.equal(routesOf({ ...SERVED, datapath: 'reader', isTls: true }).reader, null,
     'no thread, no reader');
   t.end();
