@@ -111,7 +111,9 @@ struct dp_frame {
 };
 
 /* A large READ handed to the reader thread (dp-reader.c; its header has the states). */
-enum dp_slot_state { DP_SLOT_FREE = 0, DP_SLOT_QUEUED, DP_SLOT_DONE, DP_SLOT_FAILED };
+enum dp_slot_state {
+  DP_SLOT_FREE = 0, DP_SLOT_QUEUED, DP_SLOT_DONE, DP_SLOT_FAILED, DP_SLOT_FORWARDED
+};
 struct dp_slot {
   uint8_t request[XVD_NBD_REQUEST_LENGTH]; /* the READ's frame: its reply's cookie, or forwarded */
   uint64_t offset;

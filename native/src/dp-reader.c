@@ -18,8 +18,11 @@
  *   - The data-path thread collects slots in order (dp_reader_collect): a done one's reply goes
  *     out (after the gathered replies); a failed one (not cached, an error, fenced) is forwarded
  *     to JS as its frame, which then serves it as every forwarded READ. Forwarding needs the
- *     stream to be framed by this side, so before it turns raw the data-path thread drains the
- *     reader (dp_reader_drain): every slot is collected while forwarding still means something.
+ *     stream to be framed by this side, so before it turns raw (and before an EOF is told) the
+ *     data-path thread drains the reader (dp_reader_drain): it waits for the reads under way
+ *     (page-cache copies) and forwards the failed ones while forwarding still means something;
+ *     the replies read wait to be sent like any other, so a client that reads nothing holds
+ *     up neither the raw turn nor its EOF.
  *   - Idle (dp_shrink) the reader ends and its buffers go back to the budget; it starts again
  *     with the next large READ. At the end (dp-loop.c finish) it is stopped and joined: slots
  *     not read by then are dropped with the connection.
@@ -30,7 +33,8 @@
  * run that followed did not. Which handle does not close is not known yet.
  *
  * States of a slot (`state`, under reader.mutex): FREE -> QUEUED (data-path thread) -> DONE |
- * FAILED (reader) -> FREE (data-path thread, when collected). Slots are a ring: `fill` and
+ * FAILED (reader) -> FREE (data-path thread, when collected); FAILED -> FORWARDED (data-path
+ * thread, dp_reader_drain) -> FREE. Slots are a ring: `fill` and
  * `collect` (data-path thread) and `next` (reader) only move forwards, collect <= next <= fill. */
 #include <errno.h>
 #include <stdio.h>
@@ -183,6 +187,7 @@ int dp_reader_submit(struct datapath *dp, const uint8_t *request, uint64_t offse
 /* A collected slot: its reply goes out, or its frame to JS. */
 static void finish_slot(struct datapath *dp, struct dp_slot *slot, enum dp_slot_state state) {
   int is_structured = (dp->options & DP_STRUCTURED) != 0;
+  if (state == DP_SLOT_FORWARDED) return; /* dp_reader_drain did */
   if (state == DP_SLOT_DONE) {
     dp_wire_read_reply(slot->buffer, slot->request, slot->offset, slot->length, is_structured);
     dp_count_served(dp, XVD_NBD_CMD_READ, slot->length, slot->start_ns); /* reply ready */
@@ -214,10 +219,22 @@ void dp_reader_collect(struct datapath *dp, int wait) {
   }
 }
 
-/* Collects every slot handed over: before the stream turns raw (see the header). */
+/* Before the stream turns raw or its end is told (see the header): waits until the reader
+ * finished every slot handed over, and forwards, in order, those it could not serve. The read
+ * ones stay for dp_reader_collect to send: a client that reads nothing cannot hold this up. */
 void dp_reader_drain(struct datapath *dp) {
   struct dp_reader *r = &dp->reader;
-  while (r->collect != r->fill && r->is_running) dp_reader_collect(dp, 1);
+  if (!r->is_running) return;
+  pthread_mutex_lock(&r->mutex);
+  while (r->next != r->fill) pthread_cond_wait(&r->done, &r->mutex);
+  pthread_mutex_unlock(&r->mutex);
+  for (size_t position = r->collect; position != r->fill; position++) {
+    struct dp_slot *slot = slot_at(r, position);
+    if (slot->state != DP_SLOT_FAILED) continue;
+    XVD_ASSERT(dp->framing == DP_FRAMING, "a failed READ is forwarded into a framed stream");
+    dp_forward_frame(dp, slot->request, XVD_NBD_REQUEST_LENGTH);
+    slot->state = DP_SLOT_FORWARDED; /* the reader is past it: no lock needed */
+  }
 }
 
 /* Idle: the reader ends and its buffers go back to the budget (nothing is in flight). */
