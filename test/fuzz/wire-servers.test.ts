@@ -8,6 +8,7 @@
  */
 import t from 'tap';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { conversationContext, PROFILE, runCampaign, watchProcessFaults }
@@ -40,7 +41,30 @@ t.test(`the server survives fuzzed sessions (seed ${SEED})`, async (t) => {
   if (result.findings.length === 0 && reproducerDir !== FIXTURES) {
     fs.rmSync(reproducerDir, { recursive: true, force: true });
   }
+  const leftover = destroyLeftoverTcp();
+  t.comment(`TCP sockets left open after every server closed: ${leftover.length}` +
+    (leftover.length > 0 ? ` (${leftover.join(', ')})` : ''));
 });
+
+/**
+ * Destroys the TCP sockets still open once the campaign closed every server, and names them.
+ * One left to Node's exit-time handle cleanup made this process spin there after its last test
+ * (Environment::CleanupHandles, seen in 4 of 7 full runs, never alone; which socket stays open,
+ * and why, is still open), so tap killed it at its timeout.
+ */
+function destroyLeftoverTcp(): string[] {
+  const proc = process as unknown as { _getActiveHandles(): unknown[] };
+  const left: string[] = [];
+  for (const handle of proc._getActiveHandles()) {
+    if (!(handle instanceof net.Socket)) continue;
+    const inner = (handle as unknown as { _handle?: { constructor?: { name?: string } } })._handle;
+    if (inner?.constructor?.name !== 'TCP') continue;
+    left.push(`${String(handle.localPort)}->${String(handle.remotePort)}` +
+      `${handle.destroyed ? ' destroyed' : ''}`);
+    handle.destroy();
+  }
+  return left;
+}
 
 t.test('the reply oracle accepts a valid conversation and rejects broken frames', async (t) => {
   const context = conversationContext(PROFILE.sizes);
