@@ -27,10 +27,11 @@
  *     with the next large READ. At the end (dp-loop.c finish) it is stopped and joined: slots
  *     not read by then are dropped with the connection.
  *
- * Not the default yet (src/dataplane/routes.ts: XVD_DATAPATH=reader turns it on): with it on,
- * 3 of 4 full test runs ended with the wire fuzzer's process spinning in Node's exit-time handle
- * cleanup (no xvd thread left, a TCP socket still open after its servers closed); with it off, the
- * run that followed did not. Which handle does not close is not known yet.
+ * Not the default yet (src/dataplane/routes.ts: XVD_DATAPATH=reader turns it on). It was taken
+ * off when 3 of 4 full test runs with it on ended with the wire fuzzer's process spinning in
+ * Node's exit-time handle cleanup; the same hang later came with it off too (a TCP socket left
+ * open after the servers closed: test/fuzz/wire-servers.test.ts), so it is not the reader's, but
+ * turning it on by default waits for a full bench on a quiet machine.
  *
  * States of a slot (`state`, under reader.mutex): FREE -> QUEUED (data-path thread) -> DONE |
  * FAILED (reader) -> FREE (data-path thread, when collected); FAILED -> FORWARDED (data-path
