@@ -213,6 +213,11 @@ struct dp_box {
 
 static inline int dp_load(int *at) { return __atomic_load_n(at, __ATOMIC_SEQ_CST); }
 static inline void dp_store(int *at, int value) { __atomic_store_n(at, value, __ATOMIC_SEQ_CST); }
+/* Adds to a counter only the data-path thread writes: a plain load and store (no locked add),
+ * atomic so the JS thread's reads (datapathStats) see whole values. */
+static inline void dp_bump(uint64_t *counter, uint64_t by) {
+  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + by, __ATOMIC_RELAXED);
+}
 
 void dp_reader_drain(struct datapath *dp);
 

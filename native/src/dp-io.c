@@ -202,23 +202,17 @@ static int write_piece(struct datapath *dp, struct dp_extent *e, int64_t positio
   return 0;
 }
 
-/* Adds to a counter only this thread writes: a plain load and store (no locked add), atomic
- * so the JS thread's reads (datapathStats) see whole values. */
-static void bump(uint64_t *counter, uint64_t by) {
-  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + by, __ATOMIC_RELAXED);
-}
-
 /* Counts a request served here: by command, bytes, and its service time since start_ns. */
 void dp_count_served(struct datapath *dp, int type, size_t length, int64_t start_ns) {
   int is_read = type == XVD_NBD_CMD_READ;
-  bump(&dp->stat_requests, 1);
-  bump(is_read ? &dp->stat_reads : &dp->stat_writes, 1);
-  bump(is_read ? &dp->stat_read_bytes : &dp->stat_write_bytes, (uint64_t)length);
+  dp_bump(&dp->stat_requests, 1);
+  dp_bump(is_read ? &dp->stat_reads : &dp->stat_writes, 1);
+  dp_bump(is_read ? &dp->stat_read_bytes : &dp->stat_write_bytes, (uint64_t)length);
   int64_t elapsed = dp_now_ns() - start_ns;
   uint64_t micros = elapsed > 0 ? (uint64_t)elapsed / 1000 : 0;
   int bucket = micros < 2 ? 0 : 63 - __builtin_clzll(micros);
   if (bucket >= DP_LAT_BUCKETS) bucket = DP_LAT_BUCKETS - 1;
-  bump(&dp->stat_latency[bucket], 1);
+  dp_bump(&dp->stat_latency[bucket], 1);
 }
 
 /* Serves one request here; 0 when it must be forwarded instead. `header` is the request's

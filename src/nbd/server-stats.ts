@@ -10,6 +10,7 @@ import type { Connection } from './connection';
 import type { ConnectionStats } from './connection-options';
 import type { Domain } from './provider';
 import { RequestCounts } from './request-stats';
+import { peerOf } from '../log-events';
 
 export interface NbdServerStats {
   connectionsAccepted: number;
@@ -101,18 +102,9 @@ function executorOf(c: Connection): { executor: Executor; reason: string } {
   return { executor: 'js', reason };
 }
 
-function peerOf(c: Connection): string {
-  const socket = c.socket;
-  if (socket === null) return 'stream';
-  const address = socket.remoteAddress;
-  if (address === undefined) return 'unix';
-  const host = address.includes(':') ? `[${address}]` : address;
-  return `${host}:${socket.remotePort ?? 0}`;
-}
-
 export function connectionInfoOf(c: Connection): ConnectionInfo {
   const stats = c.stats;
-  return { id: c.id, peer: peerOf(c), domain: c.domain, isTls: c.isTls, ...executorOf(c),
+  return { id: c.id, peer: peerOf(c.socket), domain: c.domain, isTls: c.isTls, ...executorOf(c),
     inflight: c.inflight, requests: stats.requests, bytesRead: stats.bytesRead,
     bytesWritten: stats.bytesWritten };
 }
