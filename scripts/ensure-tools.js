@@ -33,8 +33,17 @@ const PACKAGES = {
   'systemd-analyze': 'systemd',
   'systemd-socket-activate': 'systemd',
   setpriv: 'util-linux',
+  // a real single-node Ceph cluster (scripts/ceph/up.sh) and its CLI (rbd pool members)
+  'ceph-mon': 'ceph-mon',
+  'ceph-mgr': 'ceph-mgr',
+  'ceph-osd': 'ceph-osd',
+  ceph: 'ceph-common',
+  rbd: 'ceph-common',
 };
 const EXTRA = ['python3-libnbd'];
+// packages of libraries rather than commands: librbd and librados (the addon loads them at
+// run time), libcephsqlite (a catalog in RADOS), qemu's rbd: driver (the benchmark's peer)
+const LIBRARIES = ['librbd-dev', 'librados-dev', 'libsqlite3-mod-ceph', 'qemu-block-extra'];
 
 function has(command) {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
@@ -45,6 +54,13 @@ for (const [command, pkg] of Object.entries(PACKAGES)) if (!has(command)) missin
 // nbdsh imports the nbd module of the system python3
 if (spawnSync('/usr/bin/python3', ['-c', 'import nbd'], { stdio: 'ignore' }).status !== 0) {
   missing.add(EXTRA[0]);
+}
+
+for (const pkg of LIBRARIES) if (!isInstalled(pkg)) missing.add(pkg);
+
+function isInstalled(pkg) {
+  const query = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });
+  return query.status === 0 && query.stdout.includes('install ok installed');
 }
 
 // clang's libFuzzer and sanitizer runtimes (-fsanitize=fuzzer) come in their own package
