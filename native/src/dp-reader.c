@@ -27,11 +27,10 @@
  *     with the next large READ. At the end (dp-loop.c finish) it is stopped and joined: slots
  *     not read by then are dropped with the connection.
  *
- * Not the default yet (src/dataplane/routes.ts: XVD_DATAPATH=reader turns it on). It was taken
- * off when 3 of 4 full test runs with it on ended with the wire fuzzer's process spinning in
- * Node's exit-time handle cleanup; the same hang later came with it off too (a TCP socket left
- * open after the servers closed: test/fuzz/wire-servers.test.ts), so it is not the reader's, but
- * turning it on by default waits for a full bench on a quiet machine.
+ * On by default while a CPU is free (src/dataplane/routes.ts: XVD_DATAPATH=thread leaves it out,
+ * =reader-always ignores the gate). It was opt-in for a while: 3 of 4 full test runs with it on
+ * ended with the wire fuzzer's process spinning in Node's exit-time handle cleanup, a hang that
+ * later came with it off too (test/fuzz/wire-servers.test.ts), so not the reader's.
  *
  * States of a slot (`state`, under reader.mutex): FREE -> QUEUED (data-path thread) -> DONE |
  * FAILED (reader) -> FREE (data-path thread, when collected); FAILED -> FORWARDED (data-path

@@ -13,10 +13,10 @@
  *   (dataplane/reply-sender.ts); while it has jobs queued every reply goes through it.
  * - datapath: a data-path thread (dataplane/datapath.ts) reads the socket, serves plain READs and
  *   WRITEs itself; every other request (and any it cannot serve: flags, errors, a fence, a map
- *   replaced) is forwarded to the JS path; JS replies are submitted to the thread. With
- *   XVD_DATAPATH=reader its READs of LIMITS.nbdDatapathReaderMin or more are read by a reader
- *   thread beside it while a CPU is free, so the read of one overlaps the send of the one before
- *   (native/src/dp-reader.c); not by default yet (see that file's header).
+ *   replaced) is forwarded to the JS path; JS replies are submitted to the thread. Its READs of
+ *   LIMITS.nbdDatapathReaderMin or more are read by a reader thread beside it while a CPU is
+ *   free, so the read of one overlaps the send of the one before (native/src/dp-reader.c);
+ *   XVD_DATAPATH=thread leaves the reader out, =reader-always ignores the CPU gate.
  *
  * The sender comes first: a sender mode means no data-path thread (it needs the JS path's
  * READs). The mode: XVD_SENDER off, sendfile, copy, or on (sendfile on unix sockets, copy on
@@ -30,10 +30,10 @@
  */
 import type { SenderMode } from '../sys/index';
 
-/** XVD_DATAPATH: 'off' keeps every request on the JS path; 'auto': the thread when it can,
- * without its reader thread; 'reader': with its reader while a CPU is free; 'reader-always':
- * with its reader for every large READ, free CPU or not (tests). */
-export type DatapathSetting = 'auto' | 'off' | 'reader' | 'reader-always';
+/** XVD_DATAPATH: 'off' keeps every request on the JS path; 'auto' (or 'reader'): the thread
+ * when it can, with its reader thread while a CPU is free; 'thread': the thread without its
+ * reader; 'reader-always': with its reader for every large READ, free CPU or not (tests). */
+export type DatapathSetting = 'auto' | 'off' | 'thread' | 'reader' | 'reader-always';
 /** XVD_SENDER: a sender mode, 'on' (by transport), 'off', or 'auto' (serve --sendfile). */
 export type SenderSetting = 'auto' | 'off' | 'sendfile' | 'copy' | 'on';
 /** XVD_NBD_RECEIVE: how sockets are read, into arenas (default) or through stream chunks. */
@@ -142,8 +142,8 @@ export function routesOf(inputs: RouteInputs): Routes {
   }
   const refusal = datapathRefusalOf(inputs);
   if (refusal === null) {
-    const reader = inputs.datapath === 'reader' ? 'auto'
-      : inputs.datapath === 'reader-always' ? 'always' : null;
+    const reader = inputs.datapath === 'thread' ? null
+      : inputs.datapath === 'reader-always' ? 'always' : 'auto';
     return { receive: 'datapath', read: 'datapath', write: 'datapath', other: 'js',
       replies: 'datapath', senderMode: null, reader, reason: 'data-path thread' };
   }

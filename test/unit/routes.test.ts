@@ -11,7 +11,7 @@ import {
 
 const BOOLEAN_KEYS = ['isNative', 'hasSocketFd', 'isTcp', 'isTls', 'isArenaReceive',
   'isFenced', 'hasDataPlane', 'isWriteMaxFull', 'isSendfile'] as const;
-const DATAPATH: DatapathSetting[] = ['auto', 'off', 'reader', 'reader-always'];
+const DATAPATH: DatapathSetting[] = ['auto', 'off', 'thread', 'reader', 'reader-always'];
 const SENDER: SenderSetting[] = ['auto', 'off', 'sendfile', 'copy', 'on'];
 
 function* allInputs(): Generator<RouteInputs> {
@@ -46,11 +46,11 @@ function oldDatapath(inputs: RouteInputs): boolean {
     isWanted && inputs.isWriteMaxFull && inputs.hasDataPlane;
 }
 
-/** The reader thread beside a data-path thread: XVD_DATAPATH=reader while a CPU is free,
- * =reader-always always, else none (it came later than the scattered conditions). */
+/** The reader thread beside a data-path thread: none with XVD_DATAPATH=thread, always with
+ * =reader-always, else while a CPU is free (it came later than the scattered conditions). */
 function oldReader(inputs: RouteInputs): Routes['reader'] {
-  return inputs.datapath === 'reader' ? 'auto' : inputs.datapath === 'reader-always' ? 'always'
-    : null;
+  return inputs.datapath === 'thread' ? null : inputs.datapath === 'reader-always' ? 'always'
+    : 'auto';
 }
 
 t.test('every combination of inputs routes as the scattered conditions did', (t) => {
@@ -91,7 +91,9 @@ t.test('every answer is consistent', (t) => {
       (routes.read === 'sender') === (routes.replies === 'sender') &&
       (routes.read === 'sender') === (routes.senderMode !== null) &&
       (routes.reader === null || routes.read === 'datapath') &&
-      !(inputs.datapath === 'auto' && routes.reader !== null) &&
+      !(inputs.datapath === 'thread' && routes.reader !== null) &&
+      !(inputs.datapath === 'reader-always' && routes.read === 'datapath' &&
+        routes.reader !== 'always') &&
       routes.other === 'js' &&
       !(inputs.isTls && routes.read !== 'js') &&
       !(!inputs.isNative && routes.read !== 'js') &&
@@ -141,9 +143,12 @@ t.test('named rows', (t) => {
   }
   t.equal(routesOf({ ...SERVED, sender: 'on', isTcp: true }).senderMode, 'copy');
   t.equal(routesOf({ ...SERVED, sender: 'on' }).senderMode, 'sendfile');
-  t.equal(routesOf(SERVED).reader, null, 'no reader thread by default');
+  t.equal(routesOf(SERVED).reader, 'auto', 'by default a reader thread while a CPU is free');
   t.equal(routesOf({ ...SERVED, datapath: 'reader' }).reader, 'auto',
-    'XVD_DATAPATH=reader: while a CPU is free');
+    'XVD_DATAPATH=reader: the same');
+  t.equal(routesOf({ ...SERVED, datapath: 'thread' }).reader, null,
+    'XVD_DATAPATH=thread: no reader');
+  t.equal(routesOf({ ...SERVED, datapath: 'thread' }).read, 'datapath');
   t.equal(routesOf({ ...SERVED, datapath: 'reader-always' }).reader, 'always',
     'XVD_DATAPATH=reader-always');
   t.equal(routesOf({ ...SERVED, datapath: 'reader' }).read, 'datapath');
