@@ -41,6 +41,12 @@ export const ERRORS = {
   ERR_VD_SHRINK: 'enlarge: the new size is smaller than the current size',
   ERR_VD_IMPORTING: 'the virtual disk is still being imported; usable once its copy is complete',
   ERR_VD_IMPORT_LOST: 'import: the VD is no longer being imported by this process (cleaned up)',
+  ERR_VD_ZEROING: 'clone: the virtual disk is still being zeroed; clone it once it is live',
+  ERR_VD_CLONE_SWITCH: 'clone: a running server serving the origin did not switch it to '
+    + 'copy-on-write within LIMITS.cloneSwitchWaitMs; the clone was deleted',
+  ERR_COW_NO_LEASE: 'copy-on-write: the server holds no live lease on the VD',
+  ERR_COW_NOT_SHARED: 'copy-on-write: the remap does not replace one shared extent of the VD',
+  ERR_COW_NOT_RESERVED: 'copy-on-write: the new extent is not in the VD\'s reserve',
 
   // --- vbd ---
   ERR_VBD_UNKNOWN: 'no VBD has that domain and device',

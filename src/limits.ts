@@ -17,6 +17,12 @@ export const LIMITS = {
    * whose extents they need (ERR_VD_SPACE_DRAINING); draining takes one poll plus the requests
    * in flight, so this is generous. */
   vdDrainWaitMs: 20_000,
+  /** How long `xvd clone` waits for the running servers of the origin to switch it to
+   * copy-on-write (their lease shows the generation the clone bumped): one catalog poll of the
+   * server plus its writes in flight, so this is generous. */
+  cloneSwitchWaitMs: 10_000,
+  /** The most extents one reserveCowExtents call takes (a server refills in batches). */
+  cowReserveExtentsMax: 4096,
   /** Zeroing goes in ranges of at most this, re-checking ownership between them. */
   zeroRangeBytesMax: 1024 * 1024 * 1024,
   /** A VBD extent list holds at most this many ranges. */

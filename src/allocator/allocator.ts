@@ -7,8 +7,9 @@
  *   2. then the extents of dead VDs, the one that expired longest ago first, each eaten from its
  *      tail so a recently deleted disk keeps its head (partition table, superblock) and stays
  *      restorable longest. Pieces taken from one dead VD keep that VD's (ascending) order.
- * Extents in `blocked` (under a phy:/extent VBD) are never taken; dead VDs that are held (leased
- * by a live server, attached) must be left out of `deadVds` by the caller. All or nothing: the
+ * Extents in `blocked` (under a phy:/extent VBD, or shared with a live or held VD) are never
+ * taken; dead VDs that are held (leased by a live server) must be left out of `deadVds` by the
+ * caller. Dead VDs may share extents (clones): each is taken and counted once. All or nothing: the
  * result is null when the space does not suffice.
  */
 import assert from 'node:assert';
@@ -182,8 +183,14 @@ export function availableBytes(request: AllocationRequest):
   { neverUsed: number; reclaimable: number } {
   const sizes = request.extentSizes;
   const neverUsed = runsBytes(eligible(request.freeRuns, request), sizes);
+  // dead VDs may share extents (clones): each extent counts once
   let reclaimable = 0;
-  for (const vd of request.deadVds) reclaimable += runsBytes(eligible(vd.runs, request), sizes);
+  const counted: Run[] = [];
+  for (const vd of request.deadVds) {
+    const mine = subtractRuns(eligible(vd.runs, request), counted);
+    reclaimable += runsBytes(mine, sizes);
+    counted.push(...mine);
+  }
   return { neverUsed, reclaimable };
 }
 
@@ -246,7 +253,9 @@ export function allocate(request: AllocationRequest): Allocation | null {
   const order = [...request.deadVds].sort((a, b) => a.expiresAt - b.expiresAt || a.vdId - b.vdId);
   for (const vd of order) {
     if (rest <= 0) break;
-    const got = takeFromDeadTail(vd, request, rest);
+    // an extent shared by dead VDs (clones) is taken once: later VDs see it as blocked
+    const unlessTaken = { ...request, blocked: [...request.blocked, ...pieces] };
+    const got = takeFromDeadTail(vd, unlessTaken, rest);
     if (got.taken.length === 0) continue;
     rest = got.rest;
     pieces.push(...got.taken);

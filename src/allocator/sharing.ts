@@ -9,6 +9,10 @@
  *      half-open, so ranges that merely touch share nothing.
  *   2. A VD and a VBD that maps that VD are never judged against each other: the VBD is how the
  *      VD is used, not a second user of its bytes.
+ *   2b. Holders of two different VDs (each a VD or a VBD mapping one) are never judged against
+ *      each other either: two VDs share extents only as copy-on-write clones, whose server
+ *      copies a shared extent before any write to it (the allocator never gives one extent
+ *      to two VDs otherwise).
  *   3. Every other pair sharing a byte needs an expert level equal to the number of writers in
  *      the pair: two readers 0, one writer and one reader 1, two writers 2. So two VBDs of one
  *      VD, or a phy: VBD over a pool member against each VD on it, are judged like any pair.
@@ -68,12 +72,17 @@ export function isOwnMapping(a: Holder, b: Holder): boolean {
   return (a.kind === 'vd') !== (b.kind === 'vd');
 }
 
+/** Rule 2b: the pair are, or map, two different VDs. */
+export function isCloneSharing(a: Holder, b: Holder): boolean {
+  return a.vdId !== null && b.vdId !== null && a.vdId !== b.vdId;
+}
+
 /** Rule 4: the first pair of `mine` and one of `others` sharing beyond `expert`, else null. */
 export function findSharingConflict(
   mine: Holder, others: readonly Holder[], expert: ExpertLevel,
 ): SharingConflict | null {
   for (const other of others) {
-    if (isOwnMapping(mine, other)) continue;
+    if (isOwnMapping(mine, other) || isCloneSharing(mine, other)) continue;
     const level = levelNeeded(mine.mode, other.mode);
     if (level <= expert) continue;
     for (const range of mine.ranges) {

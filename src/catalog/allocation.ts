@@ -8,7 +8,9 @@
  * then extents of dead VDs, except dead VDs a live server still leases (invariant 2: they are
  * being fenced and drained) and extents under a phy:/extent VBD. Extents taken from a dead VD
  * are recorded as its losses (undelete then refuses) and its pending zeroing is dropped. With
- * isZero, the new extents are recorded as pending zeroing (invariant 3).
+ * isZero, the new extents are recorded as pending zeroing (invariant 3). Clones share extents:
+ * one a live (or held) VD maps is never taken, one shared by dead VDs is taken from all of them
+ * and counted once (./owners.ts).
  */
 import {
   allocate, availableBytes, freeAfter, runsBytes, sliceRuns, type AllocationRequest, type DeadVd,
@@ -23,6 +25,7 @@ import {
 } from './statements';
 import type { FreeSpace, MemberFree } from './types';
 import { rangesOfVbd } from './vbds';
+import { releaseDeadReserves, reserveRunsOf, sharedBlocked, takeFromDead } from './owners';
 import { runsOf } from './vd-rows';
 /**
  * VD ids whose extents must stay put although dead: leased by a live server that has not yet
@@ -52,15 +55,29 @@ function blockedRuns(cx: CatalogContext, members: Map<number, MemberRow>): Run[]
   return blocked;
 }
 
+/** Whole members whose extent size is not `extentSize` (null: none). */
+function otherSizes(members: Map<number, MemberRow>, extentSize: number | null): Run[] {
+  if (extentSize === null) return [];
+  return [...members.values()].filter((m) => m.extent_size !== extentSize)
+    .map((m) => ({ memberId: m.id, firstExtent: 0, extentCount: m.extent_count }));
+}
+
+/**
+ * What the allocator may take: free runs, then dead VDs not held, minus extents under VBDs and
+ * extents a live or held VD maps too (clones); `extentSize` restricts to members of that size.
+ * A dead VD's reserve counts as its extents (freeSpace; allocations release it first).
+ */
 function allocationRequest(
   cx: CatalogContext, sizeBytes: number, onMemberId: number | null, now: number,
+  extentSize: number | null = null,
 ): { request: AllocationRequest; heldDead: DeadVd[] } {
   const members = memberMap(cx);
   const held = heldVdIds(cx);
   const deadVds: DeadVd[] = [];
   const heldDead: DeadVd[] = [];
   for (const row of all<VdRow>(cx.st.deadVds, now)) {
-    const dead = { vdId: row.id, expiresAt: row.expires_at!, runs: runsOf(cx, row.id) };
+    const runs = [...runsOf(cx, row.id), ...reserveRunsOf(cx, row.id)];
+    const dead = { vdId: row.id, expiresAt: row.expires_at!, runs };
     if (dead.runs.length === 0) continue;
     (held.has(row.id) ? heldDead : deadVds).push(dead);
   }
@@ -69,7 +86,8 @@ function allocationRequest(
     extentSizes: new Map([...members.values()].map((m) => [m.id, m.extent_size])),
     freeRuns: all<FreeRow>(cx.st.freeRuns).map(toRun),
     deadVds,
-    blocked: blockedRuns(cx, members),
+    blocked: [...blockedRuns(cx, members), ...sharedBlocked(cx, held, now),
+      ...otherSizes(members, extentSize)],
     onMemberId,
   };
   return { request, heldDead };
@@ -108,33 +126,37 @@ export function rewriteFreeRuns(
   }
 }
 
+/**
+ * Takes whole extents covering `sizeBytes` for VD vdId (in the caller's transaction): from the
+ * free runs, then from dead VDs (every dead VD that maps a taken extent loses it); returns the
+ * new runs in virtual order. `extentSize`: only from members of that extent size.
+ */
+export function takeExtents(
+  cx: CatalogContext, op: string, vdId: number, sizeBytes: number, onMemberId: number | null,
+  now: number, extentSize: number | null = null,
+): { runs: Run[]; extentSizes: ReadonlyMap<number, number> } {
+  releaseDeadReserves(cx, heldVdIds(cx), now);
+  const { request, heldDead } = allocationRequest(cx, sizeBytes, onMemberId, now, extentSize);
+  const plan = allocate(request);
+  if (plan === null) noSpace(op, request, heldDead);
+  rewriteFreeRuns(cx, plan.fromFree, freeAfter);
+  takeFromDead(cx, plan.fromDead.flatMap((dead) => dead.taken), vdId, now);
+  return { runs: plan.runs, extentSizes: request.extentSizes };
+}
+
 /** Allocates and records `sizeBytes` more for vdId, appending after its runs. */
 export function allocateFor(
   cx: CatalogContext, op: string, vdId: number, sizeBytes: number, onMemberId: number | null,
   isZero: boolean, now: number,
 ): void {
-  const { request, heldDead } = allocationRequest(cx, sizeBytes, onMemberId, now);
-  const plan = allocate(request);
-  if (plan === null) noSpace(op, request, heldDead);
-  rewriteFreeRuns(cx, plan.fromFree, freeAfter);
-  for (const dead of plan.fromDead) {
-    cx.st.deleteRunsOf.run(dead.vdId);
-    dead.remaining.forEach((r, seq) => {
-      cx.st.insertRun.run(dead.vdId, seq, r.memberId, r.firstExtent, r.extentCount);
-    });
-    for (const r of dead.taken) {
-      cx.st.insertLoss.run(dead.vdId, r.memberId, r.firstExtent, r.extentCount, vdId, now);
-    }
-    cx.st.deletePendingOf.run(dead.vdId);
-    cx.st.bumpVd.run(dead.vdId);
-  }
+  const plan = takeExtents(cx, op, vdId, sizeBytes, onMemberId, now);
   let seq = (get<{ seq: number }>(cx.st.maxSeq, vdId)!.seq) + 1;
   for (const r of plan.runs) {
     cx.st.insertRun.run(vdId, seq++, r.memberId, r.firstExtent, r.extentCount);
   }
   if (isZero) {
-    const bytes = runsBytes(plan.runs, request.extentSizes);
-    recordPending(cx, vdId, sliceRuns(plan.runs, request.extentSizes, 0, bytes));
+    const bytes = runsBytes(plan.runs, plan.extentSizes);
+    recordPending(cx, vdId, sliceRuns(plan.runs, plan.extentSizes, 0, bytes));
   }
 }
 

@@ -6,6 +6,8 @@
  *                  delete, undelete, zeroing rows              free space
  *   imports.ts     import all or nothing         vbds.ts       VBDs, resolution, sharing check
  *   leases.ts      servers and leases            statements.ts rows, statements, the context
+ *   clones.ts      copy-on-write clones          cow.ts        a server's reserves and remaps
+ *   owners.ts      owner counts of extents, reserves
  * Sharing rules and placement are pure, beside each other in src/allocator/.
  *
  * Each public mutator runs as one `db.transaction(fn).immediate()` (statements.ts tx()); all it
@@ -16,6 +18,8 @@
  */
 import { freeSpace } from './allocation';
 import { checkCatalog } from './check';
+import * as clones from './clones';
+import * as cow from './cow';
 import { openDatabase, type Db } from './database';
 import type { Catalog } from './index';
 import { isProcessAlive } from './liveness';
@@ -24,11 +28,13 @@ import * as leases from './leases';
 import * as members from './members';
 import {
   all, prepareStatements, type CatalogContext, type FreeRow, type ImportRow, type MemberRow,
-  type PendingRow, type RangeRow, type RunRow, type ServerRow, type VbdRow, type VdRow,
+  type OwnerRow, type PendingRow, type RangeRow, type ReserveRow, type RunRow, type ServerRow,
+  type VbdRow, type VdRow,
 } from './statements';
 import type {
-  AddVbdInput, CheckReport, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions,
-  PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail, VdSummary,
+  AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace, Lease,
+  Member, MemberInput, OpenOptions, PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail,
+  VdSummary,
 } from './types';
 import * as vbds from './vbds';
 import * as vdRows from './vd-rows';
@@ -72,6 +78,17 @@ class CatalogImpl implements Catalog {
   undeleteVd(id: number, expiresInS?: number, options?: { expert?: 0 | 1 | 2 }): VdSummary {
     return vds.undeleteVd(this.cx, id, expiresInS, options);
   }
+  cloneVd(id: number, options?: CloneOptions): VdDetail {
+    return clones.cloneVd(this.cx, id, options);
+  }
+  isCloneSwitched(id: number): boolean { return clones.isCloneSwitched(this.cx, id); }
+  reserveCowExtents(serverId: number, vdId: number, extentSize: number, count: number):
+    CowExtents[] {
+    return cow.reserveCowExtents(this.cx, serverId, vdId, extentSize, count);
+  }
+  commitCowRemaps(serverId: number, vdId: number, remaps: readonly CowRemap[]): void {
+    cow.commitCowRemaps(this.cx, serverId, vdId, remaps);
+  }
   listVds(options?: { all?: boolean }): VdSummary[] { return vdRows.listVds(this.cx, options); }
   getVd(id: number): VdDetail { return vdRows.detail(this.cx, id); }
   freeSpace(): FreeSpace { return freeSpace(this.cx); }
@@ -87,6 +104,8 @@ class CatalogImpl implements Catalog {
         vds: all<VdRow>(st.vds),
         runs: all<RunRow>(st.allRuns),
         pending: all<PendingRow>(st.pendingAll),
+        owners: all<OwnerRow>(st.ownersAll),
+        reserves: all<ReserveRow>(st.reserveAll),
         losses: all<{ vd_id: number; taken_by: number }>(st.lossesAll),
         vbds: all<VbdRow>(st.vbds),
         vbdRanges: all<RangeRow>(st.rangesAll),

@@ -214,9 +214,17 @@ function holdersOf(rows: Rows): { holders: Holder[]; intervals: Interval[] } {
   return { holders, intervals };
 }
 
+/** The VD a holder is or maps, or null (a phy: or extent-list VBD). */
+function vdOf(holder: Holder): number | null {
+  if (holder.vbd === null) return holder.vdId;
+  return holder.vbd.source_kind === 'vd' ? holder.vbd.vd_id : null;
+}
+
 /** The expert level the pair was (or would have been) judged at; null when not judged. */
 function levelOf(a: Holder, b: Holder): number | null {
   if (a.vbd === null && b.vbd === null) return null;
+  const [vdA, vdB] = [vdOf(a), vdOf(b)];
+  if (vdA !== null && vdB !== null && vdA !== vdB) return null; // clones (sharing.ts rule 2b)
   if (a.vbd === null || b.vbd === null) {
     const vbd = (a.vbd ?? b.vbd)!;
     const vd = a.vbd === null ? a : b;

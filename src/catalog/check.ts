@@ -1,8 +1,10 @@
 /**
  * check: the catalog's fsck, a pure function over its rows (and which servers are alive, which
- * the caller learns from /proc). Per member, the free runs and every VD's runs (live or dead: a
- * dead VD keeps its extents until the allocator takes them) must partition [0, extent_count)
- * exactly: no extent owned twice, none outside the member, none lost. A live VD must hold at
+ * the caller learns from /proc). Per member, the free runs, every VD's runs (live or dead: a
+ * dead VD keeps its extents until the allocator takes them) and the copy-on-write reserves must
+ * cover [0, extent_count) exactly: an extent is free once, or in one reserve, or mapped by as
+ * many VDs as its stored owner count says (clones; 1 without a count row), never twice by one
+ * VD, none outside the member, none lost. A live VD must hold at
  * least its size; pending zeroing must lie inside its VD's runs. VBD rows and their sharing:
  * ./check-vbds.ts. A lease names an existing server and VD, at a generation the VD has had; a
  * lease of a live server on a VD whose extents went to another VD breaks invariant 2. Leases of
@@ -33,17 +35,15 @@ export interface CheckInput {
   /** Ids of the servers whose process is running. */
   liveServerIds: number[];
   leases: { server_id: number; vd_id: number; generation: number }[];
+  /** Owner counts of shared extents (schema 7; absent: none). */
+  owners?: { member_id: number; first_extent: number; extent_count: number; owners: number }[];
+  /** Copy-on-write reserves (schema 7; absent: none). */
+  reserves?: { vd_id: number; member_id: number; first_extent: number; extent_count: number }[];
   /** Imports in progress (schema 5; absent: none) and whether their process still runs. */
   imports?: { vd_id: number; pid: number; isOwnerAlive: boolean }[];
   now: number;
 }
 
-
-interface Owned {
-  first: number;
-  end: number;
-  owner: string;
-}
 
 function checkMembers(input: CheckInput, faults: string[]): void {
   for (const m of input.members) {
@@ -54,47 +54,94 @@ function checkMembers(input: CheckInput, faults: string[]): void {
   }
 }
 
-function ownedByMember(input: CheckInput): Map<number, Owned[]> {
-  const owned = new Map<number, Owned[]>();
-  const add = (memberId: number, first: number, count: number, owner: string) => {
-    const list = owned.get(memberId) ?? [];
-    list.push({ first, end: first + count, owner });
-    owned.set(memberId, list);
-  };
-  for (const f of input.freeRuns) add(f.member_id, f.first_extent, f.extent_count, 'free');
-  for (const r of input.runs) add(r.member_id, r.first_extent, r.extent_count, `VD ${r.vd_id}`);
-  return owned;
+/** Something that holds extents [first, end) of a member. */
+interface Held {
+  first: number;
+  end: number;
+  kind: 'free' | 'vd' | 'reserve' | 'count';
+  /** the VD of a run or reserve; the count of a count row */
+  value: number;
 }
 
+function heldByMember(input: CheckInput): Map<number, Held[]> {
+  const held = new Map<number, Held[]>();
+  const add = (memberId: number, first: number, count: number, kind: Held['kind'],
+    value: number) => {
+    const list = held.get(memberId) ?? [];
+    list.push({ first, end: first + count, kind, value });
+    held.set(memberId, list);
+  };
+  for (const f of input.freeRuns) add(f.member_id, f.first_extent, f.extent_count, 'free', 0);
+  for (const r of input.runs) add(r.member_id, r.first_extent, r.extent_count, 'vd', r.vd_id);
+  for (const r of input.reserves ?? []) {
+    add(r.member_id, r.first_extent, r.extent_count, 'reserve', r.vd_id);
+  }
+  for (const o of input.owners ?? []) {
+    add(o.member_id, o.first_extent, o.extent_count, 'count', o.owners);
+  }
+  return held;
+}
+
+function labelOf(h: Held): string {
+  if (h.kind === 'free') return 'free';
+  return h.kind === 'vd' ? `VD ${h.value}` : `the reserve of VD ${h.value}`;
+}
+
+/** The faults of one stretch [first, end) of a member, held by `active` throughout. */
+function judgeStretch(where: string, first: number, end: number, active: readonly Held[],
+  faults: string[]): void {
+  const range = `extents [${first}, ${end})`;
+  const holders = active.filter((h) => h.kind !== 'count');
+  const counts = active.filter((h) => h.kind === 'count');
+  const vds = holders.filter((h) => h.kind === 'vd');
+  const others = holders.filter((h) => h.kind !== 'vd');
+  if (holders.length === 0) {
+    faults.push(`${where}: ${range} are lost (neither free nor owned by a VD)`);
+  } else if (others.length > 1 || (others.length === 1 && vds.length > 0)) {
+    const [a, b] = others.length > 1 ? others : [others[0]!, vds[0]!];
+    faults.push(`${where}: ${range} are owned by both ${labelOf(a!)} and ${labelOf(b!)}`);
+  }
+  const vdIds = vds.map((h) => h.value);
+  const twice = vdIds.find((id, index) => vdIds.indexOf(id) !== index);
+  if (twice !== undefined) faults.push(`${where}: VD ${twice} maps ${range} twice`);
+  if (counts.length > 1) faults.push(`${where}: ${range} have ${counts.length} owner count rows`);
+  const stored = counts[0]?.value;
+  if (vds.length === 0 && stored !== undefined) {
+    faults.push(`${where}: ${range} have owner count ${stored}, yet no VD maps them`);
+  } else if (vds.length > 0 && (stored ?? 1) !== vds.length) {
+    faults.push(`${where}: ${range} have owner count ${stored ?? 1}, yet ${vds.length} VDs `
+      + `map them (${vdIds.map((id) => `VD ${id}`).join(', ')})`);
+  }
+}
+
+/**
+ * Per member, a sweep over the boundaries of everything that holds its extents: each extent is
+ * free once, or mapped by VDs as many times as its owner count says (1 without a count row), or
+ * in one VD's reserve; none is lost or beyond the member.
+ */
 function checkOwnership(input: CheckInput, faults: string[]): void {
-  const owned = ownedByMember(input);
+  const held = heldByMember(input);
   const members = new Map(input.members.map((m) => [m.id, m]));
-  for (const memberId of owned.keys()) {
+  for (const memberId of held.keys()) {
     if (!members.has(memberId)) faults.push(`runs name member ${memberId}, which does not exist`);
   }
   for (const m of input.members) {
-    const list = (owned.get(m.id) ?? []).sort((a, b) => a.first - b.first);
-    let cursor = 0;
-    let previous: Owned | null = null;
-    for (const o of list) {
-      if (o.first < cursor && previous !== null) {
-        faults.push(`member ${m.id} (${m.path}): extents [${o.first}, ${Math.min(cursor, o.end)}) `
-          + `are owned by both ${previous.owner} and ${o.owner}`);
-      } else if (o.first > cursor) {
-        faults.push(`member ${m.id} (${m.path}): extents [${cursor}, ${o.first}) are lost `
-          + '(neither free nor owned by a VD)');
-      }
-      if (o.end > cursor) {
-        cursor = o.end;
-        previous = o;
-      }
+    const where = `member ${m.id} (${m.path})`;
+    const list = held.get(m.id) ?? [];
+    const points = [...new Set([0, m.extent_count, ...list.flatMap((h) => [h.first, h.end])])]
+      .sort((a, b) => a - b);
+    const reach = Math.max(m.extent_count, ...list.map((h) => h.end));
+    if (reach > m.extent_count) {
+      faults.push(`${where}: runs reach extent ${reach}, past its ${m.extent_count} extents`);
     }
-    if (cursor > m.extent_count) {
-      faults.push(`member ${m.id} (${m.path}): runs reach extent ${cursor}, past its `
-        + `${m.extent_count} extents`);
-    } else if (cursor < m.extent_count) {
-      faults.push(`member ${m.id} (${m.path}): extents [${cursor}, ${m.extent_count}) are lost `
-        + '(neither free nor owned by a VD)');
+    const sorted = [...list].sort((a, b) => a.first - b.first);
+    let active: Held[] = [];
+    let next = 0;
+    for (let i = 0; i + 1 < points.length && points[i]! < m.extent_count; i++) {
+      const [first, end] = [points[i]!, points[i + 1]!];
+      active = active.filter((h) => h.end > first);
+      while (next < sorted.length && sorted[next]!.first <= first) active.push(sorted[next++]!);
+      judgeStretch(where, first, end, active, faults);
     }
   }
 }
@@ -109,6 +156,9 @@ function checkVdSizes(input: CheckInput, faults: string[]): void {
   const vdIds = new Set(input.vds.map((v) => v.id));
   for (const vdId of allocated.keys()) {
     if (!vdIds.has(vdId)) faults.push(`runs name VD ${vdId}, which does not exist`);
+  }
+  for (const vdId of new Set((input.reserves ?? []).map((r) => r.vd_id))) {
+    if (!vdIds.has(vdId)) faults.push(`a reserve names VD ${vdId}, which does not exist`);
   }
   for (const vd of input.vds) {
     const isDead = vd.expires_at !== null && vd.expires_at <= input.now;

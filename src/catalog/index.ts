@@ -26,12 +26,18 @@
  *
  * Fencing: servers register, heartbeat and lease the VDs they serve; the allocator never takes
  * extents of a dead VD that a live server still leases, nor extents under a phy:/extent VBD.
+ *
+ * Clones (issue 18): cloneVd shares the origin's extents; each extent's owner count is stored
+ * as runs (./owners.ts), and an extent is reclaimable only once every VD that maps it is dead
+ * and not leased. A server serving a clone or its origin copies a shared extent on its first
+ * write into an extent of the VD's reserve and commits the remap (./cow.ts).
  */
 import os from 'node:os';
 import path from 'node:path';
 import type {
-  AddVbdInput, CheckReport, CreateVdInput, FreeSpace, Lease, Member, MemberInput, OpenOptions,
-  PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail, VdSummary,
+  AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace, Lease,
+  Member, MemberInput, OpenOptions, PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail,
+  VdSummary,
 } from './types';
 
 export * from './types';
@@ -80,6 +86,25 @@ export interface Catalog {
    * judged as addVbd judges a new VBD: the VD is a writer; default 0). The level is recorded.
    */
   undeleteVd(id: number, expiresInS?: number, options?: { expert?: 0 | 1 | 2 }): VdSummary;
+  /**
+   * A copy-on-write clone of a live VD (not importing, not zeroing), in one transaction,
+   * O(runs), whatever its size: same extents, each gaining an owner; the origin's generation
+   * moves on (./clones.ts).
+   */
+  cloneVd(id: number, options?: CloneOptions): VdDetail;
+  /** False while a running server serves the clone's origin without copy-on-write yet. */
+  isCloneSwitched(id: number): boolean;
+  /**
+   * Takes `count` whole extents of `extentSize` as VD vdId's copy-on-write reserve (the server
+   * must lease it: ERR_COW_NO_LEASE) (./cow.ts).
+   */
+  reserveCowExtents(serverId: number, vdId: number, extentSize: number, count: number):
+    CowExtents[];
+  /**
+   * Replaces shared extents of the VD's map with extents of its reserve, all or none
+   * (ERR_COW_NO_LEASE, ERR_COW_NOT_SHARED, ERR_COW_NOT_RESERVED); the generation stays.
+   */
+  commitCowRemaps(serverId: number, vdId: number, remaps: readonly CowRemap[]): void;
   /** Live and zeroing VDs; with all, dead and importing ones too. Ordered by id. */
   listVds(options?: { all?: boolean }): VdSummary[];
   /** ERR_VD_UNKNOWN when there is no such id. */

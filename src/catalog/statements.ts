@@ -41,6 +41,11 @@ export interface ServerRow {
   id: number; pid: number; pid_start_time: string; heartbeat_at: number; started_at: number;
   control_path: string | null;
 }
+/** extent_owners: a run whose extents have `owners` (>= 2) owners. */
+export interface OwnerRow extends FreeRow { owners: number }
+/** cow_reserve: extents taken ahead for the copy-on-write of VD vd_id. */
+export interface ReserveRow extends FreeRow { vd_id: number }
+export interface CloneRow { vd_id: number; origin_id: number; origin_generation: number }
 export interface ImportRow {
   vd_id: number; pid: number; pid_start_time: string; started_at: number; expiry_seconds: number;
 }
@@ -119,6 +124,26 @@ const SQL = {
     + '+ (SELECT COUNT(*) FROM leases WHERE vd_id = @id) '
     + '+ (SELECT COUNT(*) FROM vd_losses WHERE vd_id = @id OR taken_by = @id) AS n',
   deleteVdRow: 'DELETE FROM vds WHERE id = ?',
+  ownersAll: 'SELECT * FROM extent_owners ORDER BY member_id, first_extent',
+  ownersOf: 'SELECT * FROM extent_owners WHERE member_id = ? ORDER BY first_extent',
+  deleteOwnersOf: 'DELETE FROM extent_owners WHERE member_id = ?',
+  insertOwners: 'INSERT INTO extent_owners (member_id, first_extent, extent_count, owners) '
+    + 'VALUES (?, ?, ?, ?)',
+  runsOverShared: 'SELECT DISTINCT r.* FROM vd_runs r JOIN extent_owners o '
+    + 'ON o.member_id = r.member_id AND r.first_extent < o.first_extent + o.extent_count '
+    + 'AND o.first_extent < r.first_extent + r.extent_count',
+  vdsOverlapping: 'SELECT DISTINCT vd_id FROM vd_runs WHERE member_id = ? '
+    + 'AND first_extent < ? AND first_extent + extent_count > ?',
+  reserveAll: 'SELECT * FROM cow_reserve ORDER BY vd_id, member_id, first_extent',
+  reserveOf: 'SELECT * FROM cow_reserve WHERE vd_id = ? ORDER BY member_id, first_extent',
+  reserveVds: 'SELECT DISTINCT vd_id FROM cow_reserve',
+  deleteReserveOf: 'DELETE FROM cow_reserve WHERE vd_id = ?',
+  insertReserve: 'INSERT INTO cow_reserve (vd_id, member_id, first_extent, extent_count) '
+    + 'VALUES (?, ?, ?, ?)',
+  clonesAll: 'SELECT * FROM vd_clones ORDER BY vd_id',
+  cloneOf: 'SELECT * FROM vd_clones WHERE vd_id = ?',
+  insertClone: 'INSERT INTO vd_clones (vd_id, origin_id, origin_generation) VALUES (?, ?, ?)',
+  lease: 'SELECT * FROM leases WHERE server_id = ? AND vd_id = ?',
 } as const;
 
 export type Statements = { readonly [Name in keyof typeof SQL]: Database.Statement };

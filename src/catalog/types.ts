@@ -66,6 +66,40 @@ export interface VdExtent {
 
 export interface VdDetail extends VdSummary {
   extents: VdExtent[];
+  /** Bytes of its extents that another VD (live or dead) maps too: copy-on-write. */
+  sharedBytes: number;
+  /** Bytes of its extents no other VD maps (sharedBytes + ownBytes = allocatedBytes). */
+  ownBytes: number;
+  /** Bytes of whole extents a server took ahead for its copy-on-write, in no map yet. */
+  reserveBytes: number;
+  /** The VD it was cloned from, or null. */
+  originId: number | null;
+}
+
+export interface CloneOptions {
+  name?: string | null;
+  /** Seconds until expiry; 0 or absent = never. */
+  expiresInS?: number;
+}
+
+/** A run of whole extents of one member taken for a VD's copy-on-write reserve. */
+export interface CowExtents {
+  memberId: number;
+  path: string;
+  firstExtent: number;
+  extentCount: number;
+  extentSize: number;
+}
+
+/**
+ * One copy-on-write remap: the VD's extent at virtualOffset (`length` = its extent size) is
+ * replaced by extent `firstExtent` of member `memberId`, from the VD's reserve.
+ */
+export interface CowRemap {
+  virtualOffset: number;
+  length: number;
+  memberId: number;
+  firstExtent: number;
 }
 
 export interface CreateVdInput {
@@ -146,8 +180,16 @@ export interface ResolvedVbd {
   generation: number;
   /** True when the VD is dead, or new and not yet zeroed: serve nothing. */
   isDangling: boolean;
-  /** Backing ranges in virtual order; the last is trimmed so lengths add up to `size`. */
-  extents: ByteRange[];
+  /**
+   * Backing ranges in virtual order; the last is trimmed so lengths add up to `size`. A VD's
+   * are cut where sharing changes; `shared` is true on the pieces other VDs map too (clones:
+   * copy-on-write), absent elsewhere.
+   */
+  extents: ResolvedExtent[];
+}
+
+export interface ResolvedExtent extends ByteRange {
+  shared?: boolean;
 }
 
 /** A registered server (catalog/leases.ts). Times are ms since the epoch. */

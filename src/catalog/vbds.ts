@@ -8,7 +8,9 @@
  * src/allocator/sharing.ts, at the expert level given (default 0), and refused with
  * ERR_VBD_SHARING when they refuse it. A VBD of a VD resolves to the VD's extents trimmed to its
  * size; it dangles (served by nobody) while the VD is dead, importing or pending zeroing from
- * byte 0, and is served only up to its first pending byte otherwise.
+ * byte 0, and is served only up to its first pending byte otherwise. A clone dangles too until
+ * the servers of its origin switched to copy-on-write (./clones.ts); a VD's ranges are cut where
+ * sharing changes and its shared pieces marked `shared`.
  */
 import assert from 'node:assert';
 import path from 'node:path';
@@ -23,7 +25,11 @@ import {
   all, checkSize, get, invalid, tx, type CatalogContext, type PendingRow,
   type RangeRow, type VbdRow, type VdRow,
 } from './statements';
-import type { AddVbdInput, ByteRange, ResolvedVbd, Vbd, VbdSource } from './types';
+import { isCloneSwitched } from './clones';
+import { ownedPieces } from './owners';
+import type {
+  AddVbdInput, ByteRange, ResolvedExtent, ResolvedVbd, Vbd, VbdSource,
+} from './types';
 import { extentsOf, isDead, isImporting, liveVdRow, runsOf } from './vd-rows';
 
 /**
@@ -194,11 +200,12 @@ export function resolveVbd(cx: CatalogContext, domain: number, device: string): 
       return { ...base, size, vdId: null, generation: 0, isDangling: false, extents };
     }
     const vd = get<VdRow>(cx.st.vd, row.vd_id!)!;
-    const isUnusable = isDead(vd, cx.now()) || isImporting(cx, vd.id);
+    const isUnusable = isDead(vd, cx.now()) || isImporting(cx, vd.id)
+      || !isCloneSwitched(cx, vd.id);
     const servable = isUnusable ? 0 : servableSize(cx, vd);
     const isDangling = servable === 0;
     const size = isDangling ? vd.size_bytes : servable;
-    const extents = isDangling ? [] : trimTo(rangesOfVbd(cx, row), size);
+    const extents = isDangling ? [] : trimTo(sharedRanges(cx, vd.id), size);
     return { ...base, size, vdId: vd.id, generation: vd.generation, isDangling, extents };
   }).deferred();
 }
@@ -222,9 +229,21 @@ function servableSize(cx: CatalogContext, vd: VdRow): number {
   return servable;
 }
 
+/** A VD's extents in virtual order, cut where sharing changes, shared pieces marked. */
+function sharedRanges(cx: CatalogContext, vdId: number): ResolvedExtent[] {
+  const members = memberMap(cx);
+  return ownedPieces(cx, vdId).map((p) => {
+    const m = members.get(p.memberId)!;
+    const range: ResolvedExtent = { path: m.path, offset: p.firstExtent * m.extent_size,
+      length: p.extentCount * m.extent_size };
+    if (p.owners > 1) range.shared = true;
+    return range;
+  });
+}
+
 /** Cuts ranges (virtual order) so that their lengths add up to exactly `size`. */
-function trimTo(ranges: ByteRange[], size: number): ByteRange[] {
-  const out: ByteRange[] = [];
+function trimTo(ranges: ResolvedExtent[], size: number): ResolvedExtent[] {
+  const out: ResolvedExtent[] = [];
   let left = size;
   for (const r of ranges) {
     if (left <= 0) break;

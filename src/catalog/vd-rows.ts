@@ -8,10 +8,12 @@
  * dead, else 'importing' (a vd_imports row), else 'zeroing' (pending_zero rows), else 'live'.
  */
 import type { Run } from '../allocator/allocator';
+import { splitByOwners } from '../allocator/owners';
 import { UsageError } from '../errors';
 import { memberMap } from './members';
 import {
-  all, get, toRun, type CatalogContext, type ImportRow, type MemberRow, type RunRow, type VdRow,
+  all, get, toRun, type CatalogContext, type CloneRow, type ImportRow, type MemberRow,
+  type OwnerRow, type ReserveRow, type RunRow, type VdRow,
 } from './statements';
 import type { VdDetail, VdExtent, VdState, VdSummary } from './types';
 
@@ -94,13 +96,23 @@ export function extentsOf(
   });
 }
 
-/** The VD with its extents; ERR_VD_UNKNOWN. */
+/** The VD with its extents and how much of them it shares; ERR_VD_UNKNOWN. */
 export function detail(cx: CatalogContext, id: number): VdDetail {
   const row = vdRow(cx, 'show', id);
   const members = memberMap(cx);
   const extents = extentsOf(cx, id, members);
   const allocated = extents.reduce((sum, e) => sum + e.length, 0);
-  return { ...summary(row, allocated, cx.now(), vdMarks(cx)), extents };
+  const sizeOf = (memberId: number) => members.get(memberId)!.extent_size;
+  const stored = all<OwnerRow>(cx.st.ownersAll).map((r) => ({ ...toRun(r), owners: r.owners }));
+  const sharedBytes = splitByOwners(runsOf(cx, id), stored).filter((p) => p.owners > 1)
+    .reduce((sum, p) => sum + p.extentCount * sizeOf(p.memberId), 0);
+  const reserveBytes = all<ReserveRow>(cx.st.reserveOf, id)
+    .reduce((sum, r) => sum + r.extent_count * sizeOf(r.member_id), 0);
+  const originId = get<CloneRow>(cx.st.cloneOf, id)?.origin_id ?? null;
+  return {
+    ...summary(row, allocated, cx.now(), vdMarks(cx)), extents, sharedBytes,
+    ownBytes: allocated - sharedBytes, reserveBytes, originId,
+  };
 }
 
 export function listVds(cx: CatalogContext, options: { all?: boolean } = {}): VdSummary[] {
@@ -116,8 +128,8 @@ export function listVds(cx: CatalogContext, options: { all?: boolean } = {}): Vd
 
 /** The VD without its extents. */
 export function summaryOf(cx: CatalogContext, id: number): VdSummary {
-  const { extents: _extents, ...summary } = detail(cx, id);
-  void _extents;
-  return summary;
+  const row = vdRow(cx, 'show', id);
+  const allocated = extentsOf(cx, id).reduce((sum, e) => sum + e.length, 0);
+  return summary(row, allocated, cx.now(), vdMarks(cx));
 }
 

@@ -170,6 +170,37 @@ const M0006_RECORD_SERVER_CONTROL = `
 ALTER TABLE servers ADD COLUMN control_path TEXT;
 `;
 
+/**
+ * Copy-on-write clones (issue 18). extent_owners: how many VDs (live or dead: a dead VD keeps its
+ * extents until the allocator takes them) map each extent, as runs, for the extents mapped by
+ * two or more; an extent in some VD's runs without a row here has one owner. cow_reserve: whole
+ * extents a server took ahead for the copy-on-write of VD vd_id (owned by it, in no map yet).
+ * vd_clones: the VD each clone was made from, and the generation the origin's leases must show
+ * (its server switched to copy-on-write) before the clone may be served.
+ */
+const M0007_COUNT_EXTENT_OWNERS = `
+CREATE TABLE extent_owners (
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  first_extent INTEGER NOT NULL CHECK (first_extent >= 0),
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  owners INTEGER NOT NULL CHECK (owners >= 2),
+  PRIMARY KEY (member_id, first_extent)
+) STRICT;
+CREATE TABLE cow_reserve (
+  vd_id INTEGER NOT NULL REFERENCES vds(id),
+  member_id INTEGER NOT NULL REFERENCES members(id),
+  first_extent INTEGER NOT NULL CHECK (first_extent >= 0),
+  extent_count INTEGER NOT NULL CHECK (extent_count > 0),
+  PRIMARY KEY (member_id, first_extent)
+) STRICT;
+CREATE INDEX cow_reserve_vd ON cow_reserve(vd_id);
+CREATE TABLE vd_clones (
+  vd_id INTEGER PRIMARY KEY REFERENCES vds(id),
+  origin_id INTEGER NOT NULL REFERENCES vds(id),
+  origin_generation INTEGER NOT NULL CHECK (origin_generation > 0)
+) STRICT;
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
@@ -178,4 +209,5 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '0004-record-undelete-expert', sql: M0004_RECORD_UNDELETE_EXPERT },
   { name: '0005-record-vd-imports', sql: M0005_RECORD_VD_IMPORTS },
   { name: '0006-record-server-control', sql: M0006_RECORD_SERVER_CONTROL },
+  { name: '0007-count-extent-owners', sql: M0007_COUNT_EXTENT_OWNERS },
 ];
