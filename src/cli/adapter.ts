@@ -141,10 +141,20 @@ class CatalogAdapter implements CatalogPort {
     return this.catalog.listVds({ all: isAll }).map(vdRecord);
   }
 
-  show(id: number): { vd: VdRecord; pieces: PieceRecord[] } {
+  show(id: number): ReturnType<CatalogPort['show']> {
     const vd = this.catalog.getVd(id);
     const runs = vd.extents.map((e) => ({ path: e.path, offset: e.offset, length: e.length }));
-    return { vd: vdRecord(vd), pieces: trimPieces(runs, vd.size) };
+    const sharing = { sharedBytes: vd.sharedBytes, ownBytes: vd.ownBytes,
+      reserveBytes: vd.reserveBytes, originId: vd.originId };
+    return { vd: vdRecord(vd), pieces: trimPieces(runs, vd.size), sharing };
+  }
+
+  clone(id: number, request: { name: string | null; expirySeconds: number }): number {
+    return this.catalog.cloneVd(id, { name: request.name, expiresInS: request.expirySeconds }).id;
+  }
+
+  isCloneSwitched(id: number): boolean {
+    return this.catalog.isCloneSwitched(id);
   }
 
   check(): { faults: string[]; notes: string[] } {

@@ -21,6 +21,7 @@ import { Context } from './context';
 import { logOptionsOf } from './env';
 import { errorLine, EXIT, EXIT_HELP, exitCodeOf, oneLine } from './exit';
 import { register as registerDisks } from './commands/disks';
+import { register as registerClone } from './commands/clone';
 import { register as registerFormat } from './commands/format';
 import { register as registerData } from './commands/data';
 import { register as registerCheck } from './commands/check';
@@ -61,8 +62,8 @@ G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n
     const catalog = thisCommand.opts<{ catalog?: string }>().catalog;
     if (catalog !== undefined) context.setCatalogPath(catalog);
   });
-  const registers: Register[] = [registerFormat, registerDisks, registerData, registerCheck,
-    registerVbd, registerQuickstart, registerStatus];
+  const registers: Register[] = [registerFormat, registerDisks, registerClone, registerData,
+    registerCheck, registerVbd, registerQuickstart, registerStatus];
   const serve = optionalServe(argv);
   if (serve !== null) registers.push(serve);
   for (const register of registers) register(program, context);

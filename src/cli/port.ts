@@ -81,6 +81,14 @@ export interface ServerRecord {
   isAlive: boolean;
 }
 
+/** How much of a VD's extents it shares with its clones or origin (`xvd show`). */
+export interface SharingRecord {
+  sharedBytes: number;
+  ownBytes: number;
+  reserveBytes: number;
+  originId: number | null;
+}
+
 export interface CatalogPort {
   members(): MemberRecord[];
   format(member: NewMember): MemberRecord;
@@ -99,7 +107,11 @@ export interface CatalogPort {
   /** `expert`: how much sharing with VBDs added while the VD was deleted is accepted. */
   undelete(id: number, expirySeconds: number, expert: 0 | 1 | 2): void;
   list(isAll: boolean): VdRecord[];
-  show(id: number): { vd: VdRecord; pieces: PieceRecord[] };
+  show(id: number): { vd: VdRecord; pieces: PieceRecord[]; sharing: SharingRecord };
+  /** A copy-on-write clone of a live VD, one transaction whatever its size; its id. */
+  clone(id: number, request: { name: string | null; expirySeconds: number }): number;
+  /** False while a running server serves the clone's origin without copy-on-write yet. */
+  isCloneSwitched(id: number): boolean;
   /**
    * A full consistency check: faults (none when the catalog is sound) and notes (harmless, such
    * as stale leases of a server that is not running).

@@ -77,13 +77,17 @@ function list(context: Context, options: { all?: boolean; json?: boolean }): voi
 
 function show(context: Context, idText: string, options: { json?: boolean }): void {
   const id = parseId(idText);
-  const { vd, pieces } = context.catalog().show(id);
+  const { vd, pieces, sharing } = context.catalog().show(id);
   if (options.json === true) {
-    printJson({ ...vdJson(vd), extents: pieces });
+    printJson({ ...vdJson(vd), shared_bytes: sharing.sharedBytes, own_bytes: sharing.ownBytes,
+      reserve_bytes: sharing.reserveBytes, origin: sharing.originId, extents: pieces });
     return;
   }
   printLine(`VD ${vd.id}${vd.name === null ? '' : ` (${vd.name})`}: ${formatSize(vd.sizeBytes)}, ` +
     `expires ${formatTime(vd.expiresAt)}${vd.isLive ? '' : `, ${stateText(vd)}`}`);
+  const origin = sharing.originId === null ? '' : `, clone of VD ${sharing.originId}`;
+  printLine(`shared ${formatSize(sharing.sharedBytes)}, own ${formatSize(sharing.ownBytes)}` +
+    `${sharing.reserveBytes > 0 ? `, reserve ${formatSize(sharing.reserveBytes)}` : ''}${origin}`);
   let startVirtual = 0;
   printTable(['VIRTUAL', 'LENGTH', 'PATH', 'OFFSET'], pieces.map((piece) => {
     const row = [String(startVirtual), String(piece.length), piece.path, String(piece.offset)];
