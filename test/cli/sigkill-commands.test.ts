@@ -247,6 +247,28 @@ t.test('delete and undelete', async (t) => {
   });
 });
 
+t.test('clone', async (t) => {
+  const catalog = pool(t.testdir());
+  const [id] = await createIn(catalog, [3 * MIB]);
+  const extents = snapshot(catalog).vds[0]!.split(' ')[4]!.replace(/\+/g, '\\+');
+  await runPlan(t, catalog, {
+    name: 'clone', points: ['clone:cloned'], randomCount: 4,
+    args: (i) => ['clone', String(id), '--name', `k${i}`],
+    isAfter: (before, after, i) =>
+      oneNewVd(before, after, new RegExp(`^\\d+ k${i} ${3 * MIB} live ${extents}$`), 0),
+  });
+  // a running server leases the origin and never switches: the kills land while clone waits
+  const server = openCatalog(catalog);
+  t.teardown(() => server.close());
+  server.acquireLease(server.registerServer(), id!);
+  await runPlan(t, catalog, {
+    name: 'clone (waiting for the switch)', points: [], randomCount: 3,
+    args: (i) => ['clone', String(id), '--name', `w${i}`],
+    isAfter: (before, after, i) =>
+      oneNewVd(before, after, new RegExp(`^\\d+ w${i} ${3 * MIB} live ${extents}$`), 0),
+  });
+});
+
 t.test('vbd add and remove', async (t) => {
   const catalog = pool(t.testdir());
   const [id] = await createIn(catalog, [MIB]);
