@@ -64,6 +64,12 @@ export const ERRORS = {
   // --- io (sys, backing, engine) ---
   ERR_IO_SYSCALL: 'a backing syscall failed; see .errno and .syscall',
 
+  // --- ceph ---
+  ERR_CEPH_CLIENT: 'the RADOS client cannot be set up: the configuration (CEPH_CONF, default '
+    + '/etc/ceph/ceph.conf) or its keyring is missing or unreadable, no monitor answered, the '
+    + 'key was refused, or librados/librbd are not installed',
+  ERR_CEPH_PATH: 'an rbd: path is not rbd:POOL/IMAGE (a pool and an image name, no snapshot)',
+
   // --- nbd ---
   ERR_NBD_BAD_MAGIC: 'peer sent a frame whose magic does not match the current phase',
   ERR_NBD_CLIENT_FLAGS: 'client flags contain a bit the server does not know or did not offer',

@@ -25,9 +25,14 @@
  *                                                                   (request-binding.c)
  *   setSockOptInt(fd, level, name, value)  -> 0 or -errno; getSockOptInt(fd, level, name) ->
  *                                             value or -errno (synchronous)      (sockopt.c)
+ *   cephConnect, cephShutdown, cephAddrs, cephMonCommand
+ *                                          the process's one RADOS client, librados loaded at
+ *                                          run time                          (ceph.c, ceph.h)
+ *   rbdCreate, rbdOpen, rbdClose, rbdAio, rbdAllocated
+ *                                          RBD images and their asynchronous I/O (rbd.c)
  *   constants                              { FALLOC_FL_*, DATA_RUNS_MAX, SOL_SOCKET, SO_SNDBUF,
  *                                             SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVLOWAT,
- *                                             DATAPATH_* (datapath-binding.c) }
+ *                                             DATAPATH_* (datapath-binding.c), RBD_OP_* (rbd.c) }
  * Rejections and throws are Errors with code = errno name, errno and syscall (errors.c).
  * The JS side (src/sys/index.ts) validates arguments; this side re-checks types and signs
  * cheaply. */
@@ -37,6 +42,7 @@
 #include <unistd.h>
 #include <linux/falloc.h>
 #include <sys/socket.h>
+#include "ceph.h"
 #include "ops.h"
 
 static void work_execute(napi_env env, void *data) {
@@ -250,6 +256,15 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "requestStep", xvd_request_step_js);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);
   set_fn(env, exports, "getSockOptInt", xvd_get_sockopt_int);
+  set_fn(env, exports, "cephConnect", xvd_ceph_connect);
+  set_fn(env, exports, "cephShutdown", xvd_ceph_shutdown);
+  set_fn(env, exports, "cephAddrs", xvd_ceph_addrs);
+  set_fn(env, exports, "cephMonCommand", xvd_ceph_mon_command);
+  set_fn(env, exports, "rbdCreate", xvd_rbd_create);
+  set_fn(env, exports, "rbdOpen", xvd_rbd_open);
+  set_fn(env, exports, "rbdClose", xvd_rbd_close);
+  set_fn(env, exports, "rbdAio", xvd_rbd_aio);
+  set_fn(env, exports, "rbdAllocated", xvd_rbd_allocated);
   napi_value constants;
   napi_create_object(env, &constants);
   set_int(env, constants, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
@@ -262,6 +277,7 @@ NAPI_MODULE_INIT() {
   set_int(env, constants, "SO_SNDBUFFORCE", SO_SNDBUFFORCE);
   set_int(env, constants, "SO_RCVLOWAT", SO_RCVLOWAT);
   xvd_datapath_constants(env, constants);
+  xvd_rbd_constants(env, constants);
   napi_set_named_property(env, exports, "constants", constants);
   return exports;
 }

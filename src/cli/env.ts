@@ -5,6 +5,8 @@
  * - XVD_CATALOG: the catalog file when --catalog is not given.
  * - XVD_LOG_LEVEL: pino level (default info); XVD_LOG_PRETTY=1 readable lines, 0 JSON, unset:
  *   readable when stderr is a terminal.
+ * - CEPH_CONF: the Ceph configuration of rbd: members (src/ceph/client.ts; default
+ *   /etc/ceph/ceph.conf), as Ceph's own tools read it.
  * - XDG_RUNTIME_DIR: where `xvd serve` puts its control socket when the catalog's directory
  *   gives too long a path (src/serve/control.ts).
  */
@@ -29,4 +31,10 @@ export function catalogPathOf(env: NodeJS.ProcessEnv): string | undefined {
 export function runtimeDirOf(env: NodeJS.ProcessEnv): string | undefined {
   const value = env['XDG_RUNTIME_DIR'];
   return value === undefined || !value.startsWith('/') ? undefined : value;
+}
+
+/** CEPH_CONF, or undefined when unset or empty. */
+export function cephConfOf(env: NodeJS.ProcessEnv): string | undefined {
+  const value = env['CEPH_CONF'];
+  return value === undefined || value === '' ? undefined : value;
 }

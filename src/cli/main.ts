@@ -14,11 +14,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
+import { configureCeph, shutdownCeph } from '../ceph/client';
 import { UsageError } from '../errors';
 import { configureLog } from '../log';
 import { version } from '../version';
 import { Context } from './context';
-import { logOptionsOf } from './env';
+import { cephConfOf, logOptionsOf } from './env';
 import { errorLine, EXIT, EXIT_HELP, exitCodeOf, oneLine } from './exit';
 import { register as registerDisks } from './commands/disks';
 import { register as registerClone } from './commands/clone';
@@ -53,6 +54,8 @@ function buildProgram(context: Context, argv: readonly string[]): Command {
     .version(`xvd ${version()}`, '-V, --version', 'print xvd\'s version and exit')
     .option('--catalog <path>', 'catalog file (env XVD_CATALOG; default ' +
       '~/.local/share/xvd/catalog.sqlite)')
+    .option('--ceph-id <name>', 'Ceph client name for rbd: members (default admin; the ' +
+      'cluster is CEPH_CONF, default /etc/ceph/ceph.conf)')
     .addHelpText('after', `\nSizes: a number with an optional unit B, S (512-byte sectors), K, M,
 G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n${EXIT_HELP}`)
     .showSuggestionAfterError(true)
@@ -61,6 +64,8 @@ G, T (powers of 1024, any case, KiB/KB spellings too); a bare number is MiB.\n\n
   program.hook('preAction', (thisCommand) => {
     const catalog = thisCommand.opts<{ catalog?: string }>().catalog;
     if (catalog !== undefined) context.setCatalogPath(catalog);
+    const cephId = thisCommand.opts<{ cephId?: string }>().cephId;
+    configureCeph({ conf: cephConfOf(process.env), id: cephId, cephArgs: process.env.CEPH_ARGS });
   });
   const registers: Register[] = [registerFormat, registerDisks, registerClone, registerData,
     registerCheck, registerVbd, registerQuickstart, registerStatus];
@@ -102,6 +107,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return exitCodeOf(error);
   } finally {
     context.close();
+    await shutdownCeph().catch(() => undefined); // librados's threads must not outlive main
   }
 }
 

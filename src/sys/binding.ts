@@ -40,6 +40,14 @@ export interface NativeDatapath {
 /** A data-path event on the JS thread: `bytes` for forward, `value` (errno) for error. */
 export type DatapathEventHandler = (kind: number, bytes: Buffer | null, value: number) => void;
 
+/** An open RBD image (native/src/rbd.c); opaque. */
+export interface NativeRbdImage {
+  readonly __brand?: 'NativeRbdImage';
+}
+
+/** An RBD request's result: bytes read (READ) or the length (the others); error on failure. */
+export type RbdCallback = (error: NodeJS.ErrnoException | null, bytes: number) => void;
+
 export interface NativeBinding {
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
@@ -79,6 +87,22 @@ export interface NativeBinding {
   ): Float64Array;
   setSockOptInt(fd: number, level: number, name: number, value: number): number;
   getSockOptInt(fd: number, level: number, name: number): number;
+  /** native/src/ceph.c: the process's one RADOS client (librados loaded at first use) */
+  cephConnect(conf: string, id: string, mountTimeoutSeconds: number): Promise<void>;
+  cephShutdown(): Promise<void>;
+  cephAddrs(): string;
+  cephMonCommand(command: string, input: Buffer | null): Promise<{ out: Buffer; outs: string }>;
+  /** native/src/rbd.c, rbd-aio.c: RBD images on that client */
+  rbdCreate(pool: string, image: string, size: number, features: number): Promise<void>;
+  rbdOpen(pool: string, image: string, isReadOnly: boolean,
+  ): Promise<{ handle: NativeRbdImage; size: number }>;
+  rbdClose(image: NativeRbdImage): Promise<void>;
+  rbdAio(
+    image: NativeRbdImage, op: number, buffer: Buffer | null, bufferOffset: number,
+    length: number, position: number, callback: RbdCallback,
+  ): void;
+  rbdAllocated(image: NativeRbdImage, offset: number, length: number, runsMax: number,
+  ): Promise<Float64Array>;
   constants: {
     FALLOC_FL_KEEP_SIZE: number;
     FALLOC_FL_PUNCH_HOLE: number;
@@ -107,6 +131,12 @@ export interface NativeBinding {
      * LATENCY_BUCKETS) */
     DATAPATH_STATS_COUNTS?: number;
     DATAPATH_LATENCY_BUCKETS?: number;
+    /** rbdAio's ops (native/src/rbd.h) */
+    RBD_OP_READ?: number;
+    RBD_OP_WRITE?: number;
+    RBD_OP_FLUSH?: number;
+    RBD_OP_DISCARD?: number;
+    RBD_OP_WRITE_ZEROES?: number;
   };
 }
 

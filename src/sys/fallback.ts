@@ -12,6 +12,13 @@ function unsupported(syscall: string): Error {
   return error;
 }
 
+/** Ceph needs the addon (it loads librados and librbd): ENOSYS, as where they are missing. */
+function noCeph(syscall: string): Error {
+  const error = new Error(`${syscall}: ENOSYS: Ceph needs the native addon`);
+  Object.assign(error, { code: 'ENOSYS', errno: 38, syscall });
+  return error;
+}
+
 export const fallbackBinding: NativeBinding = {
   fallocate: () => Promise.reject(unsupported('fallocate')),
   blkDiscard: () => Promise.reject(unsupported('ioctl(BLKDISCARD)')),
@@ -52,6 +59,19 @@ export const fallbackBinding: NativeBinding = {
   },
   setSockOptInt: () => -95, // -EOPNOTSUPP: the socket keeps its defaults
   getSockOptInt: () => -95,
+  cephConnect: () => Promise.reject(noCeph('rados_connect')),
+  cephShutdown: () => Promise.resolve(),
+  cephAddrs: () => {
+    throw noCeph('rados_getaddrs');
+  },
+  cephMonCommand: () => Promise.reject(noCeph('rados_mon_command')),
+  rbdCreate: () => Promise.reject(noCeph('rbd_create2')),
+  rbdOpen: () => Promise.reject(noCeph('rbd_open')),
+  rbdClose: () => Promise.resolve(),
+  rbdAio: () => {
+    throw noCeph('rbd_aio');
+  },
+  rbdAllocated: () => Promise.reject(noCeph('rbd_diff_iterate2')),
   constants: {
     FALLOC_FL_KEEP_SIZE: 1,
     FALLOC_FL_PUNCH_HOLE: 2,

@@ -5,8 +5,9 @@
  * the errno name (ENODEV from an optional method arrives as EOPNOTSUPP).
  * When the addon is missing (not built, non-Linux), src/sys/fallback.ts answers EOPNOTSUPP.
  * The parts: ./binding.ts loads and types the addon; ./threads.ts wraps a connection's threads
- * (sender, data path), the shared memory budget and the request verdict; this module the rest,
- * and it re-exports both, so `import * as sys from '../sys/index'` is the one way in.
+ * (sender, data path), the shared memory budget and the request verdict; ./ceph.ts the RADOS
+ * client and RBD images; this module the rest, and it re-exports them, so
+ * `import * as sys from '../sys/index'` is the one way in.
  */
 import assert from 'node:assert';
 import { IoError } from '../errors';
@@ -14,6 +15,7 @@ import { LIMITS } from '../limits';
 import { binding, type BatchCallback, type NativeWriter } from './binding';
 
 export * from './threads';
+export * from './ceph';
 export type {
   BatchCallback, DatapathEventHandler, NativeBinding, NativeDatapath, NativeSender, NativeWriter,
   SendCallback,
