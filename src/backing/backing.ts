@@ -1,5 +1,5 @@
 /**
- * backing/backing: the Backing interface, one open file, block device or memory store.
+ * backing/backing: the Backing interface, one open file, block device, RBD image or memory store.
  *
  * Data calls (read/write) are callback-style and map 1:1 onto positioned pread/pwrite (Node's
  * fs.read/fs.write): the callback gets the raw byte count, short counts included, so the engine
@@ -18,7 +18,7 @@
 import { constants } from 'node:os';
 import type { BatchCallback } from '../sys/index';
 
-export type BackingKind = 'file' | 'device' | 'memory';
+export type BackingKind = 'file' | 'device' | 'memory' | 'rbd';
 
 export type ByteCountCallback = (error: NodeJS.ErrnoException | null, bytes: number) => void;
 
@@ -34,7 +34,10 @@ export interface Backing {
   readonly kind: BackingKind;
   /** false: opened O_RDONLY; every write/zero/trim rejects with EROFS */
   readonly isWritable: boolean;
-  /** bytes: the kernel's size for devices; the size at open for files (reads past it are zeros) */
+  /**
+   * bytes: the kernel's size for devices, the image's for RBD; the size at open for files (reads
+   * past it are zeros)
+   */
   readonly sizeBytes: number;
   /** logical sector size (devices), 1 for files and memory */
   readonly sectorSize: number;

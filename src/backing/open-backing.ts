@@ -6,6 +6,8 @@
  * the kernel refuses write access with EROFS/EACCES) is opened O_RDONLY instead: every write
  * through it fails with EROFS, the export over it is read-only, and reads keep working.
  * Files are never created here (the catalog makes images).
+ * A path `rbd:POOL/IMAGE` is an RBD image (rbd-backing.ts), opened read-only for mode 'r'; its
+ * identity is its path.
  */
 import fs from 'node:fs';
 import { promisify } from 'node:util';
@@ -13,6 +15,7 @@ import { IoError } from '../errors';
 import type { Backing } from './backing';
 import { DeviceBacking, sysfsValue } from './device-backing';
 import { FileBacking } from './file-backing';
+import { isRbdPath, openRbdBacking, parseRbdPath } from './rbd-backing';
 
 export type BackingMode = 'r' | 'w';
 
@@ -30,6 +33,10 @@ async function openFd(path: string, flags: number): Promise<number> {
 
 /** What identifies a backing across paths (symlinks, /dev aliases): device+inode or rdev. */
 export async function backingIdentity(path: string): Promise<string> {
+  if (isRbdPath(path)) {
+    const { pool, image } = parseRbdPath(path);
+    return `rbd:${pool}/${image}`;
+  }
   let stats: fs.Stats;
   try {
     stats = await promisify(fs.stat)(path);
@@ -49,6 +56,7 @@ async function fstatOrClose(fd: number): Promise<fs.Stats> {
 }
 
 export async function openBacking(path: string, mode: BackingMode): Promise<Backing> {
+  if (isRbdPath(path)) return openRbdBacking(path, mode);
   const C = fs.constants;
   let isWritable = mode === 'w';
   let fd: number;

@@ -9,6 +9,7 @@ import {
   identityOfDevice, identityOfFile, openCatalog, zeroPending, type Catalog, type VbdSource,
   type VdSummary,
 } from '../catalog';
+import { isRbdPath } from '../backing/rbd-backing';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type {
@@ -43,7 +44,14 @@ export function trimPieces(runs: readonly PieceRecord[], sizeBytes: number): Pie
   return pieces;
 }
 
+/** An RBD image (path rbd:POOL/IMAGE) is kept as a 'device' member; its identity is its path. */
+function kindOf(member: { kind: 'file' | 'device'; path: string }): MemberRecord['kind'] {
+  if (member.kind === 'file') return 'file';
+  return isRbdPath(member.path) ? 'rbd' : 'block';
+}
+
 function identityKey(member: NewMember): string {
+  if (member.kind === 'rbd') return member.path;
   if (member.kind === 'block') {
     assert(member.majMin !== null);
     return identityOfDevice(member.majMin);
@@ -73,7 +81,7 @@ class CatalogAdapter implements CatalogPort {
         ? 0 : memberFree.neverUsedExtents + memberFree.reclaimableExtents;
       return {
         path: member.path,
-        kind: member.kind === 'device' ? 'block' : 'file',
+        kind: kindOf(member),
         sizeBytes: member.sizeBytes,
         extentSizeBytes: member.extentSize,
         extentCount: member.extentCount,
@@ -84,11 +92,12 @@ class CatalogAdapter implements CatalogPort {
 
   format(member: NewMember): MemberRecord {
     const added = this.catalog.formatMember({
-      path: member.path, kind: member.kind, sizeBytes: member.sizeBytes,
+      path: member.path, kind: member.kind === 'rbd' ? 'device' : member.kind,
+      sizeBytes: member.sizeBytes,
       extentSize: member.extentSizeBytes, identity: identityKey(member),
     });
     return {
-      path: added.path, kind: added.kind === 'device' ? 'block' : 'file',
+      path: added.path, kind: kindOf(added),
       sizeBytes: added.sizeBytes,
       extentSizeBytes: added.extentSize, extentCount: added.extentCount,
       freeExtentCount: added.extentCount,

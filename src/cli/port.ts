@@ -27,7 +27,7 @@ export interface PieceRecord {
 
 export interface MemberRecord {
   path: string;
-  kind: 'file' | 'block';
+  kind: 'file' | 'block' | 'rbd';
   sizeBytes: number;
   extentSizeBytes: number;
   extentCount: number;
@@ -45,7 +45,7 @@ export interface VbdRecord {
 
 export interface NewMember {
   path: string;
-  kind: 'file' | 'block';
+  kind: 'file' | 'block' | 'rbd';
   sizeBytes: number;
   extentSizeBytes: number;
   /** `MAJ:MIN` of a block device, null for a file. */

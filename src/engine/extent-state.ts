@@ -97,7 +97,7 @@ function probePiece(
   if (!isBackingAllData(backing, offsetBacking, length)) probe.isAllData = false;
 }
 
-/** Devices have a kernel size: every extent on one must lie inside it. */
+/** Devices and RBD images have a fixed size: every extent on one must lie inside it. */
 export async function checkExtentsFit(
   map: ExtentMap,
   held: ReadonlyMap<string, PooledBacking>,
@@ -106,7 +106,7 @@ export async function checkExtentsFit(
     const extent = map.at(index);
     const backing = held.get(extent.path)?.backing;
     assert(backing !== undefined);
-    if (backing.kind !== 'device') continue;
+    if (backing.kind !== 'device' && backing.kind !== 'rbd') continue;
     const end = extent.offsetBacking + (extent.endVirtual - extent.startVirtual);
     if (end > backing.sizeBytes) {
       throw new IoError('EINVAL', 'open', `open: EINVAL: extent ends at ${end} past the end of ` +

@@ -7,6 +7,7 @@
  * not a multiple of 512. An image file created by --size appears whole (src/cli/staging.ts) and
  * is removed again when formatting fails, so a failure leaves nothing behind; a kill after it
  * appeared leaves it whole and unformatted, and the same command run again formats it.
+ * `rbd:POOL/IMAGE` is an RBD image, created thin by --size or adopted (src/cli/rbd-member.ts).
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
@@ -20,6 +21,8 @@ import type { MemberRecord, VbdRecord } from '../port';
 import {
   busyReason, identitiesOverlap, probeMember, tryIdentity, type MemberProbe,
 } from '../probe';
+import { isRbdPath } from '../../backing/rbd-backing';
+import { formatRbdMember } from '../rbd-member';
 import { publishStaged, removeStaleStaging, stagingPathOf } from '../staging';
 
 interface FormatOptions {
@@ -129,10 +132,12 @@ export function formatMember(context: Context, target: string, extentSizeBytes: 
   }
 }
 
-function format(context: Context, target: string, options: FormatOptions): void {
+async function format(context: Context, target: string, options: FormatOptions): Promise<void> {
   const extentSizeBytes = parseExtentSize(options.extentSize);
   const createSizeBytes = options.size === undefined ? null : parseSize(options.size, '--size');
-  const member = formatMember(context, target, extentSizeBytes, createSizeBytes);
+  const member = isRbdPath(target)
+    ? await formatRbdMember(context, target, extentSizeBytes, createSizeBytes)
+    : formatMember(context, target, extentSizeBytes, createSizeBytes);
   if (options.json === true) {
     printJson({ path: member.path, kind: member.kind, size: member.sizeBytes,
       extent_size: member.extentSizeBytes, extents: member.extentCount });
@@ -144,11 +149,12 @@ function format(context: Context, target: string, options: FormatOptions): void 
 }
 
 export function register(program: Command, context: Context): void {
-  program.command('format').argument('<path>', 'block device, partition or image file')
+  program.command('format')
+    .argument('<path>', 'block device, partition, image file or rbd:POOL/IMAGE')
     .description('add a device or image file to the free pool (vd_format.py)')
     .option('--extent-size <size>', 'extent size, a multiple of 512 (default 4M)')
-    .option('--size <size>', 'create the image file, sparse, if it does not exist')
+    .option('--size <size>', 'create the image file (sparse) or RBD image (thin) if missing')
     .option('--json', 'JSON output')
     .action((target: string, options: FormatOptions) =>
-      context.run(async () => format(context, target, options)));
+      context.run(() => format(context, target, options)));
 }
