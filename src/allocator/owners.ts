@@ -102,8 +102,10 @@ export function splitByOwners(runs: readonly Run[], stored: readonly OwnerRun[])
   };
   for (const run of runs) {
     let at = run.firstExtent;
-    for (const s of byMember.get(run.memberId) ?? []) {
-      if (runEnd(s) <= at || s.firstExtent >= runEnd(run)) continue;
+    const list = byMember.get(run.memberId) ?? [];
+    for (let i = firstEndingAfter(list, at); i < list.length; i++) {
+      const s = list[i]!;
+      if (s.firstExtent >= runEnd(run)) break;
       const start = Math.max(s.firstExtent, at);
       const end = Math.min(runEnd(s), runEnd(run));
       push({ memberId: run.memberId, firstExtent: at, extentCount: start - at, owners: 1 });
@@ -114,6 +116,18 @@ export function splitByOwners(runs: readonly Run[], stored: readonly OwnerRun[])
     push({ memberId: run.memberId, firstExtent: at, extentCount: runEnd(run) - at, owners: 1 });
   }
   return out;
+}
+
+/** The index of the first of `sorted` (disjoint, ascending) that ends after `extent`. */
+export function firstEndingAfter(sorted: readonly Run[], extent: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (runEnd(sorted[mid]!) <= extent) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Sorted by member and first extent, adjacent runs merged: a canonical list of runs. */

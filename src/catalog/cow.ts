@@ -17,13 +17,13 @@
  * undelete; it may not reserve.
  */
 import { mergeAdjacent, runEnd, subtractRuns, type Run } from '../allocator/allocator';
-import { normalRuns, type OwnerRun } from '../allocator/owners';
+import { normalRuns } from '../allocator/owners';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import { takeExtents } from './allocation';
 import { isServerAlive } from './leases';
 import { extentSizesOf, memberMap } from './members';
-import { changeOwners, reserveRunsOf, storedOwners } from './owners';
+import { changeOwners, ownersAt, reserveRunsOf } from './owners';
 import {
   get, invalid, tx, type CatalogContext, type ServerRow,
 } from './statements';
@@ -62,28 +62,6 @@ export function reserveCowExtents(
       extentCount: r.extentCount, extentSize,
     }));
   });
-}
-
-/** Owner counts by member, sorted, for lookups by extent. */
-function countLookup(stored: readonly OwnerRun[]): (memberId: number, extent: number) => number {
-  const byMember = new Map<number, OwnerRun[]>();
-  for (const s of stored) {
-    const list = byMember.get(s.memberId) ?? [];
-    list.push(s);
-    byMember.set(s.memberId, list);
-  }
-  return (memberId, extent) => {
-    const list = byMember.get(memberId) ?? [];
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (runEnd(list[mid]!) <= extent) lo = mid + 1;
-      else hi = mid;
-    }
-    const row = list[lo];
-    return row !== undefined && row.firstExtent <= extent ? row.owners : 1;
-  };
 }
 
 function isInRuns(runs: readonly Run[], memberId: number, extent: number): boolean {
@@ -163,7 +141,7 @@ export function commitCowRemaps(
     if (remaps.length === 0) return;
     const reserve = reserveRunsOf(cx, vdId);
     const plan = planRemaps(vdId, runsOf(cx, vdId), extentSizesOf(cx), remaps,
-      countLookup(storedOwners(cx)), reserve);
+      (memberId, extent) => ownersAt(cx, memberId, extent), reserve);
     cx.st.deleteRunsOf.run(vdId);
     mergeAdjacent(plan.runs).forEach((r, seq) => {
       cx.st.insertRun.run(vdId, seq, r.memberId, r.firstExtent, r.extentCount);

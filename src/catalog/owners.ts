@@ -22,7 +22,7 @@ import {
 } from '../allocator/owners';
 import { rewriteFreeRuns } from './allocation';
 import {
-  all, toRun, type CatalogContext, type OwnerRow, type ReserveRow, type RunRow, type VdRow,
+  all, get, toRun, type CatalogContext, type OwnerRow, type ReserveRow, type RunRow, type VdRow,
 } from './statements';
 import { isDead, runsOf } from './vd-rows';
 
@@ -35,17 +35,34 @@ export function storedOwners(cx: CatalogContext): OwnerRun[] {
   return all<OwnerRow>(cx.st.ownersAll).map(toOwnerRun);
 }
 
-/** Rewrites the count rows of every member `runs` lie on through `next`. */
+/** The count rows that overlap `run` (index lookups: the one holding its start, then later). */
+function ownerRowsOver(cx: CatalogContext, run: Run): OwnerRun[] {
+  const rows: OwnerRun[] = [];
+  const at = get<OwnerRow>(cx.st.ownerRowAt, run.memberId, run.firstExtent);
+  if (at !== undefined && at.first_extent + at.extent_count > run.firstExtent) {
+    rows.push(toOwnerRun(at));
+  }
+  for (const row of all<OwnerRow>(cx.st.ownerRowsIn, run.memberId, run.firstExtent,
+    run.firstExtent + run.extentCount)) {
+    rows.push(toOwnerRun(row));
+  }
+  return rows;
+}
+
+/**
+ * Rewrites, run by run, the count rows that overlap each of `runs` (disjoint) through `next`:
+ * O(log rows + rows touched) per run, whatever the number of rows.
+ */
 function rewriteOwners(
   cx: CatalogContext, runs: readonly Run[],
-  next: (current: OwnerRun[], ofMember: Run[]) => OwnerRun[],
+  next: (current: OwnerRun[], run: Run) => OwnerRun[],
 ): void {
-  for (const memberId of new Set(runs.map((r) => r.memberId))) {
-    const current = all<OwnerRow>(cx.st.ownersOf, memberId).map(toOwnerRun);
-    const rows = next(current, runs.filter((r) => r.memberId === memberId));
-    cx.st.deleteOwnersOf.run(memberId);
+  for (const run of normalRuns(runs)) {
+    const current = ownerRowsOver(cx, run);
+    const rows = next(current, run);
+    for (const r of current) cx.st.deleteOwnerRow.run(r.memberId, r.firstExtent);
     for (const r of rows) {
-      assert(r.owners >= 2 && r.memberId === memberId);
+      assert(r.owners >= 2 && r.memberId === run.memberId);
       cx.st.insertOwners.run(r.memberId, r.firstExtent, r.extentCount, r.owners);
     }
   }
@@ -53,7 +70,13 @@ function rewriteOwners(
 
 /** Every extent of `runs` (each mapped by some VD) gains `delta` owners. */
 export function changeOwners(cx: CatalogContext, runs: readonly Run[], delta: number): void {
-  rewriteOwners(cx, runs, (current, mine) => addOwners(current, mine, delta));
+  rewriteOwners(cx, runs, (current, run) => addOwners(current, [run], delta));
+}
+
+/** The owner count of one extent that some VD maps (1 without a count row). */
+export function ownersAt(cx: CatalogContext, memberId: number, extent: number): number {
+  const row = get<OwnerRow>(cx.st.ownerRowAt, memberId, extent);
+  return row !== undefined && row.first_extent + row.extent_count > extent ? row.owners : 1;
 }
 
 /** A VD's map cut where the owner count changes, each piece with its count. */
@@ -106,7 +129,7 @@ export function takeFromDead(
     cx.st.deletePendingOf.run(vdId);
     cx.st.bumpVd.run(vdId);
   }
-  rewriteOwners(cx, taken, (current, mine) => clearOwners(current, mine));
+  rewriteOwners(cx, taken, (current, run) => clearOwners(current, [run]));
 }
 
 /** The reserve of a VD as runs. */

@@ -125,8 +125,11 @@ const SQL = {
     + '+ (SELECT COUNT(*) FROM vd_losses WHERE vd_id = @id OR taken_by = @id) AS n',
   deleteVdRow: 'DELETE FROM vds WHERE id = ?',
   ownersAll: 'SELECT * FROM extent_owners ORDER BY member_id, first_extent',
-  ownersOf: 'SELECT * FROM extent_owners WHERE member_id = ? ORDER BY first_extent',
-  deleteOwnersOf: 'DELETE FROM extent_owners WHERE member_id = ?',
+  ownerRowAt: 'SELECT * FROM extent_owners WHERE member_id = ? AND first_extent <= ? '
+    + 'ORDER BY first_extent DESC LIMIT 1',
+  ownerRowsIn: 'SELECT * FROM extent_owners WHERE member_id = ? AND first_extent > ? '
+    + 'AND first_extent < ? ORDER BY first_extent',
+  deleteOwnerRow: 'DELETE FROM extent_owners WHERE member_id = ? AND first_extent = ?',
   insertOwners: 'INSERT INTO extent_owners (member_id, first_extent, extent_count, owners) '
     + 'VALUES (?, ?, ?, ?)',
   runsOverShared: 'SELECT DISTINCT r.* FROM vd_runs r JOIN extent_owners o '
