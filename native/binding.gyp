@@ -13,6 +13,12 @@
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-std=gnu11"],
       "libraries": ["-ldl"],
       "defines": ["NAPI_VERSION=9", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"]
+    },
+    {
+      "target_name": "xvd_sqlite_vfs",
+      "sources": ["src/sqlite-vfs.c"],
+      "include_dirs": ["../node_modules/better-sqlite3/deps/sqlite3"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-std=gnu11"]
     }
   ]
 }

@@ -30,6 +30,8 @@ export const ERRORS = {
   ERR_CATALOG_INVALID:
     'a catalog call got an argument out of range (size, extent size, expiry, a relative path)',
   ERR_CATALOG_SERVER_UNKNOWN: 'fencing: no registered server has that id (unregistered or reaped)',
+  ERR_LEASE_HELD: 'lease: a server of another host (or a predecessor on this one) leases the VD: '
+    + 'live until its heartbeat is older than its TTL, then until it is fenced and taken over',
 
   // --- allocator and virtual disks ---
   ERR_VD_UNKNOWN: 'no virtual disk has that id',

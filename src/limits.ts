@@ -12,6 +12,17 @@ export const LIMITS = {
   extentSizeMax: 1024 * 1024 * 1024,
   /** SQLite busy_timeout: many concurrent CLI processes wait this long for the write lock. */
   catalogBusyTimeoutMs: 30_000,
+  /** A catalog in RADOS (catalog/ceph-sqlite.ts): an unreachable cluster fails after this many
+   * seconds instead of libcephsqlite's 300 (client_mount_timeout, unless CEPH_ARGS sets it). */
+  cephMountTimeoutS: 5,
+  /** ... how long the database lock of a frozen or dead holder outlives it (every host's catalog
+   * waits that long; then the lock is broken and its holder blocklisted). Ceph's default, 30 s,
+   * is twice the default lease TTL; 10 s is still ten renewals. */
+  cephLockTimeoutMs: 10_000,
+  /** ... how often the holder renews that lock (Ceph's default is 2 s). */
+  cephLockRenewMs: 1_000,
+  /** ... page cache of a catalog connection in 64 KiB pages (16 MiB): reads are RADOS reads. */
+  cephCachePages: 256,
   // --- catalog and allocator (src/catalog, src/allocator) ---
   /** How long create/enlarge/import wait for a running server to fence and drain a deleted VD
    * whose extents they need (ERR_VD_SPACE_DRAINING); draining takes one poll plus the requests
@@ -210,6 +221,19 @@ export const LIMITS = {
   /** serve: open exports are re-resolved at least this often even without commits (expiry is a
    * matter of time, not of commits). */
   serveTickMs: 1_000,
+  /** serve --host (serve/host-lease.ts): the lease TTL unless --lease-ttl says otherwise. */
+  hostLeaseTtlDefaultMs: 15_000,
+  /** ... the longest --lease-ttl (a day); the shortest is one second. */
+  hostLeaseTtlMaxMs: 86_400_000,
+  /** ... heartbeats per TTL: a lease survives four lost or slow heartbeats in a row. */
+  hostHeartbeatsPerTtl: 5,
+  /** ... an open tries this many takeovers in a row (each follows a commit by another server). */
+  hostTakeoverTriesMax: 3,
+  /** ... how long a takeover waits for a SIGKILLed server of this host to be gone. */
+  hostKillWaitMs: 5_000,
+  /** ... a server that lost its leases waits this long for its requests in flight to end (they
+   * fail at once when it was blocklisted; an unreachable cluster would hold them forever). */
+  hostLostDrainMs: 10_000,
   /** serve: heartbeat into the catalog's servers table (informational; liveness is pid based). */
   serveHeartbeatMs: 5_000,
   /** serve: at stop, the catalog writer thread gets this long to finish its last write and close

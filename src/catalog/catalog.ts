@@ -20,7 +20,9 @@ import { freeSpace } from './allocation';
 import { checkCatalog } from './check';
 import * as clones from './clones';
 import * as cow from './cow';
+import { cephSqliteAddress } from './ceph-sqlite';
 import { openDatabase, type Db } from './database';
+import { isCephCatalog } from './location';
 import type { Catalog } from './index';
 import { isProcessAlive } from './liveness';
 import * as imports from './imports';
@@ -32,9 +34,9 @@ import {
   type VbdRow, type VdRow,
 } from './statements';
 import type {
-  AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace, Lease,
-  Member, MemberInput, OpenOptions, PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail,
-  VdSummary,
+  AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace,
+  HostIdentity, Lease, Member, MemberInput, OpenOptions, PendingZero, ResolvedVbd, ServerInfo,
+  Vbd, VdDetail, VdSummary,
 } from './types';
 import * as vbds from './vbds';
 import * as vdRows from './vd-rows';
@@ -110,7 +112,8 @@ class CatalogImpl implements Catalog {
         vbds: all<VbdRow>(st.vbds),
         vbdRanges: all<RangeRow>(st.rangesAll),
         servers,
-        liveServerIds: servers.filter((s) => leases.isServerAlive(s)).map((s) => s.id),
+        liveServerIds: servers.filter((s) => leases.holdsLeases(s, this.cx.now()))
+          .map((s) => s.id),
         leases: all<{ server_id: number; vd_id: number; generation: number }>(st.leases),
         imports: all<ImportRow>(st.imports).map((row) => ({
           vd_id: row.vd_id, pid: row.pid,
@@ -133,11 +136,22 @@ class CatalogImpl implements Catalog {
   resolveVbd(domain: number, device: string): ResolvedVbd {
     return vbds.resolveVbd(this.cx, domain, device);
   }
+  radosAddress(): string | null {
+    return isCephCatalog(this.path) ? cephSqliteAddress(this.cx.db) : null;
+  }
   dataVersion(): number { return this.cx.db.pragma('data_version', { simple: true }) as number; }
 
   // --- fencing (server) ---
-  registerServer(controlPath: string | null = null): number {
-    return leases.registerServer(this.cx, controlPath);
+  registerServer(controlPath: string | null = null, identity: HostIdentity | null = null,
+  ): number {
+    return leases.registerServer(this.cx, controlPath, identity);
+  }
+  setServerAddrs(serverId: number, addrs: string[]): void {
+    leases.setServerAddrs(this.cx, serverId, addrs);
+  }
+  leaseHolders(vdId: number): ServerInfo[] { return leases.leaseHolders(this.cx, vdId); }
+  takeOverServer(serverId: number, heartbeatAtMs: number): boolean {
+    return leases.takeOverServer(this.cx, serverId, heartbeatAtMs);
   }
   listServers(): ServerInfo[] { return leases.listServers(this.cx); }
   heartbeat(serverId: number): void { leases.heartbeat(this.cx, serverId); }

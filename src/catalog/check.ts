@@ -9,6 +9,8 @@
  * ./check-vbds.ts. A lease names an existing server and VD, at a generation the VD has had; a
  * lease of a live server on a VD whose extents went to another VD breaks invariant 2. Leases of
  * servers that are not running are stale: they hold nothing, so they are notes, not faults.
+ * A server with a host (src/serve/host-lease.ts) holds its leases until it is taken over, so it
+ * counts as running; one whose heartbeat is older than its TTL is a note (it awaits a fence).
  * An import in progress is a note; one whose process is gone is an abandoned import, also a note
  * (the next xvd command frees its extents), never a fault. An importing VD carries no expiry and
  * nothing may use it: a VBD or a lease naming it is a fault, as is an import of no VD.
@@ -31,8 +33,9 @@ export interface CheckInput {
   losses: { vd_id: number; taken_by: number }[];
   vbds: CheckVbdRow[];
   vbdRanges: CheckRangeRow[];
-  servers: { id: number; pid: number }[];
-  /** Ids of the servers whose process is running. */
+  servers: { id: number; pid: number; host?: string | null; heartbeat_at?: number;
+    lease_ttl_ms?: number | null }[];
+  /** Ids of the servers whose leases hold (process running; a host's row until taken over). */
   liveServerIds: number[];
   leases: { server_id: number; vd_id: number; generation: number }[];
   /** Owner counts of shared extents (schema 7; absent: none). */
@@ -206,9 +209,22 @@ function checkLease(input: CheckInput, lease: CheckInput['leases'][number],
   }
 }
 
+function noteExpiredHost(input: CheckInput, server: CheckInput['servers'][number],
+  notes: string[]): void {
+  if (server.host === undefined || server.host === null) return;
+  const ageMs = input.now - (server.heartbeat_at ?? 0);
+  if (ageMs < (server.lease_ttl_ms ?? 0)) return;
+  const vdIds = input.leases.filter((l) => l.server_id === server.id).map((l) => l.vd_id);
+  notes.push(`server ${server.id} on host ${server.host}: no heartbeat for `
+    + `${(ageMs / 1000).toFixed(1)} s (TTL ${((server.lease_ttl_ms ?? 0) / 1000).toFixed(1)} s)`
+    + (vdIds.length === 0 ? '; it holds no leases' : `; its leases of VD ${vdIds.join(', ')} `
+      + 'hold until another server fences it and takes over'));
+}
+
 function checkLeases(input: CheckInput, faults: string[], notes: string[]): void {
   for (const lease of input.leases) checkLease(input, lease, faults);
   for (const server of input.servers) {
+    noteExpiredHost(input, server, notes);
     if (input.liveServerIds.includes(server.id)) continue;
     const vdIds = input.leases.filter((l) => l.server_id === server.id).map((l) => l.vd_id);
     const held = vdIds.length === 0 ? 'it holds no leases'

@@ -33,7 +33,7 @@ import { liveVdRow, runsOf, vdRow } from './vd-rows';
 function requireLease(cx: CatalogContext, op: string, serverId: number, vdId: number): void {
   const lease = get<{ generation: number }>(cx.st.lease, serverId, vdId);
   const server = get<ServerRow>(cx.st.server, serverId);
-  if (lease === undefined || server === undefined || !isServerAlive(server)) {
+  if (lease === undefined || server === undefined || !holdsLeases(server, cx.now())) {
     throw new XvdError('ERR_COW_NO_LEASE', `${op}: server ${serverId} holds no live lease `
       + `on VD ${vdId}`);
   }

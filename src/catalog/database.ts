@@ -2,12 +2,16 @@
  * database: opens the catalog file with better-sqlite3 12, sets and checks the pragmas (WAL,
  * synchronous=FULL, foreign_keys, busy_timeout) and runs the append-only migrations in one
  * BEGIN IMMEDIATE transaction, so two processes opening a fresh file at once migrate it once.
+ * A catalog in RADOS (`ceph:POOL/NAME`, location.ts) is opened by ceph-sqlite.ts, with the
+ * pragmas that suit RADOS; the schema and migrations are the same.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
+import { openCephDatabase, setCephPragmas } from './ceph-sqlite';
+import { catalogLocationOf } from './location';
 import { MIGRATIONS } from './migrations';
 
 export type Db = Database.Database;
@@ -22,6 +26,19 @@ function openFailure(file: string, cause: unknown): XvdError {
 }
 
 function connect(file: string, isCreate: boolean, isReadonly: boolean): Db {
+  const location = catalogLocationOf(file);
+  if (location.kind === 'ceph') {
+    const db = openCephDatabase(file, location, isReadonly, isCreate);
+    const tables = db.prepare('SELECT COUNT(*) FROM sqlite_master').pluck().get() as number;
+    setCephPragmas(db, isReadonly, tables === 0);
+    return db;
+  }
+  const db = connectFile(file, isCreate, isReadonly);
+  setPragmas(db, isReadonly);
+  return db;
+}
+
+function connectFile(file: string, isCreate: boolean, isReadonly: boolean): Db {
   if (isCreate && !isReadonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   if (!isCreate && !fs.existsSync(file)) {
     throw new XvdError('ERR_CATALOG_OPEN', `catalog: ${file}: no such file`);
@@ -73,7 +90,6 @@ export function openDatabase(file: string, isCreate: boolean, isReadonly: boolea
   let db: Db | null = null;
   try {
     db = connect(file, isCreate, isReadonly);
-    setPragmas(db, isReadonly);
     const current = userVersion(db);
     refuseNewer(file, current);
     const version = isReadonly || current === MIGRATIONS.length ? current : migrate(db, file);

@@ -35,9 +35,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import type {
-  AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace, Lease,
-  Member, MemberInput, OpenOptions, PendingZero, ResolvedVbd, ServerInfo, Vbd, VdDetail,
-  VdSummary,
+  AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace,
+  HostIdentity, Lease, Member, MemberInput, OpenOptions, PendingZero, ResolvedVbd, ServerInfo,
+  Vbd, VdDetail, VdSummary,
 } from './types';
 
 export * from './types';
@@ -128,19 +128,33 @@ export interface Catalog {
   listVbds(): Vbd[];
   /** ERR_VBD_UNKNOWN when there is no such VBD. */
   resolveVbd(domain: number, device: string): ResolvedVbd;
+  /** The address of the RADOS client a catalog in RADOS is reached through (null: a file). */
+  radosAddress(): string | null;
   /** PRAGMA data_version: changes when another connection commits. */
   dataVersion(): number;
 
   // --- fencing (server) ---
-  /** Registers this process as a server; `controlPath`: where it answers `xvd status`. */
-  registerServer(controlPath?: string | null): number;
+  /**
+   * Registers this process as a server; `controlPath`: where it answers `xvd status`;
+   * `identity`: its host, lease TTL and RADOS clients (leases by heartbeat; none: by pid).
+   */
+  registerServer(controlPath?: string | null, identity?: HostIdentity | null): number;
+  /** Records the RADOS clients a server writes through. */
+  setServerAddrs(serverId: number, addrs: string[]): void;
+  /** The servers leasing a VD. */
+  leaseHolders(vdId: number): ServerInfo[];
+  /**
+   * Removes an expired, fenced host server's row and leases if it has not beaten since
+   * `heartbeatAtMs`; true when removed (catalog/leases.ts).
+   */
+  takeOverServer(serverId: number, heartbeatAtMs: number): boolean;
   /** Every registered server, with whether its process still runs. */
   listServers(): ServerInfo[];
   heartbeat(serverId: number): void;
   unregisterServer(serverId: number): void;
   acquireLease(serverId: number, vdId: number): Lease;
   releaseLease(serverId: number, vdId: number): void;
-  /** Leases held by live servers. */
+  /** Leases that keep their VDs' extents from the allocator (live servers, unfenced hosts). */
   liveLeases(): Lease[];
 
   close(): void;

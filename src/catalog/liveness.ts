@@ -4,14 +4,14 @@
  */
 import fs from 'node:fs';
 
-/** Start time of a process as recorded in /proc, or '' when it does not exist. */
+/** Start time of a process as recorded in /proc, or '' when it does not exist or has exited. */
 export function processStartTime(pid: number): string {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // rest[0] is field 3 (state); field 22 is rest[19].
-    return rest[19] ?? '';
+    // rest[0] is field 3 (state); field 22 is rest[19]. A zombie has exited: no start time.
+    return rest[0] === 'Z' ? '' : rest[19] ?? '';
   } catch {
     return '';
   }

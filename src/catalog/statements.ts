@@ -39,7 +39,8 @@ export interface RangeRow {
 export interface PendingRow { vd_id: number; member_id: number; offset: number; length: number }
 export interface ServerRow {
   id: number; pid: number; pid_start_time: string; heartbeat_at: number; started_at: number;
-  control_path: string | null;
+  control_path: string | null; host: string | null; lease_ttl_ms: number | null;
+  rados_addrs: string;
 }
 /** extent_owners: a run whose extents have `owners` (>= 2) owners. */
 export interface OwnerRow extends FreeRow { owners: number }
@@ -108,7 +109,10 @@ const SQL = {
   servers: 'SELECT * FROM servers ORDER BY id',
   server: 'SELECT * FROM servers WHERE id = ?',
   insertServer: 'INSERT INTO servers (pid, pid_start_time, heartbeat_at, started_at, '
-    + 'control_path) VALUES (?, ?, ?, ?, ?)',
+    + 'control_path, host, lease_ttl_ms, rados_addrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+  setServerAddrs: 'UPDATE servers SET rados_addrs = ? WHERE id = ?',
+  deleteServerSeen: 'DELETE FROM servers WHERE id = ? AND heartbeat_at = ?',
+  leasesOfVd: 'SELECT * FROM leases WHERE vd_id = ? ORDER BY server_id',
   heartbeat: 'UPDATE servers SET heartbeat_at = ? WHERE id = ?',
   deleteServer: 'DELETE FROM servers WHERE id = ?',
   leases: 'SELECT * FROM leases ORDER BY server_id, vd_id',

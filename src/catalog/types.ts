@@ -200,8 +200,24 @@ export interface ServerInfo {
   heartbeatAtMs: number;
   /** its control socket (src/serve/control.ts), or null when it has none */
   controlPath: string | null;
-  /** its process still runs (pid and start time, catalog/liveness.ts) */
+  /** its process still runs (pid and start time, catalog/liveness.ts); for a server with a
+   * host: its heartbeat is fresh (within leaseTtlMs) */
   isAlive: boolean;
+  /** registered with `xvd serve --host`: leases by heartbeat (src/serve/host-lease.ts) */
+  host: string | null;
+  leaseTtlMs: number | null;
+  /** the RADOS clients it writes through (blocklisted when another server takes over) */
+  radosAddrs: string[];
+  /** its process's start time (catalog/liveness.ts), to judge or fence it on its own host */
+  pidStartTime: string;
+}
+
+/** How a server registered with a host name holds its leases (src/serve/host-lease.ts). */
+export interface HostIdentity {
+  host: string;
+  leaseTtlMs: number;
+  /** the address of every RADOS client this server writes through */
+  radosAddrs: string[];
 }
 
 export interface Lease {

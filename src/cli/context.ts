@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import { defaultCatalogPath } from '../catalog';
+import { isCephCatalog } from '../catalog/location';
 import { catalogPathOf } from './env';
 import { openCatalogPort } from './adapter';
 import type { CatalogPort } from './port';
@@ -24,8 +25,10 @@ export class Context {
     return this.catalogPathValue;
   }
 
-  /** The directory next to the catalog, where quickstart keeps its pool image. */
+  /** The directory next to the catalog, where quickstart keeps its pool image (for a catalog in
+   * RADOS, the default catalog's directory). */
   get dataDir(): string {
+    if (isCephCatalog(this.catalogPathValue)) return path.dirname(defaultCatalogPath());
     return path.dirname(path.resolve(this.catalogPathValue));
   }
 

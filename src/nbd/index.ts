@@ -8,6 +8,7 @@
 export { createServer, NbdServer, DEFAULT_HOST, DEFAULT_PORT } from './server';
 export type { ListenTarget, NbdServerLimits, NbdServerOptions, NbdServerStats } from './server';
 export type { Domain, ExportHandle, ExportListing, ExportProvider } from './provider';
+export { ExportRefusal } from './provider';
 export { domainOfIdentity, readPskFile, readX509Dir } from './tls';
 export type { TlsOptions } from './tls';
 export { listenFdsFromEnv } from './systemd';

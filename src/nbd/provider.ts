@@ -24,11 +24,26 @@ export interface ExportHandle {
   release(): void;
 }
 
+/**
+ * Thrown by open() when an export exists but may not be opened now, for a reason the client
+ * should read (a VD leased by another host): NBD_OPT_GO and NBD_OPT_INFO answer
+ * NBD_REP_ERR_POLICY with this message, and the `export-refused` line carries it as its reason.
+ */
+export class ExportRefusal extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ExportRefusal';
+  }
+}
+
 export interface ExportProvider {
   /** Exports this domain may see (NBD_OPT_LIST). */
   list(domain: Domain): ExportListing[];
   /** The default export for an empty name, or null when there is none. */
   defaultName(domain: Domain): string | null;
-  /** Opens (or shares) the export for NBD_OPT_GO/EXPORT_NAME; null when unknown or not allowed. */
+  /**
+   * Opens (or shares) the export for NBD_OPT_GO/EXPORT_NAME; null when unknown or not allowed;
+   * throws ExportRefusal when it exists but may not be opened now, saying why.
+   */
   open(name: string, domain: Domain): Promise<ExportHandle | null>;
 }

@@ -37,12 +37,10 @@
  * else can take those extents meanwhile (the VD is live, and leased besides; the allocator takes
  * only dead, unleased VDs' extents). A connection must reconnect to see the new size.
  *
- * Writes off the event loop: heartbeats and leases are written through a CatalogWriter
- * (catalog-writer.ts); `xvd serve` passes one over a worker thread, so that a commit's fsync or a
- * wait for a CLI's write lock never stalls the connections this thread serves. Reads stay here.
- * Register and unregister stay on this thread's connection: they run once, at start and stop,
- * and unregistering (which deletes this server's leases too) must work even if the writer died.
- * Lease writes are therefore asynchronous, and the rules are: an open answers only after its
+ * Writes off the event loop: heartbeats and leases go through a CatalogWriter (catalog-writer.ts,
+ * over a worker thread in `xvd serve`), so no commit's fsync or wait for a CLI's write lock
+ * stalls the connections this thread serves. Reads, register and unregister (once each, and the
+ * last must work even if the writer died) stay here. Lease writes are asynchronous; the rules: an open answers only after its
  * acquireLease committed (serving before the lease is committed is never allowed); a release is
  * sent only after fence and drain, and may commit later (holding a lease a little longer is
  * always safe); the takes and drops of one VD run one after another (LeaseKeeper), so its
@@ -51,6 +49,9 @@
  *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
+ *
+ * Many hosts (host-lease.ts): leases live by heartbeat (heartbeat.ts); an open of a VD another
+ * host leases is refused, or once that lease expired preceded by its fence and takeover.
  *
  * Log (log-events.ts): a `fence` line per export the catalog takes away; a `takeover` line per
  * registered server found dead at start (registering removes its rows and leases); one
@@ -68,6 +69,8 @@ import { LOG_EVENT } from '../log-events';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
 import { catalogWriterOf, type CatalogWriter } from './catalog-writer';
 import { describeResolved, judge, parseExportName } from './export-verdict';
+import { Heartbeat } from './heartbeat';
+import type { HostLeases } from './host-lease';
 import { LeaseKeeper } from './lease-keeper';
 
 /**
@@ -98,8 +101,14 @@ export interface CatalogProviderOptions {
   log: Logger;
   pool?: BackingPool;
   pollMs?: number;
-  /** heartbeat period; LIMITS.serveHeartbeatMs unless a test wants it sooner */
+  /** heartbeat period; LIMITS.serveHeartbeatMs (host mode: TTL / 5) unless a test wants it sooner */
   heartbeatMs?: number;
+  /** leases across hosts (host-lease.ts); none: the single-host pid rule */
+  hostLeases?: HostLeases;
+  /** the RADOS clients this server writes through, registered with its host */
+  radosAddrs?: string[];
+  /** host mode: called once when this server lost its leases */
+  onLost?: (reason: string) => void;
 }
 
 export class CatalogProvider implements ExportProvider {
@@ -115,8 +124,9 @@ export class CatalogProvider implements ExportProvider {
   private readonly leases: LeaseKeeper;
   private readonly opening = new Set<Promise<unknown>>();
   private readonly retiring = new Set<Promise<void>>();
-  private heartbeatRunning: Promise<void> | null = null;
-  private readonly heartbeatTicks = { ticks: 0, skipped: 0 };
+  private readonly hostLeases: HostLeases | null;
+  private readonly radosAddrs: string[];
+  private readonly beat: Heartbeat;
   private isStopping = false;
   private fencer: Fencer | null = null;
   private serverId: number | null = null;
@@ -125,7 +135,6 @@ export class CatalogProvider implements ExportProvider {
   private dataVersionSeen = -1;
   private tickLast = 0;
   private isReconciling = false;
-  private isLeaseLost = false;
 
   constructor(options: CatalogProviderOptions) {
     this.catalog = options.catalog;
@@ -133,8 +142,13 @@ export class CatalogProvider implements ExportProvider {
     this.log = options.log;
     this.pool = options.pool ?? new BackingPool();
     this.pollMs = options.pollMs ?? LIMITS.servePollMs;
-    this.heartbeatMs = options.heartbeatMs ?? LIMITS.serveHeartbeatMs;
+    this.hostLeases = options.hostLeases ?? null;
+    this.radosAddrs = options.radosAddrs ?? [];
+    this.heartbeatMs = options.heartbeatMs ?? this.hostLeases?.heartbeatMs ??
+      LIMITS.serveHeartbeatMs;
     this.leases = new LeaseKeeper(this.writer, this.log, () => this.serverId);
+    this.beat = new Heartbeat({ writer: this.writer, log: this.log, hostLeases: this.hostLeases,
+      onLost: options.onLost ?? ((): void => undefined), leasedVds: () => this.leasedVds });
   }
 
   /**
@@ -144,14 +158,18 @@ export class CatalogProvider implements ExportProvider {
   start(fencer: Fencer, controlPath: string | null = null): void {
     assert(this.serverId === null);
     this.fencer = fencer;
-    const dead = this.catalog.listServers().filter((server) => !server.isAlive);
-    this.serverId = this.catalog.registerServer(controlPath);
+    const dead = this.catalog.listServers().filter((server) => server.host === null &&
+      !server.isAlive);
+    const host = this.hostLeases;
+    this.serverId = this.catalog.registerServer(controlPath, host === null ? null
+      : { host: host.host, leaseTtlMs: host.leaseTtlMs, radosAddrs: this.radosAddrs });
     this.dataVersionSeen = this.catalog.dataVersion();
-    this.timerPoll = setInterval(() => void this.poll(), this.pollMs);
-    this.timerPoll.unref();
-    this.timerHeartbeat = setInterval(() => this.heartbeat(), this.heartbeatMs);
-    this.timerHeartbeat.unref();
-    this.log.info({ serverId: this.serverId }, 'registered in the catalog');
+    this.timerPoll = setInterval(() => void this.poll(), this.pollMs).unref();
+    this.timerHeartbeat = setInterval(() => {
+      if (this.serverId !== null) this.beat.tick(this.serverId);
+    }, this.heartbeatMs).unref();
+    this.log.info({ serverId: this.serverId, host: host?.host, leaseTtlMs: host?.leaseTtlMs,
+      radosAddrs: this.radosAddrs }, 'registered in the catalog');
     for (const server of dead) {
       this.log.warn({ event: LOG_EVENT.takeover, serverId: this.serverId,
         deadServerId: server.id, deadPid: server.pid, heartbeatAtMs: server.heartbeatAtMs },
@@ -160,12 +178,8 @@ export class CatalogProvider implements ExportProvider {
   }
 
   list(domain: Domain): ExportListing[] {
-    const listing: ExportListing[] = [];
-    for (const vbd of this.catalog.listVbds()) {
-      if (domain !== null && vbd.domain !== domain) continue;
-      listing.push({ name: `${vbd.domain}/${vbd.device}`, description: vbd.sourceText });
-    }
-    return listing;
+    return this.catalog.listVbds().filter((vbd) => domain === null || vbd.domain === domain)
+      .map((vbd) => ({ name: `${vbd.domain}/${vbd.device}`, description: vbd.sourceText }));
   }
 
   /** The empty export name means the domain's only export, when it has exactly one. */
@@ -206,11 +220,22 @@ export class CatalogProvider implements ExportProvider {
     for (const entry of [...this.live]) await this.retire(entry, true);
     await Promise.all([...this.retiring]);
     await this.leases.settled();
-    await this.heartbeatRunning;
+    await this.beat.running;
     assert(this.leases.countedVds === 0, 'stop: a lease is still counted after every retire');
-    if (this.serverId !== null) this.catalog.unregisterServer(this.serverId);
+    if (this.serverId !== null) this.unregister(this.serverId);
     this.serverId = null;
     await this.pool.close();
+  }
+
+  /** Leaves the catalog; a server that lost its leases may find its row gone or its catalog
+   * unusable (blocklisted), and has nothing left to give back: logged, not thrown. */
+  private unregister(serverId: number): void {
+    try {
+      this.catalog.unregisterServer(serverId);
+    } catch (error) {
+      if (this.hostLeases === null) throw error;
+      this.log.warn({ err: error, serverId }, 'could not leave the catalog');
+    }
   }
 
   private handleOf(entry: Entry): ExportHandle {
@@ -250,6 +275,8 @@ export class CatalogProvider implements ExportProvider {
       const resolved = this.resolve(domain, device);
       if (resolved === null || resolved.isDangling) return null;
       if (resolved.vdId === null) return resolved;
+      await this.hostLeases?.clearFor(resolved.vdId, this.serverId ?? 0,
+        `${domain}/${device}`);
       const lease = await this.leases.take(resolved);
       if (lease === 'taken') return resolved;
       if (lease === 'gone') return null;
@@ -330,34 +357,7 @@ export class CatalogProvider implements ExportProvider {
    * still running; every other tick started exactly one heartbeat.
    */
   get heartbeatCounts(): { ticks: number; skipped: number } {
-    return { ...this.heartbeatTicks };
-  }
-
-  /** One heartbeat at a time: a tick that finds the last one still running skips. */
-  private heartbeat(): void {
-    if (this.serverId === null) return;
-    this.heartbeatTicks.ticks += 1;
-    if (this.heartbeatRunning !== null) {
-      this.heartbeatTicks.skipped += 1;
-      this.log.debug('heartbeat skipped: the previous one is still running');
-      return;
-    }
-    this.heartbeatRunning = this.writer.heartbeat(this.serverId)
-      .catch((error: unknown) => this.heartbeatFailed(error))
-      .finally(() => (this.heartbeatRunning = null));
-  }
-
-  /** A failed heartbeat; this server's row gone means every lease of it is gone: said once. */
-  private heartbeatFailed(error: unknown): void {
-    const isGone = error instanceof XvdError && error.code === 'ERR_CATALOG_SERVER_UNKNOWN';
-    if (!isGone || this.isLeaseLost) {
-      this.log.error({ err: error }, 'heartbeat failed');
-      return;
-    }
-    this.isLeaseLost = true;
-    this.log.error({ event: LOG_EVENT.leaseLost, serverId: this.serverId,
-      vds: this.leases.countedVds, err: error }, 'this server is no longer registered in the ' +
-      'catalog: its leases are gone, and the extents of the VDs it serves may be handed on');
+    return { ...this.beat.counts };
   }
 
   private async poll(): Promise<void> {

@@ -29,6 +29,7 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Lease } from '../catalog/index';
+import { isCephCatalog } from '../catalog/location';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
@@ -44,8 +45,11 @@ type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 /** A request as the caller gives it; request() numbers it. */
 type Request = WithoutId<WriterRequest>;
 
+/** A successful answer. */
+type OkReply = Extract<WriterReply, { isOk: true }>;
+
 interface Pending {
-  resolve(lease: Lease | null): void;
+  resolve(reply: OkReply): void;
   reject(error: Error): void;
   /** the write timed (commitTimes), and when it was sent (performance.now()) */
   op: TimedOp | null;
@@ -83,7 +87,8 @@ export class CatalogWriterThread implements CatalogWriter {
 
   private constructor(catalogPath: string, log: Logger) {
     this.log = log;
-    const workerData: WriterData = { catalogPath: path.resolve(catalogPath) };
+    const workerData: WriterData = { catalogPath: isCephCatalog(catalogPath) ? catalogPath
+      : path.resolve(catalogPath) };
     this.worker = new Worker(catalogWriterWorkerPath(), { workerData });
     this.worker.on('message', (reply: WriterReply) => this.onReply(reply));
     this.worker.on('error', (error) => (this.errorLast = error));
@@ -121,6 +126,11 @@ export class CatalogWriterThread implements CatalogWriter {
     await this.request({ op: 'releaseLease', serverId, vdId });
   }
 
+  async takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean> {
+    return (await this.requestReply({ op: 'takeOverServer', serverId, heartbeatAtMs }))
+      .isTaken === true;
+  }
+
   /**
    * Closes the worker's connection after every request already sent, and ends the thread
    * (terminated if it has not ended within LIMITS.serveWriterCloseMs). Later requests reject.
@@ -145,16 +155,21 @@ export class CatalogWriterThread implements CatalogWriter {
     await this.exited;
   }
 
-  private request(request: Request): Promise<Lease | null> {
+  private async request(request: Request): Promise<Lease | null> {
+    return (await this.requestReply(request)).lease;
+  }
+
+  private requestReply(request: Request): Promise<OkReply> {
     if (this.failure !== null) return Promise.reject(this.failure);
     const id = this.idNext++;
-    const answer = this.send(id, request.op === 'close' ? null : request.op);
+    const isTimed = request.op !== 'close' && request.op !== 'takeOverServer';
+    const answer = this.send(id, isTimed ? request.op : null);
     this.worker.postMessage({ ...request, id });
     return answer;
   }
 
   /** A pending answer for `id`; the worker stays ref'd while any is pending. */
-  private send(id: number, op: TimedOp | null = null): Promise<Lease | null> {
+  private send(id: number, op: TimedOp | null = null): Promise<OkReply> {
     if (this.pending.size === 0) this.worker.ref();
     const startMs = performance.now();
     return new Promise((resolve, reject) => {
@@ -188,7 +203,7 @@ export class CatalogWriterThread implements CatalogWriter {
       return;
     }
     if (pending.op !== null) this.timed(pending.op, pending.startMs);
-    if (reply.isOk) pending.resolve(reply.lease);
+    if (reply.isOk) pending.resolve(reply);
     else pending.reject(errorOfWire(reply.error));
   }
 

@@ -14,7 +14,7 @@ import {
   WRITER_OPEN_ID, wireErrorOf, type WriterData, type WriterReply, type WriterRequest,
 } from './catalog-writer';
 
-function run(catalog: Catalog, request: WriterRequest): Lease | null {
+function run(catalog: Catalog, request: WriterRequest): Lease | boolean | null {
   switch (request.op) {
     case 'heartbeat':
       catalog.heartbeat(request.serverId);
@@ -24,16 +24,20 @@ function run(catalog: Catalog, request: WriterRequest): Lease | null {
     case 'releaseLease':
       catalog.releaseLease(request.serverId, request.vdId);
       return null;
+    case 'takeOverServer':
+      return catalog.takeOverServer(request.serverId, request.heartbeatAtMs);
     case 'close':
       catalog.close();
       return null;
   }
 }
 
-function answer(port: MessagePort, id: number, work: () => Lease | null): void {
+function answer(port: MessagePort, id: number, work: () => Lease | boolean | null): void {
   let reply: WriterReply;
   try {
-    reply = { id, isOk: true, lease: work() };
+    const result = work();
+    reply = typeof result === 'boolean' ? { id, isOk: true, lease: null, isTaken: result }
+      : { id, isOk: true, lease: result };
   } catch (error) {
     reply = { id, isOk: false, error: wireErrorOf(error) };
   }

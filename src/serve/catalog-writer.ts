@@ -1,6 +1,6 @@
 /**
  * serve/catalog-writer: the catalog writes a running server makes while it serves (heartbeat,
- * acquireLease, releaseLease), behind one promise-returning interface, and the messages that
+ * acquireLease, releaseLease, and takeOverServer of a fenced host: serve/host-lease.ts), behind one promise-returning interface, and the messages that
  * carry them to the writer thread (catalog-writer-thread.ts) and back.
  *
  * Why an interface: every catalog write is a BEGIN IMMEDIATE transaction that fsyncs its commit
@@ -25,6 +25,8 @@ export interface CatalogWriter {
   heartbeat(serverId: number): Promise<void>;
   acquireLease(serverId: number, vdId: number): Promise<Lease>;
   releaseLease(serverId: number, vdId: number): Promise<void>;
+  /** Catalog.takeOverServer: true when the fenced server's row and leases were removed. */
+  takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean>;
 }
 
 /** Writes in process, on the caller's thread, through `catalog` (unit tests, tools). */
@@ -33,6 +35,8 @@ export function catalogWriterOf(catalog: Catalog): CatalogWriter {
     heartbeat: async (serverId) => catalog.heartbeat(serverId),
     acquireLease: async (serverId, vdId) => catalog.acquireLease(serverId, vdId),
     releaseLease: async (serverId, vdId) => catalog.releaseLease(serverId, vdId),
+    takeOverServer: async (serverId, heartbeatAtMs) =>
+      catalog.takeOverServer(serverId, heartbeatAtMs),
   };
 }
 
@@ -45,11 +49,12 @@ export type WriterRequest =
   | { id: number; op: 'heartbeat'; serverId: number }
   | { id: number; op: 'acquireLease'; serverId: number; vdId: number }
   | { id: number; op: 'releaseLease'; serverId: number; vdId: number }
+  | { id: number; op: 'takeOverServer'; serverId: number; heartbeatAtMs: number }
   /** closes the worker's connection; answered after every request sent before it */
   | { id: number; op: 'close' };
 
 export type WriterReply =
-  | { id: number; isOk: true; lease: Lease | null }
+  | { id: number; isOk: true; lease: Lease | null; isTaken?: boolean }
   | { id: number; isOk: false; error: WireError };
 
 export interface WriterData {

@@ -8,7 +8,8 @@
  * Where: beside the catalog, `.xvd-control/PID.sock` in the catalog's directory (which the
  * server can write, as SQLite puts its WAL there), unless that path does not fit a Unix socket
  * address (CONTROL_PATH_MAX), then `xvd-control-UID/PID.sock` in the runtime directory the CLI
- * passes ($XDG_RUNTIME_DIR, else the system's temporary directory). The server records the path
+ * passes ($XDG_RUNTIME_DIR, else the system's temporary directory); always there for a catalog in
+ * RADOS, which has no directory. The server records the path
  * in its catalog row (catalog/leases.ts registerServer), so `xvd status` finds it whatever the
  * environment of either process. The directory is created 0700 and must be this user's and
  * closed to others (else no control socket, and a warning); the socket is 0600 and removed at
@@ -22,6 +23,7 @@ import path from 'node:path';
 import { XvdError } from '../errors';
 import type { Logger } from '../log';
 import { processStartTime } from '../catalog/liveness';
+import { isCephCatalog } from '../catalog/location';
 
 /** The status document's format (status-document.ts); a reader refuses any other. */
 export const STATUS_FORMAT = 1;
@@ -38,7 +40,7 @@ const SOCKET_NAME = /^(\d+)\.sock$/;
 export function controlPathOf(catalogPath: string, pid: number, runtimeDir: string): string {
   const beside = path.join(path.dirname(path.resolve(catalogPath)), '.xvd-control',
     `${pid}.sock`);
-  if (Buffer.byteLength(beside) <= CONTROL_PATH_MAX) return beside;
+  if (!isCephCatalog(catalogPath) && Buffer.byteLength(beside) <= CONTROL_PATH_MAX) return beside;
   const uid = process.getuid?.() ?? 0;
   return path.join(path.resolve(runtimeDir), `xvd-control-${uid}`, `${pid}.sock`);
 }

@@ -10,13 +10,20 @@
  * event loop; it is started before the server and closed after the provider stopped (every
  * release committed, the server unregistered), on the error paths of startServe too.
  *
+ * Many hosts (host-lease.ts): with `host` (`--host`; on a catalog in RADOS it defaults to this
+ * machine's hostname) leases live by heartbeat for `leaseTtlMs`, the server registers the RADOS
+ * clients it writes through (libcephsqlite's, and `radosAddrs`), takes over hosts whose lease
+ * expired through `rados`, and when it loses its own leases it fences every connection, lets go
+ * of everything (within LIMITS.hostLostDrainMs) and runServeUntilSignal returns EXIT_LEASE_LOST.
+ *
  * What the server shows of itself (observe.ts): a control socket that `xvd status` reads
  * (control.ts; listening before the server registers, its path recorded in the catalog row)
  * and, with `metrics`, a Prometheus endpoint (metrics.ts); both stop after the provider.
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { openCatalog } from '../catalog/index';
+import { openCatalog, type Catalog } from '../catalog/index';
+import { isCephCatalog } from '../catalog/location';
 import type { DatapathSetting, ReceiveSetting, SenderSetting } from '../dataplane/routes';
 import { UsageError } from '../errors';
 import { LIMITS } from '../limits';
@@ -27,6 +34,7 @@ import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
 import { CatalogWriterThread } from './catalog-writer-thread';
 import { controlPathOf } from './control';
+import { EXIT_LEASE_LOST, HostLeases, type RadosFence } from './host-lease';
 import { listenerText, Observers } from './observe';
 
 export interface ServeOptions {
@@ -63,6 +71,13 @@ export interface ServeOptions {
   metrics?: { host: string; port: number };
   /** catalog heartbeat period (tests); LIMITS.serveHeartbeatMs by default */
   heartbeatMs?: number;
+  /** this host's name (serve --host): leases by heartbeat (host-lease.ts) */
+  host?: string;
+  /** lease TTL with a host (LIMITS.hostLeaseTtlDefaultMs by default) */
+  leaseTtlMs?: number;
+  /** the RADOS client that blocklists hosts taken over, and the addresses of this process's
+   * RADOS clients besides libcephsqlite's (RBD); none: no RADOS client */
+  rados?: RadosFence & { addrs(): string[] };
   /** resolves when listening (tests, quickstart) */
   onListening?: (addresses: (string | { address: string; port: number })[]) => void;
 }
@@ -75,8 +90,11 @@ export interface RunningServe {
   /** the control socket and metrics endpoint, and the status document they answer */
   observers: Observers;
   addresses: (string | { address: string; port: number })[];
-  /** graceful stop: drain, flush, release leases, leave the catalog */
-  stop(): Promise<void>;
+  /** graceful stop: drain, flush, release leases, leave the catalog (`isLost`: fence every
+   * connection first, and close without grace) */
+  stop(isLost?: boolean): Promise<void>;
+  /** host mode: resolves with the reason once this server lost its leases (never otherwise) */
+  lost: Promise<string>;
 }
 
 /** Builds TLS options from CLI flags. */
@@ -111,7 +129,10 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     catalog.close();
     throw error;
   }
-  const provider = new CatalogProvider({ catalog, writer, log: logger,
+  let onLost: (reason: string) => void = () => undefined;
+  const lost = new Promise<string>((resolve) => (onLost = resolve));
+  const provider = new CatalogProvider({ catalog, writer, log: logger, onLost,
+    ...hostOptionsOf(options, catalog, writer, logger),
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   const limits = {
     ...(options.busyPollMicros === undefined ? {} : { busyPollMicros: options.busyPollMicros }),
@@ -143,10 +164,11 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     throw error;
   }
   let stopping: Promise<void> | null = null;
-  const stop = (): Promise<void> => {
+  const stop = (isLost = false): Promise<void> => {
     stopping ??= (async () => {
       try {
-        await server.close({ graceMs: LIMITS.nbdCloseGraceMs });
+        if (isLost) await provider.stop(); // fence first: no request is served after a loss
+        await server.close({ graceMs: isLost ? 0 : LIMITS.nbdCloseGraceMs });
         await provider.stop();
       } finally {
         await observers.close();
@@ -158,7 +180,35 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     return stopping;
   };
   options.onListening?.(addresses);
-  return { server, provider, writer, observers, addresses, stop };
+  return { server, provider, writer, observers, addresses, stop, lost };
+}
+
+/** The provider's host options: none without a host (nor a catalog in RADOS). */
+function hostOptionsOf(options: ServeOptions, catalog: Catalog, writer: CatalogWriterThread,
+  log: Logger): { hostLeases?: HostLeases; radosAddrs?: string[] } {
+  const host = options.host ?? (isCephCatalog(catalog.path) ? os.hostname() : undefined);
+  if (host === undefined) return {};
+  const sqliteAddr = catalog.radosAddress();
+  const radosAddrs = [...(sqliteAddr === null ? [] : [sqliteAddr]),
+    ...(options.rados?.addrs() ?? [])];
+  const hostLeases = new HostLeases({ host, catalog, writer, log, rados: options.rados ?? null,
+    leaseTtlMs: options.leaseTtlMs ?? LIMITS.hostLeaseTtlDefaultMs });
+  return { hostLeases, radosAddrs };
+}
+
+/**
+ * After the leases were lost: fence and drain every connection, let go of every export (the
+ * catalog writes that fail are logged), close; bounded by LIMITS.hostLostDrainMs.
+ */
+async function letGo(running: RunningServe): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, LIMITS.hostLostDrainMs);
+  });
+  const work = running.stop(true).catch((error: unknown) =>
+    log.error({ err: error }, 'letting go after the lease was lost'));
+  await Promise.race([work, late]);
+  clearTimeout(timer);
 }
 
 async function listenAll(server: NbdServer, options: ServeOptions):
@@ -197,16 +247,23 @@ export async function runServeUntilSignal(options: ServeOptions): Promise<number
   for (const address of running.addresses) {
     log.info({ version: version(), address }, 'xvd serve: listening');
   }
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      log.info({ signal }, 'xvd serve: shutting down');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  const isLost = await Promise.race([running.lost.then(() => true),
+    new Promise<boolean>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals): void => {
+        log.info({ signal }, 'xvd serve: shutting down');
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        resolve(false);
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    })]);
+  if (isLost) {
+    await letGo(running);
+    log.error('xvd serve: stopped after losing its leases; start it again (a supervisor ' +
+      'restarts it) to serve with new clients');
+    return EXIT_LEASE_LOST;
+  }
   await running.stop();
   log.info('xvd serve: stopped');
   return 0;

@@ -5,7 +5,7 @@
  * Contract: take() resolves 'taken' only after the lease is committed through the CatalogWriter
  * at the VD's generation the caller resolved ('changed': the VD changed between resolve and
  * lease, and the lease was given back; 'gone': the VD is no longer leasable, or the writer
- * failed). Each take counts one reference; drop() gives one back, and the last one releases the
+ * failed); a lease another host holds (ERR_LEASE_HELD) rejects with an ExportRefusal saying so. Each take counts one reference; drop() gives one back, and the last one releases the
  * lease in the catalog (a failed release is logged and kept until the server unregisters, which
  * is always safe: holding a lease longer only delays reuse). The takes and drops of one VD run
  * one after another, so its reference count and its lease row agree; settled() waits for all.
@@ -18,6 +18,7 @@ import type { Lease, ResolvedVbd } from '../catalog/index';
 import { XvdError } from '../errors';
 import type { Logger } from '../log';
 import { LOG_EVENT } from '../log-events';
+import { ExportRefusal } from '../nbd/index';
 import type { CatalogWriter } from './catalog-writer';
 
 export type LeaseOutcome = 'taken' | 'changed' | 'gone';
@@ -112,6 +113,7 @@ export class LeaseKeeper {
       return 'changed';
     } catch (error) {
       if (!(error instanceof XvdError)) throw error;
+      if (error.code === 'ERR_LEASE_HELD') throw new ExportRefusal(error.message);
       if (error.code === 'ERR_SERVE_CATALOG_WRITER') {
         this.log.error({ err: error, vd: resolved.vdId }, 'open: cannot lease the VD');
       }

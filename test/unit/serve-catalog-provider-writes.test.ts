@@ -62,6 +62,10 @@ class GatedWriter implements CatalogWriter {
     await this.pass('releaseLease', String(vdId));
     await this.inner.releaseLease(serverId, vdId);
   }
+
+  takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean> {
+    return this.inner.takeOverServer(serverId, heartbeatAtMs);
+  }
 }
 
 interface Setup {

@@ -201,6 +201,19 @@ CREATE TABLE vd_clones (
 ) STRICT;
 `;
 
+/**
+ * Servers of many hosts on one shared catalog (src/serve/host-lease.ts): a server registered
+ * with a host name (`xvd serve --host`) holds its leases while its heartbeat is fresh, for
+ * lease_ttl_ms, instead of while its pid lives; rados_addrs lists, as a JSON array, the address
+ * of every RADOS client it writes through, which a server taking over has the monitors
+ * blocklist. Rows without a host keep the pid rule.
+ */
+const M0008_RECORD_SERVER_HOSTS = `
+ALTER TABLE servers ADD COLUMN host TEXT;
+ALTER TABLE servers ADD COLUMN lease_ttl_ms INTEGER CHECK (lease_ttl_ms > 0);
+ALTER TABLE servers ADD COLUMN rados_addrs TEXT NOT NULL DEFAULT '[]';
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
@@ -210,4 +223,5 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '0005-record-vd-imports', sql: M0005_RECORD_VD_IMPORTS },
   { name: '0006-record-server-control', sql: M0006_RECORD_SERVER_CONTROL },
   { name: '0007-count-extent-owners', sql: M0007_COUNT_EXTENT_OWNERS },
+  { name: '0008-record-server-hosts', sql: M0008_RECORD_SERVER_HOSTS },
 ];

@@ -27,6 +27,8 @@ interface ServeFlags {
   maxConnections?: string;
   memoryMax?: string;
   metrics?: string;
+  host?: string;
+  leaseTtl?: string;
 }
 
 /** `HOST:PORT`, `[V6]:PORT` or `PORT` → parts (`option` names the flag in the error). */
@@ -90,6 +92,24 @@ function memoryMaxOf(text: string | undefined): number | undefined {
   return bytes;
 }
 
+/** --host NAME and --lease-ttl SECONDS (serve/host-lease.ts). */
+export function hostOptionsOf(host: string | undefined, leaseTtl: string | undefined):
+  { host?: string; leaseTtlMs?: number } {
+  if (host !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(host)) {
+    throw new UsageError('ERR_USAGE', `serve: --host: expected a host name (letters, digits, ` +
+      `".", "_", "-"; at most 63), not ${host}`);
+  }
+  if (leaseTtl === undefined) return host === undefined ? {} : { host };
+  const seconds = Number(leaseTtl);
+  const ms = Math.round(seconds * 1000);
+  if (leaseTtl.trim() === '' || !Number.isFinite(seconds) || ms < 1000 ||
+    ms > LIMITS.hostLeaseTtlMaxMs) {
+    throw new UsageError('ERR_USAGE', `serve: --lease-ttl: expected 1..` +
+      `${LIMITS.hostLeaseTtlMaxMs / 1000} seconds, not ${leaseTtl}`);
+  }
+  return { ...(host === undefined ? {} : { host }), leaseTtlMs: ms };
+}
+
 export function runServe(context: Context, options: { host: string; port: number },
 ): Promise<number> {
   setThreads(undefined);
@@ -111,7 +131,8 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
     flags.tlsVerifyPeer === true);
   const metrics = flags.metrics === undefined ? undefined : parseListen(flags.metrics, '--metrics');
   const runtimeDir = runtimeDirOf(process.env);
-  return runServeUntilSignal({ catalogPath: context.catalogPath, tcp, sockets: flags.socket,
+  const hostOptions = hostOptionsOf(flags.host, flags.leaseTtl);
+  return runServeUntilSignal({ ...hostOptions, catalogPath: context.catalogPath, tcp, sockets: flags.socket,
     isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
     inheritedFds: listenFdsFromEnv(process.env),
     ...routeEnvOf(process.env),
@@ -147,5 +168,10 @@ export function register(program: Command, context: Context): void {
       `them: replies not yet taken, payloads being received (default ` +
       `${LIMITS.nbdBudgetBytesMax / 1024 / 1024}M); past it, requests wait`)
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .option('--host <name>', 'this host\'s name on a catalog shared by many hosts: leases live ' +
+      'by heartbeat, and a host whose lease expired is fenced before another serves its VDs ' +
+      '(default on a ceph: catalog: the hostname)')
+    .option('--lease-ttl <seconds>', `with --host: how long a lease outlives its last ` +
+      `heartbeat (default ${LIMITS.hostLeaseTtlDefaultMs / 1000})`)
     .action((flags: ServeFlags) => context.run(() => serve(context, flags)));
 }

@@ -6,12 +6,13 @@
  * (nbd-client 3.24 asks for nothing); NAME, DESCRIPTION and BLOCK_SIZE when asked. The block
  * size minimum is enforced in transmission only when the client asked for BLOCK_SIZE.
  * An export the provider does not open is refused with one `export-refused` line (log-events.ts;
- * NBD_OPT_EXPORT_NAME's handler logs it the same way).
+ * NBD_OPT_EXPORT_NAME's handler logs it the same way); one it refuses with a reason
+ * (ExportRefusal: a VD another host serves) is answered NBD_REP_ERR_POLICY with that reason.
  */
 import { LIMITS } from '../../limits';
 import { LOG_EVENT } from '../../log-events';
 import { NBD_INFO, NBD_OPT, NBD_REP, nameOf } from '../constants';
-import type { ExportHandle } from '../provider';
+import { ExportRefusal, type ExportHandle } from '../provider';
 import { WireReader, decodeString } from '../wire-reader';
 import { writeU64 } from '../wire-writer';
 import type { OptionSession } from './session';
@@ -78,7 +79,8 @@ function sendInfos(
  * client is authenticated to a domain), one this client may see that could not be opened now
  * (its VD is being zeroed, its backing failed, the server is stopping), or none by that name.
  */
-function refusalOf(session: OptionSession, name: string | null): string {
+function refusalOf(session: OptionSession, name: string | null, why?: string): string {
+  if (why !== undefined) return why;
   if (name === null) return 'no default export';
   const isListed = (domain: number | null): boolean =>
     session.provider.list(domain).some((listing) => listing.name === name);
@@ -88,10 +90,21 @@ function refusalOf(session: OptionSession, name: string | null): string {
 
 /** The `export-refused` line of an open that found no export (`name` null: no default). */
 export function logExportRefused(session: OptionSession, option: number, name: string | null,
-): void {
+  why?: string): void {
   session.log.warn({ event: LOG_EVENT.exportRefused, option: nameOf(NBD_OPT, option),
     export: name?.slice(0, LIMITS.nbdEchoLengthMax) ?? '', domain: session.domain,
-    reason: refusalOf(session, name) }, 'export refused');
+    reason: refusalOf(session, name, why) }, 'export refused');
+}
+
+/** The provider's open, with an ExportRefusal returned rather than thrown. */
+export async function openOrRefusal(session: OptionSession, name: string,
+): Promise<ExportHandle | ExportRefusal | null> {
+  try {
+    return await session.provider.open(name, session.domain);
+  } catch (error) {
+    if (error instanceof ExportRefusal) return error;
+    throw error;
+  }
 }
 
 /** Answers INFO (isGo false: the export is released again) or GO (bound on success). */
@@ -104,7 +117,12 @@ export async function serveExportInfo(
     return 'continue';
   }
   const name = request.name === '' ? session.provider.defaultName(session.domain) : request.name;
-  const handle = name === null ? null : await session.provider.open(name, session.domain);
+  const handle = name === null ? null : await openOrRefusal(session, name);
+  if (handle instanceof ExportRefusal) {
+    logExportRefused(session, option, name, handle.message);
+    session.replyError(option, NBD_REP.ERR_POLICY, handle.message);
+    return 'continue';
+  }
   if (name === null || handle === null) {
     logExportRefused(session, option, name);
     session.replyError(option, NBD_REP.ERR_UNKNOWN, 'export not found');

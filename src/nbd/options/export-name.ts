@@ -8,7 +8,8 @@ import { LIMITS } from '../../limits';
 import { EXPORT_NAME_PADDING_LENGTH } from '../constants';
 import { decodeString } from '../wire-reader';
 import { writeU64 } from '../wire-writer';
-import { logExportRefused } from './export-info';
+import { ExportRefusal } from '../provider';
+import { logExportRefused, openOrRefusal } from './export-info';
 import type { OptionHandler } from './session';
 
 export const handleExportName: OptionHandler = async (session, option, payload) => {
@@ -16,9 +17,9 @@ export const handleExportName: OptionHandler = async (session, option, payload) 
   const requested = decodeString(payload);
   if (requested === null) return 'disconnect';
   const name = requested === '' ? session.provider.defaultName(session.domain) : requested;
-  const handle = name === null ? null : await session.provider.open(name, session.domain);
-  if (handle === null) {
-    logExportRefused(session, option, name);
+  const handle = name === null ? null : await openOrRefusal(session, name);
+  if (handle === null || handle instanceof ExportRefusal) {
+    logExportRefused(session, option, name, handle?.message);
     return 'disconnect';
   }
   const padding = session.noZeroes ? 0 : EXPORT_NAME_PADDING_LENGTH;
