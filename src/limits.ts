@@ -15,12 +15,9 @@ export const LIMITS = {
   /** A catalog in RADOS (catalog/ceph-sqlite.ts): an unreachable cluster fails after this many
    * seconds instead of libcephsqlite's 300 (client_mount_timeout, unless CEPH_ARGS sets it). */
   cephMountTimeoutS: 5,
-  /** ... how long the database lock of a frozen or dead holder outlives it (every host's catalog
-   * waits that long; then the lock is broken and its holder blocklisted). Ceph's default, 30 s,
-   * is twice the default lease TTL; 10 s is still ten renewals. */
-  cephLockTimeoutMs: 10_000,
-  /** ... how often the holder renews that lock (Ceph's default is 2 s). */
-  cephLockRenewMs: 1_000,
+  /** ... the probe of the first open (catalog/ceph-sqlite.ts) may take this much longer than
+   * the mount timeout (a Node start, the open) before it counts as failed. */
+  cephProbeSlackS: 10,
   /** ... page cache of a catalog connection in 64 KiB pages (16 MiB): reads are RADOS reads. */
   cephCachePages: 256,
   // --- catalog and allocator (src/catalog, src/allocator) ---

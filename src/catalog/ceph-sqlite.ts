@@ -16,15 +16,20 @@
  * thread: closing it would unload them with the VFS still registered. better-sqlite3 checks
  * that a file's directory exists locally; that check is skipped for this one call.
  *
- * Before libcephsqlite is loaded: it calls abort() when it finds no configuration, and waits
- * its 300 s mount timeout for an unreachable cluster. So the configuration must be there (as
+ * Before libcephsqlite is loaded: it calls abort() when it finds no configuration or cannot
+ * connect (an unreachable cluster after its 300 s mount timeout, a missing keyring, a refused
+ * key), taking the process with it. So the configuration must be there (as
  * Ceph's tools find it: CEPH_CONF, by default /etc/ceph/ceph.conf, or --mon_host in CEPH_ARGS;
  * the keyring the configuration names, CEPH_KEYRING, and `--id` in CEPH_ARGS as usual), and
- * CEPH_ARGS gets, unless the user set them: client_mount_timeout (LIMITS.cephMountTimeoutS), and
- * the lock renewal settings (LIMITS.cephLockTimeoutMs, cephLockRenewMs): a process that dies or
- * freezes holding the database lock holds every host's catalog for that long, after which the
- * next locker breaks the lock and has the monitors blocklist it (cephsqlite_blocklist_dead_locker).
- * libcephsqlite reads them once per process, at the first open.
+ * CEPH_ARGS gets client_mount_timeout (LIMITS.cephMountTimeoutS) unless the user set it;
+ * libcephsqlite reads it once per process, at the first open. And the first open in a process
+ * is tried in a child process first (probe(): one Node start and one connection, about 0.3 s),
+ * so that whatever would abort is one line of error instead (XVD_CEPH_PROBED tells the threads
+ * and children this process starts that it was done). The database lock keeps Ceph's
+ * settings (Ceph 16 refuses every value of cephsqlite_lock_renewal_timeout: "below minimum
+ * 100"): a process that dies or freezes holding it holds every host's catalog for up to 30 s,
+ * after which the next locker breaks the lock and has the monitors blocklist the old holder
+ * (cephsqlite_blocklist_dead_locker), and a holder that finds its lock lost aborts.
  *
  * Settings for RADOS latencies (one auto-committed write costs about 20 ms): rollback journal
  * in PERSIST mode (WAL needs EXCLUSIVE locking, which would shut every other host out; DELETE
@@ -32,6 +37,7 @@
  * object operations), a larger page cache, temporary tables in memory (the ceph VFS has no
  * temporary files), busy_timeout as for files. Every mutator is already one transaction.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -58,11 +64,7 @@ export function cephConfOf(env: NodeJS.ProcessEnv): string | null {
 
 /** CEPH_ARGS with xvd's defaults added for the settings the user did not give. */
 export function cephArgsOf(args: string): string {
-  const defaults: [string, number][] = [
-    ['client_mount_timeout', LIMITS.cephMountTimeoutS],
-    ['cephsqlite_lock_renewal_timeout', LIMITS.cephLockTimeoutMs],
-    ['cephsqlite_lock_renewal_interval', LIMITS.cephLockRenewMs],
-  ];
+  const defaults: [string, number][] = [['client_mount_timeout', LIMITS.cephMountTimeoutS]];
   const added = defaults
     .filter(([name]) => !new RegExp(`--${name.replace(/_/g, '[_-]')}\\b`).test(args))
     .map(([name, value]) => `--${name}=${value}`);
@@ -84,6 +86,46 @@ function checkConfiguration(text: string): void {
     throw failure(text, `no Ceph configuration: ${conf} is missing or unreadable ` +
       '(set CEPH_CONF, or --mon_host in CEPH_ARGS)');
   }
+}
+
+/** The probe: opens the catalog as the parent would, and reads one row. */
+const PROBE = `
+const fs = require('node:fs');
+const Database = require(process.argv[1]);
+const boot = new Database(':memory:');
+boot.loadExtension(process.argv[2]);
+boot.loadExtension('${LIBCEPHSQLITE}');
+boot.prepare("SELECT xvd_default_vfs('ceph')").get();
+fs.existsSync = () => true;
+const db = new Database(process.argv[3]);
+db.prepare('SELECT COUNT(*) FROM sqlite_master').get();
+db.close();
+`;
+
+/** The line of a failed probe's output that says why (Ceph's own, when it said one). */
+function probeReason(output: string, signal: string | null): string {
+  const lines = output.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  const said = lines.find((line) => /error|failed|denied|timed out|cannot|unable/i.test(line) &&
+    !/^\d+:|^ceph version|abort_msg/.test(line));
+  if (said !== undefined) return said.replace(/^\S*\s\S*\s+-?\d*\s*/, '').slice(0, 300);
+  return signal === 'SIGABRT' ? 'libcephsqlite aborted: the cluster is unreachable or refused ' +
+    'this client (its monitors, keyring or caps)' : (lines[lines.length - 1] ?? 'no output');
+}
+
+/** Refuses in one line, in a child process, what would make libcephsqlite abort this one. */
+function probe(text: string, location: CephLocation): void {
+  if (process.env['XVD_CEPH_PROBED'] === '1') return;
+  const result = spawnSync(process.execPath, ['-e', PROBE, require.resolve('better-sqlite3'),
+    vfsExtensionPath(), cephFileNameOf(location)], { encoding: 'utf8',
+    timeout: (LIMITS.cephMountTimeoutS + LIMITS.cephProbeSlackS) * 1000,
+    env: { ...process.env, CEPH_ARGS: cephArgsOf(process.env['CEPH_ARGS'] ?? '') } });
+  if (result.status !== 0) {
+    const why = result.error !== undefined ? result.error.message
+      : probeReason(`${result.stderr}\n${result.stdout}`, result.signal);
+    throw failure(text, `cannot open it in RADOS (CEPH_CONF=${cephConfOf(process.env) ??
+      'none'}): ${why}`);
+  }
+  process.env['XVD_CEPH_PROBED'] = '1';
 }
 
 function vfsExtensionPath(): string {
@@ -120,6 +162,7 @@ function setDefaultVfs(db: Db, name: string): string {
 export function openCephDatabase(text: string, location: CephLocation, isReadonly: boolean,
   isCreate: boolean): Db {
   checkConfiguration(text);
+  probe(text, location);
   const boot = loadExtensions(text);
   const previous = setDefaultVfs(boot, 'ceph');
   const existsSync = fs.existsSync;
