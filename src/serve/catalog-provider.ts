@@ -62,13 +62,12 @@ import assert from 'node:assert';
 import { BackingPool } from '../backing/pool';
 import type { Catalog, ResolvedVbd } from '../catalog/index';
 import { openExport, type ExtentExport } from '../engine/extent-export';
-import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import type { Logger } from '../log';
 import { LOG_EVENT } from '../log-events';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
 import { catalogWriterOf, type CatalogWriter } from './catalog-writer';
-import { describeResolved, judge, parseExportName } from './export-verdict';
+import { describeResolved, judge, parseExportName, resolveOrNull } from './export-verdict';
 import { Heartbeat } from './heartbeat';
 import type { HostLeases } from './host-lease';
 import { LeaseKeeper } from './lease-keeper';
@@ -148,7 +147,10 @@ export class CatalogProvider implements ExportProvider {
       LIMITS.serveHeartbeatMs;
     this.leases = new LeaseKeeper(this.writer, this.log, () => this.serverId);
     this.beat = new Heartbeat({ writer: this.writer, log: this.log, hostLeases: this.hostLeases,
-      onLost: options.onLost ?? ((): void => undefined), leasedVds: () => this.leasedVds });
+      leasedVds: () => this.leasedVds, onLost: (reason) => {
+        this.halt(); // not one more catalog read: a blocklisted libcephsqlite aborts at the next
+        options.onLost?.(reason);
+      } });
   }
 
   /**
@@ -209,22 +211,28 @@ export class CatalogProvider implements ExportProvider {
    * Fences every export, releases every lease, leaves the catalog: opens in flight finish (and
    * give their lease back), every entry is retired with a fence, every release is committed (or
    * has failed, logged), the last heartbeat has ended; only then is the server unregistered.
+   * `isLost` (host mode, leases lost): the same without a single catalog write (a blocklisted
+   * libcephsqlite client aborts the process at its next lock).
    */
-  async stop(): Promise<void> {
-    this.isStopping = true;
-    if (this.timerPoll !== null) clearInterval(this.timerPoll);
-    if (this.timerHeartbeat !== null) clearInterval(this.timerHeartbeat);
-    this.timerPoll = null;
-    this.timerHeartbeat = null;
+  async stop(isLost = false): Promise<void> {
+    this.halt();
+    if (isLost) this.leases.abandon();
     await Promise.allSettled([...this.opening]);
     for (const entry of [...this.live]) await this.retire(entry, true);
     await Promise.all([...this.retiring]);
     await this.leases.settled();
     await this.beat.running;
     assert(this.leases.countedVds === 0, 'stop: a lease is still counted after every retire');
-    if (this.serverId !== null) this.unregister(this.serverId);
+    if (this.serverId !== null && !isLost) this.unregister(this.serverId);
     this.serverId = null;
     await this.pool.close();
+  }
+
+  /** No more opens, polls or heartbeats. */
+  private halt(): void {
+    this.isStopping = true;
+    if (this.timerPoll !== null) clearInterval(this.timerPoll); // again is harmless
+    if (this.timerHeartbeat !== null) clearInterval(this.timerHeartbeat);
   }
 
   /** Leaves the catalog; a server that lost its leases may find its row gone or its catalog
@@ -256,14 +264,6 @@ export class CatalogProvider implements ExportProvider {
     };
   }
 
-  private resolve(domain: number, device: string): ResolvedVbd | null {
-    try {
-      return this.catalog.resolveVbd(domain, device);
-    } catch (error) {
-      if (error instanceof XvdError) return null;
-      throw error;
-    }
-  }
 
   /**
    * Resolves a VBD and leases its VD. When the VD changed between the two (an enlarge, or the end
@@ -272,7 +272,7 @@ export class CatalogProvider implements ExportProvider {
    */
   private async resolveLeased(domain: number, device: string): Promise<ResolvedVbd | null> {
     for (let attempt = 0; attempt < OPEN_RESOLVE_TRIES; attempt++) {
-      const resolved = this.resolve(domain, device);
+      const resolved = resolveOrNull(this.catalog, domain, device);
       if (resolved === null || resolved.isDangling) return null;
       if (resolved.vdId === null) return resolved;
       await this.hostLeases?.clearFor(resolved.vdId, this.serverId ?? 0,
@@ -314,10 +314,8 @@ export class CatalogProvider implements ExportProvider {
     return entry;
   }
 
-  /**
-   * Takes an entry out of the table. With `isFence`, connections bound to it are fenced and
-   * drained first; the Export is closed and the lease released once nothing uses it.
-   */
+  /** Takes an entry out of the table; with `isFence` its connections are fenced and drained
+   * first; the Export is closed and the lease released once nothing uses it. */
   private retire(entry: Entry, isFence: boolean): Promise<void> {
     const work = this.retireNow(entry, isFence);
     this.retiring.add(work);
@@ -352,21 +350,23 @@ export class CatalogProvider implements ExportProvider {
     return this.leases.countedVds;
   }
 
-  /**
-   * Heartbeat timer ticks so far, and of them those skipped because the previous heartbeat was
-   * still running; every other tick started exactly one heartbeat.
-   */
+  /** Heartbeat ticks so far, and of them those skipped (heartbeat.ts). */
   get heartbeatCounts(): { ticks: number; skipped: number } {
     return { ...this.beat.counts };
   }
 
   private async poll(): Promise<void> {
     if (this.isReconciling) return;
-    const version = this.catalog.dataVersion();
-    const now = Date.now();
-    if (version === this.dataVersionSeen && now - this.tickLast < LIMITS.serveTickMs) return;
+    let version: number;
+    try {
+      version = this.catalog.dataVersion();
+    } catch (error) { // a catalog in RADOS whose client was blocklisted, say: judged as a heartbeat
+      if (this.serverId !== null) this.beat.failed(this.serverId, error);
+      return;
+    }
+    if (version === this.dataVersionSeen && Date.now() - this.tickLast < LIMITS.serveTickMs) return;
     this.dataVersionSeen = version;
-    this.tickLast = now;
+    this.tickLast = Date.now();
     this.isReconciling = true;
     try {
       await this.reconcile();
@@ -381,7 +381,7 @@ export class CatalogProvider implements ExportProvider {
   async reconcile(): Promise<void> {
     const work: Promise<void>[] = [];
     for (const entry of [...this.entries.values()]) {
-      const now = this.resolve(entry.resolved.domain, entry.resolved.device);
+      const now = resolveOrNull(this.catalog, entry.resolved.domain, entry.resolved.device);
       const verdict = judge(entry.resolved, now);
       if (verdict === 'keep') continue;
       if (verdict === 'replace') {

@@ -155,6 +155,14 @@ export class CatalogWriterThread implements CatalogWriter {
     await this.exited;
   }
 
+  /** Ends the thread without a word to its catalog (whose client may be blocklisted). */
+  async abandon(): Promise<void> {
+    this.isClosing = true;
+    this.failure ??= new XvdError('ERR_SERVE_CATALOG_WRITER', 'catalog writer: abandoned');
+    await this.worker.terminate();
+    await this.exited;
+  }
+
   private async request(request: Request): Promise<Lease | null> {
     return (await this.requestReply(request)).lease;
   }

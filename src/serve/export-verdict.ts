@@ -7,9 +7,10 @@
  * finished: its old extents are a prefix of the new ones, so connections keep the old Export
  * and new ones get a new one, without a fence), or the reason the export must be fenced (the
  * VBD went, the VD died or is not yet zeroed, its source, mode or extents changed, or it shrank).
- * Nothing here reads the catalog or touches an export.
+ * Nothing here touches an export; only resolveOrNull reads the catalog.
  */
-import type { ResolvedVbd } from '../catalog/index';
+import type { Catalog, ResolvedVbd } from '../catalog/index';
+import { XvdError } from '../errors';
 
 /** Why an open export must be fenced. */
 export type FenceReason =
@@ -29,6 +30,17 @@ export function parseExportName(name: string): { domain: number; device: string 
   const match = /^(\d{1,9})\/([A-Za-z0-9._-]{1,64})$/.exec(name);
   if (match === null || match[1] === undefined || match[2] === undefined) return null;
   return { domain: Number(match[1]), device: match[2] };
+}
+
+/** The VBD as the catalog resolves it now, or null when it resolves to nothing (XvdError). */
+export function resolveOrNull(catalog: Catalog, domain: number, device: string,
+): ResolvedVbd | null {
+  try {
+    return catalog.resolveVbd(domain, device);
+  } catch (error) {
+    if (error instanceof XvdError) return null;
+    throw error;
+  }
 }
 
 /** Whether an open export may stay as it is, be replaced for new connections, or must be fenced. */

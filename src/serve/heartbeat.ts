@@ -60,8 +60,8 @@ export class Heartbeat {
       .finally(() => (this.running = null));
   }
 
-  /** A failed heartbeat: judged (host mode) or, for a row gone, said once. */
-  private failed(serverId: number, error: unknown): void {
+  /** A failed heartbeat (or catalog read): judged (host mode) or, for a row gone, said once. */
+  failed(serverId: number, error: unknown): void {
     const hostLeases = this.options.hostLeases;
     if (hostLeases !== null) {
       const reason = hostLeases.lostReason(error);

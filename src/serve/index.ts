@@ -167,13 +167,15 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const stop = (isLost = false): Promise<void> => {
     stopping ??= (async () => {
       try {
-        if (isLost) await provider.stop(); // fence first: no request is served after a loss
+        if (isLost) await provider.stop(true); // fence first: nothing is served after a loss
         await server.close({ graceMs: isLost ? 0 : LIMITS.nbdCloseGraceMs });
-        await provider.stop();
+        await provider.stop(isLost);
       } finally {
         await observers.close();
-        await writer.close();
-        catalog.close();
+        // after a loss the catalog is left as it is: its client may be blocklisted
+        if (isLost) await writer.abandon();
+        else await writer.close();
+        if (!isLost) catalog.close();
       }
       for (const socketPath of options.sockets) fs.rmSync(socketPath, { force: true });
     })();

@@ -34,6 +34,8 @@ export class LeaseKeeper {
   private readonly queues = new Map<number, Promise<void>>();
   /** vdId → the export whose open took its lease (for the release's log line) */
   private readonly takenFor = new Map<number, string>();
+  /** the leases are lost: drops only count down, without a catalog write */
+  private isAbandoned = false;
 
   constructor(writer: CatalogWriter, log: Logger, serverIdOf: () => number | null) {
     this.writer = writer;
@@ -44,6 +46,11 @@ export class LeaseKeeper {
   /** VDs whose lease is counted now (0 once every export is retired). */
   get countedVds(): number {
     return this.refs.size;
+  }
+
+  /** From now on drops write nothing to the catalog (host mode: the leases are lost). */
+  abandon(): void {
+    this.isAbandoned = true;
   }
 
   /** Resolves when every take and drop queued so far has ended. */
@@ -84,7 +91,7 @@ export class LeaseKeeper {
       const name = this.takenFor.get(vdId);
       this.takenFor.delete(vdId);
       const serverId = this.serverIdOf();
-      if (serverId === null) return;
+      if (serverId === null || this.isAbandoned) return;
       try {
         await this.writer.releaseLease(serverId, vdId);
         this.log.info({ event: LOG_EVENT.leaseReleased, vd: vdId, export: name, serverId },
