@@ -21,7 +21,7 @@ import { normalRuns } from '../allocator/owners';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
 import { takeExtents } from './allocation';
-import { isServerAlive } from './leases';
+import { holdsLeases } from './leases';
 import { extentSizesOf, memberMap } from './members';
 import { changeOwners, ownersAt, reserveRunsOf } from './owners';
 import {
