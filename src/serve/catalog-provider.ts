@@ -40,12 +40,12 @@
  * Writes off the event loop: heartbeats and leases go through a CatalogWriter (catalog-writer.ts,
  * over a worker thread in `xvd serve`), so no commit's fsync or wait for a CLI's write lock
  * stalls the connections this thread serves. Reads, register and unregister (once each, and the
- * last must work even if the writer died) stay here. Lease writes are asynchronous; the rules: an open answers only after its
- * acquireLease committed (serving before the lease is committed is never allowed); a release is
- * sent only after fence and drain, and may commit later (holding a lease a little longer is
- * always safe); the takes and drops of one VD run one after another (LeaseKeeper), so its
- * reference count and its lease row agree; stop() waits for every open, retire and release in
- * flight before it unregisters. A heartbeat still running at the next tick skips that tick.
+ * last must work even if the writer died) stay here. Lease writes are asynchronous; the rules:
+ * an open answers only after its acquireLease committed (serving before the lease is committed
+ * is never allowed); a release is sent only after fence and drain, and may commit later (holding
+ * a lease a little longer is always safe); the takes and drops of one VD run one after another
+ * (LeaseKeeper), so its reference count and its lease row agree; stop() waits for every open,
+ * retire and release in flight before it unregisters. A heartbeat still running skips a tick.
  *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
@@ -100,7 +100,7 @@ export interface CatalogProviderOptions {
   log: Logger;
   pool?: BackingPool;
   pollMs?: number;
-  /** heartbeat period; LIMITS.serveHeartbeatMs (host mode: TTL / 5) unless a test wants it sooner */
+  /** heartbeat period; LIMITS.serveHeartbeatMs (host: TTL / 5) unless a test wants it sooner */
   heartbeatMs?: number;
   /** leases across hosts (host-lease.ts); none: the single-host pid rule */
   hostLeases?: HostLeases;

@@ -1,6 +1,7 @@
 /**
  * serve/catalog-writer: the catalog writes a running server makes while it serves (heartbeat,
- * acquireLease, releaseLease, and takeOverServer of a fenced host: serve/host-lease.ts), behind one promise-returning interface, and the messages that
+ * acquireLease, releaseLease, and takeOverServer of a fenced host: serve/host-lease.ts), behind one
+ * promise-returning interface, and the messages that
  * carry them to the writer thread (catalog-writer-thread.ts) and back.
  *
  * Why an interface: every catalog write is a BEGIN IMMEDIATE transaction that fsyncs its commit

@@ -5,7 +5,8 @@
  * Contract: take() resolves 'taken' only after the lease is committed through the CatalogWriter
  * at the VD's generation the caller resolved ('changed': the VD changed between resolve and
  * lease, and the lease was given back; 'gone': the VD is no longer leasable, or the writer
- * failed); a lease another host holds (ERR_LEASE_HELD) rejects with an ExportRefusal saying so. Each take counts one reference; drop() gives one back, and the last one releases the
+ * failed); a lease another host holds (ERR_LEASE_HELD) rejects with an ExportRefusal saying so.
+ * Each take counts one reference; drop() gives one back, and the last one releases the
  * lease in the catalog (a failed release is logged and kept until the server unregisters, which
  * is always safe: holding a lease longer only delays reuse). The takes and drops of one VD run
  * one after another, so its reference count and its lease row agree; settled() waits for all.

@@ -132,7 +132,8 @@ function serve(context: Context, flags: ServeFlags): Promise<number> {
   const metrics = flags.metrics === undefined ? undefined : parseListen(flags.metrics, '--metrics');
   const runtimeDir = runtimeDirOf(process.env);
   const hostOptions = hostOptionsOf(flags.host, flags.leaseTtl);
-  return runServeUntilSignal({ ...hostOptions, catalogPath: context.catalogPath, tcp, sockets: flags.socket,
+  return runServeUntilSignal({ ...hostOptions, catalogPath: context.catalogPath, tcp,
+    sockets: flags.socket,
     isStdio: flags.stdio === true, tls, isSendfile: flags.sendfile === true,
     inheritedFds: listenFdsFromEnv(process.env),
     ...routeEnvOf(process.env),
