@@ -29,8 +29,8 @@ import * as imports from './imports';
 import * as leases from './leases';
 import * as members from './members';
 import {
-  all, prepareStatements, type CatalogContext, type FreeRow, type ImportRow, type MemberRow,
-  type OwnerRow, type PendingRow, type RangeRow, type ReserveRow, type RunRow, type ServerRow,
+  all, prepareStatements, type CatalogContext, type CloneRow, type FreeRow, type ImportRow,
+  type MemberRow, type OwnerRow, type PendingRow, type RangeRow, type ReserveRow, type RunRow, type ServerRow,
   type VbdRow, type VdRow,
 } from './statements';
 import type {
@@ -108,6 +108,7 @@ class CatalogImpl implements Catalog {
         pending: all<PendingRow>(st.pendingAll),
         owners: all<OwnerRow>(st.ownersAll),
         reserves: all<ReserveRow>(st.reserveAll),
+        clones: all<CloneRow>(st.clonesAll),
         losses: all<{ vd_id: number; taken_by: number }>(st.lossesAll),
         vbds: all<VbdRow>(st.vbds),
         vbdRanges: all<RangeRow>(st.rangesAll),

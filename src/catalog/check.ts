@@ -42,6 +42,8 @@ export interface CheckInput {
   owners?: { member_id: number; first_extent: number; extent_count: number; owners: number }[];
   /** Copy-on-write reserves (schema 7; absent: none). */
   reserves?: { vd_id: number; member_id: number; first_extent: number; extent_count: number }[];
+  /** Which VD each clone was made from (schema 7; absent: none). */
+  clones?: { vd_id: number; origin_id: number; origin_generation: number }[];
   /** Imports in progress (schema 5; absent: none) and whether their process still runs. */
   imports?: { vd_id: number; pid: number; isOwnerAlive: boolean }[];
   now: number;
@@ -162,6 +164,11 @@ function checkVdSizes(input: CheckInput, faults: string[]): void {
   }
   for (const vdId of new Set((input.reserves ?? []).map((r) => r.vd_id))) {
     if (!vdIds.has(vdId)) faults.push(`a reserve names VD ${vdId}, which does not exist`);
+  }
+  for (const c of input.clones ?? []) {
+    if (!vdIds.has(c.vd_id) || !vdIds.has(c.origin_id)) {
+      faults.push(`clone record of VD ${c.vd_id} from VD ${c.origin_id}: a VD does not exist`);
+    }
   }
   for (const vd of input.vds) {
     const isDead = vd.expires_at !== null && vd.expires_at <= input.now;

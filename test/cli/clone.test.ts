@@ -7,6 +7,7 @@
  * origin's new generation, and deletes the clone when it never does.
  */
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { openCatalog } from '../../src/catalog';
@@ -119,4 +120,20 @@ t.test('clone deletes its clone when the origin\'s server never switches', async
   t.match(result.stderr, /did not switch it to copy-on-write within 10 s; the clone \(VD 2\) was/);
   t.equal(server.getVd(2).state, 'deleted');
   t.equal(await ok(['check'], catalog), 'catalog ok');
+});
+
+t.test('check reports a wrong owner count, and a lost reserve, as faults (exit 4)', async (t) => {
+  const catalog = await pool(t.testdir());
+  const a = await ok(['create', '3M'], catalog);
+  await ok(['clone', a], catalog);
+  const db = new Database(catalog);
+  db.pragma('foreign_keys = OFF'); // as a bad tool or a damaged file would
+  db.prepare('UPDATE extent_owners SET owners = 5').run();
+  db.prepare('INSERT INTO cow_reserve VALUES (9, 1, 40, 2)').run();
+  db.close();
+  const result = await runXvd(['check'], { catalog });
+  t.equal(result.code, 4);
+  t.match(result.stdout, /extents \[0, 3\) have owner count 5, yet 2 VDs map them/);
+  t.match(result.stdout, /extents \[40, 42\) are owned by both free and the reserve of VD 9/);
+  t.match(result.stdout, /a reserve names VD 9, which does not exist/);
 });
