@@ -30,8 +30,8 @@ import * as leases from './leases';
 import * as members from './members';
 import {
   all, prepareStatements, type CatalogContext, type CloneRow, type FreeRow, type ImportRow,
-  type MemberRow, type OwnerRow, type PendingRow, type RangeRow, type ReserveRow, type RunRow, type ServerRow,
-  type VbdRow, type VdRow,
+  type MemberRow, type OwnerRow, type PendingRow, type RangeRow, type ReserveRow, type RunRow,
+  type ServerRow, type VbdRow, type VdRow,
 } from './statements';
 import type {
   AddVbdInput, CheckReport, CloneOptions, CowExtents, CowRemap, CreateVdInput, FreeSpace,
