@@ -1,8 +1,14 @@
 #!/bin/bash
 # Builds the kernel NBD test host: a Debian cloud kernel (whose modules include nbd.ko) and a
-# small initramfs (busybox-static, nbd-client, mke2fs, e2fsck, the nbd and virtio-net modules)
-# to boot under qemu with TCG. The machines' own kernel has no nbd module, so this guest is
-# where a real Linux NBD client runs. See scripts/testhost/run.sh for booting it.
+# small initramfs (busybox-static, nbd-client, mke2fs, e2fsck, the nbd, virtio-net and
+# virtio-blk modules) to boot under qemu with TCG. The machines' own kernel has no nbd module,
+# so this guest is where a real Linux NBD client runs. See scripts/testhost/run.sh for booting
+# it with a test script.
+#
+# The same initramfs also boots a virtual machine from a disk: given `root=/dev/vdX` on the
+# kernel command line, its /init loads virtio-blk, mounts that ext4 filesystem (read-write
+# with `rw`) and switch_roots into it, running `init=` (default /sbin/init). That is how
+# scripts/testhost/boot.sh boots a domain from its VBD through qemu's own NBD client.
 #
 # Idempotent and cached under ${XVD_CACHE:-$HOME/.cache/xvd}/testhost/:
 #   <kernel-version>/vmlinuz, <kernel-version>/initramfs.gz, <kernel-version>/stamp
@@ -23,7 +29,7 @@ dpkg-deb=dpkg apt-get=apt flock=util-linux timeout=coreutils gzip=gzip"
 # Guest commands that must be real binaries (dynamically linked; ldd brings their libraries)
 GUEST_BINARIES="/usr/sbin/nbd-client /usr/sbin/mke2fs /usr/sbin/e2fsck"
 # Kernel modules the guest needs (their dependencies are added by modprobe --show-depends)
-GUEST_MODULES="nbd virtio_pci virtio_net"
+GUEST_MODULES="nbd virtio_pci virtio_net virtio_blk"
 
 REFRESH=0
 for arg in "$@"; do
@@ -97,14 +103,19 @@ copy_with_libraries() { # binary root
 write_init() { # root
   cat > "$1/init" <<'INIT'
 #!/bin/sh
-# Guest init: mounts the pseudo filesystems, brings up the virtio network (guestfwd answers on
-# 10.0.2.100), runs /xvd/test.sh with `sh -e` and prints one result marker, then powers off.
+# Guest init: mounts the pseudo filesystems; with root=/dev/... on the kernel command line,
+# boots that disk (/lib/xvd-boot-root.sh). Otherwise brings up the virtio network (guestfwd
+# answers on 10.0.2.100), runs /xvd/test.sh with `sh -e` and prints one result marker, then
+# powers off.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /mnt /tmp
 echo 4 > /proc/sys/kernel/printk
+for word in $(cat /proc/cmdline); do
+  case "$word" in root=/dev/*) exec /lib/xvd-boot-root.sh ;; esac
+done
 modprobe virtio_pci && modprobe virtio_net
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
@@ -126,12 +137,44 @@ sync
 poweroff -f
 INIT
   chmod 0755 "$1/init"
+  write_boot_root "$1"
   # helpers a test script may source: fail REASON, step NAME, value KEY VALUE (for the host)
   cat > "$1/lib/xvd-test.sh" <<'LIB'
 fail() { echo "$*" > /tmp/xvd-fail-reason; echo "XVD-FAIL: $*"; exit 1; }
 step() { echo "$*" > /tmp/xvd-step; echo "XVD-STEP: $*"; }
 value() { echo "XVD-VALUE: $1=$2"; }
 LIB
+}
+
+write_boot_root() { # root
+  cat > "$1/lib/xvd-boot-root.sh" <<'BOOT'
+#!/bin/sh
+# Boots the root filesystem named by root= (a virtio disk): mounts it, moves /dev into it and
+# switch_roots to init= (default /sbin/init). On any failure it prints one XVD-BOOT-FAIL line
+# and powers off, so that the host sees why instead of a kernel panic.
+root="" mode=ro init=/sbin/init
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    root=*) root="${word#root=}" ;;
+    rw) mode=rw ;;
+    ro) mode=ro ;;
+    init=*) init="${word#init=}" ;;
+  esac
+done
+die() { echo "XVD-BOOT-FAIL: $*"; sync; poweroff -f; }
+modprobe virtio_pci && modprobe virtio_blk || die "cannot load virtio_blk"
+i=0
+while [ ! -b "$root" ]; do # the disk appears once virtio_blk has probed it
+  i=$((i + 1)); [ $i -le 100 ] || die "no block device $root after 10 s"; sleep 0.1
+done
+mkdir -p /newroot
+mount -t ext4 -o "$mode" "$root" /newroot || die "cannot mount $root ($mode)"
+[ -x "/newroot$init" ] || die "no executable $init on $root"
+mount --move /dev /newroot/dev 2>/dev/null || mount -t devtmpfs devtmpfs /newroot/dev
+umount /sys /proc
+exec switch_root /newroot "$init"
+BOOT
+  chmod 0755 "$1/lib/xvd-boot-root.sh"
 }
 
 build_initramfs() { # build-dir version output
