@@ -7,14 +7,15 @@
  *     (any error from them, e.g. on a block device, means "all data");
  *   - within what is read, all-zero blocks of ZERO_BLOCK_BYTES are not written: on import the new
  *     VD already reads as zero (the catalog's zeroing), on export they stay holes in the output.
- * Writes are followed by fdatasync of every file written before success is reported.
+ * Writes are followed by fdatasync of every file written before success is reported (a flush
+ * on RBD). Members are reached through copy-member.ts (files, devices, RBD images).
  */
 import assert from 'node:assert';
 import fs from 'node:fs';
 import cliProgress from 'cli-progress';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
-import { dataRuns } from '../sys';
+import { fdDataRuns, MemberCache, readFully, writeFully } from './copy-member';
 import { killPoint } from './kill-point';
 
 /** One backing piece of a VD, in virtual order. */
@@ -29,16 +30,6 @@ const ZERO_BLOCK_BYTES = 4096;
 
 const zeroBlock = Buffer.alloc(ZERO_BLOCK_BYTES);
 
-/** Half-open data runs of `fd` within [start, end); the whole range when holes are unknown. */
-async function dataRunsWithin(fd: number, start: number, end: number): Promise<[number, number][]> {
-  try {
-    const found = await dataRuns(fd, start, end, Number.MAX_SAFE_INTEGER);
-    return found.map((run): [number, number] => [run.start, Math.min(end, run.end)]);
-  } catch {
-    return [[start, end]];
-  }
-}
-
 /** Calls `write(offsetInBuffer, length)` for each maximal run of non-zero blocks in `buffer`. */
 function forEachNonZeroRun(buffer: Buffer, write: (start: number, length: number) => void): void {
   let runStart = -1;
@@ -52,23 +43,6 @@ function forEachNonZeroRun(buffer: Buffer, write: (start: number, length: number
     }
   }
   if (runStart >= 0) write(runStart, buffer.length - runStart);
-}
-
-function readFully(fd: number, buffer: Buffer, position: number): void {
-  let done = 0;
-  while (done < buffer.length) {
-    const count = fs.readSync(fd, buffer, done, buffer.length - done, position + done);
-    if (count === 0) buffer.fill(0, done); // past EOF of a file reads as zeros
-    if (count === 0) return;
-    done += count;
-  }
-}
-
-function writeFully(fd: number, buffer: Buffer, position: number): void {
-  let done = 0;
-  while (done < buffer.length) {
-    done += fs.writeSync(fd, buffer, done, buffer.length - done, position + done);
-  }
 }
 
 /** A progress bar on stderr when it is a terminal (position in virtual bytes); else a no-op. */
@@ -94,27 +68,6 @@ function makeProgress(totalBytes: number, label: string): Progress {
       bar.stop();
     },
   };
-}
-
-/** One open descriptor per path, closed (after fdatasync when written) by `closeAll`. */
-class FdCache {
-  private readonly fds = new Map<string, number>();
-  constructor(private readonly flags: number) {}
-  get(path: string): number {
-    let fd = this.fds.get(path);
-    if (fd === undefined) {
-      fd = fs.openSync(path, this.flags);
-      this.fds.set(path, fd);
-    }
-    return fd;
-  }
-  closeAll(isSync: boolean): void {
-    for (const fd of this.fds.values()) {
-      if (isSync) fs.fdatasyncSync(fd);
-      fs.closeSync(fd);
-    }
-    this.fds.clear();
-  }
 }
 
 /** A copy step: bytes [start, end) of the virtual range, with its piece. */
@@ -143,14 +96,14 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
   const total = pieces.reduce((sum, piece) => sum + piece.length, 0);
   assert(total >= sizeBytes);
   const sourceFd = fs.openSync(source, 'r');
-  const members = new FdCache(fs.constants.O_WRONLY);
+  const members = new MemberCache(true);
   const progress = makeProgress(sizeBytes, 'import');
   const buffer = Buffer.allocUnsafe(LIMITS.copyChunkBytes);
   try {
     for (const { piece, startVirtual } of spansOf(pieces)) {
       const endVirtual = Math.min(sizeBytes, startVirtual + piece.length);
       if (startVirtual >= endVirtual) break;
-      for (const [runStart, runEnd] of await dataRunsWithin(sourceFd, startVirtual, endVirtual)) {
+      for (const [runStart, runEnd] of await fdDataRuns(sourceFd, startVirtual, endVirtual)) {
         for (let at = runStart; at < runEnd; at += buffer.length) {
           const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
           readFully(sourceFd, chunk, at);
@@ -158,19 +111,22 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
             throw new XvdError('ERR_VD_IMPORT_LOST', `import: ${source}: the VD was freed while `
               + 'copying (its import was judged abandoned)');
           }
-          const memberFd = members.get(piece.path);
+          const member = await members.get(piece.path);
           const offsetBacking = piece.offset + (at - startVirtual);
-          forEachNonZeroRun(chunk, (start, length) =>
-            writeFully(memberFd, chunk.subarray(start, start + length), offsetBacking + start));
+          const writes: [number, number][] = [];
+          forEachNonZeroRun(chunk, (start, length) => writes.push([start, length]));
+          for (const [start, length] of writes) {
+            await member.write(chunk.subarray(start, start + length), offsetBacking + start);
+          }
           progress.at(at + chunk.length);
           killPoint('import:chunk');
         }
       }
       progress.at(endVirtual);
     }
-    members.closeAll(true);
+    await members.closeAll(true);
   } finally {
-    members.closeAll(false);
+    await members.closeAll(false);
     fs.closeSync(sourceFd);
     progress.stop();
   }
@@ -183,7 +139,7 @@ export async function importInto(source: string, pieces: readonly Piece[], sizeB
 export async function exportTo(pieces: readonly Piece[], sizeBytes: number, target: string,
 ): Promise<void> {
   const targetFd = fs.openSync(target, 'wx');
-  const members = new FdCache(fs.constants.O_RDONLY);
+  const members = new MemberCache(false);
   const progress = makeProgress(sizeBytes, 'export');
   const buffer = Buffer.allocUnsafe(LIMITS.copyChunkBytes);
   try {
@@ -191,12 +147,12 @@ export async function exportTo(pieces: readonly Piece[], sizeBytes: number, targ
     for (const { piece, startVirtual } of spansOf(pieces)) {
       const length = Math.min(piece.length, sizeBytes - startVirtual);
       if (length <= 0) break;
-      const memberFd = members.get(piece.path);
+      const member = await members.get(piece.path);
       const end = piece.offset + length;
-      for (const [runStart, runEnd] of await dataRunsWithin(memberFd, piece.offset, end)) {
+      for (const [runStart, runEnd] of await member.dataRuns(piece.offset, end)) {
         for (let at = runStart; at < runEnd; at += buffer.length) {
           const chunk = buffer.subarray(0, Math.min(buffer.length, runEnd - at));
-          readFully(memberFd, chunk, at);
+          await member.read(chunk, at);
           const offsetTarget = startVirtual + (at - piece.offset);
           forEachNonZeroRun(chunk, (start, count) =>
             writeFully(targetFd, chunk.subarray(start, start + count), offsetTarget + start));
@@ -208,7 +164,7 @@ export async function exportTo(pieces: readonly Piece[], sizeBytes: number, targ
     }
     fs.fdatasyncSync(targetFd);
   } finally {
-    members.closeAll(false);
+    await members.closeAll(false);
     fs.closeSync(targetFd);
     progress.stop();
   }

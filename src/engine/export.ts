@@ -105,7 +105,7 @@ export interface Export {
    * Optional: the export's backing descriptors, for the data plane (src/dataplane: the sender
    * and data-path threads). The NBD layer hands it to the data plane and never looks inside.
    */
-  readonly dataPlane?: DataPlaneSource;
+  readonly dataPlane?: DataPlaneSource | undefined;
   write(offset: number, data: Buffer, flags: WriteFlags): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, flags: WriteFlags): Promise<void>;

@@ -160,9 +160,12 @@ export class ExtentExport implements Export, JobOwner {
     return readSparse(this, this.state, offset, length, target, targetOffset);
   }
 
-  /** Export.dataPlane: the export is its own source (planRead, datapathMap, onMapReplaced). */
-  get dataPlane(): DataPlaneSource {
-    return this;
+  /**
+   * Export.dataPlane: the export is its own source (planRead, datapathMap, onMapReplaced); none
+   * over an RBD image, which no thread can reach by a descriptor (the JS path serves it).
+   */
+  get dataPlane(): DataPlaneSource | undefined {
+    return this.state.entries.some((entry) => entry.backing.kind === 'rbd') ? undefined : this;
   }
 
   planRead(offset: number, length: number, requireData: boolean): ReadPlan | null {

@@ -25,6 +25,7 @@ import { parseDeviceName, parseDomain, parseExpert, parseId, parseMode } from '.
 import type { Context } from '../context';
 import { printJson, printTable } from '../output';
 import type { PieceRecord } from '../port';
+import { isRbdPath } from '../../backing/rbd-backing';
 import {
   busyReason, identitiesEqual, identitiesRelated, probeMember, tryIdentity, type MemberIdentity,
   type MemberProbe,
@@ -123,6 +124,7 @@ function refuseHostUse(pieces: PieceRecord[], mode: 'r' | 'w', expert: 0 | 1 | 2
   const levelNeeded = mode === 'w' ? 2 : 1;
   if (expert >= levelNeeded) return;
   for (const file of new Set(pieces.map((piece) => piece.path))) {
+    if (isRbdPath(file)) continue; // an RBD image is not mounted or swap on this host
     const busy = busyReason(probeMember(file));
     if (busy !== null) {
       throw new UsageError('ERR_CLI_MEMBER_IN_USE', `vbd add: ${file}: ${busy} on the host ` +
