@@ -241,4 +241,19 @@ export const LIMITS = {
   serveThreadsDefault: 2,
   /** serve: the most libuv pool threads --threads takes (libuv's own cap is 1024). */
   serveThreadsMax: 128,
+  // --- copy-on-write (src/engine/cow.ts) ---
+  /** Reserve extents a VD takes from the catalog in one transaction: a fresh clone's first
+   * writes then cost one catalog commit per this many copied extents, not one each. */
+  cowReserveBatch: 16,
+  /** Below this many reserve extents left, the next batch is fetched ahead of need. */
+  cowReserveLow: 4,
+  /** Passes over a write's shared extents (each copies them all); more than a couple means the
+   * VD is being cloned again and again under the write. */
+  cowBreakAttemptsMax: 4,
+  /** A copy-on-write copies an extent through one buffer of this size. */
+  cowCopyChunkBytes: 1024 * 1024,
+  /** How long a remap waits for a data-path thread to take the new map before the thread is
+   * handed off (every later request of it goes to JS): a client that takes no replies holds
+   * its thread in a send. */
+  cowThreadSwapWaitMs: 1_000,
 } as const;

@@ -19,7 +19,8 @@
  *   createSender(socketFd, mode), senderSubmit(s, bytes, pieces, callback),
  *   closeSender(s, abort)                  a sender thread per connection        (sender.c)
  *   createDatapath(...), datapathSubmit(dp, bytes, callback), datapathControl(dp, op, value),
- *   datapathStats(dp)                      the data-path thread   (datapath-binding.c, datapath.h)
+ *   datapathStats(dp), datapathRemap(dp, extents, dirty, sequence)
+ *                                          the data-path thread   (datapath-binding.c, datapath.h)
  *   budgetSync(jsHeldBytes, maxBytes)      -> bytes the threads hold              (budget.c)
  *   requestStep(bytes, size, eflags, options, blockSizeMin) request.c's verdict, for tests
  *                                                                   (request-binding.c)
@@ -252,6 +253,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "datapathSubmit", xvd_datapath_submit);
   set_fn(env, exports, "datapathControl", xvd_datapath_control);
   set_fn(env, exports, "datapathStats", xvd_datapath_stats);
+  set_fn(env, exports, "datapathRemap", xvd_datapath_remap);
   set_fn(env, exports, "budgetSync", xvd_budget_sync);
   set_fn(env, exports, "requestStep", xvd_request_step_js);
   set_fn(env, exports, "setSockOptInt", xvd_set_sockopt_int);

@@ -14,7 +14,9 @@
  *   initial    bytes the JS side had already received (or null)
  *   onEvent(kind, bytes, value) on the JS thread: DP_EV_FORWARD (bytes: stream bytes the JS
  *              side must handle, in stream order), DP_EV_EOF, DP_EV_ERROR (value: errno),
- *              DP_EV_FENCED, DP_EV_STOPPED (last; the thread is joined)
+ *              DP_EV_FENCED, DP_EV_STOPPED (last; the thread is joined), DP_EV_REMAPPED
+ *              (value: the sequence of the datapathRemap whose map the thread now uses)
+ * datapathRemap(dp, extents, dirty, sequence): a new map for the thread (dp-map.c)
  * datapathSubmit(dp, bytes, callback|null): a reply frame from JS, sent whole; callback(error)
  * datapathControl(dp, op, value): DP_PAUSE (value 1/0: stop/resume reading), DP_FENCE (returns
  *   1 when no I/O is under way, else DP_EV_FENCED follows once it ended; from then on every byte
@@ -147,9 +149,12 @@ static void datapath_finalize(napi_env env, void *data, void *hint) {
     read_stats(dp, dp->box->last_stats);
     dp->box->base.object = NULL;
   }
-  for (size_t i = 0; env != NULL && i < dp->dirty_count; i++) {
+  for (size_t i = 0; env != NULL && i < dp->ref_count; i++) {
     if (dp->dirty_refs[i] != NULL) napi_delete_reference(env, dp->dirty_refs[i]);
   }
+  free(dp->dirty_refs);
+  free(dp->dirty_data);
+  dp_map_next_free(dp->map_next);
   if (dp->wake_fd >= 0) close(dp->wake_fd);
   pthread_mutex_destroy(&dp->mutex);
   pthread_mutex_destroy(&dp->reader.mutex);
@@ -340,7 +345,7 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info) {
 }
 
 /* The running datapath of argv[0]; NULL after throwing. */
-static struct datapath *get_running(napi_env env, napi_value value) {
+struct datapath *xvd_datapath_running(napi_env env, napi_value value) {
   struct dp_box *box = xvd_handle_get(env, value, &DATAPATH_TAG);
   struct datapath *dp = box == NULL ? NULL : box->base.object;
   if (dp == NULL || dp->is_joined) {
@@ -358,7 +363,7 @@ napi_value xvd_datapath_submit(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "datapathSubmit(datapath, bytes, callback)");
     return NULL;
   }
-  struct datapath *dp = get_running(env, argv[0]);
+  struct datapath *dp = xvd_datapath_running(env, argv[0]);
   if (dp == NULL) return NULL;
   bool is_buffer = false;
   napi_valuetype callback_type;
@@ -414,7 +419,7 @@ napi_value xvd_datapath_control(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "datapathControl(datapath, op 1|2|3, value)");
     return NULL;
   }
-  struct datapath *dp = get_running(env, argv[0]);
+  struct datapath *dp = xvd_datapath_running(env, argv[0]);
   if (dp == NULL) return NULL;
   int out = 0;
   switch (op) {

@@ -47,6 +47,9 @@
  *   starved (is_starved, thread): 0 -> 1 when a receive buffer must grow and the budget
  *     refuses (1 -> 1 when a spin asks again), 1 -> 0 only to ask the budget again
  *   paused (is_paused, atomic, JS): 0 <-> 1 freely
+ *   map (map_pending, atomic; map_next, guarded): JS puts a new map (datapathRemap, dp-map.c)
+ *     in map_next and sets map_pending 0 -> 1; the thread, between requests and with its
+ *     reader drained, takes it (1 -> 0), installs it and posts DP_EV_REMAPPED
  *   wake-up bookkeeping, not states: is_signalled, is_woken, is_drained, is_hot
  */
 #ifndef XVD_DATAPATH_H
@@ -86,7 +89,7 @@
 /* createDatapath's options, events and controls (src/sys/index.ts DATAPATH_*) */
 enum { DP_STRUCTURED = 1, DP_WRITABLE = 2, DP_TCP = 4, DP_READER = 8, DP_READER_ALWAYS = 16 };
 enum { DP_EV_FORWARD = 1, DP_EV_EOF = 2, DP_EV_ERROR = 3, DP_EV_FENCED = 4, DP_EV_STOPPED = 5,
-       DP_EV_FRAMES = 6 };
+       DP_EV_FRAMES = 6, DP_EV_REMAPPED = 7 };
 enum { DP_PAUSE = 1, DP_FENCE = 2, DP_STOP = 3 };
 
 enum dp_stop_mode { DP_STOP_NONE = 0, DP_STOP_DRAIN = 1, DP_STOP_ABORT = 2 };
@@ -98,7 +101,19 @@ struct dp_extent {
   int fd, backing;
   int is_data;   /* no hole under the extent (a device; JS knew it; or a SEEK_HOLE showed it) */
   int is_device; /* a device: never a hole, whatever happens */
+  int is_shared; /* another VD shares it: never written here (dp-io.c forwards such WRITEs) */
   int32_t epoch; /* the backing's hole epoch when is_data was learned (dp_hole_epoch()) */
+};
+
+/* The per-map part of the thread's state (dp-map.c): a map JS handed over, not yet taken. */
+struct dp_map {
+  struct dp_extent *extents;
+  size_t extent_count;
+  int32_t **dirty, **holes;
+  size_t dirty_count;
+  int64_t *data_from, *data_to;
+  int32_t *data_epoch;
+  int32_t sequence; /* datapathRemap's, told back with DP_EV_REMAPPED */
 };
 
 /* A reply frame JS submitted, sent whole, in order; handed back with its result. */
@@ -150,12 +165,14 @@ struct datapath {
   pthread_mutex_t mutex;
   /* guarded */
   struct dp_frame *head, *tail;
+  struct dp_map *map_next; /* a map JS handed over, not yet taken (dp-map.c) */
   enum dp_stop_mode stop_mode;
   int is_closed; /* the last frames were taken; submit refuses */
   /* atomic */
   int is_aborted;
   int is_paused;
   int is_fenced;
+  int map_pending; /* map_next is set: the thread takes it between requests */
   int ops_active;   /* I/O on a backing under way: by this thread and its reader, 0..2 */
   int is_signalled; /* dp_wake() was called since the main loop's last look */
   int64_t unacked;  /* forwarded bytes not yet delivered, >= 0 */
@@ -199,7 +216,9 @@ struct datapath {
   int failure;        /* errno that made the thread stop on its own (dp_fail()) */
   /* JS */
   napi_threadsafe_function tsfn;
-  napi_ref *dirty_refs;
+  napi_ref *dirty_refs; /* every dirty array handed over so far, by backing index */
+  void **dirty_data;    /* ... and their memory, to check a new map's first ones are the same */
+  size_t ref_count;
   int is_joined;
   struct dp_box *box;
 };
@@ -256,6 +275,9 @@ void dp_wire_simple_reply(uint8_t *at, const uint8_t *request);
 const char *dp_map_read(napi_env env, struct datapath *dp, napi_value extents_value,
                         napi_value dirty_value);
 void dp_map_free(struct datapath *dp);
+void dp_map_take(struct datapath *dp);
+void dp_map_next_free(struct dp_map *map);
+struct datapath *xvd_datapath_running(napi_env env, napi_value value);
 size_t dp_extent_of(const struct datapath *dp, int64_t offset);
 int32_t dp_hole_epoch(const struct datapath *dp, int backing);
 int dp_is_data(struct datapath *dp, struct dp_extent *e, int64_t position, int64_t length);

@@ -9,6 +9,8 @@
  *     forwards it (JS reads it on its thread pool, so a disk read never stalls the connection);
  *   - a structured READ of DP_SPARSE_MIN bytes or more is forwarded when a hole may lie under
  *     it (dp-map.c dp_is_data(); JS then answers with hole chunks); a device has none;
+ *   - a WRITE touching a shared extent (copy-on-write: dp-map.c KIND_SHARED) is forwarded
+ *     before anything is written: JS copies the extent, swaps the map, then writes;
  *   - a WRITE whose pwrite fails is forwarded whole: JS writes it again and reports the error.
  *     The backing's dirty flag is set before the reply, even on failure (part may have reached
  *     the page cache), as extent-export.ts does;
@@ -187,6 +189,17 @@ int dp_read_pieces(struct datapath *dp, int64_t offset, size_t length, uint8_t *
   return each_piece(dp, offset, length, at, read_piece, 0);
 }
 
+/* -1 (forward) when the piece's extent is shared: it is never written here. */
+static int check_unshared(struct datapath *dp, struct dp_extent *e, int64_t position,
+                          uint8_t *at, size_t length, int check_holes) {
+  (void)dp;
+  (void)position;
+  (void)at;
+  (void)length;
+  (void)check_holes;
+  return e->is_shared ? -1 : 0;
+}
+
 /* Marks the backing dirty, even on failure (see the header). */
 static int write_piece(struct datapath *dp, struct dp_extent *e, int64_t position,
                        uint8_t *at, size_t length, int check_holes) {
@@ -235,6 +248,10 @@ int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offs
     }
     if (dp_reader_submit(dp, header, offset, length, head)) return 1; /* dp-reader.c */
     check_holes = 0; /* known: none */
+  }
+  if (type == XVD_NBD_CMD_WRITE &&
+      each_piece(dp, (int64_t)offset, length, (uint8_t *)header, check_unshared, 0) != 0) {
+    return 0; /* copy-on-write is JS's (see the header) */
   }
   size_t reply_length = type == XVD_NBD_CMD_READ ? head + length : DP_SIMPLE_REPLY_LENGTH;
   /* room first: a send that waits for the client is no I/O on a backing (a fence need not wait) */

@@ -42,6 +42,7 @@ static void set_lowat(struct datapath *dp, size_t remaining) {
 /* Serves or marks for forwarding every whole request in the receive buffer. */
 void dp_process(struct datapath *dp) {
   while (dp->framing == DP_FRAMING && !dp->is_broken && !dp_load(&dp->is_aborted)) {
+    dp_map_take(dp); /* a new map JS handed over: from this request on (dp-map.c) */
     dp_assert_buffers(dp);
     size_t available = dp->rend - dp->rstart;
     const uint8_t *header = dp->rbuf + dp->rstart;
@@ -257,6 +258,7 @@ void *dp_main(void *data) {
     if (dp_load(&dp->is_aborted)) break;
     dp->is_woken = 0; /* everything below is looked at afresh */
     dp_store(&dp->is_signalled, 0);
+    dp_map_take(dp);
     dp_reader_collect(dp, 0); /* what the reader finished goes out */
     dp_send_frames(dp);
     pthread_mutex_lock(&dp->mutex);

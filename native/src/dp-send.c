@@ -37,7 +37,7 @@ void dp_wake(struct datapath *dp) {
 
 void dp_post(struct datapath *dp, int kind, int value, uint8_t *bytes, size_t length,
              struct dp_frame *frames) {
-  XVD_ASSERT(kind >= DP_EV_FORWARD && kind <= DP_EV_FRAMES, "an event has a known kind");
+  XVD_ASSERT(kind >= DP_EV_FORWARD && kind <= DP_EV_REMAPPED, "an event has a known kind");
   XVD_ASSERT((bytes != NULL) == (kind == DP_EV_FORWARD), "only DP_EV_FORWARD carries bytes");
   struct dp_event *event = calloc(1, sizeof *event);
   if (event == NULL) { /* nothing can be told: the connection cannot go on */

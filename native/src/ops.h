@@ -122,6 +122,7 @@ napi_value xvd_create_datapath(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_submit(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_control(napi_env env, napi_callback_info info);
 napi_value xvd_datapath_stats(napi_env env, napi_callback_info info);
+napi_value xvd_datapath_remap(napi_env env, napi_callback_info info); /* dp-map.c */
 void xvd_datapath_constants(napi_env env, napi_value constants);
 
 /* budget.c: the process-wide memory budget of the data-path threads and JS; see the file */

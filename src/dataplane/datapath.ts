@@ -19,11 +19,15 @@
  *
  * Consistency: a WRITE sets its pool entries' dirty flags (shared memory) before its reply, so
  * a FLUSH on any connection covers it (multi-conn). fence() stops I/O on the backings (later
- * requests are forwarded, and the connection refuses them) and resolves once none is under way;
- * a replaced map (enlarge) hands everything to JS the same way. The thread stops when the
- * connection closes: gracefully after the frames queued (bounded by LIMITS.nbdFenceSenderWaitMs
- * against a client that takes no replies), or at once; `onStopped` runs once it has been joined,
- * and only then may the export's descriptors be released.
+ * requests are forwarded, and the connection refuses them) and resolves once none is under way.
+ * A replaced map (copy-on-write swapped an extent, an enlarge, a clone) is handed to the thread
+ * (follow: datapathRemap), and its promise resolves once the thread serves from it, so that the
+ * write that swapped it is answered only then; a map the thread cannot take, or a thread that
+ * has not taken it within LIMITS.cowThreadSwapWaitMs (held in a send by a client that takes no
+ * replies), hands everything to JS instead (handOff), which resolves once no I/O is under way.
+ * The thread stops when the connection closes: gracefully after the frames queued (bounded by
+ * LIMITS.nbdFenceSenderWaitMs against a client that takes no replies), or at once; `onStopped`
+ * runs once it has been joined, and only then may the export's descriptors be released.
  *
  * Whether a connection gets a thread is decided by routesOf (dataplane/routes.ts).
  */
@@ -70,6 +74,8 @@ export class Datapath {
   private isPaused = false;
 
   private unsubscribeMap: (() => void) | null = null;
+  private remapSequence = 0;
+  private remapWaiters: { sequence: number; resolve: () => void }[] = [];
 
   private constructor(private readonly native: sys.NativeDatapath) {}
 
@@ -95,7 +101,7 @@ export class Datapath {
       return 'no-thread';
     }
     const started = datapath;
-    started.unsubscribeMap = source.onMapReplaced(() => started.handOff());
+    started.unsubscribeMap = source.onMapReplaced(() => started.follow(source));
     return started;
   }
 
@@ -113,6 +119,9 @@ export class Datapath {
         return;
       case sys.DATAPATH_EVENT.fenced:
         this.releaseFence();
+        return;
+      case sys.DATAPATH_EVENT.remapped:
+        this.releaseRemaps(value);
         return;
       case sys.DATAPATH_EVENT.stopped:
         this.isStopped = true;
@@ -165,12 +174,56 @@ export class Datapath {
     return new Promise((resolve) => this.fenceWaiters.push(resolve));
   }
 
-  /** The export's map changed: every later request goes to the JS path (which has the new one). */
-  handOff(): void {
-    if (!this.isStopped) sys.datapathFence(this.native);
+  /**
+   * The export's map changed: every later request goes to the JS path (which has the new one).
+   * Resolves once no I/O on the old map is under way (copy-on-write waits for it before the
+   * write that swapped the map is answered: engine/cow.ts).
+   */
+  handOff(): Promise<void> {
+    if (this.isStopped || this.isFenced) return Promise.resolve();
+    if (sys.datapathFence(this.native)) {
+      this.isFenced = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.fenceWaiters.push(resolve));
+  }
+
+  /**
+   * The source's map changed: the thread takes the new one (see the header). Resolves once no
+   * I/O of the thread uses the old one.
+   */
+  follow(source: DataPlaneSource): Promise<void> {
+    if (this.isStopped || this.isFenced) return Promise.resolve();
+    const map = source.datapathMap();
+    if (map === null) return this.handOff();
+    const sequence = ++this.remapSequence;
+    try {
+      sys.datapathRemap(this.native, map, sequence);
+    } catch {
+      return this.handOff();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => void this.handOff().then(settle), LIMITS.cowThreadSwapWaitMs);
+      function settle(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.remapWaiters.push({ sequence, resolve: settle });
+    });
+  }
+
+  /** The thread serves from the map of `sequence` (and so of every earlier one). */
+  private releaseRemaps(sequence: number): void {
+    const left = [];
+    for (const waiter of this.remapWaiters) {
+      if (waiter.sequence <= sequence) waiter.resolve();
+      else left.push(waiter);
+    }
+    this.remapWaiters = left;
   }
 
   private releaseFence(): void {
+    this.releaseRemaps(Number.MAX_SAFE_INTEGER); // a fenced thread does no I/O at all
     this.isFenced = true;
     const waiters = this.fenceWaiters;
     this.fenceWaiters = [];

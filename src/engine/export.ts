@@ -68,8 +68,11 @@ export interface DataPlaneSource {
    * export does.
    */
   datapathMap(): DatapathMap | null;
-  /** Calls `listener` when requests starting later use another map; returns an unsubscribe. */
-  onMapReplaced(listener: () => void): () => void;
+  /**
+   * Calls `listener` when requests starting later use another map; returns an unsubscribe. The
+   * listener's promise says when it no longer uses the old map (copy-on-write waits for it).
+   */
+  onMapReplaced(listener: () => void | Promise<void>): () => void;
 }
 
 export interface Export {

@@ -11,10 +11,15 @@
  * DATAPATH_EXTENT_FIELDS-tuples (startVirtual, length, fd, offsetBacking, backingIndex, kind) plus
  * each backing's dirty flag; kind says device, file, or file range known to be all data (a
  * capability of the backing, extent-state isBackingAllData), which spares the thread a SEEK_HOLE
- * per large structured READ. Map replacement is the export's: it notifies onMapReplaced
- * listeners, which take a new datapathMap.
+ * per large structured READ; DATAPATH_EXTENT_SHARED is added to the kind of a shared extent
+ * (copy-on-write, cow.ts), whose WRITEs the thread forwards to JS.
+ * Map replacement is the export's: it notifies onMapReplaced listeners, which hand the thread
+ * the new datapathMap (backing indices stay: see datapathMapOf).
  */
-import { DATAPATH_EXTENT_FIELDS, DATAPATH_EXTENT_KIND, type DatapathMap } from '../sys/index';
+import {
+  DATAPATH_EXTENT_FIELDS, DATAPATH_EXTENT_KIND, DATAPATH_EXTENT_SHARED, type DatapathMap,
+} from '../sys/index';
+import type { PooledBacking } from '../backing/pool';
 import { isAllData, isBackingAllData, type ExtentState } from './extent-state';
 
 interface PlanContext {
@@ -48,21 +53,28 @@ function planPiece(plan: PlanContext, backingIndex: number, offsetBacking: numbe
   plan.pieces.push(plan.fds[backingIndex]!, offsetBacking, length);
 }
 
-/** The data-path thread's view of `state`, or null when a backing has no send descriptor. */
-export function datapathMapOf(state: ExtentState, isWritable: boolean): DatapathMap | null {
-  const sendFds = state.sendFds;
-  if (sendFds === null) return null;
-  const { map, entries } = state;
-  const indexOf = new Map(map.paths.map((path, index) => [path, index]));
+/**
+ * The data-path thread's view of `state`, or null when a backing has no send descriptor.
+ * Backing indices are positions in `held` (every backing the export holds, in the order it
+ * acquired them), so they stay the same across map swaps (datapathRemap).
+ */
+export function datapathMapOf(state: ExtentState, isWritable: boolean,
+  held: ReadonlyMap<string, PooledBacking>): DatapathMap | null {
+  const entries = [...held.values()];
+  const sendFds = entries.map((entry) => entry.backing.sendFd);
+  if (state.sendFds === null || sendFds.some((fd) => fd < 0)) return null;
+  const { map } = state;
+  const indexOf = new Map([...held.keys()].map((path, index) => [path, index]));
   const extents = new Float64Array(DATAPATH_EXTENT_FIELDS * map.count);
   for (let index = 0; index < map.count; index++) {
     const extent = map.at(index);
     const backingIndex = indexOf.get(extent.path)!;
     const length = extent.endVirtual - extent.startVirtual;
     const backing = entries[backingIndex]!.backing;
-    const kind = backing.kind === 'device' ? DATAPATH_EXTENT_KIND.device
+    const kind = (backing.kind === 'device' ? DATAPATH_EXTENT_KIND.device
       : isBackingAllData(backing, extent.offsetBacking, length)
-        ? DATAPATH_EXTENT_KIND.fileAllData : DATAPATH_EXTENT_KIND.file;
+        ? DATAPATH_EXTENT_KIND.fileAllData : DATAPATH_EXTENT_KIND.file) +
+      (extent.isShared ? DATAPATH_EXTENT_SHARED : 0);
     extents.set([extent.startVirtual, length, sendFds[backingIndex]!, extent.offsetBacking,
       backingIndex, kind], DATAPATH_EXTENT_FIELDS * index);
   }

@@ -8,6 +8,8 @@
  *   extent-write     write (batched or per piece), zero, trim, FUA syncs
  *   extent-status    block status
  *   extent-datapath  planRead and datapathMap: descriptors for native sender/data-path threads
+ *   extent-flight    requests in flight, in total and per state
+ *   cow              copy-on-write of shared extents, shared by every export of a VD
  *
  * Data path (node-perf.md section 8): read and write allocate one Job and one promise per
  * request, translate with ExtentMap.visit (no allocation) and issue positioned I/O straight
@@ -21,8 +23,15 @@
  *
  * Map swap: each request captures `this.state` when it starts and finishes on it; replaceMap()
  * acquires any new backings first, then swaps the state in one assignment and tells the
- * onMapReplaced listeners (connections whose data-path thread holds the old map). Backings are
- * released when the export closes (an enlarged map keeps them all anyway).
+ * onMapReplaced listeners (connections whose data-path thread holds the old map), whose promises
+ * swapMap() waits for. Backings are released when the export closes (an enlarged map keeps them
+ * all anyway).
+ *
+ * Copy-on-write (cow.ts, whose header is the design): an export of a VD that shares extents is
+ * attached to the VD's CowVolume (attachCow). A write, zero or trim touching a shared extent
+ * first has the volume break it (copy, swap every export's map), then runs on the new map; a
+ * FLUSH, and a FUA request while remaps are pending, commits them after the sync. Exports
+ * without shared extents never look (ExtentMap.sharedCount is 0).
  *
  * Close: new requests reject with ESHUTDOWN at once; close() resolves after every request in
  * flight (read plans included, until their done()) has settled and the descriptors are released,
@@ -48,6 +57,8 @@ import { issueRead, readAhead, readSparse } from './extent-read';
 import { eachPieceThenSync, issueWrite, syncTouched, WriteBatcher } from './extent-write';
 import { statusOfExtents } from './extent-status';
 import { datapathMapOf, planReadPieces } from './extent-datapath';
+import { FlightTracker } from './extent-flight';
+import type { CowMember, CowVolume } from './cow';
 
 export interface OpenExportOptions {
   name: string;
@@ -59,7 +70,7 @@ export interface OpenExportOptions {
   pool: BackingPool;
 }
 
-export class ExtentExport implements Export, JobOwner {
+export class ExtentExport implements Export, JobOwner, CowMember {
   readonly name: string;
   readonly description: string;
   readonly isReadOnly: boolean;
@@ -80,14 +91,17 @@ export class ExtentExport implements Export, JobOwner {
   private readonly held: Map<string, PooledBacking>;
   private isClosed = false;
   private closing: Promise<void> | null = null;
-  /** requests started and not yet settled; close() waits for 0 before releasing descriptors */
-  private inflight = 0;
-  private onDrained: (() => void) | null = null;
+  /** requests started and not yet settled; close() waits for none before releasing descriptors */
+  private readonly flight = new FlightTracker();
+  /** the VD's copy-on-write, when the export is attached to one (attachCow) */
+  private cow: CowVolume | null = null;
   private scratch: Buffer | null = null;
   /** this export's batch scratch for writes (extent-write) */
   private readonly batcher = new WriteBatcher();
   /** onMapReplaced() listeners: connections whose data-path thread holds the old map */
-  private readonly mapListeners = new Set<() => void>();
+  private readonly mapListeners = new Set<() => void | Promise<void>>();
+  /** the listeners' answers to the last swap: every data-path thread took the map */
+  private swapped: Promise<unknown> = Promise.resolve();
 
   /** Use openExport(); the entries are already acquired and owned by the export from here on. */
   constructor(options: OpenExportOptions, map: ExtentMap, held: Map<string, PooledBacking>) {
@@ -131,8 +145,33 @@ export class ExtentExport implements Export, JobOwner {
       this.held.set(path, entry);
     }
     await checkExtentsFit(map, this.held);
+    this.flight.retire(this.state);
     this.state = makeExtentState(map, this.held, size);
-    for (const listener of [...this.mapListeners]) listener();
+    this.swapped = Promise.all([...this.mapListeners].map(async (listener) => listener()));
+  }
+
+  /** Joins the VD's copy-on-write (cow.ts); its map must be the volume's. */
+  attachCow(volume: CowVolume): void {
+    assert(this.cow === null);
+    this.cow = volume;
+    volume.attach(this);
+  }
+
+  /** CowMember: `map` for requests from now on, at this export's size; threads included. */
+  async swapMap(map: ExtentMap): Promise<void> {
+    if (this.isClosed) return;
+    await this.replaceMap(map, this.state.size);
+    await this.swapped;
+  }
+
+  /** CowMember: every request on a replaced map settled. */
+  drainedBefore(): Promise<void> {
+    return this.flight.drainedBefore();
+  }
+
+  /** fdatasync of every backing (FLUSH, FUA after copy-on-write). */
+  syncAll(): Promise<void> {
+    return settleAll([...this.held.values()].map((entry) => entry.sync()));
   }
 
   read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
@@ -144,7 +183,7 @@ export class ExtentExport implements Export, JobOwner {
     } catch (error) {
       return Promise.reject(error);
     }
-    this.inflight++;
+    this.flight.enter(state);
     return new Promise<void>((resolve, reject) => {
       issueRead(new Job(this, state, target, targetOffset, length, resolve, reject), offset,
         length);
@@ -170,26 +209,27 @@ export class ExtentExport implements Export, JobOwner {
 
   planRead(offset: number, length: number, requireData: boolean): ReadPlan | null {
     if (this.isClosed) return null;
-    const pieces = planReadPieces(this.state, offset, length, requireData);
+    const state = this.state;
+    const pieces = planReadPieces(state, offset, length, requireData);
     if (pieces === null) return null;
-    this.inflight++;
+    this.flight.enter(state);
     let isDone = false;
     return {
       pieces,
       done: (): void => {
         if (isDone) return;
         isDone = true;
-        this.leave();
+        this.leave(state);
       },
     };
   }
 
   datapathMap(): DatapathMap | null {
     if (this.isClosed) return null;
-    return datapathMapOf(this.state, !this.isReadOnly);
+    return datapathMapOf(this.state, !this.isReadOnly, this.held);
   }
 
-  onMapReplaced(listener: () => void): () => void {
+  onMapReplaced(listener: () => void | Promise<void>): () => void {
     this.mapListeners.add(listener);
     return () => this.mapListeners.delete(listener);
   }
@@ -203,15 +243,19 @@ export class ExtentExport implements Export, JobOwner {
     } catch (error) {
       return Promise.reject(error);
     }
-    this.inflight++;
+    if (this.needsCow(state, offset, length, flags.fua)) {
+      return this.withCow(state, offset, length, flags.fua, () => this.write(offset, data,
+        { ...flags, fua: false }));
+    }
+    this.flight.enter(state);
     return new Promise<void>((resolve, reject) => {
       const done = flags.fua
         ? (): void => {
           syncTouched(job.touched).then(() => {
-            this.leave();
+            this.leave(state);
             resolve();
           }, (error: unknown) => {
-            this.leave();
+            this.leave(state);
             reject(error);
           });
         }
@@ -224,15 +268,48 @@ export class ExtentExport implements Export, JobOwner {
 
   async flush(): Promise<void> {
     this.checkOpen('flush');
-    await this.tracked(() => settleAll([...this.held.values()].map((entry) => entry.sync())));
+    const state = this.state;
+    await this.tracked(state, () => this.syncAll());
+    // not counted in flight: the commit waits for requests on replaced maps (cow.ts)
+    if (this.cow?.hasUncommitted === true) await this.cow.commitPending();
+  }
+
+  /**
+   * A write, zero or trim that may need copy-on-write: breaks the shared extents under it
+   * first, then runs `run` (the request without FUA) on the new map; FUA then syncs and commits
+   * the pending remaps (cow.ts). Counted in flight until the commit, which waits for requests
+   * on replaced maps and so must not wait for itself.
+   */
+  private async withCow(state: ExtentState, offset: number, length: number, isFua: boolean,
+    run: () => Promise<void>): Promise<void> {
+    const cow = this.cow;
+    if (cow === null) {
+      throw new IoError('EPERM', 'write', `write: EPERM: ${this.name} maps shared extents ` +
+        'without copy-on-write');
+    }
+    await this.tracked(state, async () => {
+      await cow.breakShared(offset, length);
+      await run();
+      if (isFua) await this.syncAll();
+    });
+    if (isFua && cow.hasUncommitted) await cow.commitPending();
+  }
+
+  private needsCow(state: ExtentState, offset: number, length: number, isFua: boolean): boolean {
+    return state.map.touchesShared(offset, length) ||
+      (isFua && this.cow?.hasUncommitted === true);
   }
 
   async trim(offset: number, length: number, flags: WriteFlags): Promise<void> {
     const state = this.state;
     this.checkRequest('trim', state, offset, length);
     this.checkWritable('trim');
+    if (this.needsCow(state, offset, length, flags.fua)) {
+      return this.withCow(state, offset, length, flags.fua, () => this.trim(offset, length,
+        { ...flags, fua: false }));
+    }
     const pieces = state.map.translate(offset, length);
-    await this.tracked(() => eachPieceThenSync(state, pieces, flags.fua, (entry, piece) =>
+    await this.tracked(state, () => eachPieceThenSync(state, pieces, flags.fua, (entry, piece) =>
       entry.backing.trim(piece.offsetBacking, piece.length).finally(() => entry.markHoled())));
   }
 
@@ -240,8 +317,12 @@ export class ExtentExport implements Export, JobOwner {
     const state = this.state;
     this.checkRequest('zero', state, offset, length);
     this.checkWritable('zero');
+    if (this.needsCow(state, offset, length, flags.fua)) {
+      return this.withCow(state, offset, length, flags.fua, () => this.zero(offset, length,
+        { ...flags, fua: false }));
+    }
     const pieces = state.map.translate(offset, length);
-    await this.tracked(() => eachPieceThenSync(state, pieces, flags.fua, (entry, piece) =>
+    await this.tracked(state, () => eachPieceThenSync(state, pieces, flags.fua, (entry, piece) =>
       entry.backing.zero(piece.offsetBacking, piece.length, flags.mayTrim, flags.fastOnly)
         .finally(() => entry.markHoled())));
   }
@@ -250,7 +331,7 @@ export class ExtentExport implements Export, JobOwner {
     const state = this.state;
     this.checkRequest('blockStatus', state, offset, length);
     assert(Number.isInteger(runsMax) && runsMax >= 1);
-    return this.tracked(() => statusOfExtents(state, offset, length, runsMax));
+    return this.tracked(state, () => statusOfExtents(state, offset, length, runsMax));
   }
 
   async cache(offset: number, length: number): Promise<void> {
@@ -263,7 +344,8 @@ export class ExtentExport implements Export, JobOwner {
   close(): Promise<void> {
     if (this.closing === null) {
       this.isClosed = true;
-      this.closing = this.drain().then(() => {
+      this.closing = this.flight.drained().then(() => {
+        this.cow?.detach(this);
         const entries = [...this.held.values()];
         this.held.clear();
         return settleAll(entries.map((entry) => this.pool.release(entry)));
@@ -272,26 +354,17 @@ export class ExtentExport implements Export, JobOwner {
     return this.closing;
   }
 
-  /** JobOwner: one request settled. */
-  leave(): void {
-    assert(this.inflight > 0);
-    this.inflight--;
-    if (this.inflight === 0 && this.onDrained !== null) this.onDrained();
+  /** JobOwner: one request on `state` settled. */
+  leave(state: ExtentState): void {
+    this.flight.leave(state);
   }
 
-  private drain(): Promise<void> {
-    if (this.inflight === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.onDrained = resolve;
-    });
-  }
-
-  private async tracked<T>(run: () => Promise<T>): Promise<T> {
-    this.inflight++;
+  private async tracked<T>(state: ExtentState, run: () => Promise<T>): Promise<T> {
+    this.flight.enter(state);
     try {
       return await run();
     } finally {
-      this.leave();
+      this.leave(state);
     }
   }
 

@@ -17,7 +17,8 @@ import type { ExtentState } from './extent-state';
 
 /** What a Job reports to when it settles: the export's in-flight count. */
 export interface JobOwner {
-  leave(): void;
+  /** one request on `state` settled */
+  leave(state: ExtentState): void;
 }
 
 /** The pooled backings a write touched: none, one, or several (no array for the usual one). */

@@ -11,6 +11,10 @@
  * does a branch-free binary search over them: O(1) for evenly sized extents, O(log n) at worst,
  * no allocation. Offsets stay exact up to 2^53.
  *
+ * Sharing (copy-on-write, engine/cow.ts): an extent may be marked `shared` (another VD owns it
+ * too). Extents with different marks never merge; `sharedCount` is 0 for a map with none, so
+ * the write path asks `touchesShared()` only when there is something to find.
+ *
  * Translation has two forms: `visit()` calls a visitor per piece with a caller-owned context (the
  * hot path: nothing allocated), and `translate()` returns an array (tests, block status).
  * All ranges are half-open.
@@ -25,6 +29,8 @@ export interface ExtentSpec {
   offset: number;
   /** bytes */
   length: number;
+  /** another VD owns these bytes too: never written in place (engine/cow.ts) */
+  shared?: boolean;
 }
 
 /** One piece of a translated range: `length` bytes at `offsetBacking` of paths[backingIndex]. */
@@ -42,6 +48,7 @@ export interface ExtentView {
   endVirtual: number;
   path: string;
   offsetBacking: number;
+  isShared: boolean;
 }
 
 /** Hot-path visitor: no closure needed, the context rides along. */
@@ -59,10 +66,14 @@ export class ExtentMap {
   /** number of (merged) extents */
   readonly count: number;
   readonly sizeVirtual: number;
+  /** extents marked shared (0: no write needs copy-on-write) */
+  readonly sharedCount: number;
   /** startsVirtual[i] = virtual start of extent i; startsVirtual[count] = sizeVirtual */
   private readonly startsVirtual: Float64Array;
   private readonly offsetsBacking: Float64Array;
   private readonly backingIndices: Uint32Array;
+  /** 1 where the extent is shared */
+  private readonly sharedFlags: Uint8Array;
   /** bucketFirst[k] = index of the extent holding byte k * bucketBytes (last: count - 1) */
   private readonly bucketFirst: Uint32Array;
   private readonly bucketBytes: number;
@@ -72,8 +83,11 @@ export class ExtentMap {
     startsVirtual: Float64Array,
     offsetsBacking: Float64Array,
     backingIndices: Uint32Array,
+    sharedFlags: Uint8Array,
   ) {
     this.paths = paths;
+    this.sharedFlags = sharedFlags;
+    this.sharedCount = sharedFlags.reduce((sum, flag) => sum + flag, 0);
     this.count = offsetsBacking.length;
     this.startsVirtual = startsVirtual;
     this.offsetsBacking = offsetsBacking;
@@ -99,6 +113,7 @@ export class ExtentMap {
     const starts: number[] = [];
     const offsets: number[] = [];
     const indices: number[] = [];
+    const shared: number[] = [];
     let cursor = 0;
     for (const extent of extents) {
       assert(typeof extent.path === 'string' && extent.path.length > 0);
@@ -114,13 +129,15 @@ export class ExtentMap {
       const last = offsets.length - 1;
       const lastStart = starts[last];
       const lastOffset = offsets[last];
-      const continues = last >= 0 && indices[last] === index &&
+      const flag = extent.shared === true ? 1 : 0;
+      const continues = last >= 0 && indices[last] === index && shared[last] === flag &&
         lastStart !== undefined && lastOffset !== undefined &&
         lastOffset + (cursor - lastStart) === extent.offset;
       if (!continues) {
         starts.push(cursor);
         offsets.push(extent.offset);
         indices.push(index);
+        shared.push(flag);
       }
       cursor += extent.length;
       assert(Number.isSafeInteger(cursor));
@@ -131,6 +148,7 @@ export class ExtentMap {
       Float64Array.from(starts),
       Float64Array.from(offsets),
       Uint32Array.from(indices),
+      Uint8Array.from(shared),
     );
   }
 
@@ -177,7 +195,30 @@ export class ExtentMap {
       endVirtual: this.startsVirtual[index + 1] as number,
       path,
       offsetBacking: this.offsetsBacking[index] as number,
+      isShared: this.sharedFlags[index] === 1,
     };
+  }
+
+  /** True when some byte of [offsetVirtual, offsetVirtual + length) lies on a shared extent. */
+  touchesShared(offsetVirtual: number, length: number): boolean {
+    if (this.sharedCount === 0) return false;
+    const end = offsetVirtual + length;
+    for (let index = this.indexOf(offsetVirtual); index < this.count; index++) {
+      if (this.sharedFlags[index] === 1) return true;
+      if ((this.startsVirtual[index + 1] as number) >= end) return false;
+    }
+    return false;
+  }
+
+  /** The map's extents as a list fromList() takes again (merged, shared marks kept). */
+  toList(): ExtentSpec[] {
+    const list: ExtentSpec[] = [];
+    for (let index = 0; index < this.count; index++) {
+      const view = this.at(index);
+      list.push({ path: view.path, offset: view.offsetBacking,
+        length: view.endVirtual - view.startVirtual, shared: view.isShared });
+    }
+    return list;
   }
 
   /**

@@ -68,13 +68,13 @@ function readPiece(
 function finishRead(job: Job): void {
   if (--job.pending > 0) return;
   if (job.error === null) {
-    job.owner.leave();
+    job.owner.leave(job.state);
     job.resolve();
     return;
   }
   // on failure, overwrite whatever pieces did arrive: the caller gets zeros or nothing
   job.buffer.fill(0, job.bufferBase, job.bufferBase + job.length);
-  job.owner.leave();
+  job.owner.leave(job.state);
   job.reject(job.error);
 }
 

@@ -5,7 +5,9 @@
  * An ExtentState is immutable: the map, the pooled backing behind each of the map's paths, the
  * virtual size, and the descriptors the native paths take (null when any backing lacks one).
  * Each request captures the export's current state when it starts and finishes on it, so a map
- * swap (ExtentExport.replaceMap) is one assignment.
+ * swap (ExtentExport.replaceMap) is one assignment. The one mutable part is `flight`, the
+ * requests running on the state now, so that copy-on-write can wait until none runs on a map it
+ * replaced (ExtentExport.drainedBefore).
  *
  * isAllData() answers "is every byte of this range known to be data?" from capabilities, never
  * from a backing's class: devices always are; a backing that offers `isAllData(offset, length)`
@@ -27,6 +29,8 @@ export interface ExtentState {
   readonly batchFds: readonly number[] | null;
   /** sendFds[i]: entries[i]'s descriptor for a sender thread; null when one of them has none */
   readonly sendFds: readonly number[] | null;
+  /** requests started on this state and not yet settled */
+  readonly flight: { count: number };
 }
 
 /** The state for `map` over the held entries; every path of the map must be held. */
@@ -46,7 +50,7 @@ export function makeExtentState(
   const batchFds = fds.every((fd) => fd >= 0) ? fds : null;
   const sends = entries.map((entry) => entry.backing.sendFd);
   const sendFds = sends.every((fd) => fd >= 0) ? sends : null;
-  return { map, entries, size, batchFds, sendFds };
+  return { map, entries, size, batchFds, sendFds, flight: { count: 0 } };
 }
 
 /** A backing that knows, synchronously, whether a range of it is all data. */

@@ -82,7 +82,7 @@ function finishWrite(job: Job): void {
     job.resolve(); // syncs, then leaves
     return;
   }
-  job.owner.leave();
+  job.owner.leave(job.state);
   if (job.error === null) job.resolve();
   else job.reject(job.error);
 }

@@ -80,6 +80,8 @@ export interface NativeBinding {
   ): void;
   datapathControl(datapath: NativeDatapath, op: number, value: number): number;
   datapathStats(datapath: NativeDatapath): Float64Array;
+  datapathRemap(datapath: NativeDatapath, extents: Float64Array, dirty: Int32Array[],
+    sequence: number): void;
   /** budget.c: reports what JS holds and the limit; returns what the data-path threads hold */
   budgetSync(jsHeldBytes: number, maxBytes: number): number;
   requestStep(

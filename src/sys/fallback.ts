@@ -53,6 +53,9 @@ export const fallbackBinding: NativeBinding = {
   },
   datapathControl: () => 0,
   datapathStats: () => new Float64Array(12 + 24),
+  datapathRemap: () => {
+    throw unsupported('datapathRemap');
+  },
   budgetSync: () => 0,
   requestStep: () => {
     throw unsupported('requestStep');

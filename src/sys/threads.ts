@@ -20,17 +20,23 @@ export const SEND_PIECE_FIELDS = 3;
 export const DATAPATH_EXTENT_FIELDS = 6;
 /** The last field of an extent: what is under it (the thread probes holes only under `file`). */
 export const DATAPATH_EXTENT_KIND = { file: 0, device: 1, fileAllData: 2 } as const;
+/** Added to an extent's kind when another VD shares it: the thread forwards every WRITE that
+ * touches it to JS, which copies it first (engine/cow.ts); READs it serves as any other. */
+export const DATAPATH_EXTENT_SHARED = 4;
 export const DATAPATH_OPTION = {
   structured: 1, writable: 2, tcp: 4, reader: 8, readerAlways: 16,
 } as const;
-export const DATAPATH_EVENT = { forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5 } as const;
+export const DATAPATH_EVENT = {
+  forward: 1, eof: 2, error: 3, fenced: 4, stopped: 5, remapped: 7,
+} as const;
 const DATAPATH_OP = { pause: 1, fence: 2, stop: 3 } as const;
 
 /** An export's map, in the one form the data-path thread takes it (engine datapathMapOf; the
  * contract is native/src/dp-map.c's header): the thread keeps no map or hole table of its own. */
 export interface DatapathMap {
-  /** (startVirtual, length, fd, offsetBacking, backingIndex, DATAPATH_EXTENT_KIND) per extent,
-   * in order, contiguous from 0, covering `size`; fileAllData: the backing knew it has no hole */
+  /** (startVirtual, length, fd, offsetBacking, backingIndex, DATAPATH_EXTENT_KIND, plus
+   * DATAPATH_EXTENT_SHARED when shared) per extent, in order, contiguous from 0, covering
+   * `size`; fileAllData: the backing knew it has no hole */
   readonly extents: Float64Array;
   readonly size: number;
   readonly isWritable: boolean;
@@ -100,6 +106,19 @@ export function datapathSubmit(
   datapath: NativeDatapath, bytes: Buffer, callback: ((error: Error | null) => void) | null,
 ): void {
   binding.datapathSubmit(datapath, bytes, callback);
+}
+
+/**
+ * Hands the thread a new map of the same export (copy-on-write swapped an extent): backing
+ * indices must be stable, `map.dirty` starting with the arrays given before. A `remapped`
+ * event with `sequence` follows once the thread serves from it; throws a RangeError (the
+ * thread keeps its map) when the map is not usable.
+ */
+export function datapathRemap(datapath: NativeDatapath, map: DatapathMap, sequence: number):
+void {
+  assert(map.extents.length % DATAPATH_EXTENT_FIELDS === 0);
+  assert(Number.isInteger(sequence) && sequence >= 0 && sequence <= 0x7fffffff);
+  binding.datapathRemap(datapath, map.extents, map.dirty, sequence);
 }
 
 /** Stops (true) or resumes (false) reading the socket. */

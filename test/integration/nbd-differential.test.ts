@@ -17,12 +17,19 @@
  * for), READs over nbdPayloadMax, an oversize WRITE (discarded), and WRITEs on a read-only
  * export; with simple and structured replies, with and without base:allocation. Requests in a
  * pipelined round use disjoint ranges, so their outcome does not depend on completion order.
+ *
+ * Copy-on-write: the `clone` export maps the same extents with every other one shared (a clone's
+ * view, engine/cow.ts, with a fake catalog whose reserve is a third file). The thread forwards
+ * WRITEs touching a shared extent and serves from each new map the JS path hands it
+ * (datapathRemap); the replies and the VD's bytes afterwards must be the same on both paths, and
+ * the shared bytes of the files never change.
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BackingPool } from '../../src/backing/pool';
-import { openExport } from '../../src/engine/extent-export';
+import { CowVolume, type CowCatalog, type ReserveExtent } from '../../src/engine/cow';
+import { openExport, type ExtentExport } from '../../src/engine/extent-export';
 import type { ExtentSpec } from '../../src/engine/extent-map';
 import { LIMITS } from '../../src/limits';
 import { routeEnvOf } from '../../src/cli/route-env';
@@ -65,7 +72,7 @@ interface Request {
 }
 
 interface Session {
-  name: 'disk' | 'ro';
+  name: 'disk' | 'ro' | 'clone';
   structured: boolean;
   meta: boolean;
   blockSize: boolean;
@@ -115,9 +122,9 @@ function makeRequest(random: FuzzRandom, cookie: bigint, size: number, slotStart
 }
 
 function makeSession(seed: number, isPipelined: boolean, size: number,
-  isReadOnly: boolean): Session {
+  isReadOnly: boolean, name: 'disk' | 'clone' = 'disk'): Session {
   const random = new FuzzRandom(seed);
-  const session: Session = { name: isReadOnly ? 'ro' : 'disk',
+  const session: Session = { name: isReadOnly ? 'ro' : name,
     structured: random.chance(0.5), meta: false, blockSize: random.chance(0.4), rounds: [] };
   session.meta = session.structured && random.chance(0.5);
   let cookie = BigInt(random.u32()) << 8n;
@@ -138,6 +145,37 @@ interface Fixture {
   socketPath: string;
   files: string[];
   size: number;
+  clone: ExtentExport;
+}
+
+const COW_EXTENT = 64 * KiB;
+
+/** A fake catalog: reserve extents from `reservePath`, commits accepted. */
+function cowCatalogOf(reservePath: string): CowCatalog {
+  let next = 0;
+  return {
+    reserve: async (extentSize, count) => Array.from({ length: count }, (): ReserveExtent => {
+      const extentIndex = next++;
+      return { memberId: 3, extentIndex, path: reservePath, offset: extentIndex * extentSize,
+        extentSize };
+    }),
+    commit: async () => undefined,
+    extentSizeOf: () => COW_EXTENT,
+  };
+}
+
+/** `clone`: the same extents, every other one shared, with copy-on-write. */
+async function openClone(extents: readonly ExtentSpec[], size: number, dir: string,
+  pool: BackingPool): Promise<{ clone: ExtentExport; volume: CowVolume }> {
+  const reservePath = path.join(dir, 'r.img');
+  fs.writeFileSync(reservePath, '');
+  fs.truncateSync(reservePath, 2 * FILE_BYTES);
+  const shared = extents.map((extent, index) => ({ ...extent, shared: index % 2 === 0 }));
+  const volume = new CowVolume(shared, cowCatalogOf(reservePath), pool, 'w');
+  const clone = await openExport({ name: 'clone', description: 'cow', mode: 'w', size,
+    extents: volume.map.toList(), pool });
+  clone.attachCow(volume);
+  return { clone, volume };
 }
 
 /** Files of seeded bytes, a writable export `disk` and a read-only `ro` over them. */
@@ -154,16 +192,21 @@ async function startFixture(t: Test, dir: string, seed: number, datapath: Datapa
   const roPool = new BackingPool();
   const ro = await openExport({ name: 'ro', description: 'ro', mode: 'r', size, extents,
     pool: roPool });
+  const cowPool = new BackingPool();
+  const { clone, volume } = await openClone(extents, size, dir, cowPool);
   // XVD_DATAPATH as `xvd serve` reads it (cli/route-env.ts)
-  const server = createServer({ provider: createFixedProvider([disk, ro]), log: quietLog,
-    datapath: routeEnvOf({ XVD_DATAPATH: datapath }).datapath });
+  const server = createServer({ provider: createFixedProvider([disk, ro, clone]),
+    log: quietLog, datapath: routeEnvOf({ XVD_DATAPATH: datapath }).datapath });
   const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-diff-', async () => {
     await disk.close();
     await ro.close();
+    await clone.close();
+    await volume.close();
     await pool.close();
     await roPool.close();
+    await cowPool.close();
   });
-  return { server, port, socketPath, files, size };
+  return { server, port, socketPath, files, size, clone };
 }
 
 /** Reads one request's replies, up to its final one; their raw bytes. */
@@ -198,6 +241,8 @@ interface RunResult {
   threadRequests: number;
   readerRequests: number;
   files: Buffer[];
+  /** the clone's bytes afterwards (null for the other exports) */
+  cloneBytes: Buffer | null;
 }
 
 /** Runs the session on a fresh fixture with XVD_DATAPATH as given; the replies and files. */
@@ -228,8 +273,13 @@ async function runSession(t: Test, session: Session, fileSeed: number,
   client.request({ type: CMD.DISC });
   await client.waitClosed(10_000);
   const { threadRequests, readerRequests } = fixture.server.stats;
+  let cloneBytes: Buffer | null = null;
+  if (session.name === 'clone') {
+    cloneBytes = Buffer.alloc(fixture.size);
+    await fixture.clone.read(0, fixture.size, cloneBytes, 0);
+  }
   return { stream: Buffer.concat(stream), perCookie, threadRequests, readerRequests,
-    files: fixture.files.map((file) => fs.readFileSync(file)) };
+    files: fixture.files.map((file) => fs.readFileSync(file)), cloneBytes };
 }
 
 function describe(request: Request | undefined): string {
@@ -311,6 +361,9 @@ function compareRuns(t: Test, session: Session, thread: RunResult, js: RunResult
   for (const [index, file] of thread.files.entries()) {
     t.equal(firstDifference(file, js.files[index]!), -1, `backing file ${index} is identical`);
   }
+  if (thread.cloneBytes !== null && js.cloneBytes !== null) {
+    t.equal(firstDifference(thread.cloneBytes, js.cloneBytes), -1, 'the clone reads the same');
+  }
 }
 
 t.test('the data-path thread and the JS path answer alike', async (t) => {
@@ -324,6 +377,29 @@ t.test('the data-path thread and the JS path answer alike', async (t) => {
         `${session.name}, ${session.structured ? 'structured' : 'simple'}` +
         `${session.meta ? ' +base:allocation' : ''}${session.blockSize ? ' +BLOCK_SIZE' : ''}`;
       await t.test(label, (t) => compare(t, session, seed, !isPipelined));
+    }
+  }
+});
+
+t.test('a clone with copy-on-write: the thread and the JS path answer alike', async (t) => {
+  const size = extentsOf(['a', 'b']).reduce((sum, extent) => sum + extent.length, 0);
+  for (let index = 0; index < 2; index++) {
+    for (const isPipelined of [false, true]) {
+      const seed = SEED * 100 + 50 + index + (isPipelined ? 0 : SEQUENTIAL_SEED_OFFSET);
+      const session = makeSession(seed, isPipelined, size, false, 'clone');
+      const label = `${isPipelined ? 'pipelined' : 'sequential'} seed ${seed}: clone, ` +
+        `${session.structured ? 'structured' : 'simple'}`;
+      await t.test(label, async (t) => {
+        await compare(t, session, seed, !isPipelined);
+        const js = await runSession(t, session, seed, 'off');
+        const pristine = new FuzzRandom(seed).bytes(FILE_BYTES); // a.img as startFixture wrote it
+        extentsOf(['a', 'b']).forEach((extent, at) => {
+          if (at % 2 !== 0) return; // the shared ones, all in a.img
+          const range = [extent.offset, extent.offset + extent.length] as const;
+          t.equal(firstDifference(pristine.subarray(...range), js.files[0]!.subarray(...range)),
+            -1, `shared extent ${at} is unchanged`);
+        });
+      });
     }
   }
 });

@@ -106,3 +106,22 @@ t.test('lookup is exact at every extent edge of a skewed map (one huge, many tin
   }
   t.equal(wrong, 0);
 });
+
+t.test('shared extents: never merged with own ones, found by touchesShared, kept by toList',
+  async (t) => {
+    const map = ExtentMap.fromList([
+      { path: '/a', offset: 0, length: 100 },
+      { path: '/a', offset: 100, length: 100, shared: true },
+      { path: '/a', offset: 200, length: 100, shared: true },
+      { path: '/a', offset: 300, length: 100 },
+    ]);
+    t.equal(map.count, 3, 'own, shared (merged), own');
+    t.equal(map.sharedCount, 1);
+    t.equal(map.touchesShared(0, 100), false);
+    t.equal(map.touchesShared(99, 2), true);
+    t.equal(map.touchesShared(300, 100), false);
+    t.equal(map.touchesShared(250, 100), true);
+    t.same(map.toList().map((spec) => spec.shared), [false, true, false]);
+    t.equal(ExtentMap.fromList([{ path: '/a', offset: 0, length: 10 }]).touchesShared(0, 10),
+      false, 'a map without shared extents never looks');
+  });
