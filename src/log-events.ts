@@ -25,6 +25,8 @@ export const LOG_EVENT = {
   leaseLost: 'lease-lost',
   /** at start, the rows and leases of a registered server that no longer runs were removed */
   takeover: 'takeover',
+  /** a VD this server serves was cloned: its exports now copy shared extents on first write */
+  cowSwitch: 'cow-switch',
   /** over --max-connections, or while shutting down */
   connectionRefused: 'connection-refused',
   /** no TLS where --tls require asks for it, or a TLS handshake that failed */

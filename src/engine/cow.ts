@@ -168,12 +168,13 @@ export class CowVolume {
 
   /**
    * Sets the shared marks from a fresh resolution (the live clone, or a sharer gone): `extents`
-   * must map the same bytes as the volume's map now. Swaps every export's map; resolves once
-   * each took it (the provider then waits for writes on the old map: drainedBefore).
+   * must map the same bytes as the volume's map now, and may go on past it (an enlarge).
+   * Swaps every export's map, then resolves once each took it and no request runs on an older
+   * map any more (the provider records the VD's new generation only then).
    */
   async remark(extents: readonly ExtentSpec[]): Promise<void> {
     const map = ExtentMap.fromList(extents);
-    assert(map.sizeVirtual === this.mapNow.sizeVirtual, 'remark: same size');
+    assert(map.sizeVirtual >= this.mapNow.sizeVirtual, 'remark: a VD never shrinks under it');
     this.specsNow = extents.map((extent) => ({ ...extent }));
     this.mapNow = map;
     await this.swapAll();

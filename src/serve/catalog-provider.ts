@@ -47,6 +47,11 @@
  * (LeaseKeeper), so its reference count and its lease row agree; stop() waits for every open,
  * retire and release in flight before it unregisters. A heartbeat still running skips a tick.
  *
+ * Copy-on-write (cow-vds.ts): every export of a VD joins the VD's CowVolume and opens with its
+ * map; a VD's extents are judged once per VD by that volume (reconcile.ts), so this server's own
+ * remap commits neither fence nor replace its exports, and a clone of a VD it serves switches
+ * that VD to copy-on-write without a fence before the lease records the new generation.
+ *
  * Domains: with an authenticated domain, a client sees and opens only `DOMAIN/…` exports; without
  * authentication (domain null) every export is visible, as on any plain NBD server.
  *
@@ -67,16 +72,12 @@ import type { Logger } from '../log';
 import { LOG_EVENT } from '../log-events';
 import type { Domain, ExportHandle, ExportListing, ExportProvider } from '../nbd/provider';
 import { catalogWriterOf, type CatalogWriter } from './catalog-writer';
-import { describeResolved, judge, parseExportName, resolveOrNull } from './export-verdict';
+import { CowVds } from './cow-vds';
+import { describeResolved, parseExportName } from './export-verdict';
 import { Heartbeat } from './heartbeat';
 import type { HostLeases } from './host-lease';
 import { LeaseKeeper } from './lease-keeper';
-
-/**
- * Resolve-and-lease attempts per open. Each retry follows a commit that changed the VD between
- * resolve and lease; more than a few in a row is a storm of changes, and the client may retry.
- */
-const OPEN_RESOLVE_TRIES = 3;
+import { reconcileEntries } from './reconcile';
 
 /** What the provider needs of the NBD server. */
 export interface Fencer {
@@ -126,6 +127,8 @@ export class CatalogProvider implements ExportProvider {
   private readonly hostLeases: HostLeases | null;
   private readonly radosAddrs: string[];
   private readonly beat: Heartbeat;
+  /** copy-on-write: one volume per VD served (cow-vds.ts) */
+  readonly cow: CowVds;
   private isStopping = false;
   private fencer: Fencer | null = null;
   private serverId: number | null = null;
@@ -146,6 +149,8 @@ export class CatalogProvider implements ExportProvider {
     this.heartbeatMs = options.heartbeatMs ?? this.hostLeases?.heartbeatMs ??
       LIMITS.serveHeartbeatMs;
     this.leases = new LeaseKeeper(this.writer, this.log, () => this.serverId);
+    this.cow = new CowVds({ catalog: this.catalog, writer: this.writer, pool: this.pool,
+      log: this.log, serverIdOf: () => this.serverId });
     this.beat = new Heartbeat({ writer: this.writer, log: this.log, hostLeases: this.hostLeases,
       leasedVds: () => this.leasedVds, onLost: (reason) => {
         this.halt(); // not one more catalog read: a blocklisted libcephsqlite aborts at the next
@@ -265,36 +270,22 @@ export class CatalogProvider implements ExportProvider {
   }
 
 
-  /**
-   * Resolves a VBD and leases its VD. When the VD changed between the two (an enlarge, or the end
-   * of its zeroing, committed meanwhile) it resolves again, so an open at that instant gets the
-   * old or the new size rather than no export.
-   */
-  private async resolveLeased(domain: number, device: string): Promise<ResolvedVbd | null> {
-    for (let attempt = 0; attempt < OPEN_RESOLVE_TRIES; attempt++) {
-      const resolved = resolveOrNull(this.catalog, domain, device);
-      if (resolved === null || resolved.isDangling) return null;
-      if (resolved.vdId === null) return resolved;
-      await this.hostLeases?.clearFor(resolved.vdId, this.serverId ?? 0,
-        `${domain}/${device}`);
-      const lease = await this.leases.take(resolved);
-      if (lease === 'taken') return resolved;
-      if (lease === 'gone') return null;
-    }
-    return null;
-  }
-
   private async openEntry(name: string, domain: number, device: string): Promise<Entry | null> {
     assert(this.serverId !== null, 'open before start');
-    const resolved = await this.resolveLeased(domain, device);
+    const resolved = await this.leases.takeResolved(this.catalog, domain, device,
+      (vdId) => this.hostLeases?.clearFor(vdId, this.serverId ?? 0, name));
     if (resolved === null) return null;
     // the lease is committed (or there is no VD): the extents are this VD's until we release it
     let exp: ExtentExport;
+    // a VD opens with its volume's map: remaps this server made may not be committed yet
+    const volume = resolved.vdId === null ? null : this.cow.open(resolved);
     try {
       exp = await openExport({ name, description: describeResolved(resolved), mode: resolved.mode,
-        size: resolved.size, extents: resolved.extents, pool: this.pool });
+        size: Math.min(resolved.size, volume?.map.sizeVirtual ?? resolved.size),
+        extents: volume?.map.toList() ?? resolved.extents, pool: this.pool });
+      if (volume !== null) exp.attachCow(volume);
     } catch (error) {
-      if (resolved.vdId !== null) await this.leases.drop(resolved.vdId);
+      if (resolved.vdId !== null) await this.dropVd(resolved.vdId);
       this.log.error({ err: error, export: name }, 'open: backing failed');
       return null;
     }
@@ -302,7 +293,7 @@ export class CatalogProvider implements ExportProvider {
     if (this.isStopping || (raced !== undefined && !raced.isRetired)) {
       // stopping, or another open of the same name finished first (use it): drop ours
       await exp.close();
-      if (resolved.vdId !== null) await this.leases.drop(resolved.vdId);
+      if (resolved.vdId !== null) await this.dropVd(resolved.vdId);
       return this.isStopping ? null : raced ?? null;
     }
     const entry: Entry = { name, resolved, export: exp, refs: 0, isRetired: false,
@@ -337,7 +328,13 @@ export class CatalogProvider implements ExportProvider {
     await entry.export.close().catch((error: unknown) =>
       this.log.error({ err: error, export: entry.name }, 'close failed'));
     // fenced and drained (or unused): only now may the catalog hand the extents on
-    if (entry.resolved.vdId !== null) await this.leases.drop(entry.resolved.vdId);
+    if (entry.resolved.vdId !== null) await this.dropVd(entry.resolved.vdId);
+  }
+
+  /** One export of the VD less: its volume (the last commits what is pending), then its lease. */
+  private async dropVd(vdId: number): Promise<void> {
+    await this.cow.release(vdId);
+    await this.leases.drop(vdId);
   }
 
   /** This server's id in the catalog (null before start and after stop). */
@@ -377,24 +374,13 @@ export class CatalogProvider implements ExportProvider {
     }
   }
 
-  /** Re-resolves every open export and fences those whose VBD or VD went away. */
+  /**
+   * Re-resolves every open export and fences those whose VBD or VD went away; a VD's extents
+   * are judged by its copy-on-write volume (reconcile.ts).
+   */
   async reconcile(): Promise<void> {
-    const work: Promise<void>[] = [];
-    for (const entry of [...this.entries.values()]) {
-      const now = resolveOrNull(this.catalog, entry.resolved.domain, entry.resolved.device);
-      const verdict = judge(entry.resolved, now);
-      if (verdict === 'keep') continue;
-      if (verdict === 'replace') {
-        // same VD, still alive, old range unchanged (enlarged, or its zeroing finished): new
-        // opens get a new Export; connections keep the old one; no fence needed
-        this.log.info({ export: entry.name }, 'export changed; new connections get the new map');
-        work.push(this.retire(entry, false));
-        continue;
-      }
-      this.log.info({ event: LOG_EVENT.fence, export: entry.name, vd: entry.resolved.vdId,
-        reason: verdict, connections: entry.refs }, 'fencing export: ' + verdict);
-      work.push(this.retire(entry, true));
-    }
-    await Promise.all(work);
+    await reconcileEntries({ catalog: this.catalog, cow: this.cow, log: this.log,
+      retire: (entry: Entry, isFence: boolean) => this.retire(entry, isFence) },
+    [...this.entries.values()]);
   }
 }

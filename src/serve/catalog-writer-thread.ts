@@ -28,7 +28,7 @@
  */
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { Lease } from '../catalog/index';
+import type { CowExtents, CowRemap, Lease } from '../catalog/index';
 import { isCephCatalog } from '../catalog/location';
 import { XvdError } from '../errors';
 import { LIMITS } from '../limits';
@@ -57,7 +57,8 @@ interface Pending {
 }
 
 /** The writes whose commits are timed. */
-export type TimedOp = 'heartbeat' | 'acquireLease' | 'releaseLease';
+export type TimedOp = 'heartbeat' | 'acquireLease' | 'releaseLease' | 'reserveCowExtents' |
+  'commitCowRemaps';
 
 /** One operation's commit times: how many, their sum, and LATENCY_BUCKETS log2-µs buckets. */
 export interface CommitTimes {
@@ -129,6 +130,19 @@ export class CatalogWriterThread implements CatalogWriter {
   async takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean> {
     return (await this.requestReply({ op: 'takeOverServer', serverId, heartbeatAtMs }))
       .isTaken === true;
+  }
+
+  async reserveCowExtents(serverId: number, vdId: number, extentSize: number, count: number):
+  Promise<CowExtents[]> {
+    const reply = await this.requestReply({ op: 'reserveCowExtents', serverId, vdId, extentSize,
+      count });
+    if (reply.runs === undefined) throw new Error('catalog writer: reserve answered no runs');
+    return reply.runs;
+  }
+
+  async commitCowRemaps(serverId: number, vdId: number, remaps: readonly CowRemap[]):
+  Promise<void> {
+    await this.request({ op: 'commitCowRemaps', serverId, vdId, remaps });
   }
 
   /**

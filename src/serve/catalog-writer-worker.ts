@@ -9,12 +9,14 @@
  */
 import assert from 'node:assert';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { openCatalog, type Catalog, type Lease } from '../catalog/index';
+import { openCatalog, type Catalog, type CowExtents, type Lease } from '../catalog/index';
 import {
   WRITER_OPEN_ID, wireErrorOf, type WriterData, type WriterReply, type WriterRequest,
 } from './catalog-writer';
 
-function run(catalog: Catalog, request: WriterRequest): Lease | boolean | null {
+type Result = Lease | boolean | CowExtents[] | null;
+
+function run(catalog: Catalog, request: WriterRequest): Result {
   switch (request.op) {
     case 'heartbeat':
       catalog.heartbeat(request.serverId);
@@ -26,18 +28,25 @@ function run(catalog: Catalog, request: WriterRequest): Lease | boolean | null {
       return null;
     case 'takeOverServer':
       return catalog.takeOverServer(request.serverId, request.heartbeatAtMs);
+    case 'reserveCowExtents':
+      return catalog.reserveCowExtents(request.serverId, request.vdId, request.extentSize,
+        request.count);
+    case 'commitCowRemaps':
+      catalog.commitCowRemaps(request.serverId, request.vdId, request.remaps);
+      return null;
     case 'close':
       catalog.close();
       return null;
   }
 }
 
-function answer(port: MessagePort, id: number, work: () => Lease | boolean | null): void {
+function answer(port: MessagePort, id: number, work: () => Result): void {
   let reply: WriterReply;
   try {
     const result = work();
     reply = typeof result === 'boolean' ? { id, isOk: true, lease: null, isTaken: result }
-      : { id, isOk: true, lease: result };
+      : Array.isArray(result) ? { id, isOk: true, lease: null, runs: result }
+        : { id, isOk: true, lease: result };
   } catch (error) {
     reply = { id, isOk: false, error: wireErrorOf(error) };
   }

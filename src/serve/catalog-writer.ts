@@ -1,8 +1,9 @@
 /**
  * serve/catalog-writer: the catalog writes a running server makes while it serves (heartbeat,
- * acquireLease, releaseLease, and takeOverServer of a fenced host: serve/host-lease.ts), behind one
- * promise-returning interface, and the messages that
- * carry them to the writer thread (catalog-writer-thread.ts) and back.
+ * acquireLease, releaseLease, takeOverServer of a fenced host: serve/host-lease.ts, and for
+ * copy-on-write reserveCowExtents and commitCowRemaps: serve/cow-vds.ts), behind one
+ * promise-returning interface, and the messages that carry them to the writer thread
+ * (catalog-writer-thread.ts) and back.
  *
  * Why an interface: every catalog write is a BEGIN IMMEDIATE transaction that fsyncs its commit
  * (WAL, synchronous=FULL) and may wait up to LIMITS.catalogBusyTimeoutMs for the write lock that
@@ -19,7 +20,7 @@
  * message and, when it had one, its string code (SQLITE_BUSY).
  */
 import { ERRORS, XvdError, IoError, ProtocolError, UsageError, type ErrorCode } from '../errors';
-import type { Catalog, Lease } from '../catalog/index';
+import type { Catalog, CowExtents, CowRemap, Lease } from '../catalog/index';
 
 /** The catalog writes of a serving server. Each resolves once its transaction committed. */
 export interface CatalogWriter {
@@ -28,6 +29,11 @@ export interface CatalogWriter {
   releaseLease(serverId: number, vdId: number): Promise<void>;
   /** Catalog.takeOverServer: true when the fenced server's row and leases were removed. */
   takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean>;
+  /** Catalog.reserveCowExtents (copy-on-write: serve/cow-vds.ts) */
+  reserveCowExtents(serverId: number, vdId: number, extentSize: number, count: number):
+    Promise<CowExtents[]>;
+  /** Catalog.commitCowRemaps: the one catalog write of a FLUSH after copy-on-write */
+  commitCowRemaps(serverId: number, vdId: number, remaps: readonly CowRemap[]): Promise<void>;
 }
 
 /** Writes in process, on the caller's thread, through `catalog` (unit tests, tools). */
@@ -38,6 +44,10 @@ export function catalogWriterOf(catalog: Catalog): CatalogWriter {
     releaseLease: async (serverId, vdId) => catalog.releaseLease(serverId, vdId),
     takeOverServer: async (serverId, heartbeatAtMs) =>
       catalog.takeOverServer(serverId, heartbeatAtMs),
+    reserveCowExtents: async (serverId, vdId, extentSize, count) =>
+      catalog.reserveCowExtents(serverId, vdId, extentSize, count),
+    commitCowRemaps: async (serverId, vdId, remaps) =>
+      catalog.commitCowRemaps(serverId, vdId, remaps),
   };
 }
 
@@ -51,11 +61,15 @@ export type WriterRequest =
   | { id: number; op: 'acquireLease'; serverId: number; vdId: number }
   | { id: number; op: 'releaseLease'; serverId: number; vdId: number }
   | { id: number; op: 'takeOverServer'; serverId: number; heartbeatAtMs: number }
+  | { id: number; op: 'reserveCowExtents'; serverId: number; vdId: number; extentSize: number;
+    count: number }
+  | { id: number; op: 'commitCowRemaps'; serverId: number; vdId: number;
+    remaps: readonly CowRemap[] }
   /** closes the worker's connection; answered after every request sent before it */
   | { id: number; op: 'close' };
 
 export type WriterReply =
-  | { id: number; isOk: true; lease: Lease | null; isTaken?: boolean }
+  | { id: number; isOk: true; lease: Lease | null; isTaken?: boolean; runs?: CowExtents[] }
   | { id: number; isOk: false; error: WireError };
 
 export interface WriterData {

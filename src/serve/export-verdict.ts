@@ -7,6 +7,7 @@
  * finished: its old extents are a prefix of the new ones, so connections keep the old Export
  * and new ones get a new one, without a fence), or the reason the export must be fenced (the
  * VBD went, the VD died or is not yet zeroed, its source, mode or extents changed, or it shrank).
+ * judgeBinding() is its first half, alone (a VD served with copy-on-write: cow-verdict.ts).
  * Nothing here touches an export; only resolveOrNull reads the catalog.
  */
 import type { Catalog, ResolvedVbd } from '../catalog/index';
@@ -45,10 +46,8 @@ export function resolveOrNull(catalog: Catalog, domain: number, device: string,
 
 /** Whether an open export may stay as it is, be replaced for new connections, or must be fenced. */
 export function judge(before: ResolvedVbd, now: ResolvedVbd | null): Verdict {
-  if (now === null) return 'VBD removed';
-  if (now.isDangling) return 'VD deleted, expired or not yet zeroed';
-  if (now.vdId !== before.vdId) return 'VBD now maps another source';
-  if (now.mode !== before.mode) return 'VBD mode changed';
+  const binding = judgeBinding(before, now);
+  if (binding !== null || now === null) return binding ?? 'VBD removed';
   if (now.generation === before.generation && now.size === before.size) {
     return sameExtents(before, now) ? 'keep' : 'VBD extents changed';
   }
@@ -63,6 +62,19 @@ export function judge(before: ResolvedVbd, now: ResolvedVbd | null): Verdict {
     if (isLast ? b.length < a.length : b.length !== a.length) return 'VD extents changed';
   }
   return 'replace';
+}
+
+/**
+ * The part of judge() about the VBD itself (gone, dangling, another source, another mode): a
+ * reason to fence, or null. A VD served with copy-on-write is judged by this, and its extents
+ * by cow-verdict.ts mergeResolved (its map moves on without the catalog's generation).
+ */
+export function judgeBinding(before: ResolvedVbd, now: ResolvedVbd | null): FenceReason | null {
+  if (now === null) return 'VBD removed';
+  if (now.isDangling) return 'VD deleted, expired or not yet zeroed';
+  if (now.vdId !== before.vdId) return 'VBD now maps another source';
+  if (now.mode !== before.mode) return 'VBD mode changed';
+  return null;
 }
 
 function sameExtents(a: ResolvedVbd, b: ResolvedVbd): boolean {

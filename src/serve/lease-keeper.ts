@@ -11,18 +11,29 @@
  * is always safe: holding a lease longer only delays reuse). The takes and drops of one VD run
  * one after another, so its reference count and its lease row agree; settled() waits for all.
  *
+ * takeResolved() resolves a VBD and takes its VD's lease, resolving again when the VD changed
+ * between the two (an enlarge, or the end of its zeroing, committed meanwhile), so an open at
+ * that instant gets the old or the new size rather than no export.
+ *
  * Log: one `lease-taken` line when a lease is committed and one `lease-released` line when it is
  * given back (log-events.ts), naming the VD and the export whose open took it.
  */
 import assert from 'node:assert';
-import type { Lease, ResolvedVbd } from '../catalog/index';
+import type { Catalog, Lease, ResolvedVbd } from '../catalog/index';
 import { XvdError } from '../errors';
 import type { Logger } from '../log';
 import { LOG_EVENT } from '../log-events';
 import { ExportRefusal } from '../nbd/index';
 import type { CatalogWriter } from './catalog-writer';
+import { resolveOrNull } from './export-verdict';
 
 export type LeaseOutcome = 'taken' | 'changed' | 'gone';
+
+/**
+ * Resolve-and-lease attempts per open. Each retry follows a commit that changed the VD between
+ * resolve and lease; more than a few in a row is a storm of changes, and the client may retry.
+ */
+const OPEN_RESOLVE_TRIES = 3;
 
 export class LeaseKeeper {
   private readonly writer: CatalogWriter;
@@ -77,6 +88,24 @@ export class LeaseKeeper {
       this.refs.set(vdId, refs + 1);
       return 'taken';
     });
+  }
+
+  /**
+   * The VBD resolved and its VD's lease taken (see the header), after `beforeTake` (host mode:
+   * clearing another host's expired lease); null: not servable now.
+   */
+  async takeResolved(catalog: Catalog, domain: number, device: string,
+    beforeTake: (vdId: number) => Promise<void> | undefined): Promise<ResolvedVbd | null> {
+    for (let attempt = 0; attempt < OPEN_RESOLVE_TRIES; attempt++) {
+      const resolved = resolveOrNull(catalog, domain, device);
+      if (resolved === null || resolved.isDangling) return null;
+      if (resolved.vdId === null) return resolved;
+      await beforeTake(resolved.vdId);
+      const lease = await this.take(resolved);
+      if (lease === 'taken') return resolved;
+      if (lease === 'gone') return null;
+    }
+    return null;
   }
 
   /** Gives back one reference to a VD's lease; the last one releases it in the catalog. */

@@ -66,6 +66,16 @@ class GatedWriter implements CatalogWriter {
   takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean> {
     return this.inner.takeOverServer(serverId, heartbeatAtMs);
   }
+
+  reserveCowExtents(...args: Parameters<CatalogWriter['reserveCowExtents']>):
+  ReturnType<CatalogWriter['reserveCowExtents']> {
+    return this.inner.reserveCowExtents(...args);
+  }
+
+  commitCowRemaps(...args: Parameters<CatalogWriter['commitCowRemaps']>):
+  ReturnType<CatalogWriter['commitCowRemaps']> {
+    return this.inner.commitCowRemaps(...args);
+  }
 }
 
 interface Setup {

@@ -16,7 +16,8 @@ const TTL_MS = 200;
 
 function writerOf(beat: () => Promise<void>): CatalogWriter {
   const never = (): Promise<never> => Promise.reject(new Error('not used'));
-  return { heartbeat: beat, acquireLease: never, releaseLease: never, takeOverServer: never };
+  return { heartbeat: beat, acquireLease: never, releaseLease: never, takeOverServer: never,
+    reserveCowExtents: never, commitCowRemaps: never };
 }
 
 function setup(beat: () => Promise<void>, isHost = true): { heartbeat: Heartbeat;
