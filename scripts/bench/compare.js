@@ -30,6 +30,7 @@
 // under `rounds`), a PNG chart (grouped bars, best peer = 1.0) in results/ and, on an unfiltered
 // run, scripts/bench/results.png. A server that fails to start gives n/a cells with the reason.
 // Every server is stopped by its process group at the end, and on Ctrl-C or a crash.
+// `--ceph` runs scripts/bench/ceph.js instead: xvd over RBD against qemu-nbd's rbd: driver.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -622,7 +623,11 @@ async function main() {
   await finish(ctx);
 }
 
-main().catch((error) => {
-  log(`failed: ${error.stack || error.message}`);
-  process.exitCode = 1;
-});
+if (process.argv.includes('--ceph')) {
+  require('./ceph'); // xvd over RBD beside qemu-nbd's rbd: driver and fio's rbd engine
+} else {
+  main().catch((error) => {
+    log(`failed: ${error.stack || error.message}`);
+    process.exitCode = 1;
+  });
+}

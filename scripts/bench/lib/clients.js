@@ -31,6 +31,10 @@ function fioArgs(job, target, timing, outPath) {
     '--numjobs=1', '--output-format=json', `--output=${outPath}`,
   ];
   if (target.uri !== undefined) return [...common, '--ioengine=nbd', `--uri=${target.uri}`];
+  if (target.rbd !== undefined) { // librbd from fio itself: the ceiling of bench --ceph
+    return [...common, '--ioengine=rbd', '--clientname=admin', `--pool=${target.rbd.pool}`,
+      `--rbdname=${target.rbd.image}`];
+  }
   return [
     ...common, '--ioengine=io_uring', `--filename=${target.file}`, '--direct=0', '--invalidate=0',
   ];
@@ -74,7 +78,7 @@ function summarizeFio(report, job) {
   return { value, unit: job.unit, iops, bytesPerSecond, bytes, runtimeMs: result.job_runtime };
 }
 
-/** One fio cell; target is { uri } or { file }; pid is the server to charge (null for local). */
+/** One fio cell; target is { uri }, { rbd: { pool, image } } or { file }; pid is the server to charge (null for local). */
 async function runFio(job, target, pid, timing, dir) {
   const outPath = path.join(dir, `fio-${process.pid}-${Date.now()}.json`);
   let window = null;
