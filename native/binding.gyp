@@ -9,7 +9,7 @@
                   "src/dp-loop.c", "src/dp-reader.c", "src/datapath-binding.c",
                   "src/handle.c", "src/request.c", "src/request-binding.c",
                   "src/budget.c", "src/ceph.c", "src/rbd.c",
-                  "src/rbd-aio.c"],
+                  "src/rbd-aio.c", "src/ceph-osdmap.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-std=gnu11"],
       "libraries": ["-ldl"],
       "defines": ["NAPI_VERSION=9", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"]

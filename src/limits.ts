@@ -226,6 +226,8 @@ export const LIMITS = {
   hostHeartbeatsPerTtl: 5,
   /** ... an open tries this many takeovers in a row (each follows a commit by another server). */
   hostTakeoverTriesMax: 3,
+  /** ... how long the blocklist of a host taken over lasts (serve/rados-fence.ts): a week. */
+  hostBlocklistSeconds: 7 * 24 * 3600,
   /** ... how long a takeover waits for a SIGKILLed server of this host to be gone. */
   hostKillWaitMs: 5_000,
   /** ... a server that lost its leases waits this long for its requests in flight to end (they

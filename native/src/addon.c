@@ -29,6 +29,7 @@
  *   cephConnect, cephShutdown, cephAddrs, cephMonCommand
  *                                          the process's one RADOS client, librados loaded at
  *                                          run time                          (ceph.c, ceph.h)
+ *   cephWaitForLatestOsdmap()              that client fetches the latest osdmap (ceph-osdmap.c)
  *   rbdCreate, rbdOpen, rbdClose, rbdAio, rbdAllocated
  *                                          RBD images and their asynchronous I/O (rbd.c)
  *   constants                              { FALLOC_FL_*, DATA_RUNS_MAX, SOL_SOCKET, SO_SNDBUF,
@@ -44,6 +45,7 @@
 #include <linux/falloc.h>
 #include <sys/socket.h>
 #include "ceph.h"
+#include "ceph-osdmap.h"
 #include "ops.h"
 
 static void work_execute(napi_env env, void *data) {
@@ -262,6 +264,7 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "cephShutdown", xvd_ceph_shutdown);
   set_fn(env, exports, "cephAddrs", xvd_ceph_addrs);
   set_fn(env, exports, "cephMonCommand", xvd_ceph_mon_command);
+  set_fn(env, exports, "cephWaitForLatestOsdmap", xvd_ceph_wait_osdmap);
   set_fn(env, exports, "rbdCreate", xvd_rbd_create);
   set_fn(env, exports, "rbdOpen", xvd_rbd_open);
   set_fn(env, exports, "rbdClose", xvd_rbd_close);

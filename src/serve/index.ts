@@ -34,7 +34,9 @@ import type { ListenTarget, NbdServer, TlsOptions } from '../nbd/index';
 import { CatalogProvider } from './catalog-provider';
 import { CatalogWriterThread } from './catalog-writer-thread';
 import { controlPathOf } from './control';
-import { EXIT_LEASE_LOST, HostLeases, type RadosFence } from './host-lease';
+import { isRbdPath } from '../backing/rbd-backing';
+import { EXIT_LEASE_LOST, HostLeases } from './host-lease';
+import { radosClient, type RadosClient } from './rados-fence';
 import { listenerText, Observers } from './observe';
 
 export interface ServeOptions {
@@ -75,9 +77,10 @@ export interface ServeOptions {
   host?: string;
   /** lease TTL with a host (LIMITS.hostLeaseTtlDefaultMs by default) */
   leaseTtlMs?: number;
-  /** the RADOS client that blocklists hosts taken over, and the addresses of this process's
-   * RADOS clients besides libcephsqlite's (RBD); none: no RADOS client */
-  rados?: RadosFence & { addrs(): string[] };
+  /** the RADOS client that blocklists hosts taken over and writes to RBD members (tests); by
+   * default, with a host, the process's client (rados-fence.ts) when the catalog is in RADOS or
+   * a member is an RBD image, else none */
+  rados?: RadosClient | null;
   /** resolves when listening (tests, quickstart) */
   onListening?: (addresses: (string | { address: string; port: number })[]) => void;
 }
@@ -131,8 +134,15 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   }
   let onLost: (reason: string) => void = () => undefined;
   const lost = new Promise<string>((resolve) => (onLost = resolve));
-  const provider = new CatalogProvider({ catalog, writer, log: logger, onLost,
-    ...hostOptionsOf(options, catalog, writer, logger),
+  let hostOptions: Awaited<ReturnType<typeof hostOptionsOf>>;
+  try {
+    hostOptions = await hostOptionsOf(options, catalog, writer, logger);
+  } catch (error) {
+    await writer.close();
+    catalog.close();
+    throw error;
+  }
+  const provider = new CatalogProvider({ catalog, writer, log: logger, onLost, ...hostOptions,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   const limits = {
     ...(options.busyPollMicros === undefined ? {} : { busyPollMicros: options.busyPollMicros }),
@@ -185,15 +195,23 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   return { server, provider, writer, observers, addresses, stop, lost };
 }
 
-/** The provider's host options: none without a host (nor a catalog in RADOS). */
-function hostOptionsOf(options: ServeOptions, catalog: Catalog, writer: CatalogWriterThread,
-  log: Logger): { hostLeases?: HostLeases; radosAddrs?: string[] } {
-  const host = options.host ?? (isCephCatalog(catalog.path) ? os.hostname() : undefined);
+/**
+ * The provider's host options: none without a host (nor a catalog in RADOS). With one, the
+ * RADOS client is connected first when the catalog is in RADOS or a member is an RBD image, so
+ * that its address is registered before a byte is written through it.
+ */
+async function hostOptionsOf(options: ServeOptions, catalog: Catalog,
+  writer: CatalogWriterThread, log: Logger,
+): Promise<{ hostLeases?: HostLeases; radosAddrs?: string[] }> {
+  const isCeph = isCephCatalog(catalog.path);
+  const host = options.host ?? (isCeph ? os.hostname() : undefined);
   if (host === undefined) return {};
+  const isRados = isCeph || catalog.listMembers().some((member) => isRbdPath(member.path));
+  const rados = options.rados !== undefined ? options.rados
+    : isRados ? await radosClient() : null;
   const sqliteAddr = catalog.radosAddress();
-  const radosAddrs = [...(sqliteAddr === null ? [] : [sqliteAddr]),
-    ...(options.rados?.addrs() ?? [])];
-  const hostLeases = new HostLeases({ host, catalog, writer, log, rados: options.rados ?? null,
+  const radosAddrs = [...(sqliteAddr === null ? [] : [sqliteAddr]), ...(rados?.addrs() ?? [])];
+  const hostLeases = new HostLeases({ host, catalog, writer, log, rados,
     leaseTtlMs: options.leaseTtlMs ?? LIMITS.hostLeaseTtlDefaultMs });
   return { hostLeases, radosAddrs };
 }

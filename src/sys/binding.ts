@@ -94,6 +94,8 @@ export interface NativeBinding {
   cephShutdown(): Promise<void>;
   cephAddrs(): string;
   cephMonCommand(command: string, input: Buffer | null): Promise<{ out: Buffer; outs: string }>;
+  /** native/src/ceph-osdmap.c: rados_wait_for_latest_osdmap on that client */
+  cephWaitForLatestOsdmap(): Promise<void>;
   /** native/src/rbd.c, rbd-aio.c: RBD images on that client */
   rbdCreate(pool: string, image: string, size: number, features: number): Promise<void>;
   rbdOpen(pool: string, image: string, isReadOnly: boolean,

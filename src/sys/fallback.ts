@@ -68,6 +68,7 @@ export const fallbackBinding: NativeBinding = {
     throw noCeph('rados_getaddrs');
   },
   cephMonCommand: () => Promise.reject(noCeph('rados_mon_command')),
+  cephWaitForLatestOsdmap: () => Promise.reject(noCeph('rados_wait_for_latest_osdmap')),
   rbdCreate: () => Promise.reject(noCeph('rbd_create2')),
   rbdOpen: () => Promise.reject(noCeph('rbd_open')),
   rbdClose: () => Promise.resolve(),
