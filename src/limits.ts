@@ -228,6 +228,10 @@ export const LIMITS = {
   hostTakeoverTriesMax: 3,
   /** ... how long the blocklist of a host taken over lasts (serve/rados-fence.ts): a week. */
   hostBlocklistSeconds: 7 * 24 * 3600,
+  /** ... a heartbeat in flight past the TTL is waited for this much longer before the lease is
+   * taken as lost: a catalog in RADOS whose lock holder died is locked for up to 30 s (Ceph's
+   * cephsqlite_lock_renewal_timeout), and nobody can take over meanwhile. */
+  hostCatalogWaitMs: 35_000,
   /** ... how long a takeover waits for a SIGKILLed server of this host to be gone. */
   hostKillWaitMs: 5_000,
   /** ... a server that lost its leases waits this long for its requests in flight to end (they

@@ -43,7 +43,7 @@ export class Heartbeat {
     if (this.isLost) return;
     this.counts.ticks += 1;
     const hostLeases = this.options.hostLeases;
-    const expired = hostLeases?.lostReason() ?? null;
+    const expired = hostLeases?.lostReason(null, this.running !== null) ?? null;
     if (expired !== null) {
       this.lose(serverId, expired, null);
       return;

@@ -115,15 +115,20 @@ export class HostLeases {
     this.beatOkAtMs = Math.max(this.beatOkAtMs, sentAtMs);
   }
 
-  /** Why this server's leases must be taken as lost, or null while they are not. */
-  lostReason(error: unknown = null): string | null {
+  /**
+   * Why this server's leases must be taken as lost, or null while they are not. A heartbeat
+   * still in flight (`isBeatInFlight`) is waiting for the catalog's lock, which a dead holder
+   * keeps for up to 30 s (catalog/ceph-sqlite.ts); nobody else can commit a takeover meanwhile,
+   * so the lease is judged lost only LIMITS.hostCatalogWaitMs past the TTL.
+   */
+  lostReason(error: unknown = null, isBeatInFlight = false): string | null {
     const code = (error as { code?: unknown } | null)?.code;
     if (code === 'ERR_CATALOG_SERVER_UNKNOWN') return 'its row is gone: another server took over';
     if (typeof code === 'string' && code.startsWith('SQLITE_IOERR')) {
       return `the catalog fails with ${code} (a blocklisted client)`;
     }
     const ageMs = performance.now() - this.beatOkAtMs;
-    if (ageMs >= this.leaseTtlMs) {
+    if (ageMs >= this.leaseTtlMs + (isBeatInFlight ? LIMITS.hostCatalogWaitMs : 0)) {
       return `no heartbeat committed for ${(ageMs / 1000).toFixed(1)} s (TTL ` +
         `${(this.leaseTtlMs / 1000).toFixed(1)} s)`;
     }
