@@ -124,24 +124,9 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
     logger.warn('TLS is optional (--tls on): a client that skips it is not authenticated and ' +
       'sees every domain\'s exports; --tls require isolates domains');
   }
-  const catalog = openCatalog(options.catalogPath);
-  let writer: CatalogWriterThread;
-  try {
-    writer = await CatalogWriterThread.start(catalog.path, logger);
-  } catch (error) {
-    catalog.close();
-    throw error;
-  }
+  const { catalog, writer, hostOptions } = await openCatalogSide(options, logger);
   let onLost: (reason: string) => void = () => undefined;
   const lost = new Promise<string>((resolve) => (onLost = resolve));
-  let hostOptions: Awaited<ReturnType<typeof hostOptionsOf>>;
-  try {
-    hostOptions = await hostOptionsOf(options, catalog, writer, logger);
-  } catch (error) {
-    await writer.close();
-    catalog.close();
-    throw error;
-  }
   const provider = new CatalogProvider({ catalog, writer, log: logger, onLost, ...hostOptions,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   const limits = {
@@ -193,6 +178,22 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   };
   options.onListening?.(addresses);
   return { server, provider, writer, observers, addresses, stop, lost };
+}
+
+/** The catalog, its writer thread and the host options, each closed again if a later one fails. */
+async function openCatalogSide(options: ServeOptions, logger: Logger): Promise<{
+  catalog: Catalog; writer: CatalogWriterThread;
+  hostOptions: Awaited<ReturnType<typeof hostOptionsOf>>; }> {
+  const catalog = openCatalog(options.catalogPath);
+  let writer: CatalogWriterThread | null = null;
+  try {
+    writer = await CatalogWriterThread.start(catalog.path, logger);
+    return { catalog, writer, hostOptions: await hostOptionsOf(options, catalog, writer, logger) };
+  } catch (error) {
+    await writer?.close();
+    catalog.close();
+    throw error;
+  }
 }
 
 /**
