@@ -16,6 +16,7 @@
  * map). A dead VD still leased (being drained) may commit, so that its data stays whole for an
  * undelete; it may not reserve.
  */
+import assert from 'node:assert';
 import { mergeAdjacent, runEnd, subtractRuns, type Run } from '../allocator/allocator';
 import { normalRuns } from '../allocator/owners';
 import { XvdError } from '../errors';
@@ -25,10 +26,10 @@ import { holdsLeases } from './leases';
 import { extentSizesOf, memberMap } from './members';
 import { changeOwners, ownersAt, reserveRunsOf } from './owners';
 import {
-  get, invalid, tx, type CatalogContext, type ServerRow,
+  all, get, invalid, toRun, tx, type CatalogContext, type RunRow, type ServerRow,
 } from './statements';
 import type { CowExtents, CowRemap } from './types';
-import { liveVdRow, runsOf, vdRow } from './vd-rows';
+import { liveVdRow, vdRow } from './vd-rows';
 
 function requireLease(cx: CatalogContext, op: string, serverId: number, vdId: number): void {
   const lease = get<{ generation: number }>(cx.st.lease, serverId, vdId);
@@ -70,10 +71,19 @@ function isInRuns(runs: readonly Run[], memberId: number, extent: number): boole
 }
 
 interface RemapPlan {
+  /** the VD's new runs in virtual order */
   runs: Run[];
+  /** the index of each old run a remap cut, and the pieces that replace it */
+  cut: Map<number, Run[]>;
   olds: Run[];
   used: Run[];
 }
+
+/**
+ * Seq numbers of a map that commits rewrote are this far apart, so that the next commits
+ * insert their pieces between two runs (a local write) instead of renumbering the whole map.
+ */
+const SEQ_STRIDE = 1024;
 
 function checkRemap(remap: CowRemap): void {
   for (const key of ['virtualOffset', 'length', 'memberId', 'firstExtent'] as const) {
@@ -93,12 +103,13 @@ function planRemaps(
     throw new XvdError('ERR_COW_NOT_SHARED', `commit: VD ${vdId}: the remap at virtual offset `
       + `${m.virtualOffset} (${m.length} bytes) ${why}`);
   };
-  const plan: RemapPlan = { runs: [], olds: [], used: [] };
+  const plan: RemapPlan = { runs: [], cut: new Map(), olds: [], used: [] };
   let base = 0;
   let i = 0;
-  for (const run of runs) {
+  for (const [index, run] of runs.entries()) {
     const size = sizes.get(run.memberId)!;
     const end = base + run.extentCount * size;
+    const first = plan.runs.length;
     let at = run.firstExtent;
     for (; i < sorted.length && sorted[i]!.virtualOffset < end; i++) {
       const m = sorted[i]!;
@@ -125,10 +136,40 @@ function planRemaps(
     if (runEnd(run) > at) {
       plan.runs.push({ memberId: run.memberId, firstExtent: at, extentCount: runEnd(run) - at });
     }
+    if (at !== run.firstExtent) plan.cut.set(index, plan.runs.slice(first));
     base = end;
   }
   if (i < sorted.length) notShared(sorted[i]!, 'lies past the VD\'s extents');
   return plan;
+}
+
+/**
+ * Writes the cut runs in place: the first piece of each takes its run's seq, the others seqs
+ * between it and the next run's; when a gap is too narrow, the whole map is written again
+ * with seqs SEQ_STRIDE apart. A commit thus writes O(remaps) rows, not O(runs of the map).
+ */
+function writeRemappedRuns(
+  cx: CatalogContext, vdId: number, rows: readonly RunRow[], plan: RemapPlan,
+): void {
+  const gapAfter = (index: number) => (rows[index + 1]?.seq ?? Number.MAX_SAFE_INTEGER)
+    - rows[index]!.seq;
+  const isRoomy = [...plan.cut].every(([index, pieces]) => gapAfter(index) > pieces.length);
+  if (!isRoomy) {
+    cx.st.deleteRunsOf.run(vdId);
+    mergeAdjacent(plan.runs).forEach((r, index) => {
+      cx.st.insertRun.run(vdId, index * SEQ_STRIDE, r.memberId, r.firstExtent, r.extentCount);
+    });
+    return;
+  }
+  for (const [index, pieces] of plan.cut) {
+    const seq = rows[index]!.seq;
+    const step = Math.min(SEQ_STRIDE, Math.floor(gapAfter(index) / pieces.length));
+    assert(step >= 1);
+    pieces.forEach((r, j) => {
+      if (j === 0) cx.st.updateRun.run(r.memberId, r.firstExtent, r.extentCount, vdId, seq);
+      else cx.st.insertRun.run(vdId, seq + j * step, r.memberId, r.firstExtent, r.extentCount);
+    });
+  }
 }
 
 export function commitCowRemaps(
@@ -140,12 +181,10 @@ export function commitCowRemaps(
     vdRow(cx, 'commit', vdId);
     if (remaps.length === 0) return;
     const reserve = reserveRunsOf(cx, vdId);
-    const plan = planRemaps(vdId, runsOf(cx, vdId), extentSizesOf(cx), remaps,
+    const rows = all<RunRow>(cx.st.runsOf, vdId);
+    const plan = planRemaps(vdId, rows.map(toRun), extentSizesOf(cx), remaps,
       (memberId, extent) => ownersAt(cx, memberId, extent), reserve);
-    cx.st.deleteRunsOf.run(vdId);
-    mergeAdjacent(plan.runs).forEach((r, seq) => {
-      cx.st.insertRun.run(vdId, seq, r.memberId, r.firstExtent, r.extentCount);
-    });
+    writeRemappedRuns(cx, vdId, rows, plan);
     cx.st.deleteReserveOf.run(vdId);
     for (const r of normalRuns(subtractRuns(reserve, plan.used))) {
       cx.st.insertReserve.run(vdId, r.memberId, r.firstExtent, r.extentCount);

@@ -79,6 +79,8 @@ const SQL = {
   deleteRunsOf: 'DELETE FROM vd_runs WHERE vd_id = ?',
   insertRun: 'INSERT INTO vd_runs (vd_id, seq, member_id, first_extent, extent_count) '
     + 'VALUES (?, ?, ?, ?, ?)',
+  updateRun: 'UPDATE vd_runs SET member_id = ?, first_extent = ?, extent_count = ? '
+    + 'WHERE vd_id = ? AND seq = ?',
   maxSeq: 'SELECT COALESCE(MAX(seq), -1) AS seq FROM vd_runs WHERE vd_id = ?',
   allocatedAll: 'SELECT r.vd_id AS vd_id, SUM(r.extent_count * m.extent_size) AS bytes '
     + 'FROM vd_runs r JOIN members m ON m.id = r.member_id GROUP BY r.vd_id',
