@@ -17,11 +17,16 @@
  *     anything else is a reason to fence.
  *   - The live clone (the contract's handshake): when the VD's generation moved (cloneVd bumps
  *     it), the new marks are swapped in, the writes in flight on the old map and every
- *     data-path thread's I/O on it are waited for (CowVolume.remark), and only then is the new
- *     generation recorded in the lease (acquireLease again), which is what `xvd clone` waits
- *     for before the clone may be served. Known window: a second clone committed between the
- *     resolution and that record is recorded too, before this server switched for it; the next
- *     poll switches it, but `xvd clone` may have returned a moment earlier.
+ *     data-path thread's I/O on it are waited for (CowVolume.remark), the remaps made so far are
+ *     committed, and only then is the new generation recorded in the lease (acquireLease
+ *     again), which is what `xvd clone` waits for before the clone may be served.
+ *   - Known weaknesses. cloneVd copies the catalog's runs: an extent this server had already
+ *     copied but not committed is cloned with its old bytes (the clone then misses the writes
+ *     acknowledged to that extent since its last FLUSH, though it has those to extents written
+ *     in place); the commit above is there so that commitCowRemaps can give such a clone, not
+ *     switched yet, the new extent too (asked of the catalog side, not done yet). And a second
+ *     clone committed between the resolution and the lease record is recorded too, before this
+ *     server switched for it; the next poll switches it, but `xvd clone` may return first.
  */
 import type { Catalog, CowExtents, ResolvedVbd } from '../catalog/index';
 import type { BackingPool } from '../backing/pool';
@@ -109,7 +114,11 @@ export class CowVds {
     if (typeof merged === 'string') return merged;
     const isNewGeneration = now.generation !== vd.generation;
     if (merged.isChanged) await vd.volume.remark(merged.extents);
-    if (isNewGeneration) await this.recordGeneration(vdId, vd, now.generation);
+    if (isNewGeneration) {
+      // a clone not switched yet takes this VD's remaps with it (commitCowRemaps): commit first
+      await vd.volume.commitPending();
+      await this.recordGeneration(vdId, vd, now.generation);
+    }
     return merged.extents.reduce((sum, spec) => sum + spec.length, 0) > servedSize
       ? 'replace' : 'keep';
   }
