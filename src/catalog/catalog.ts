@@ -24,7 +24,7 @@ import { cephSqliteAddress } from './ceph-sqlite';
 import { openDatabase, type Db } from './database';
 import { isCephCatalog } from './location';
 import type { Catalog } from './index';
-import { isProcessAlive } from './liveness';
+import { isImporterAlive } from './liveness';
 import * as imports from './imports';
 import * as leases from './leases';
 import * as members from './members';
@@ -118,7 +118,7 @@ class CatalogImpl implements Catalog {
         leases: all<{ server_id: number; vd_id: number; generation: number }>(st.leases),
         imports: all<ImportRow>(st.imports).map((row) => ({
           vd_id: row.vd_id, pid: row.pid,
-          isOwnerAlive: isProcessAlive(row.pid, row.pid_start_time),
+          isOwnerAlive: isImporterAlive(row),
         })),
         now: this.cx.now(),
       });

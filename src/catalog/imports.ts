@@ -2,18 +2,20 @@
  * catalog/imports: `xvd import`'s VDs, all or nothing.
  *
  * Contract: beginImport is one IMMEDIATE transaction that allocates the VD and records, with
- * it, that this process (pid and start time, as a server is known) is importing it; such a VD is
+ * it, that this process (pid, start time and host) is importing it; such a VD is
  * not listed, attached, leased, enlarged or served (vd-rows.ts refuses it). completeImport, one
  * transaction, flips it live with the expiry asked for, after the importer made its copy
  * durable. An import whose process is gone is abandoned: cleanAbandonedImports (every CLI
  * command but `check` runs it first) or abandonImport (the copy failed) gives its extents back
- * to the free runs and removes the VD nobody saw. Only the owning process completes or abandons
- * its import (ERR_VD_IMPORT_LOST otherwise).
+ * to the free runs and removes the VD nobody saw; an import by a process of another host (a
+ * catalog shared by many hosts) is never judged gone from this one. Only the owning process
+ * completes or abandons its import (ERR_VD_IMPORT_LOST otherwise).
  */
+import os from 'node:os';
 import { mergeAdjacent } from '../allocator/allocator';
 import { XvdError } from '../errors';
 import { rewriteFreeRuns } from './allocation';
-import { isProcessAlive, processStartTime } from './liveness';
+import { isImporterAlive, processStartTime } from './liveness';
 import { all, expiryAt, get, tx, type CatalogContext, type ImportRow } from './statements';
 import type { CreateVdInput, VdDetail, VdSummary } from './types';
 import { detail, runsOf, summaryOf, vdRow } from './vd-rows';
@@ -35,7 +37,8 @@ export function isImportOwned(cx: CatalogContext, vdId: number): boolean {
 
 function isMine(row: ImportRow | undefined): row is ImportRow {
   return row !== undefined && row.pid === process.pid
-    && row.pid_start_time === processStartTime(process.pid);
+    && row.pid_start_time === processStartTime(process.pid)
+    && (row.host === null || row.host === os.hostname());
 }
 
 /** The import row of vdId when this process owns it; ERR_VD_IMPORT_LOST otherwise. */
@@ -66,7 +69,7 @@ export function abandonImport(cx: CatalogContext, vdId: number): void {
 }
 
 export function cleanAbandonedImports(cx: CatalogContext): number[] {
-  const isAbandoned = (row: ImportRow) => !isProcessAlive(row.pid, row.pid_start_time);
+  const isAbandoned = (row: ImportRow): boolean => !isImporterAlive(row);
   if (!all<ImportRow>(cx.st.imports).some(isAbandoned)) return [];
   return tx(cx, () => {
     const abandoned = all<ImportRow>(cx.st.imports).filter(isAbandoned);

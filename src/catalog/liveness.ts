@@ -1,8 +1,10 @@
 /**
- * liveness: whether a registered server process still runs. A pid alone is not enough (pids are
- * reused), so the start time from /proc/PID/stat (field 22, clock ticks since boot) is compared.
+ * liveness: whether a registered server process, or an importing one, still runs. A pid alone is
+ * not enough (pids are reused), so the start time from /proc/PID/stat (field 22, clock ticks
+ * since boot) is compared; a process recorded on another host is not judged from this one.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 
 /** Start time of a process as recorded in /proc, or '' when it does not exist or has exited. */
 export function processStartTime(pid: number): string {
@@ -15,6 +17,16 @@ export function processStartTime(pid: number): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * Whether the process of an import row still runs. A row of another host (a catalog shared by
+ * many hosts) cannot be judged from here: it counts as running, never as abandoned.
+ */
+export function isImporterAlive(row: { pid: number; pid_start_time: string; host: string | null },
+): boolean {
+  if (row.host !== null && row.host !== os.hostname()) return true;
+  return isProcessAlive(row.pid, row.pid_start_time);
 }
 
 export function isProcessAlive(pid: number, startTime: string): boolean {

@@ -49,6 +49,7 @@ export interface ReserveRow extends FreeRow { vd_id: number }
 export interface CloneRow { vd_id: number; origin_id: number; origin_generation: number }
 export interface ImportRow {
   vd_id: number; pid: number; pid_start_time: string; started_at: number; expiry_seconds: number;
+  host: string | null;
 }
 
 /** The SQL of every statement, by the name the concern modules use it by. */
@@ -124,7 +125,7 @@ const SQL = {
   imports: 'SELECT * FROM vd_imports ORDER BY vd_id',
   importOf: 'SELECT * FROM vd_imports WHERE vd_id = ?',
   insertImport: 'INSERT INTO vd_imports (vd_id, pid, pid_start_time, started_at, '
-    + 'expiry_seconds) VALUES (?, ?, ?, ?, ?)',
+    + 'expiry_seconds, host) VALUES (?, ?, ?, ?, ?, ?)',
   deleteImport: 'DELETE FROM vd_imports WHERE vd_id = ?',
   vdReferences: 'SELECT (SELECT COUNT(*) FROM vbds WHERE vd_id = @id) '
     + '+ (SELECT COUNT(*) FROM leases WHERE vd_id = @id) '

@@ -11,6 +11,7 @@
  * and bumps the generation). Delete sets expires_at = now; undelete brings back a dead VD none
  * of whose extents were taken, after judging the VBDs added meanwhile by the sharing rules.
  */
+import os from 'node:os';
 import assert from 'node:assert';
 import { runsBytes, sliceRuns } from '../allocator/allocator';
 import type { ExpertLevel } from '../allocator/sharing';
@@ -52,7 +53,7 @@ export function insertVd(cx: CatalogContext, input: CreateVdInput, isImport: boo
     if (isImport) {
       const start = processStartTime(process.pid);
       assert(start !== '', 'import: this process has no start time in /proc');
-      cx.st.insertImport.run(vdId, process.pid, start, now, input.expiresInS ?? 0);
+      cx.st.insertImport.run(vdId, process.pid, start, now, input.expiresInS ?? 0, os.hostname());
     }
     return vdId;
   });

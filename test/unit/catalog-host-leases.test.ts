@@ -4,10 +4,14 @@
  * expired); an expired one still keeps its VD's extents from the allocator until
  * takeOverServer removes the server, which it does only once the lease expired and only if no
  * heartbeat came since the one the caller saw; registerServer never reaps a host's row; check
- * notes an expired host; servers without a host keep sharing and the pid rule.
+ * notes an expired host; servers without a host keep sharing and the pid rule. An import whose
+ * process ran on another host is never taken for abandoned here; one of this host whose process
+ * is gone is.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { identityOfFile, openCatalog, type Catalog } from '../../src/catalog';
 import { XvdError } from '../../src/errors';
@@ -15,7 +19,8 @@ import { XvdError } from '../../src/errors';
 const EXTENT = 4 * 1024 * 1024;
 const TTL_MS = 15_000;
 
-function setup(t: Test): { catalog: Catalog; clock: { ms: number }; vdId: number } {
+function setup(t: Test): { catalog: Catalog; clock: { ms: number }; vdId: number;
+  file: string } {
   const dir = t.testdir();
   const clock = { ms: 1_000_000 };
   const catalog = openCatalog(path.join(dir, 'catalog.sqlite'), { now: () => clock.ms });
@@ -27,7 +32,7 @@ function setup(t: Test): { catalog: Catalog; clock: { ms: number }; vdId: number
   catalog.formatMember({ path: file, kind: 'file', sizeBytes: 4 * EXTENT, extentSize: EXTENT,
     identity: identityOfFile(st.dev, st.ino) });
   const vdId = catalog.createVd({ size: 2 * EXTENT, zero: false }).id;
-  return { catalog, clock, vdId };
+  return { catalog, clock, vdId, file: path.join(dir, 'catalog.sqlite') };
 }
 
 function codeOf(fn: () => unknown): string | null {
@@ -100,4 +105,20 @@ t.test('servers without a host still share a VD and follow the pid rule', async 
   t.same(catalog.acquireLease(two, vdId).serverId, two, 'no exclusion without hosts');
   t.equal(catalog.listServers()[0]?.host, null);
   t.equal(catalog.listServers()[0]?.isAlive, true, 'this process runs');
+});
+
+t.test('an import of another host is never taken for abandoned here', async (t) => {
+  const { catalog, file } = setup(t);
+  const vdId = catalog.beginImport({ size: EXTENT }).id;
+  t.equal(catalog.isImportOwned(vdId), true, 'this process owns its import');
+  const db = new Database(file);
+  t.teardown(() => db.close());
+  const rehost = (host: string): void => {
+    db.prepare('UPDATE vd_imports SET pid = 999999999, host = ? WHERE vd_id = ?').run(host, vdId);
+  };
+  rehost('elsewhere');
+  t.same(catalog.cleanAbandonedImports(), [], 'a process on another host is not judged from here');
+  t.match(catalog.checkReport().notes.join('\n'), new RegExp(`VD ${vdId}: being imported`));
+  rehost(os.hostname());
+  t.same(catalog.cleanAbandonedImports(), [vdId], 'one of this host whose process is gone is');
 });

@@ -214,6 +214,16 @@ ALTER TABLE servers ADD COLUMN lease_ttl_ms INTEGER CHECK (lease_ttl_ms > 0);
 ALTER TABLE servers ADD COLUMN rados_addrs TEXT NOT NULL DEFAULT '[]';
 `;
 
+/**
+ * The host of the process that imports a VD (os.hostname()), so that on a catalog shared by many
+ * hosts (a catalog in RADOS) a command on another host, which cannot see that process, never
+ * takes the import for abandoned (catalog/liveness.ts isImporterAlive). Null for rows written
+ * before this step: judged by pid, as they were.
+ */
+const M0009_RECORD_IMPORT_HOSTS = `
+ALTER TABLE vd_imports ADD COLUMN host TEXT;
+`;
+
 /** In order; index i holds the step to user_version i + 1. */
 export const MIGRATIONS: readonly Migration[] = [
   { name: '0001-create-schema', sql: M0001_CREATE_SCHEMA },
@@ -224,4 +234,5 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '0006-record-server-control', sql: M0006_RECORD_SERVER_CONTROL },
   { name: '0007-count-extent-owners', sql: M0007_COUNT_EXTENT_OWNERS },
   { name: '0008-record-server-hosts', sql: M0008_RECORD_SERVER_HOSTS },
+  { name: '0009-record-import-hosts', sql: M0009_RECORD_IMPORT_HOSTS },
 ];
