@@ -73,6 +73,13 @@ export function changeOwners(cx: CatalogContext, runs: readonly Run[], delta: nu
   rewriteOwners(cx, runs, (current, run) => addOwners(current, [run], delta));
 }
 
+/** Extents no VD maps any more (every owner left them): no count rows, back in the free runs. */
+export function dropOwners(cx: CatalogContext, runs: readonly Run[]): void {
+  rewriteOwners(cx, runs, (current, run) => clearOwners(current, [run]));
+  rewriteFreeRuns(cx, runs, (current, mine) =>
+    mergeAdjacent([...current, ...mine].sort((a, b) => a.firstExtent - b.firstExtent)));
+}
+
 /** The owner count of one extent that some VD maps (1 without a count row). */
 export function ownersAt(cx: CatalogContext, memberId: number, extent: number): number {
   const row = get<OwnerRow>(cx.st.ownerRowAt, memberId, extent);

@@ -152,6 +152,7 @@ const SQL = {
     + 'VALUES (?, ?, ?, ?)',
   clonesAll: 'SELECT * FROM vd_clones ORDER BY vd_id',
   cloneOf: 'SELECT * FROM vd_clones WHERE vd_id = ?',
+  clonesOfOrigin: 'SELECT * FROM vd_clones WHERE origin_id = ? ORDER BY vd_id',
   insertClone: 'INSERT INTO vd_clones (vd_id, origin_id, origin_generation) VALUES (?, ?, ?)',
   lease: 'SELECT * FROM leases WHERE server_id = ? AND vd_id = ?',
 } as const;

@@ -10,7 +10,8 @@
  * what live VDs map and reserve, each extent once, and no VD ever sees another's data: the model
  * gives each virtual extent a content token (fresh on create and on every write, copied by a
  * clone), and two VDs map one extent only where their tokens agree. A remap of an extent that
- * is not shared is refused (ERR_COW_NOT_SHARED).
+ * is not one whole extent is refused (ERR_COW_NOT_SHARED). Two VDs may copy one shared extent
+ * at once: both commits apply, and the old extent, left by both, is free again.
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -125,7 +126,7 @@ type ImportEnd = Extract<Op, { op: 'import' }>['end'];
 const importEnds = { complete: 0, abandon: 0, orphan: 0, kept: 0 };
 
 /** What the clones and writes of all sequences did. */
-const cows = { clones: 0, remaps: 0, inPlace: 0, noRoom: 0 };
+const cows = { clones: 0, remaps: 0, inPlace: 0, noRoom: 0, races: 0 };
 
 type WriteOp = Extract<Op, { op: 'write' }>;
 
@@ -161,8 +162,9 @@ function writeOne(catalog: Catalog, serverId: number, vd: ModelVd, op: WriteOp,
   catalog.acquireLease(serverId, vd.id);
   try {
     if (!isShared) {
-      const code = codeOf(() => catalog.commitCowRemaps(serverId, vd.id, [remap]));
-      assert(code === 'ERR_COW_NOT_SHARED', `a remap of an extent nobody shares: ${code}`);
+      const half = { ...remap, length: EXTENT / 2 };
+      const code = codeOf(() => catalog.commitCowRemaps(serverId, vd.id, [half]));
+      assert(code === 'ERR_COW_NOT_SHARED', `a remap of half an extent: ${code}`);
       cows.inPlace += 1;
       vd.tokens[i] = tokenNext++;
       return;
@@ -177,14 +179,48 @@ function writeOne(catalog: Catalog, serverId: number, vd: ModelVd, op: WriteOp,
       return;
     }
     const first = got[0]!;
+    const other = op.reserve === 1 ? null : coOwner(catalog, vds, vd, key);
+    const race = other === null ? null : raceBegin(catalog, serverId, other, key);
     catalog.commitCowRemaps(serverId, vd.id, [{ ...remap, memberId: first.memberId,
       firstExtent: first.firstExtent }]);
     cows.remaps += 1;
     vd.tokens[i] = tokenNext++;
     vd.held = extentKeys(catalog, vd.id);
+    if (race !== null) race();
   } finally {
     catalog.releaseLease(serverId, vd.id);
   }
+}
+
+/** A live VD other than `vd` that maps extent `key`, or null. */
+function coOwner(catalog: Catalog, vds: readonly ModelVd[], vd: ModelVd, key: string):
+  ModelVd | null {
+  return vds.find((o) => o.id !== vd.id && catalog.getVd(o.id).state === 'live'
+    && extentList(catalog, o.id).includes(key)) ?? null;
+}
+
+/**
+ * Another VD copies the same extent at the same time (its server reserved before the first
+ * commit); returns its commit, to run after the first: it must apply though it may find
+ * itself the only owner left, and then the old extent goes back to the pool.
+ */
+function raceBegin(catalog: Catalog, serverId: number, other: ModelVd, key: string):
+  (() => void) | null {
+  const j = extentList(catalog, other.id).indexOf(key);
+  catalog.acquireLease(serverId, other.id);
+  let got: CowExtents[] = [];
+  if (codeOf(() => { got = catalog.reserveCowExtents(serverId, other.id, EXTENT, 1); })) {
+    catalog.releaseLease(serverId, other.id);
+    return null;
+  }
+  return () => {
+    catalog.commitCowRemaps(serverId, other.id, [{ virtualOffset: j * EXTENT, length: EXTENT,
+      memberId: got[0]!.memberId, firstExtent: got[0]!.firstExtent }]);
+    catalog.releaseLease(serverId, other.id);
+    other.tokens[j] = tokenNext++;
+    other.held = extentKeys(catalog, other.id);
+    cows.races += 1;
+  };
 }
 
 /**
@@ -353,6 +389,7 @@ t.test('random operation sequences keep every invariant and agree with the model
   t.pass('60 sequences checked');
   t.ok(importEnds.complete > 0 && importEnds.abandon > 0 && importEnds.orphan > 0,
     `imports: ${JSON.stringify(importEnds)}`);
-  t.ok(cows.clones > 0 && cows.remaps > 0 && cows.inPlace > 0 && cows.noRoom > 0,
+  t.ok(cows.clones > 0 && cows.remaps > 0 && cows.inPlace > 0 && cows.noRoom > 0
+    && cows.races > 0,
     `clones and writes: ${JSON.stringify(cows)}`);
 });

@@ -141,7 +141,11 @@ t.test('reserve and commit: the refusals change nothing; a remap replaces one ex
     t.throws(() => catalog.commitCowRemaps(server, a, [{ virtualOffset: 0, length: EXTENT,
       ...fresh }]), { code: 'ERR_COW_NO_LEASE' });
     t.throws(() => catalog.commitCowRemaps(server, own, [{ virtualOffset: 0, length: EXTENT,
-      ...fresh }]), { code: 'ERR_COW_NOT_SHARED' });
+      ...fresh }]), { code: 'ERR_COW_NOT_RESERVED' }, 'another VD\'s reserve');
+    t.throws(() => catalog.commitCowRemaps(server, b, [{ virtualOffset: 3 * EXTENT,
+      length: EXTENT, ...fresh }]), { code: 'ERR_COW_NOT_SHARED' }, 'past the map');
+    t.throws(() => catalog.commitCowRemaps(server, b, [{ virtualOffset: 0, length: EXTENT / 2,
+      ...fresh }]), { code: 'ERR_COW_NOT_SHARED' }, 'not one whole extent');
     t.throws(() => catalog.commitCowRemaps(server, b, [{ virtualOffset: 512, length: EXTENT,
       ...fresh }]), { code: 'ERR_COW_NOT_SHARED' });
     t.throws(() => catalog.commitCowRemaps(server, b, [{ virtualOffset: EXTENT, length: EXTENT,
@@ -197,3 +201,47 @@ t.test('check reports a wrong owner count as a fault', async (t) => {
   t.ok(catalog.check().some((f) => /owned by both the reserve of VD 1 and VD/.test(f)));
   db.close();
 });
+
+t.test('origin and clone both copy one extent: the second commit frees the old one',
+  async (t) => {
+    const { catalog } = setup(t, 8);
+    const a = live(catalog, 2 * EXTENT);
+    const b = catalog.cloneVd(a).id;
+    const server = catalog.registerServer();
+    catalog.acquireLease(server, a);
+    catalog.acquireLease(server, b);
+    const [ra] = catalog.reserveCowExtents(server, a, EXTENT, 1);
+    const [rb] = catalog.reserveCowExtents(server, b, EXTENT, 1);
+    const free = catalog.freeSpace().totalBytes;
+    catalog.commitCowRemaps(server, a, [{ virtualOffset: 0, length: EXTENT, ...ra! }]);
+    t.equal(catalog.getVd(b).sharedBytes, EXTENT, 'b alone maps the old extent now');
+    catalog.commitCowRemaps(server, b, [{ virtualOffset: 0, length: EXTENT, ...rb! }]);
+    t.equal(catalog.freeSpace().totalBytes, free + EXTENT, 'the old extent is free again');
+    t.equal(catalog.getVd(a).sharedBytes, EXTENT);
+    t.equal(catalog.getVd(b).ownBytes, EXTENT);
+    t.same(catalog.check(), []);
+  });
+
+t.test('a commit during the switch gives a clone made after the lease the same remaps',
+  async (t) => {
+    const { catalog } = setup(t, 12);
+    const a = live(catalog, 3 * EXTENT);
+    const b = catalog.cloneVd(a).id; // an older clone: a's extents are shared
+    const server = catalog.registerServer();
+    catalog.acquireLease(server, a);
+    const [r] = catalog.reserveCowExtents(server, a, EXTENT, 1);
+    const c = catalog.cloneVd(a).id; // made while a write to a is copied, not yet committed
+    t.equal(catalog.isCloneSwitched(c), false);
+    catalog.commitCowRemaps(server, a, [{ virtualOffset: EXTENT, length: EXTENT, ...r! }]);
+    const [ea, eb, ec] = [a, b, c].map((id) => catalog.getVd(id).extents);
+    t.same(ec, ea, 'the clone maps what its origin maps, the new extent included');
+    t.not(JSON.stringify(eb), JSON.stringify(ea), 'the older clone keeps the old extent');
+    t.equal(catalog.getVd(c).sharedBytes, 3 * EXTENT);
+    t.same(catalog.check(), [], 'counts: old extent 1 owner (b), new extent 2 (a, c)');
+    catalog.acquireLease(server, a);
+    const [r2] = catalog.reserveCowExtents(server, a, EXTENT, 1);
+    catalog.commitCowRemaps(server, a, [{ virtualOffset: 0, length: EXTENT, ...r2! }]);
+    t.not(JSON.stringify(catalog.getVd(c).extents), JSON.stringify(catalog.getVd(a).extents),
+      'once switched, the clone no longer follows');
+    t.same(catalog.check(), []);
+  });
