@@ -215,6 +215,9 @@ export const LIMITS = {
   /** serve: how often PRAGMA data_version is polled for catalog changes (a no-op when nothing
    * committed); bounds how long a deleted VD's extents stay held by this server. */
   servePollMs: 100,
+  /** ... the same for a catalog in RADOS, where each poll takes and gives back the database's
+   * RADOS lock (two round trips) that every host's every access shares. */
+  servePollCephMs: 500,
   /** serve: open exports are re-resolved at least this often even without commits (expiry is a
    * matter of time, not of commits). */
   serveTickMs: 1_000,

@@ -127,7 +127,9 @@ export async function startServe(options: ServeOptions): Promise<RunningServe> {
   const { catalog, writer, hostOptions } = await openCatalogSide(options, logger);
   let onLost: (reason: string) => void = () => undefined;
   const lost = new Promise<string>((resolve) => (onLost = resolve));
-  const provider = new CatalogProvider({ catalog, writer, log: logger, onLost, ...hostOptions,
+  const pollMs = isCephCatalog(catalog.path) ? LIMITS.servePollCephMs : LIMITS.servePollMs;
+  const provider = new CatalogProvider({ catalog, writer, log: logger, onLost, pollMs,
+    ...hostOptions,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
   const limits = {
     ...(options.busyPollMicros === undefined ? {} : { busyPollMicros: options.busyPollMicros }),
