@@ -140,6 +140,27 @@ t.test('a real NBD client reads, writes and sees block status through xvd serve'
     'block status: the written extent is data, the others holes');
 });
 
+t.test('phy: and extents: VBDs on an RBD member are judged for sharing', async (t) => {
+  const vd = await ok(t, ['create', '4M', '--on', `rbd:${cluster.pool}/adopted`]);
+  const shown = JSON.parse(await ok(t, ['show', vd, '--json'])) as
+    { extents: { path: string; offset: number }[] };
+  const at = shown.extents[0]!.offset;
+  const over = `extents:rbd:${cluster.pool}/adopted:${at}B+1M`;
+  const refused = await xvd(['vbd', 'add', over, 'xvdx', '--domain', '2', '--mode', 'w']);
+  t.equal(refused.code, 1, 'a writable extent list over a VD is refused at level 0');
+  t.match(refused.stderr, /^xvd: .*(share|overlap|expert)/i, refused.stderr.trim());
+  await ok(t, ['vbd', 'add', over, 'xvdx', '--domain', '2', '--mode', 'r', '--expert', '1']);
+  const phy = await xvd(['vbd', 'add', `phy:rbd:${cluster.pool}/adopted`, 'xvdy', '--domain', '2',
+    '--mode', 'w']);
+  t.equal(phy.code, 1, 'a writable phy: over the member is refused');
+  const outside = await xvd(['vbd', 'add', `phy:rbd:${cluster.pool}/absent`, 'xvdz', '--domain',
+    '2', '--mode', 'r']);
+  t.match(outside.stderr, /only as a pool member/, 'an image outside the pool is refused');
+  const list = await ok(t, ['vbd', 'list', '--json']);
+  t.match(list, new RegExp(`rbd:${cluster.pool}/adopted`), 'the VBD names the member');
+  await ok(t, ['vbd', 'remove', 'xvdx', '--domain', '2']);
+});
+
 /** Writes a marker in a loop until the server refuses; how it ended. */
 async function writeUntilFenced(socket: string, onWrites: () => void): Promise<string> {
   const client = await connectUnix(socket);

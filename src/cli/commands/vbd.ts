@@ -3,7 +3,8 @@
  *
  * SOURCE is one of
  *   vd:ID                         a live VD (its extent map at the time of adding)
- *   phy:PATH                      a whole block device, partition or file
+ *   phy:PATH                      a whole block device, partition or file (or an RBD pool
+ *                                 member, rbd:POOL/IMAGE)
  *   extents:PATH:OFF+LEN[,…]      an explicit extent list; OFF and LEN are sizes (bare = MiB,
  *                                 suffixes B/S/K/M/G/T; OFF may be 0); PATH may contain ':'
  * The NBD export name of a VBD is `DOMAIN/DEVICE`. A path is stored in one canonical form per
@@ -86,6 +87,24 @@ function knownPaths(context: Context): string[] {
   return [...new Set([...catalog.members().map((member) => member.path), ...vbdPaths])];
 }
 
+/**
+ * The canonical path and size of what a phy:/extents: source names. An RBD image
+ * (`rbd:POOL/IMAGE`) must be a pool member: its size is the member's, its path the member's.
+ */
+function resolveTarget(context: Context, known: readonly string[], target: string,
+): { path: string; sizeBytes: number } {
+  if (!isRbdPath(target)) {
+    const probe = probeMember(target);
+    return { path: canonicalPath(known, probe), sizeBytes: probe.sizeBytes };
+  }
+  const member = context.catalog().members().find((m) => m.path === target);
+  if (member === undefined) {
+    throw new UsageError('ERR_CLI_MEMBER_MISSING',
+      `vbd add: ${target}: an RBD image backs a VBD only as a pool member (xvd format it)`);
+  }
+  return { path: member.path, sizeBytes: member.sizeBytes };
+}
+
 /** The pieces of an extent list, each on its canonical path and within what it lies on. */
 function resolveExtents(context: Context, text: string): PieceRecord[] {
   const pieces = parseExtentList(text);
@@ -94,8 +113,7 @@ function resolveExtents(context: Context, text: string): PieceRecord[] {
   return pieces.map((piece) => {
     let target = canonical.get(piece.path);
     if (target === undefined) {
-      const probe = probeMember(piece.path);
-      target = { path: canonicalPath(known, probe), sizeBytes: probe.sizeBytes };
+      target = resolveTarget(context, known, piece.path);
       canonical.set(piece.path, target);
     }
     if (piece.offset + piece.length > target.sizeBytes) {
@@ -110,9 +128,8 @@ function resolveExtents(context: Context, text: string): PieceRecord[] {
 function resolveSource(context: Context, source: string): PieceRecord[] {
   if (source.startsWith('vd:')) return context.catalog().show(parseId(source.slice(3))).pieces;
   if (source.startsWith('phy:')) {
-    const probe = probeMember(source.slice(4));
-    return [{ path: canonicalPath(knownPaths(context), probe), offset: 0,
-      length: probe.sizeBytes }];
+    const target = resolveTarget(context, knownPaths(context), source.slice(4));
+    return [{ path: target.path, offset: 0, length: target.sizeBytes }];
   }
   if (source.startsWith('extents:')) {
     return resolveExtents(context, source.slice('extents:'.length));
