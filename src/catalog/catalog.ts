@@ -157,8 +157,8 @@ class CatalogImpl implements Catalog {
   listServers(): ServerInfo[] { return leases.listServers(this.cx); }
   heartbeat(serverId: number): void { leases.heartbeat(this.cx, serverId); }
   unregisterServer(serverId: number): void { leases.unregisterServer(this.cx, serverId); }
-  acquireLease(serverId: number, vdId: number): Lease {
-    return leases.acquireLease(this.cx, serverId, vdId);
+  acquireLease(serverId: number, vdId: number, generation?: number): Lease {
+    return leases.acquireLease(this.cx, serverId, vdId, generation);
   }
   releaseLease(serverId: number, vdId: number): void {
     leases.releaseLease(this.cx, serverId, vdId);

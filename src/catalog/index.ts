@@ -152,7 +152,11 @@ export interface Catalog {
   listServers(): ServerInfo[];
   heartbeat(serverId: number): void;
   unregisterServer(serverId: number): void;
-  acquireLease(serverId: number, vdId: number): Lease;
+  /**
+   * Takes or renews a lease at the VD's generation, or at `generation` (between the lease's and
+   * the VD's): the one this server switched to copy-on-write for (isCloneSwitched).
+   */
+  acquireLease(serverId: number, vdId: number, generation?: number): Lease;
   releaseLease(serverId: number, vdId: number): void;
   /** Leases that keep their VDs' extents from the allocator (live servers, unfenced hosts). */
   liveLeases(): Lease[];

@@ -25,7 +25,7 @@
  */
 import { XvdError } from '../errors';
 import { isProcessAlive, processStartTime } from './liveness';
-import { all, get, tx, type CatalogContext, type ServerRow } from './statements';
+import { all, get, invalid, tx, type CatalogContext, type ServerRow } from './statements';
 import type { HostIdentity, Lease, ServerInfo } from './types';
 import { liveVdRow } from './vd-rows';
 
@@ -152,15 +152,29 @@ function refuseHeld(cx: CatalogContext, serverId: number, vdId: number): void {
   }
 }
 
-export function acquireLease(cx: CatalogContext, serverId: number, vdId: number): Lease {
+/**
+ * Takes or renews the lease at the VD's generation, or at `generation` when given: the one
+ * the server has switched to (copy-on-write for the clones made up to it, clones.ts), which
+ * may be older than the VD's current one when another clone came since (ERR_CATALOG_INVALID
+ * when it is newer, or older than the lease already records).
+ */
+export function acquireLease(
+  cx: CatalogContext, serverId: number, vdId: number, generation?: number,
+): Lease {
   return tx(cx, () => {
     const now = cx.now();
     serverRow(cx, 'lease', serverId);
     const vd = liveVdRow(cx, 'lease', vdId, now);
     refuseHeld(cx, serverId, vdId);
+    const held = get<{ generation: number }>(cx.st.lease, serverId, vdId)?.generation ?? 1;
+    const recorded = generation ?? vd.generation;
+    if (!Number.isSafeInteger(recorded) || recorded > vd.generation || recorded < held) {
+      invalid(`lease: VD ${vdId}: generation ${recorded} is not between the lease's ${held} `
+        + `and the VD's ${vd.generation}`);
+    }
     cx.st.heartbeat.run(now, serverId);
-    cx.st.upsertLease.run(serverId, vdId, vd.generation);
-    return { serverId, vdId, generation: vd.generation };
+    cx.st.upsertLease.run(serverId, vdId, recorded);
+    return { serverId, vdId, generation: recorded };
   });
 }
 

@@ -245,3 +245,21 @@ t.test('a commit during the switch gives a clone made after the lease the same r
       'once switched, the clone no longer follows');
     t.same(catalog.check(), []);
   });
+
+t.test('a lease may record the generation its server switched to, not a later one',
+  async (t) => {
+    const { catalog } = setup(t);
+    const a = live(catalog, EXTENT);
+    const server = catalog.registerServer();
+    const g = catalog.acquireLease(server, a).generation;
+    const b = catalog.cloneVd(a).id;
+    const c = catalog.cloneVd(a).id;
+    t.equal(catalog.acquireLease(server, a, g + 1).generation, g + 1);
+    t.equal(catalog.isCloneSwitched(b), true, 'switched for the first clone');
+    t.equal(catalog.isCloneSwitched(c), false, 'not yet for the second');
+    t.throws(() => catalog.acquireLease(server, a, g + 3), { code: 'ERR_CATALOG_INVALID' });
+    t.throws(() => catalog.acquireLease(server, a, g), { code: 'ERR_CATALOG_INVALID' },
+      'never back');
+    catalog.acquireLease(server, a);
+    t.equal(catalog.isCloneSwitched(c), true);
+  });
