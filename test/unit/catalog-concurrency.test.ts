@@ -46,7 +46,7 @@ catalog.close();
 `;
 
 const SRC = path.resolve(__dirname, '..', '..', 'src');
-const SRC_DIRS = ['catalog', 'catalog/migrations', 'allocator', 'sys', 'backing'];
+const SRC_DIRS = ['catalog', 'catalog/migrations', 'allocator', 'sys', 'backing', 'ceph'];
 
 /**
  * Transpiles the catalog's sources once into `dir` (inside the project, so better-sqlite3
