@@ -145,7 +145,9 @@ interface Fixture {
   socketPath: string;
   files: string[];
   size: number;
-  clone: ExtentExport;
+  clone: ExtentExport | null;
+  /** the clone's copies of `files` */
+  cloneFiles: string[];
 }
 
 const COW_EXTENT = 64 * KiB;
@@ -164,23 +166,30 @@ function cowCatalogOf(reservePath: string): CowCatalog {
   };
 }
 
-/** `clone`: the same extents, every other one shared, with copy-on-write. */
-async function openClone(extents: readonly ExtentSpec[], size: number, dir: string,
-  pool: BackingPool): Promise<{ clone: ExtentExport; volume: CowVolume }> {
+/**
+ * `clone`: the same layout over copies of the files (one pool per file, as `xvd serve` has; the
+ * export's own pool must not open the files another pool writes), every other extent shared,
+ * with copy-on-write.
+ */
+async function openClone(files: readonly string[], size: number, dir: string,
+  pool: BackingPool): Promise<{ clone: ExtentExport; volume: CowVolume; cloneFiles: string[] }> {
+  const cloneFiles = files.map((file) => path.join(dir, `clone-${path.basename(file)}`));
+  files.forEach((file, index) => fs.copyFileSync(file, cloneFiles[index]!));
   const reservePath = path.join(dir, 'r.img');
   fs.writeFileSync(reservePath, '');
   fs.truncateSync(reservePath, 2 * FILE_BYTES);
-  const shared = extents.map((extent, index) => ({ ...extent, shared: index % 2 === 0 }));
+  const shared = extentsOf(cloneFiles).map((extent, index) => ({ ...extent,
+    shared: index % 2 === 0 }));
   const volume = new CowVolume(shared, cowCatalogOf(reservePath), pool, 'w');
   const clone = await openExport({ name: 'clone', description: 'cow', mode: 'w', size,
     extents: volume.map.toList(), pool });
   clone.attachCow(volume);
-  return { clone, volume };
+  return { clone, volume, cloneFiles };
 }
 
-/** Files of seeded bytes, a writable export `disk` and a read-only `ro` over them. */
+/** Files of seeded bytes, a writable export `disk` and a read-only `ro` over them (and `clone`). */
 async function startFixture(t: Test, dir: string, seed: number, datapath: DatapathSetting,
-): Promise<Fixture> {
+  withClone: boolean): Promise<Fixture> {
   const files = ['a.img', 'b.img'].map((name) => path.join(dir, name));
   const random = new FuzzRandom(seed);
   for (const file of files) fs.writeFileSync(file, random.bytes(FILE_BYTES));
@@ -192,21 +201,24 @@ async function startFixture(t: Test, dir: string, seed: number, datapath: Datapa
   const roPool = new BackingPool();
   const ro = await openExport({ name: 'ro', description: 'ro', mode: 'r', size, extents,
     pool: roPool });
+  // the clone only in clone sessions: the others run on the server as it was before clones
   const cowPool = new BackingPool();
-  const { clone, volume } = await openClone(extents, size, dir, cowPool);
+  const cow = withClone ? await openClone(files, size, dir, cowPool) : null;
   // XVD_DATAPATH as `xvd serve` reads it (cli/route-env.ts)
-  const server = createServer({ provider: createFixedProvider([disk, ro, clone]),
+  const server = createServer({
+    provider: createFixedProvider(cow === null ? [disk, ro] : [disk, ro, cow.clone]),
     log: quietLog, datapath: routeEnvOf({ XVD_DATAPATH: datapath }).datapath });
   const { port, socketPath } = await listenTcpAndUnix(t, server, 'xvd-diff-', async () => {
     await disk.close();
     await ro.close();
-    await clone.close();
-    await volume.close();
+    await cow?.clone.close();
+    await cow?.volume.close();
     await pool.close();
     await roPool.close();
     await cowPool.close();
   });
-  return { server, port, socketPath, files, size, clone };
+  return { server, port, socketPath, files, size, clone: cow?.clone ?? null,
+    cloneFiles: cow?.cloneFiles ?? [] };
 }
 
 /** Reads one request's replies, up to its final one; their raw bytes. */
@@ -250,7 +262,7 @@ async function runSession(t: Test, session: Session, fileSeed: number,
   datapath: DatapathSetting): Promise<RunResult> {
   const dir = path.join(t.testdir(), datapath);
   fs.mkdirSync(dir, { recursive: true });
-  const fixture = await startFixture(t, dir, fileSeed, datapath);
+  const fixture = await startFixture(t, dir, fileSeed, datapath, session.name === 'clone');
   const socket = await connectRaw(t, fixture, 'tcp');
   socket.on('error', () => undefined);
   const client = new ScriptedClient(socket, socket);
@@ -274,12 +286,13 @@ async function runSession(t: Test, session: Session, fileSeed: number,
   await client.waitClosed(10_000);
   const { threadRequests, readerRequests } = fixture.server.stats;
   let cloneBytes: Buffer | null = null;
-  if (session.name === 'clone') {
+  if (fixture.clone !== null) {
     cloneBytes = Buffer.alloc(fixture.size);
     await fixture.clone.read(0, fixture.size, cloneBytes, 0);
   }
+  const files = session.name === 'clone' ? fixture.cloneFiles : fixture.files;
   return { stream: Buffer.concat(stream), perCookie, threadRequests, readerRequests,
-    files: fixture.files.map((file) => fs.readFileSync(file)), cloneBytes };
+    files: files.map((file) => fs.readFileSync(file)), cloneBytes };
 }
 
 function describe(request: Request | undefined): string {
