@@ -18,24 +18,15 @@ import {
 } from '../allocator/allocator';
 import { UsageError } from '../errors';
 import { humanBytes } from './human';
-import { liveLeases } from './leases';
+import { heldVdIds } from './leases';
 import { listMembers, memberMap } from './members';
 import {
   all, get, toRun, type CatalogContext, type FreeRow, type MemberRow, type VbdRow, type VdRow,
 } from './statements';
 import type { FreeSpace, MemberFree } from './types';
 import { rangesOfVbd } from './vbds';
-import { releaseDeadReserves, reserveRunsOf, sharedBlocked, takeFromDead } from './owners';
+import { releaseIdleReserves, reserveRunsOf, sharedBlocked, takeFromDead } from './owners';
 import { runsOf } from './vd-rows';
-/**
- * VD ids whose extents must stay put although dead: leased by a live server that has not yet
- * fenced and drained them (invariant 2). A VBD that still names a dead VD holds nothing: as in
- * the Xen tools, deleting frees the space; the VBD dangles and is not served.
- */
-function heldVdIds(cx: CatalogContext): Set<number> {
-  return new Set(liveLeases(cx).map((lease) => lease.vdId));
-}
-
 /** Extents under phy:/extent VBDs, mapped onto members by path. */
 function blockedRuns(cx: CatalogContext, members: Map<number, MemberRow>): Run[] {
   const byPath = new Map([...members.values()].map((m) => [m.path, m]));
@@ -135,7 +126,7 @@ export function takeExtents(
   cx: CatalogContext, op: string, vdId: number, sizeBytes: number, onMemberId: number | null,
   now: number, extentSize: number | null = null,
 ): { runs: Run[]; extentSizes: ReadonlyMap<number, number> } {
-  releaseDeadReserves(cx, heldVdIds(cx), now);
+  releaseIdleReserves(cx, heldVdIds(cx));
   const { request, heldDead } = allocationRequest(cx, sizeBytes, onMemberId, now, extentSize);
   const plan = allocate(request);
   if (plan === null) noSpace(op, request, heldDead);

@@ -27,6 +27,7 @@ import { XvdError } from '../errors';
 import { isProcessAlive, processStartTime } from './liveness';
 import { all, get, invalid, tx, type CatalogContext, type ServerRow } from './statements';
 import type { HostIdentity, Lease, ServerInfo } from './types';
+import { releaseIdleReserves } from './owners';
 import { liveVdRow } from './vd-rows';
 
 /** Its process runs (no host), or its heartbeat is fresh at `now` (host). */
@@ -61,6 +62,15 @@ export function liveLeases(cx: CatalogContext): Lease[] {
   return all<{ server_id: number; vd_id: number; generation: number }>(cx.st.leases)
     .filter((l) => holding.has(l.server_id))
     .map((l) => ({ serverId: l.server_id, vdId: l.vd_id, generation: l.generation }));
+}
+
+/**
+ * VD ids whose extents must stay put although dead: leased by a live server that has not yet
+ * fenced and drained them (invariant 2); also the VDs whose copy-on-write reserves are kept. A VBD that still names a dead VD holds nothing: as in
+ * the Xen tools, deleting frees the space; the VBD dangles and is not served.
+ */
+export function heldVdIds(cx: CatalogContext): Set<number> {
+  return new Set(liveLeases(cx).map((lease) => lease.vdId));
 }
 
 export function registerServer(cx: CatalogContext, controlPath: string | null,
@@ -108,9 +118,11 @@ export function setServerAddrs(cx: CatalogContext, serverId: number, addrs: stri
   });
 }
 
+/** Removes the server, its leases, and the copy-on-write reserves only it held. */
 export function unregisterServer(cx: CatalogContext, serverId: number): void {
   tx(cx, () => {
     cx.st.deleteServer.run(serverId);
+    releaseIdleReserves(cx, heldVdIds(cx));
   });
 }
 
@@ -178,8 +190,10 @@ export function acquireLease(
   });
 }
 
+/** Drops the lease; the VD's copy-on-write reserve goes back to the free runs with the last. */
 export function releaseLease(cx: CatalogContext, serverId: number, vdId: number): void {
   tx(cx, () => {
     cx.st.deleteLease.run(serverId, vdId);
+    releaseIdleReserves(cx, heldVdIds(cx));
   });
 }

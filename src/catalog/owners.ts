@@ -9,8 +9,13 @@
  * VD a live server still leases, maps it too (sharedBlocked); when it takes one, every dead VD
  * that mapped it loses it (recorded, so undelete refuses with the reason) and its count goes
  * (takeFromDead). A reserve is owned by its VD alone and in no map: it is never free and never
- * another VD's; once its VD is dead and no live server leases it, the next allocation gives it
- * back to the free runs (releaseDeadReserves); free space counts it as reclaimable until then.
+ * another VD's. It is kept only while a live server leases its VD (the server copies into it):
+ * releasing the last lease, unregistering a server, and every allocation give the reserves of
+ * VDs no live server leases back to the free runs (releaseIdleReserves). A server killed before
+ * it could release leaves its VDs' reserves until the next of these; free space counts a dead
+ * VD's reserve as reclaimable and a live one's as used until then. An extent of a reserve the
+ * server copied into but never committed is no loss: the VD's map still names the shared
+ * extent (uncommitted writes are ones NBD lets a crash lose), and a reused extent is zeroed.
  */
 import assert from 'node:assert';
 import {
@@ -144,13 +149,11 @@ export function reserveRunsOf(cx: CatalogContext, vdId: number): Run[] {
   return all<ReserveRow>(cx.st.reserveOf, vdId).map(toRun);
 }
 
-/** Gives the reserves of dead VDs that no live server leases back to the free runs. */
-export function releaseDeadReserves(
-  cx: CatalogContext, held: ReadonlySet<number>, now: number,
-): void {
+/** Gives the reserves of VDs that no live server leases (`held`: those leased) back to the
+ * free runs. */
+export function releaseIdleReserves(cx: CatalogContext, held: ReadonlySet<number>): void {
   for (const { vd_id: vdId } of all<{ vd_id: number }>(cx.st.reserveVds)) {
-    const vd = all<VdRow>(cx.st.vd, vdId)[0];
-    if (vd !== undefined && (!isDead(vd, now) || held.has(vdId))) continue;
+    if (held.has(vdId)) continue;
     const freed = reserveRunsOf(cx, vdId);
     rewriteFreeRuns(cx, freed, (current, mine) =>
       mergeAdjacent([...current, ...mine].sort((a, b) => a.firstExtent - b.firstExtent)));
