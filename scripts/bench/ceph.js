@@ -13,7 +13,8 @@
 // TCP on 127.0.0.1 with fio's nbd engine as client; the cells are fio's jobs of the main bench
 // (randread/randwrite 4 KiB qd32, read/write 1 MiB qd8), interleaved in rounds with the order
 // rotated (lib/rounds.js): the table shows medians over the rounds, and the ratios of xvd to
-// qemu-nbd and to the ceiling. Server CPU is seconds per GiB moved, from /proc.
+// qemu-nbd and to the ceiling. Server CPU is seconds per GiB moved, from /proc. `--jobs
+// read-1m,write-1m` runs only the jobs named (ids of lib/clients.js FIO_JOBS).
 // Output: the table on stdout, raw JSON in results/bench-ceph-<timestamp>.json.
 'use strict';
 const fs = require('node:fs');
@@ -32,15 +33,26 @@ const IMAGE = 'bench';
 const SERVERS = ['xvd', 'qemu-nbd', 'fio-rbd'];
 
 function parseArgs(argv) {
-  const options = { rounds: 1, runtimeS: 5, rampS: 1 };
+  const options = { rounds: 1, runtimeS: 5, rampS: 1, jobs: clients.FIO_JOBS };
   for (let i = 0; i < argv.length; i += 1) {
     if (argv[i] === '--ceph') continue;
     if (argv[i] === '--rounds') options.rounds = Number(argv[++i]);
     else if (argv[i] === '--runtime') options.runtimeS = Number(argv[++i]);
-    else throw new Error(`unknown option ${argv[i]} (--rounds N, --runtime SECONDS)`);
+    else if (argv[i] === '--jobs') options.jobs = pickJobs(String(argv[++i]));
+    else throw new Error(`unknown option ${argv[i]} (--rounds N, --runtime SECONDS, --jobs IDS)`);
   }
   if (!(options.rounds >= 1 && options.rounds <= 20)) throw new Error('--rounds: 1 to 20');
   return options;
+}
+
+/** The fio jobs named in a comma-separated list of ids (randread-4k,read-1m,…). */
+function pickJobs(list) {
+  const ids = list.split(',');
+  const unknown = ids.filter((id) => !clients.FIO_JOBS.some((job) => job.id === id));
+  if (unknown.length > 0 || ids.length === 0) {
+    throw new Error(`--jobs: ${unknown.join(',')} unknown (${clients.FIO_JOBS.map((j) => j.id)})`);
+  }
+  return clients.FIO_JOBS.filter((job) => ids.includes(job.id));
 }
 
 function check(result, what) {
@@ -97,10 +109,10 @@ async function startServers(cluster, prepared, work) {
   };
 }
 
-function table(summary) {
+function table(summary, jobs) {
   const lines = [`${'job'.padEnd(18)}${SERVERS.map((s) => s.padStart(12)).join('')}` +
     '  xvd/qemu  xvd/fio-rbd  cpu s/GiB xvd qemu'];
-  for (const job of clients.FIO_JOBS) {
+  for (const job of jobs) {
     const cells = SERVERS.map((server) => summary[job.id][server]);
     const value = (cell) => (cell && cell.value !== undefined ? cell.value : NaN);
     const ratio = (a, b) => (Number.isFinite(a / b) ? (a / b).toFixed(2) : 'n/a');
@@ -118,7 +130,7 @@ function table(summary) {
 async function measure(servers, timing, work) {
   const cells = {};
   for (let round = 0; round < timing.rounds; round += 1) {
-    for (const job of clients.FIO_JOBS) {
+    for (const job of timing.jobs) {
       for (const name of rounds.rotate(SERVERS, round)) {
         const { target, pid } = servers[name];
         const cell = await clients.runFio(job, target, pid, timing, work);
@@ -141,7 +153,7 @@ async function measure(servers, timing, work) {
 async function main() {
   const options = parseArgs(process.argv.slice(2));
   const timing = { runtimeS: options.runtimeS, rampS: options.rampS, copyReps: 1,
-    rounds: options.rounds };
+    rounds: options.rounds, jobs: options.jobs };
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'xvd-bench-ceph-'));
   const clusterDir = path.join(work, 'cluster');
   const stop = () => {
@@ -164,10 +176,12 @@ async function main() {
     const { cells, summary } = await measure(servers, timing, work);
     process.stdout.write(`xvd over RBD, qemu-nbd rbd: (--cache=none), fio's rbd engine; ` +
       `medians of ${timing.rounds} round(s), fio ${timing.runtimeS} s per cell\n` +
-      `${table(summary)}\n`);
+      `${table(summary, timing.jobs)}\n`);
     fs.mkdirSync(path.join(REPO, 'results'), { recursive: true });
     const file = path.join(REPO, 'results', `bench-ceph-${Date.now()}.json`);
-    fs.writeFileSync(file, JSON.stringify({ timing, summary, cells }, null, 1));
+    const jobIds = timing.jobs.map((job) => job.id);
+    fs.writeFileSync(file, JSON.stringify({ timing: { ...timing, jobs: jobIds }, summary, cells },
+      null, 1));
     process.stdout.write(`raw: ${path.relative(REPO, file)}\n`);
   } finally {
     stop(); // the servers by their process groups, then the cluster
