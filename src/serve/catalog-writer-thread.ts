@@ -117,8 +117,9 @@ export class CatalogWriterThread implements CatalogWriter {
     await this.request({ op: 'heartbeat', serverId });
   }
 
-  async acquireLease(serverId: number, vdId: number): Promise<Lease> {
-    const lease = await this.request({ op: 'acquireLease', serverId, vdId });
+  async acquireLease(serverId: number, vdId: number, generation?: number): Promise<Lease> {
+    const lease = await this.request(generation === undefined
+      ? { op: 'acquireLease', serverId, vdId } : { op: 'acquireLease', serverId, vdId, generation });
     if (lease === null) throw new Error('catalog writer: acquireLease answered without a lease');
     return lease;
   }

@@ -22,7 +22,7 @@ function run(catalog: Catalog, request: WriterRequest): Result {
       catalog.heartbeat(request.serverId);
       return null;
     case 'acquireLease':
-      return catalog.acquireLease(request.serverId, request.vdId);
+      return catalog.acquireLease(request.serverId, request.vdId, request.generation);
     case 'releaseLease':
       catalog.releaseLease(request.serverId, request.vdId);
       return null;

@@ -25,7 +25,8 @@ import type { Catalog, CowExtents, CowRemap, Lease } from '../catalog/index';
 /** The catalog writes of a serving server. Each resolves once its transaction committed. */
 export interface CatalogWriter {
   heartbeat(serverId: number): Promise<void>;
-  acquireLease(serverId: number, vdId: number): Promise<Lease>;
+  /** with `generation`: records that one (a switch to copy-on-write: cow-vds.ts) */
+  acquireLease(serverId: number, vdId: number, generation?: number): Promise<Lease>;
   releaseLease(serverId: number, vdId: number): Promise<void>;
   /** Catalog.takeOverServer: true when the fenced server's row and leases were removed. */
   takeOverServer(serverId: number, heartbeatAtMs: number): Promise<boolean>;
@@ -40,7 +41,8 @@ export interface CatalogWriter {
 export function catalogWriterOf(catalog: Catalog): CatalogWriter {
   return {
     heartbeat: async (serverId) => catalog.heartbeat(serverId),
-    acquireLease: async (serverId, vdId) => catalog.acquireLease(serverId, vdId),
+    acquireLease: async (serverId, vdId, generation) =>
+      catalog.acquireLease(serverId, vdId, generation),
     releaseLease: async (serverId, vdId) => catalog.releaseLease(serverId, vdId),
     takeOverServer: async (serverId, heartbeatAtMs) =>
       catalog.takeOverServer(serverId, heartbeatAtMs),
@@ -58,7 +60,7 @@ export const WRITER_OPEN_ID = 0;
 
 export type WriterRequest =
   | { id: number; op: 'heartbeat'; serverId: number }
-  | { id: number; op: 'acquireLease'; serverId: number; vdId: number }
+  | { id: number; op: 'acquireLease'; serverId: number; vdId: number; generation?: number }
   | { id: number; op: 'releaseLease'; serverId: number; vdId: number }
   | { id: number; op: 'takeOverServer'; serverId: number; heartbeatAtMs: number }
   | { id: number; op: 'reserveCowExtents'; serverId: number; vdId: number; extentSize: number;

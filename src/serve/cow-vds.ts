@@ -18,15 +18,13 @@
  *   - The live clone (the contract's handshake): when the VD's generation moved (cloneVd bumps
  *     it), the new marks are swapped in, the writes in flight on the old map and every
  *     data-path thread's I/O on it are waited for (CowVolume.remark), the remaps made so far are
- *     committed, and only then is the new generation recorded in the lease (acquireLease
- *     again), which is what `xvd clone` waits for before the clone may be served.
- *   - Known weaknesses. cloneVd copies the catalog's runs: an extent this server had already
- *     copied but not committed is cloned with its old bytes (the clone then misses the writes
- *     acknowledged to that extent since its last FLUSH, though it has those to extents written
- *     in place); the commit above is there so that commitCowRemaps can give such a clone, not
- *     switched yet, the new extent too (asked of the catalog side, not done yet). And a second
- *     clone committed between the resolution and the lease record is recorded too, before this
- *     server switched for it; the next poll switches it, but `xvd clone` may return first.
+ *     committed, and only then is the generation of that resolution recorded in the lease
+ *     (acquireLease with that generation: a second clone committed meanwhile is not recorded
+ *     before this server switched for it), which is what `xvd clone` waits for before the clone
+ *     may be served. The commit matters: cloneVd copied the catalog's runs, so an extent this
+ *     server had copied but not committed went to the clone with its old bytes; committing it
+ *     while the clone is not switched remaps the clone too (commitCowRemaps), so the clone gets
+ *     every write acknowledged before the switch.
  */
 import type { Catalog, CowExtents, ResolvedVbd } from '../catalog/index';
 import type { BackingPool } from '../backing/pool';
@@ -126,7 +124,8 @@ export class CowVds {
   private async recordGeneration(vdId: number, vd: Vd, generation: number): Promise<void> {
     const serverId = this.options.serverIdOf();
     if (serverId === null) return;
-    const lease = await this.options.writer.acquireLease(serverId, vdId);
+    // exactly the generation switched to: a newer clone is not servable before its own switch
+    const lease = await this.options.writer.acquireLease(serverId, vdId, generation);
     vd.generation = generation;
     this.options.log.info({ event: LOG_EVENT.cowSwitch, vd: vdId, generation,
       leaseGeneration: lease.generation, shared: vd.volume.map.sharedCount },

@@ -11,6 +11,8 @@
  *   - SIGKILL of the server right after a FLUSH keeps every flushed byte, and `xvd check` passes;
  *   - SIGKILL before any FLUSH leaves every sector the old or the new bytes, and `xvd check`
  *     passes.
+ *   - a clone of a served clone has every write acknowledged before `xvd clone`, also one to an
+ *     extent the server had copied and not committed yet (the switch commits it first).
  * Nothing waits a fixed time: each step waits for what the server or the catalog reports.
  */
 import t, { type Test } from 'tap';
@@ -229,3 +231,26 @@ t.test('SIGKILL before a FLUSH leaves each sector old or new', async (t) => {
   t.ok((await nbdshRead(s.socket, '1/g', 0, SIZE)).equals(s.golden), 'the origin is unchanged');
   await check(t, s.catalog);
 });
+
+t.test('a clone of a served clone has the writes acknowledged before it, flushed or not',
+  async (t) => {
+    const s = await setup(t);
+    t.equal(await s.ok(['clone', '1']), '2');
+    await s.ok(['vbd', 'add', 'vd:2', 'c', '--domain', '1', '--mode', 'w']);
+    await startServeOnSocket(t, s.catalog, s.socket);
+    const client = await open(s.socket, '1/c');
+    const copied = Buffer.alloc(4096, 0x5c); // a first write: its extent copied, not committed
+    await write(client, 4 * EXTENT, copied, 1n);
+    t.equal(await s.ok(['clone', '2']), '3', 'xvd clone of the served clone');
+    await s.ok(['vbd', 'add', 'vd:3', 'cc', '--domain', '1', '--mode', 'r']);
+    t.ok((await nbdshRead(s.socket, '1/cc', 4 * EXTENT, 4096)).equals(copied),
+      'the new clone has the unflushed write to the copied extent');
+    const later = Buffer.alloc(4096, 0x1a);
+    await write(client, 4 * EXTENT, later, 2n);
+    await flush(client, 3n);
+    client.end();
+    t.ok((await nbdshRead(s.socket, '1/cc', 4 * EXTENT, 4096)).equals(copied),
+      'and not the write made after it');
+    t.ok((await nbdshRead(s.socket, '1/c', 4 * EXTENT, 4096)).equals(later), 'which 2 has');
+    await check(t, s.catalog);
+  });
