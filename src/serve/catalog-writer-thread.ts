@@ -118,8 +118,8 @@ export class CatalogWriterThread implements CatalogWriter {
   }
 
   async acquireLease(serverId: number, vdId: number, generation?: number): Promise<Lease> {
-    const lease = await this.request(generation === undefined
-      ? { op: 'acquireLease', serverId, vdId } : { op: 'acquireLease', serverId, vdId, generation });
+    const lease = await this.request(generation === undefined ? { op: 'acquireLease', serverId,
+      vdId } : { op: 'acquireLease', serverId, vdId, generation });
     if (lease === null) throw new Error('catalog writer: acquireLease answered without a lease');
     return lease;
   }
