@@ -66,8 +66,9 @@ export function liveLeases(cx: CatalogContext): Lease[] {
 
 /**
  * VD ids whose extents must stay put although dead: leased by a live server that has not yet
- * fenced and drained them (invariant 2); also the VDs whose copy-on-write reserves are kept. A VBD that still names a dead VD holds nothing: as in
- * the Xen tools, deleting frees the space; the VBD dangles and is not served.
+ * fenced and drained them (invariant 2); also the VDs whose copy-on-write reserves are kept.
+ * A VBD that still names a dead VD holds nothing: as in the Xen tools, deleting frees the
+ * space; the VBD dangles and is not served.
  */
 export function heldVdIds(cx: CatalogContext): Set<number> {
   return new Set(liveLeases(cx).map((lease) => lease.vdId));

@@ -186,31 +186,32 @@ t.test('the reserve of a dead VD no server leases goes back to the pool', async 
   t.same(catalog.check(), []);
 });
 
-t.test('a live VD\'s reserve goes back to the pool with the last lease or its server', async (t) => {
-  const { catalog } = setup(t, 8);
-  const a = live(catalog, 2 * EXTENT);
-  const b = catalog.cloneVd(a).id;
-  const free = catalog.freeSpace().totalBytes;
-  const first = catalog.registerServer();
-  const second = catalog.registerServer();
-  catalog.acquireLease(first, b);
-  catalog.acquireLease(second, b);
-  catalog.reserveCowExtents(first, b, EXTENT, 2);
-  t.equal(catalog.freeSpace().totalBytes, free - 2 * EXTENT, 'reserved: not free');
-  catalog.releaseLease(first, b);
-  t.equal(rows(catalog, 'SELECT * FROM cow_reserve').length, 1, 'kept while a lease remains');
-  catalog.releaseLease(second, b);
-  t.same(rows(catalog, 'SELECT * FROM cow_reserve'), [], 'released with the last lease');
-  t.equal(catalog.freeSpace().totalBytes, free, 'free again');
-  catalog.acquireLease(first, b);
-  catalog.reserveCowExtents(first, b, EXTENT, 3);
-  catalog.unregisterServer(first);
-  catalog.unregisterServer(second);
-  t.same(rows(catalog, 'SELECT * FROM cow_reserve'), [], 'released when its server goes');
-  t.equal(catalog.freeSpace().totalBytes, free);
-  t.equal(catalog.getVd(b).state, 'live', 'the VD itself is untouched');
-  t.same(catalog.check(), []);
-});
+t.test('a live VD\'s reserve goes back to the pool with the last lease or its server',
+  async (t) => {
+    const { catalog } = setup(t, 8);
+    const a = live(catalog, 2 * EXTENT);
+    const b = catalog.cloneVd(a).id;
+    const free = catalog.freeSpace().totalBytes;
+    const first = catalog.registerServer();
+    const second = catalog.registerServer();
+    catalog.acquireLease(first, b);
+    catalog.acquireLease(second, b);
+    catalog.reserveCowExtents(first, b, EXTENT, 2);
+    t.equal(catalog.freeSpace().totalBytes, free - 2 * EXTENT, 'reserved: not free');
+    catalog.releaseLease(first, b);
+    t.equal(rows(catalog, 'SELECT * FROM cow_reserve').length, 1, 'kept while a lease remains');
+    catalog.releaseLease(second, b);
+    t.same(rows(catalog, 'SELECT * FROM cow_reserve'), [], 'released with the last lease');
+    t.equal(catalog.freeSpace().totalBytes, free, 'free again');
+    catalog.acquireLease(first, b);
+    catalog.reserveCowExtents(first, b, EXTENT, 3);
+    catalog.unregisterServer(first);
+    catalog.unregisterServer(second);
+    t.same(rows(catalog, 'SELECT * FROM cow_reserve'), [], 'released when its server goes');
+    t.equal(catalog.freeSpace().totalBytes, free);
+    t.equal(catalog.getVd(b).state, 'live', 'the VD itself is untouched');
+    t.same(catalog.check(), []);
+  });
 
 t.test('check reports a wrong owner count as a fault', async (t) => {
   const { catalog } = setup(t);
