@@ -9,8 +9,9 @@
  * one exception the kernel causes (isSameReadOtherHoles): a structured READ that one run's file
  * has as a hole and the other's as zeros. Replies may complete out of order on either path, so
  * pipelined rounds are compared per cookie (each request's reply bytes, the same set of
- * cookies); sequential sessions (one request in flight) are compared as whole streams. The files must be identical afterwards. The data-path run must
- * have had requests served by the thread (server.stats.threadRequests > 0), the other none.
+ * cookies); sequential sessions (one request in flight) are compared as whole streams. The
+ * files must be identical afterwards. The data-path run must have had requests served by the
+ * thread (server.stats.threadRequests > 0), the other none.
  *
  * Streams mix plain READs and WRITEs (the thread's) with everything else: FLUSH, TRIM,
  * WRITE_ZEROES, CACHE, BLOCK_STATUS, FUA/DF/NO_HOLE/REQ_ONE/FAST_ZERO and unknown flags and
