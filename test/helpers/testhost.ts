@@ -226,8 +226,8 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestResult> {
   try {
     const timeoutS = Math.max(1, Math.ceil(timeoutMs / 1000));
     const args = [RUN_SH, '--script', scriptPath, '--port', String(proxy.port)];
-    const { console, exitCode } = await runCapture(args.concat('--timeout', String(timeoutS)),
-      timeoutMs + KILL_GRACE_MS);
+    const { console, exitCode } = await runGrouped('bash',
+      args.concat('--timeout', String(timeoutS)), timeoutMs + KILL_GRACE_MS);
     return parseGuest(console, exitCode, proxy.connectionCount(), Date.now() - startMs);
   } finally {
     await proxy.close();
@@ -235,13 +235,24 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestResult> {
   }
 }
 
-function runCapture(args: string[], killAfterMs: number):
-  Promise<{ console: string; exitCode: number | null }> {
+/** What a command run by runGrouped printed (`console`: both streams as they came). */
+export interface GroupedRun {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  console: string;
+}
+
+/** Runs a command in its own process group; kills the whole group after `killAfterMs`. */
+export function runGrouped(command: string, args: string[], killAfterMs: number):
+  Promise<GroupedRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const chunks: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const both: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => { out.push(chunk); both.push(chunk); });
+    child.stderr.on('data', (chunk: Buffer) => { err.push(chunk); both.push(chunk); });
     const timer = setTimeout(() => {
       if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
     }, killAfterMs);
@@ -251,7 +262,9 @@ function runCapture(args: string[], killAfterMs: number):
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ console: Buffer.concat(chunks).toString('utf8'), exitCode: code });
+      resolve({ exitCode: code, stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        console: Buffer.concat(both).toString('utf8') });
     });
   });
 }

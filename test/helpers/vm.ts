@@ -10,10 +10,10 @@
  * once its files are synced and / is read-only again; a failure prints `XVD-BOOT-FAIL:` (the
  * initramfs) or `XVD-GUEST-FAIL:` (the golden init).
  */
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { runGrouped } from './testhost';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 export const GOLDEN_SH = path.join(ROOT, 'scripts', 'testhost', 'golden.sh');
@@ -31,7 +31,7 @@ let goldenPromise: Promise<string> | undefined;
 
 /** Path of the golden root filesystem image, built once per process (golden.sh caches it). */
 export function prepareGolden(): Promise<string> {
-  goldenPromise ??= runCollect('bash', [GOLDEN_SH], GOLDEN_TIMEOUT_MS).then((run) => {
+  goldenPromise ??= runGrouped('bash', [GOLDEN_SH], GOLDEN_TIMEOUT_MS).then((run) => {
     const golden = /^GOLDEN=(.+)$/m.exec(run.stdout)?.[1];
     if (run.exitCode !== 0 || golden === undefined) {
       throw new Error(`golden.sh exited ${run.exitCode}: ${run.stderr.slice(-2000)}`);
@@ -72,7 +72,7 @@ export async function bootVm(options: BootOptions): Promise<VmResult> {
     '--timeout', String(timeoutS)];
   if (options.append !== undefined) args.push('--append', options.append);
   const startMs = Date.now();
-  const run = await runCollect('bash', args, timeoutS * 1000 + KILL_GRACE_MS);
+  const run = await runGrouped('bash', args, timeoutS * 1000 + KILL_GRACE_MS);
   const console = run.stdout + run.stderr;
   const values = new Map<string, string>();
   for (const line of console.split(/\r?\n/)) {
@@ -89,35 +89,6 @@ export async function bootVm(options: BootOptions): Promise<VmResult> {
     failure: failed === null ? '' : (failed[1] ?? failed[2] ?? '').trim(),
     elapsedMs: Date.now() - startMs,
   };
-}
-
-interface Collected {
-  exitCode: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command in its own process group; kills the whole group after `killAfterMs`. */
-function runCollect(command: string, args: string[], killAfterMs: number): Promise<Collected> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    const timer = setTimeout(() => {
-      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-    }, killAfterMs);
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ exitCode: code, stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8') });
-    });
-  });
 }
 
 /** sha256 of a file, hex. */
