@@ -76,6 +76,7 @@
 #define DP_BUDGET_RETRY_MS XVD_LIMIT_NBD_BUDGET_RETRY_MS /* a starved thread asks this often */
 #define DP_RECV_MIN ((size_t)XVD_LIMIT_NBD_DATAPATH_RECV_MIN) /* receive buffer to start with */
 #define DP_READER_MIN ((size_t)XVD_LIMIT_NBD_DATAPATH_READER_MIN) /* READs for the reader thread */
+#define DP_CORK_MIN ((size_t)XVD_LIMIT_NBD_DATAPATH_CORK_MIN) /* TCP: payloads sent on their own */
 #define DP_READER_SLOTS XVD_LIMIT_NBD_DATAPATH_READER_SLOTS      /* ...at most this many at once */
 /* C-only tuning, no JS twin */
 #define DP_FRAMES_IOV 64                /* JS frames per sendmsg */
@@ -200,6 +201,8 @@ struct datapath {
                                         is to be forwarded */
   uint8_t *sbuf;
   size_t scap, sused; /* sused <= scap */
+  size_t scork; /* 0, or where in sbuf the first payload of DP_CORK_MIN or more starts (TCP):
+                   the bytes before it go out with MSG_MORE (dp-send.c) */
   enum dp_framing framing;
   int is_receiving, is_broken;
   int is_fence_told; /* atomic: the thread and its reader */
@@ -308,7 +311,7 @@ void dp_break_stream(struct datapath *dp, int err);
 void dp_flush_replies(struct datapath *dp);
 void dp_send_frames(struct datapath *dp);
 void dp_flush_forward(struct datapath *dp);
-void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t length);
+void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t head, size_t length);
 void dp_forward_frame(struct datapath *dp, const uint8_t *frame, size_t length);
 
 /* dp-reader.c */

@@ -226,7 +226,7 @@ static void finish(struct datapath *dp) {
   note_wait(dp, INT64_MAX); /* not hot any more */
   dp_reader_end(dp); /* its replies go out first, unless aborted */
   if (!dp_load(&dp->is_aborted)) dp_flush_replies(dp);
-  else dp->sused = 0;
+  else dp->sused = dp->scork = 0;
   /* frames still queued (an abort) complete with ECANCELED; later submits are refused */
   dp_store(&dp->is_aborted, 1);
   pthread_mutex_lock(&dp->mutex);
@@ -242,7 +242,7 @@ static void finish(struct datapath *dp) {
   free(dp->sbuf);
   dp->sbuf = NULL;
   dp->rcap = dp->scap = 0;
-  dp->rstart = dp->rend = dp->fstart = dp->sused = 0;
+  dp->rstart = dp->rend = dp->fstart = dp->sused = dp->scork = 0;
   XVD_ASSERT(dp->budget_own >= 0, "a thread never holds a negative share of the budget");
   xvd_budget_give(dp->budget_own);
   dp->budget_own = 0;

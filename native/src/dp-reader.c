@@ -192,7 +192,7 @@ static void finish_slot(struct datapath *dp, struct dp_slot *slot, enum dp_slot_
     dp_wire_read_reply(slot->buffer, slot->request, slot->offset, slot->length, is_structured);
     dp_count_served(dp, XVD_NBD_CMD_READ, slot->length, slot->start_ns); /* reply ready */
     dp_bump(&dp->stat_reader_reads, 1);
-    dp_send_after_replies(dp, slot->buffer, slot->head + slot->length);
+    dp_send_after_replies(dp, slot->buffer, slot->head, slot->length);
     return;
   }
   XVD_ASSERT(dp->framing == DP_FRAMING, "a failed READ is forwarded before the stream is raw");

@@ -76,11 +76,11 @@ static int wait_writable(struct datapath *dp) {
   }
 }
 
-/* Sends every byte of iov[0..count), advancing it. */
-static int send_all(struct datapath *dp, struct iovec *iov, int count) {
+/* Sends every byte of iov[0..count), advancing it; `flags` beside MSG_NOSIGNAL (MSG_MORE). */
+static int send_all(struct datapath *dp, struct iovec *iov, int count, int flags) {
   while (count > 0) {
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)count};
-    ssize_t n = sendmsg(dp->sock, &msg, MSG_NOSIGNAL);
+    ssize_t n = sendmsg(dp->sock, &msg, MSG_NOSIGNAL | flags);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (dp_load(&dp->is_aborted)) return ECANCELED; /* EPIPE from our own shutdown */
@@ -102,27 +102,52 @@ void dp_break_stream(struct datapath *dp, int err) {
   dp_post(dp, DP_EV_ERROR, err, NULL, 0, NULL);
 }
 
+/* Sends iov[0..count) whole; on TCP, a READ payload of DP_CORK_MIN or more, which starts
+ * `corked` bytes in (0: none), goes in a sendmsg of its own after the bytes before it, which go
+ * with MSG_MORE (limits.ts nbdDatapathCorkMin has the figures). */
+static int send_replies(struct datapath *dp, struct iovec *iov, int count, size_t corked) {
+  if (corked == 0) return send_all(dp, iov, count, 0);
+  struct iovec before[3];
+  int parts = 0;
+  size_t left = corked;
+  for (int i = 0; i < count && left > 0; i++) {
+    before[parts] = iov[i];
+    if (before[parts].iov_len > left) before[parts].iov_len = left;
+    left -= before[parts++].iov_len;
+  }
+  XVD_ASSERT(left == 0 && parts <= 3, "the corked bytes lie in the replies");
+  int err = send_all(dp, before, parts, MSG_MORE);
+  if (err != 0) return err;
+  int rest = xvd_iov_advance(&iov, count, corked);
+  return send_all(dp, iov, rest, 0);
+}
+
 /* Sends the gathered fast replies. */
 void dp_flush_replies(struct datapath *dp) {
   XVD_ASSERT(dp->sused <= dp->scap, "gathered replies fit the reply buffer");
+  XVD_ASSERT(dp->scork < dp->sused || dp->scork == 0, "a corked payload is in the batch");
   if (dp->sused == 0) return;
-  size_t used = dp->sused;
-  dp->sused = 0;
+  size_t used = dp->sused, corked = dp->scork;
+  dp->sused = dp->scork = 0;
   if (dp->is_broken) return;
   struct iovec iov = {.iov_base = dp->sbuf, .iov_len = used};
-  int err = send_all(dp, &iov, 1);
+  int err = send_replies(dp, &iov, 1, corked);
   if (err != 0) dp_break_stream(dp, err);
 }
 
-/* Sends the gathered replies, then `bytes` (a reply of the reader thread), in one sendmsg. */
-void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t length) {
+/* Sends the gathered replies, then a reply of the reader thread (its `head`, then `length`
+ * bytes of payload, in `bytes`), in one sendmsg, or on TCP in two as send_replies says. */
+void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t head, size_t length) {
   XVD_ASSERT(dp->sused <= dp->scap, "gathered replies fit the reply buffer");
   struct iovec iov[2] = {{.iov_base = dp->sbuf, .iov_len = dp->sused},
-                         {.iov_base = (void *)bytes, .iov_len = length}};
+                         {.iov_base = (void *)bytes, .iov_len = head + length}};
   int has_replies = dp->sused > 0;
-  dp->sused = 0;
+  size_t corked = dp->scork != 0 ? dp->scork
+                  : (dp->options & DP_TCP) != 0 && length >= DP_CORK_MIN ? dp->sused + head : 0;
+  dp->sused = dp->scork = 0;
   if (dp->is_broken) return;
-  int err = send_all(dp, has_replies ? iov : iov + 1, has_replies ? 2 : 1);
+  int err = has_replies ? send_replies(dp, iov, 2, corked)
+                        : send_replies(dp, iov + 1, 1, corked);
   if (err != 0) dp_break_stream(dp, err);
 }
 
@@ -145,7 +170,7 @@ void dp_send_frames(struct datapath *dp) {
       count++;
     }
     int err =
-        dp->is_broken || dp_load(&dp->is_aborted) ? ECANCELED : send_all(dp, iov, count);
+        dp->is_broken || dp_load(&dp->is_aborted) ? ECANCELED : send_all(dp, iov, count, 0);
     if (err != 0) {
       for (struct dp_frame *f = first; f != frame; f = f->next) f->err = err;
       if (err != ECANCELED) dp_break_stream(dp, err);

@@ -46,11 +46,12 @@ function oldDatapath(inputs: RouteInputs): boolean {
     isWanted && inputs.isWriteMaxFull && inputs.hasDataPlane;
 }
 
-/** The reader thread beside a data-path thread: none with XVD_DATAPATH=thread, always with
- * =reader-always, else while a CPU is free (it came later than the scattered conditions). */
+/** The reader thread beside a data-path thread: always with XVD_DATAPATH=reader-always, none
+ * with =thread or on TCP, else while a CPU is free (it came later than the scattered
+ * conditions). */
 function oldReader(inputs: RouteInputs): Routes['reader'] {
-  return inputs.datapath === 'thread' ? null : inputs.datapath === 'reader-always' ? 'always'
-    : 'auto';
+  if (inputs.datapath === 'reader-always') return 'always';
+  return inputs.datapath === 'thread' || inputs.isTcp ? null : 'auto';
 }
 
 t.test('every combination of inputs routes as the scattered conditions did', (t) => {
@@ -92,6 +93,7 @@ t.test('every answer is consistent', (t) => {
       (routes.read === 'sender') === (routes.senderMode !== null) &&
       (routes.reader === null || routes.read === 'datapath') &&
       !(inputs.datapath === 'thread' && routes.reader !== null) &&
+      !(inputs.isTcp && routes.reader === 'auto') &&
       !(inputs.datapath === 'reader-always' && routes.read === 'datapath' &&
         routes.reader !== 'always') &&
       routes.other === 'js' &&
@@ -149,6 +151,10 @@ t.test('named rows', (t) => {
   t.equal(routesOf({ ...SERVED, datapath: 'thread' }).reader, null,
     'XVD_DATAPATH=thread: no reader');
   t.equal(routesOf({ ...SERVED, datapath: 'thread' }).read, 'datapath');
+  t.equal(routesOf({ ...SERVED, isTcp: true }).reader, null,
+    'TCP: no reader (its large replies go out corked, cheaper inline)');
+  t.equal(routesOf({ ...SERVED, isTcp: true, datapath: 'reader-always' }).reader, 'always',
+    'XVD_DATAPATH=reader-always: the reader on TCP too');
   t.equal(routesOf({ ...SERVED, datapath: 'reader-always' }).reader, 'always',
     'XVD_DATAPATH=reader-always');
   t.equal(routesOf({ ...SERVED, datapath: 'reader' }).read, 'datapath');
