@@ -158,8 +158,9 @@ export const LIMITS = {
   /** dataplane/datapath: on TCP, a READ reply whose payload is at least this long goes out in two
    * sendmsg calls: the bytes before its payload with MSG_MORE, then the payload (as nbdkit sends
    * every reply). fio 1 MiB reads at qd8 over loopback TCP (Linux 6.18, 2 CPUs) measured 1.5x
-   * the throughput of one sendmsg of both, at 0.6x the server CPU per GiB; 4 MiB 1.08x; 128 KiB
-   * to 512 KiB no difference beyond noise, so smaller replies keep their one call. */
+   * the throughput of one sendmsg of both (0.19 against 0.26 server CPU seconds per GiB, and the
+   * client slept half as often); 4 MiB 1.08x; 128 KiB to 512 KiB no difference beyond noise, so
+   * smaller replies keep their one call. Unix sockets: no difference, so not there. */
   nbdDatapathCorkMin: 1024 * 1024,
   /** dataplane/datapath: READs handed to the reader thread and not yet sent, per connection (each
    * holds a reply buffer in the memory budget while it is in flight or not yet shrunk). */
