@@ -6,7 +6,8 @@
  * after them. The socket is non-blocking (one open file description with Node's, which stays
  * paused): a full socket waits in poll() with the eventfd that submit, resume, fence and stop
  * signal (dp_wake). A send failure breaks the stream: DP_EV_ERROR once, nothing more is sent,
- * later frames complete with ECANCELED.
+ * later frames complete with ECANCELED. On TCP a READ payload of DP_CORK_MIN or more goes in a
+ * sendmsg of its own, the bytes before it in one with MSG_MORE (send_replies).
  *
  * Events go to the JS thread through the thread-safe function (datapath-binding.c delivers
  * them). Forwarded bytes are copied out of the receive buffer, counted in the budget and in

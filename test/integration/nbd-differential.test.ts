@@ -478,6 +478,25 @@ t.test('a structured READ over a range trimmed on the same connection', async (t
   await compare(t, session, SEED, true);
 });
 
+t.test('READs of 1 MiB and more among small ones: the corked TCP sends keep every byte in order',
+  async (t) => {
+    // On TCP a payload of LIMITS.nbdDatapathCorkMin or more goes in a sendmsg of its own after
+    // the bytes before it (MSG_MORE): gathered small replies, the reader's reply after them, or
+    // a large reply followed by small ones in one batch; both the thread and the reader send so.
+    const read = (cookie: bigint, offset: number, length: number): Request => ({
+      type: CMD.READ, flags: 0, cookie, offset: BigInt(offset), length });
+    const cork = LIMITS.nbdDatapathCorkMin;
+    const round = [read(1n, 0, 4096), read(2n, 8192, 4096), read(3n, 64 * KiB, cork),
+      read(4n, 12_288, 4096), read(5n, 4096, 2 * cork), read(6n, 16_384, 512),
+      read(7n, 3 * 4096, cork + 4096), read(8n, 0, 4096)];
+    for (const structured of [false, true]) {
+      const again = round.map((request) => ({ ...request, cookie: request.cookie + 16n }));
+      const session: Session = { name: 'disk', structured, meta: false, blockSize: false,
+        rounds: [round, [read(9n, 100_000, cork)], again] };
+      await t.test(structured ? 'structured' : 'simple', (t) => compare(t, session, SEED, false));
+    }
+  });
+
 t.test('the reader thread read large READs in the sessions above', async (t) => {
   t.ok(readerTotal > 0, `${readerTotal} READs`);
 });
