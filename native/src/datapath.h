@@ -184,7 +184,7 @@ struct datapath {
   uint64_t stat_latency[DP_LAT_BUCKETS]; /* service times (framed to reply ready), log2 us */
   /* set at create, read-only after */
   int sock, wake_fd;
-  int options; /* DP_TCP is cleared by the thread when SO_RCVLOWAT fails */
+  int options; /* set once, at start */
   int64_t size, block_min;
   struct xvd_request_params params; /* what request.c checks requests against */
   struct dp_extent *extents;        /* dp-map.c; is_data and epoch: thread */
@@ -207,7 +207,7 @@ struct datapath {
   int is_receiving, is_broken;
   int is_fence_told; /* atomic: the thread and its reader */
   int is_woken; /* wait_writable took a wake-up the main loop has not acted on */
-  int lowat;    /* SO_RCVLOWAT set on a TCP socket; 0: unknown */
+  int lowat;    /* SO_RCVLOWAT set on a TCP socket; 0: unknown; -1: setting it failed */
   int64_t spin_ns; /* busy-poll budget; 0: never */
   int is_hot; /* may spin: the last wait for a request was shorter than spin_ns, after a small
                * request (dp-loop.c note_wait()) */
@@ -311,6 +311,7 @@ void dp_break_stream(struct datapath *dp, int err);
 void dp_flush_replies(struct datapath *dp);
 void dp_send_frames(struct datapath *dp);
 void dp_flush_forward(struct datapath *dp);
+int dp_is_corked(const struct datapath *dp, size_t length);
 void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t head, size_t length);
 void dp_forward_frame(struct datapath *dp, const uint8_t *frame, size_t length);
 

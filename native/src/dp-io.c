@@ -273,9 +273,7 @@ int dp_serve(struct datapath *dp, const uint8_t *header, int type, uint64_t offs
   if (!is_served) return 0;
   if (type == XVD_NBD_CMD_READ) {
     dp_wire_read_reply(at, header, offset, length, is_structured);
-    if ((dp->options & DP_TCP) != 0 && length >= DP_CORK_MIN && dp->scork == 0) {
-      dp->scork = dp->sused + head; /* dp-send.c: the bytes before it go with MSG_MORE */
-    }
+    if (dp->scork == 0 && dp_is_corked(dp, length)) dp->scork = dp->sused + head;
   } else {
     dp_wire_simple_reply(at, header);
   }

@@ -31,12 +31,12 @@
  * frames, since a 28-byte header must wake the thread. Never more than the frame still needs, so
  * it cannot stall. A non-blocking recv still returns what is there. */
 static void set_lowat(struct datapath *dp, size_t remaining) {
-  if ((dp->options & DP_TCP) == 0) return;
+  if ((dp->options & DP_TCP) == 0 || dp->lowat < 0) return;
   int want = remaining >= DP_LOWAT_MIN ? (int)(remaining < DP_LOWAT_MAX ? remaining : DP_LOWAT_MAX)
                                        : 1;
   if (want == dp->lowat) return;
   if (setsockopt(dp->sock, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0) dp->lowat = want;
-  else dp->options &= ~DP_TCP; /* keeps what it had */
+  else dp->lowat = -1; /* keeps what it had, and tries no more */
 }
 
 /* Serves or marks for forwarding every whole request in the receive buffer. */

@@ -103,6 +103,11 @@ void dp_break_stream(struct datapath *dp, int err) {
   dp_post(dp, DP_EV_ERROR, err, NULL, 0, NULL);
 }
 
+/* Whether a READ payload of `length` bytes goes in a sendmsg of its own (see send_replies). */
+int dp_is_corked(const struct datapath *dp, size_t length) {
+  return (dp->options & DP_TCP) != 0 && length >= DP_CORK_MIN;
+}
+
 /* Sends iov[0..count) whole; on TCP, a READ payload of DP_CORK_MIN or more, which starts
  * `corked` bytes in (0: none), goes in a sendmsg of its own after the bytes before it, which go
  * with MSG_MORE (limits.ts nbdDatapathCorkMin has the figures). */
@@ -143,8 +148,7 @@ void dp_send_after_replies(struct datapath *dp, const uint8_t *bytes, size_t hea
   struct iovec iov[2] = {{.iov_base = dp->sbuf, .iov_len = dp->sused},
                          {.iov_base = (void *)bytes, .iov_len = head + length}};
   int has_replies = dp->sused > 0;
-  size_t corked = dp->scork != 0 ? dp->scork
-                  : (dp->options & DP_TCP) != 0 && length >= DP_CORK_MIN ? dp->sused + head : 0;
+  size_t corked = dp->scork != 0 ? dp->scork : dp_is_corked(dp, length) ? dp->sused + head : 0;
   dp->sused = dp->scork = 0;
   if (dp->is_broken) return;
   int err = has_replies ? send_replies(dp, iov, 2, corked)
