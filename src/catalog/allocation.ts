@@ -13,8 +13,8 @@
  * and counted once (./owners.ts).
  */
 import {
-  allocate, availableBytes, freeAfter, runsBytes, sliceRuns, type AllocationRequest, type DeadVd,
-  type MemberRange, type Run,
+  allocate, availableBytes, freeAfter, mergeAdjacent, runsBytes, sliceRuns, type AllocationRequest,
+  type DeadVd, type MemberRange, type Run,
 } from '../allocator/allocator';
 import { UsageError } from '../errors';
 import { humanBytes } from './human';
@@ -115,6 +115,12 @@ export function rewriteFreeRuns(
     cx.st.deleteFreeOf.run(memberId);
     for (const r of runsNext) cx.st.insertFree.run(r.memberId, r.firstExtent, r.extentCount);
   }
+}
+
+/** Gives `runs` back to the free runs of their members (in the caller's transaction). */
+export function freeRuns(cx: CatalogContext, runs: readonly Run[]): void {
+  rewriteFreeRuns(cx, runs, (current, mine) =>
+    mergeAdjacent([...current, ...mine].sort((a, b) => a.firstExtent - b.firstExtent)));
 }
 
 /**

@@ -11,11 +11,9 @@
  * catalog shared by many hosts) is never judged gone from this one. Only the owning process
  * completes or abandons its import (ERR_VD_IMPORT_LOST otherwise).
  */
-import os from 'node:os';
-import { mergeAdjacent } from '../allocator/allocator';
 import { XvdError } from '../errors';
-import { rewriteFreeRuns } from './allocation';
-import { isImporterAlive, processStartTime } from './liveness';
+import { freeRuns } from './allocation';
+import { isImporterAlive, isOnThisHost, processStartTime } from './liveness';
 import { all, expiryAt, get, tx, type CatalogContext, type ImportRow } from './statements';
 import type { CreateVdInput, VdDetail, VdSummary } from './types';
 import { detail, runsOf, summaryOf, vdRow } from './vd-rows';
@@ -38,7 +36,7 @@ export function isImportOwned(cx: CatalogContext, vdId: number): boolean {
 function isMine(row: ImportRow | undefined): row is ImportRow {
   return row !== undefined && row.pid === process.pid
     && row.pid_start_time === processStartTime(process.pid)
-    && (row.host === null || row.host === os.hostname());
+    && isOnThisHost(row.host);
 }
 
 /** The import row of vdId when this process owns it; ERR_VD_IMPORT_LOST otherwise. */
@@ -86,8 +84,7 @@ export function cleanAbandonedImports(cx: CatalogContext): number[] {
  * undelete refuses.
  */
 function freeImport(cx: CatalogContext, vdId: number): void {
-  rewriteFreeRuns(cx, runsOf(cx, vdId), (current, freed) =>
-    mergeAdjacent([...current, ...freed].sort((a, b) => a.firstExtent - b.firstExtent)));
+  freeRuns(cx, runsOf(cx, vdId));
   cx.st.deleteRunsOf.run(vdId);
   cx.st.deletePendingOf.run(vdId);
   cx.st.deleteImport.run(vdId);

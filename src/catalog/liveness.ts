@@ -19,13 +19,18 @@ export function processStartTime(pid: number): string {
   }
 }
 
+/** Whether a row's recorded host is this one (null: recorded before hosts were, so this one). */
+export function isOnThisHost(host: string | null): boolean {
+  return host === null || host === os.hostname();
+}
+
 /**
  * Whether the process of an import row still runs. A row of another host (a catalog shared by
  * many hosts) cannot be judged from here: it counts as running, never as abandoned.
  */
 export function isImporterAlive(row: { pid: number; pid_start_time: string; host: string | null },
 ): boolean {
-  if (row.host !== null && row.host !== os.hostname()) return true;
+  if (!isOnThisHost(row.host)) return true;
   return isProcessAlive(row.pid, row.pid_start_time);
 }
 

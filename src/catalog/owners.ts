@@ -19,13 +19,13 @@
  */
 import assert from 'node:assert';
 import {
-  mergeAdjacent, subtractRuns, type Run,
+  subtractRuns, type Run,
 } from '../allocator/allocator';
 import {
   addOwners, clearOwners, intersectRuns, normalRuns, splitByOwners, type OwnedPiece,
   type OwnerRun,
 } from '../allocator/owners';
-import { rewriteFreeRuns } from './allocation';
+import { freeRuns } from './allocation';
 import {
   all, get, toRun, type CatalogContext, type OwnerRow, type ReserveRow, type RunRow, type VdRow,
 } from './statements';
@@ -81,8 +81,7 @@ export function changeOwners(cx: CatalogContext, runs: readonly Run[], delta: nu
 /** Extents no VD maps any more (every owner left them): no count rows, back in the free runs. */
 export function dropOwners(cx: CatalogContext, runs: readonly Run[]): void {
   rewriteOwners(cx, runs, (current, run) => clearOwners(current, [run]));
-  rewriteFreeRuns(cx, runs, (current, mine) =>
-    mergeAdjacent([...current, ...mine].sort((a, b) => a.firstExtent - b.firstExtent)));
+  freeRuns(cx, runs);
 }
 
 /** The owner count of one extent that some VD maps (1 without a count row). */
@@ -154,9 +153,7 @@ export function reserveRunsOf(cx: CatalogContext, vdId: number): Run[] {
 export function releaseIdleReserves(cx: CatalogContext, held: ReadonlySet<number>): void {
   for (const { vd_id: vdId } of all<{ vd_id: number }>(cx.st.reserveVds)) {
     if (held.has(vdId)) continue;
-    const freed = reserveRunsOf(cx, vdId);
-    rewriteFreeRuns(cx, freed, (current, mine) =>
-      mergeAdjacent([...current, ...mine].sort((a, b) => a.firstExtent - b.firstExtent)));
+    freeRuns(cx, reserveRunsOf(cx, vdId));
     cx.st.deleteReserveOf.run(vdId);
   }
 }
