@@ -34,14 +34,26 @@ export function isRbdPath(path: string): boolean {
   return path.startsWith(RBD_PREFIX);
 }
 
-/** The pool and image of `rbd:POOL/IMAGE`; ERR_CEPH_PATH for anything else. */
-export function parseRbdPath(path: string): { pool: string; image: string } {
+/** The pool and image of a well-formed `rbd:POOL/IMAGE`, else null. */
+function rbdNamesOf(path: string): { pool: string; image: string } | null {
   const [pool, image, ...rest] = path.slice(RBD_PREFIX.length).split('/');
   if (!isRbdPath(path) || pool === undefined || image === undefined || rest.length > 0 ||
     !NAME.test(pool) || !NAME.test(image)) {
-    throw new UsageError('ERR_CEPH_PATH', `${path}: not rbd:POOL/IMAGE`);
+    return null;
   }
   return { pool, image };
+}
+
+/** True for a well-formed `rbd:POOL/IMAGE`. */
+export function isRbdImagePath(path: string): boolean {
+  return rbdNamesOf(path) !== null;
+}
+
+/** The pool and image of `rbd:POOL/IMAGE`; ERR_CEPH_PATH for anything else. */
+export function parseRbdPath(path: string): { pool: string; image: string } {
+  const names = rbdNamesOf(path);
+  if (names === null) throw new UsageError('ERR_CEPH_PATH', `${path}: not rbd:POOL/IMAGE`);
+  return names;
 }
 
 export class RbdBacking implements Backing {

@@ -15,6 +15,7 @@
 import assert from 'node:assert';
 import path from 'node:path';
 import { virtualOffsetOf } from '../allocator/allocator';
+import { isRbdImagePath } from '../backing/rbd-backing';
 import {
   describeConflict, findSharingConflict, type ExpertLevel, type Holder,
 } from '../allocator/sharing';
@@ -32,16 +33,13 @@ import type {
 } from './types';
 import { extentsOf, isDead, isImporting, liveVdRow, runsOf } from './vd-rows';
 
-/** An RBD pool member's path, `rbd:POOL/IMAGE` (src/backing/rbd-backing.ts). */
-const RBD_PATH = /^rbd:[^/@\s]+\/[^/@\s]+$/;
-
 /**
  * VBD paths are compared as strings (sharing, allocation blocking, check), so they must be in
  * the canonical form the CLI resolves (src/cli/commands/vbd.ts); at least they are absolute,
  * or an RBD member's `rbd:POOL/IMAGE`.
  */
 function checkVbdPath(file: string): void {
-  if (typeof file !== 'string' || !(path.isAbsolute(file) || RBD_PATH.test(file))) {
+  if (typeof file !== 'string' || !(path.isAbsolute(file) || isRbdImagePath(file))) {
     invalid(`vbd add: the path must be absolute (resolved): '${String(file)}'`);
   }
 }
