@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const proc = require('./proc');
 const { median } = require('./rounds');
-const { runFio } = require('./clients');
+const { FIO_JOBS: FIO_JOBS_ALL, runFio } = require('./clients');
 const { RawClient, requestFrame, CMD } = require('./nbd-raw');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -20,12 +20,8 @@ const ROUNDS = 5;
 const QUEUE_DEPTH = 32;
 const WRITE = 4096;
 const TIMING = { runtimeS: 3, rampS: 1 };
-const FIO_JOBS = [
-  { id: 'randread-4k', label: 'randread 4k qd32', rw: 'randread', bs: '4k', iodepth: 32,
-    unit: 'IOPS' },
-  { id: 'randwrite-4k', label: 'randwrite 4k qd32', rw: 'randwrite', bs: '4k', iodepth: 32,
-    unit: 'IOPS' },
-];
+/** The main bench's 4 KiB random jobs (lib/clients.js). */
+const FIO_JOBS = FIO_JOBS_ALL.filter((job) => ['randread-4k', 'randwrite-4k'].includes(job.id));
 
 async function xvd(catalog, args, timeoutMs = 300000) {
   const result = await proc.run(process.execPath, [CLI, '--catalog', catalog, ...args],
