@@ -41,7 +41,7 @@ import { ScriptedClient, createFixedProvider, quietLog } from '../helpers/nbd-cl
 import { connectRaw, listenTcpAndUnix } from '../helpers/sockets';
 import { firstDifference } from '../helpers/replies';
 import { FuzzRandom } from '../helpers/wire-fuzz';
-import { CMD, CMD_FLAG, INFO, SIMPLE_REPLY_MAGIC, requestFrame } from '../helpers/wire';
+import { CMD, CMD_FLAG, INFO, REPLY_TYPE, SIMPLE_REPLY_MAGIC, requestFrame } from '../helpers/wire';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -303,30 +303,36 @@ function describe(request: Request | undefined): string {
 }
 
 /** What a request's reply bytes say: errno, READ data (holes as zeros), chunk types. */
+/** A reply's errno, READ data (holes as zeros), chunk types, and the bytes its data and hole
+ * chunks cover (-1 when it has a chunk of any other kind; a simple reply: its length). */
 function decode(bytes: Buffer, request: Request): { errno: number; data: Buffer | null;
-  types: number[]; } {
+  types: number[]; covered: number; } {
   const data = request.type === CMD.READ && request.length <= LIMITS.nbdPayloadMax
     ? Buffer.alloc(request.length) : null;
   if (bytes.readUInt32BE(0) === SIMPLE_REPLY_MAGIC) {
     const errno = bytes.readUInt32BE(4);
     if (data !== null && errno === 0) bytes.copy(data, 0, 16);
-    return { errno, data, types: [] };
+    return { errno, data, types: [], covered: bytes.length - 16 };
   }
   let errno = 0;
+  let covered = 0;
   const types: number[] = [];
   for (let at = 0; at + 20 <= bytes.length;) {
     const type = bytes.readUInt16BE(at + 6);
     const length = bytes.readUInt32BE(at + 16);
     const payload = bytes.subarray(at + 20, at + 20 + length);
     types.push(type);
-    if (type === 1 && data !== null) {
+    if (type === REPLY_TYPE.OFFSET_DATA && data !== null) {
       payload.copy(data, Number(payload.readBigUInt64BE(0) - request.offset), 8);
     } else if (type >= 0x8000) {
       errno = payload.readUInt32BE(0);
     }
+    if (type === REPLY_TYPE.OFFSET_DATA) covered += length - 8;
+    else if (type === REPLY_TYPE.OFFSET_HOLE) covered += payload.readUInt32BE(8);
+    else if (type !== REPLY_TYPE.NONE) covered = -Infinity;
     at += 20 + length;
   }
-  return { errno, data, types };
+  return { errno, data, types, covered: Math.max(covered, -1) };
 }
 
 /**
@@ -342,22 +348,8 @@ function isSameReadOtherHoles(a: Buffer, b: Buffer, request: Request): boolean {
     b.readUInt32BE(0) === SIMPLE_REPLY_MAGIC) return false;
   const [left, right] = [decode(a, request), decode(b, request)];
   return left.errno === 0 && right.errno === 0 && left.data !== null && right.data !== null &&
-    left.data.equals(right.data) && coveredBytes(a) === request.length &&
-    coveredBytes(b) === request.length;
-}
-
-/** Bytes a structured READ reply's data and hole chunks cover; -1 for any other chunk. */
-function coveredBytes(bytes: Buffer): number {
-  let covered = 0;
-  for (let at = 0; at + 20 <= bytes.length;) {
-    const type = bytes.readUInt16BE(at + 6);
-    const length = bytes.readUInt32BE(at + 16);
-    if (type === 1) covered += length - 8;
-    else if (type === 2) covered += bytes.readUInt32BE(at + 20 + 8);
-    else if (type !== 0) return -1;
-    at += 20 + length;
-  }
-  return covered;
+    left.data.equals(right.data) && left.covered === request.length &&
+    right.covered === request.length;
 }
 
 /** READs the reader threads read, over every session (the last test checks there were some). */
